@@ -1,0 +1,279 @@
+"""The one validated configuration object of a deltahw accelerator (network shape, formats, hardware).
+
+Everything that shapes the golden model, the weight layout, the cycle model and the generated RTL is
+in :class:`DeltaGRUConfig`. It round-trips through JSON (``to_json``/``from_json``) and every invalid
+value raises a full-sentence :class:`ConfigError` naming the value and the allowed range.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field, fields, replace
+from pathlib import Path
+
+from .numerics import (
+    ActivationTable,
+    FixedFormat,
+    accumulator_bits_needed,
+    sigmoid_table,
+    tanh_table,
+)
+
+__all__ = ["ConfigError", "DeltaGRUConfig", "FORMAT_VERSION", "ceil_div"]
+
+#: Version of the config/manifest schema; bumped when a field changes meaning.
+FORMAT_VERSION = 1
+
+
+class ConfigError(ValueError):
+    """A configuration value is out of range or inconsistent."""
+
+
+def _is_pow2(n: int) -> bool:
+    return n >= 1 and n & (n - 1) == 0
+
+
+@dataclass(frozen=True)
+class DeltaGRUConfig:
+    """Network shape, fixed-point formats, thresholds and hardware parameters.
+
+    Network:
+        input_size (I), hidden_size (H), num_layers (L), output_size (O, 0 = no linear head).
+    Formats (``(bits, frac)`` pairs, see ``docs/numerics.md``):
+        act: inputs, hidden state, deltas' operands, gate outputs and head outputs (default Q8.8).
+        weight: all weight matrices (default Q1.7, as EdgeDRNN).
+        bias: biases, aligned to the accumulator on load (default Q8.8).
+        acc_bits: accumulator width; ``None`` picks the smallest width that cannot overflow.
+        sigmoid_in / tanh_in: index format of the activation lookup tables.
+    Thresholds, in LSBs of ``act`` (0 = every element fires, i.e. the dense GRU):
+        theta_x[l], theta_h[l] per layer, theta_head for the head's input encoder.
+    Hardware:
+        lanes (P): MAC lanes; a fired column costs ceil(3H / P) cycles (at least ``MAC_RMW_CYCLES``).
+        lanes_per_bank: lanes sharing one weight BRAM word (the BRAM word is lanes_per_bank weights).
+        enc_width (E): input elements compared per cycle by the input delta encoder (power of two).
+        act_width (A): hidden units activated per cycle; also the output beat width (power of two);
+            the MAC lane count must be a multiple of 3A so one unit's three gates sit side by side.
+        clock_mhz: target clock used for latency predictions and timing checks.
+    """
+
+    input_size: int
+    hidden_size: int
+    num_layers: int = 1
+    output_size: int = 0
+    act: FixedFormat = FixedFormat(16, 8)
+    weight: FixedFormat = FixedFormat(8, 7)
+    bias: FixedFormat = FixedFormat(16, 8)
+    acc_bits: int | None = None
+    sigmoid_in: FixedFormat = FixedFormat(10, 6)
+    tanh_in: FixedFormat = FixedFormat(10, 7)
+    theta_x: tuple[int, ...] = field(default=())
+    theta_h: tuple[int, ...] = field(default=())
+    theta_head: int = 0
+    lanes: int = 12
+    lanes_per_bank: int = 4
+    enc_width: int = 4
+    act_width: int = 2
+    clock_mhz: float = 100.0
+
+    def __post_init__(self):
+        # Normalise thresholds: empty means 0 for every layer; a single value applies to all layers.
+        for name in ("theta_x", "theta_h"):
+            val = getattr(self, name)
+            if isinstance(val, int):
+                val = (val,)
+            val = tuple(val)
+            if len(val) == 0:
+                val = (0,) * self.num_layers if isinstance(self.num_layers, int) else ()
+            elif len(val) == 1 and isinstance(self.num_layers, int) and self.num_layers > 1:
+                val = val * self.num_layers
+            object.__setattr__(self, name, val)
+        for name in ("act", "weight", "bias", "sigmoid_in", "tanh_in"):
+            val = getattr(self, name)
+            if isinstance(val, dict):
+                object.__setattr__(self, name, FixedFormat(**val))
+            elif isinstance(val, (list, tuple)):
+                object.__setattr__(self, name, FixedFormat(*val))
+        self._validate()
+        if self.acc_bits is None:
+            object.__setattr__(self, "acc_bits", self.acc_bits_needed)
+
+    # ----------------------------------------------------------------------------------------------
+    def _validate(self):
+        def check_int(name, lo, hi, value=None):
+            v = getattr(self, name) if value is None else value
+            if not isinstance(v, int) or isinstance(v, bool) or not lo <= v <= hi:
+                raise ConfigError(f"{name} must be an integer from {lo} to {hi}; got {v!r}.")
+
+        check_int("input_size", 1, 4096)
+        check_int("hidden_size", 1, 2048)
+        check_int("num_layers", 1, 8)
+        check_int("output_size", 0, 4096)
+        check_int("lanes", 3, 1536)
+        check_int("lanes_per_bank", 1, 64)
+        check_int("enc_width", 1, 64)
+        check_int("act_width", 1, 32)
+        if not _is_pow2(self.enc_width):
+            raise ConfigError(
+                f"enc_width must be a power of two (1, 2, 4, ...); got {self.enc_width}."
+            )
+        if not _is_pow2(self.act_width):
+            raise ConfigError(
+                f"act_width must be a power of two (1, 2, 4, ...); got {self.act_width}."
+            )
+        if self.lanes % (3 * self.act_width):
+            good = [3 * self.act_width * k for k in range(1, 9)]
+            raise ConfigError(
+                f"lanes must be a multiple of 3 x act_width = {3 * self.act_width} so that a hidden "
+                f"unit's three gate rows land in neighbouring lanes; got lanes={self.lanes} "
+                f"(try one of {good})."
+            )
+        if self.lanes % self.lanes_per_bank:
+            raise ConfigError(
+                f"lanes_per_bank must divide lanes={self.lanes}; got {self.lanes_per_bank}."
+            )
+        if self.act.bits > 24 or self.act.frac < 1:
+            raise ConfigError(
+                f"act format must have at most 24 bits and at least 1 fraction bit; got {self.act}."
+            )
+        if self.weight.bits > 18:
+            raise ConfigError(f"weight format must have at most 18 bits; got {self.weight}.")
+        if self.bias.frac > self.acc_frac:
+            raise ConfigError(
+                f"bias.frac={self.bias.frac} cannot exceed the accumulator's fraction bits "
+                f"act.frac + weight.frac = {self.acc_frac}."
+            )
+        for name in ("sigmoid_in", "tanh_in"):
+            fmt = getattr(self, name)
+            if fmt.frac > self.act.frac or fmt.bits > 14:
+                raise ConfigError(
+                    f"{name} must have at most 14 bits and at most act.frac={self.act.frac} fraction "
+                    f"bits; got {fmt}."
+                )
+        for name in ("theta_x", "theta_h"):
+            val = getattr(self, name)
+            if len(val) != self.num_layers:
+                raise ConfigError(
+                    f"{name} needs one threshold per layer ({self.num_layers}); got {len(val)}: "
+                    f"{list(val)}."
+                )
+            for t in val:
+                check_int(name, 0, (1 << self.act.bits) - 1, t)
+        check_int("theta_head", 0, (1 << self.act.bits) - 1)
+        if not isinstance(self.clock_mhz, (int, float)) or not 1 <= self.clock_mhz <= 1000:
+            raise ConfigError(f"clock_mhz must be from 1 to 1000; got {self.clock_mhz!r}.")
+        need = self.acc_bits_needed
+        if self.acc_bits is not None:
+            check_int("acc_bits", need, 64)
+
+    # ----------------------------------------------------------------------------------------------
+    def layer_input_size(self, layer: int) -> int:
+        return self.input_size if layer == 0 else self.hidden_size
+
+    @property
+    def acc_frac(self) -> int:
+        return self.act.frac + self.weight.frac
+
+    @property
+    def delta_bits(self) -> int:
+        """Width of a delta ``v - vhat`` of two act-format values (one bit more than act)."""
+        return self.act.bits + 1
+
+    @property
+    def acc_bits_needed(self) -> int:
+        fan_in = max(self.layer_input_size(l) + self.hidden_size for l in range(self.num_layers))
+        fan_in = max(fan_in, self.hidden_size if self.output_size else 0)
+        return accumulator_bits_needed(fan_in, self.act, self.weight, self.bias, self.acc_frac)
+
+    @property
+    def acc(self) -> FixedFormat:
+        return FixedFormat(self.acc_bits, self.acc_frac)
+
+    @property
+    def sigmoid(self) -> ActivationTable:
+        return sigmoid_table(self.sigmoid_in.bits, self.sigmoid_in.frac, self.act.frac)
+
+    @property
+    def tanh(self) -> ActivationTable:
+        return tanh_table(self.tanh_in.bits, self.tanh_in.frac, self.act.frac)
+
+    @property
+    def has_head(self) -> bool:
+        return self.output_size > 0
+
+    @property
+    def output_width(self) -> int:
+        """Number of values the accelerator emits per timestep (O with a head, else H)."""
+        return self.output_size if self.has_head else self.hidden_size
+
+    def with_thresholds(self, theta_x=None, theta_h=None, theta_head=None) -> DeltaGRUConfig:
+        return replace(
+            self,
+            theta_x=self.theta_x if theta_x is None else theta_x,
+            theta_h=self.theta_h if theta_h is None else theta_h,
+            theta_head=self.theta_head if theta_head is None else theta_head,
+        )
+
+    def replace(self, **kw) -> DeltaGRUConfig:
+        if "acc_bits" not in kw:
+            kw["acc_bits"] = None
+        return replace(self, **kw)
+
+    # ----------------------------------------------------------------------------------------------
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["theta_x"] = list(self.theta_x)
+        d["theta_h"] = list(self.theta_h)
+        d["format_version"] = FORMAT_VERSION
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> DeltaGRUConfig:
+        if not isinstance(d, dict):
+            raise ConfigError(f"A config must be a JSON object; got {type(d).__name__}.")
+        d = dict(d)
+        version = d.pop("format_version", FORMAT_VERSION)
+        if version != FORMAT_VERSION:
+            raise ConfigError(
+                f"This config has format_version {version}; this deltahw reads version "
+                f"{FORMAT_VERSION}."
+            )
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ConfigError(
+                f"Unknown config key(s) {unknown}; allowed keys are {sorted(known)}."
+            )
+        for req in ("input_size", "hidden_size"):
+            if req not in d:
+                raise ConfigError(f"The config is missing the required key '{req}'.")
+        return cls(**d)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> DeltaGRUConfig:
+        return cls.from_dict(json.loads(text))
+
+    @classmethod
+    def load(cls, path) -> DeltaGRUConfig:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"Config file {path} does not exist.")
+        try:
+            return cls.from_json(path.read_text())
+        except json.JSONDecodeError as e:
+            raise ConfigError(f"Config file {path} is not valid JSON: {e}.") from None
+
+    def summary(self) -> str:
+        head = f", head O={self.output_size}" if self.has_head else ""
+        return (
+            f"delta-GRU I={self.input_size} H={self.hidden_size} L={self.num_layers}{head}; "
+            f"act {self.act.name()}, weight {self.weight.name()}, acc {self.acc_bits} bits; "
+            f"P={self.lanes} lanes, E={self.enc_width}, A={self.act_width}"
+        )
+
+
+def ceil_div(a: int, b: int) -> int:
+    return -(-a // b)
+

@@ -1,0 +1,286 @@
+"""Bit-exact integer golden model of the delta-GRU accelerator.
+
+The model defines what the hardware must compute: the RTL is compared with it on every output of
+every timestep, and its cycle count (from :mod:`deltahw.cycles`) on every timestep. It works on int64
+torch tensors only; the single float step is quantizing the inputs on entry (``QuantizedModel
+.quantize_input``) and, optionally, dequantizing the outputs.
+
+Per layer and timestep (``docs/numerics.md`` states every rounding):
+
+    dx = x - xhat, fired where |dx| >= theta_x; xhat <- x where fired; dx <- 0 elsewhere
+    dh = h - hhat, fired where |dh| >= theta_h; hhat <- h where fired; dh <- 0 elsewhere
+    Mx  += Wx dx + [Wh_r; Wh_u; 0] dh       (M_r | M_u | M_cx, exact, acc format)
+    Mch += Wh_c dh                          (M_ch)
+    r = sigmoid_table(M_r), u = sigmoid_table(M_u)
+    c = tanh_table(sat(rnd(M_cx) + rnd(r * sat(rnd(M_ch)))))
+    h = sat(c + rnd(u * (h - c)))
+
+The head (if any) is a delta-encoded linear layer on the last layer's h: ``Mo += Wo do``,
+``y = sat(rnd(Mo))``. Sequences in a batch may have different lengths (``lengths``): past its end a
+sequence's state is frozen and its statistics are zero.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from . import cycles
+from .config import DeltaGRUConfig
+from .model import QuantizedModel, load_model
+from .numerics import dequantize, rshift_round, saturate
+
+__all__ = ["GoldenResult", "run_golden", "gru_activation", "main"]
+
+
+@dataclass
+class GoldenResult:
+    """Outputs and per-timestep statistics of a golden-model run (all int64 tensors)."""
+
+    outputs: torch.Tensor  # (B, T, O or H) in the act format
+    fired_x: torch.Tensor  # (B, T, L) fired input deltas per layer
+    fired_h: torch.Tensor  # (B, T, L) fired hidden deltas per layer
+    fired_head: torch.Tensor  # (B, T) fired deltas into the head (0 without a head)
+    macs: torch.Tensor  # (B, T) multiply-accumulates done
+    dense_macs: torch.Tensor  # (B, T) MACs a dense GRU does for the same step
+    cycles: torch.Tensor  # (B, T) predicted hardware compute cycles
+    mask: torch.Tensor  # (B, T) bool, True for real (non-padding) timesteps
+
+    def summary(self, config: DeltaGRUConfig) -> dict:
+        m = self.mask
+        steps = int(m.sum())
+        macs, dense = int(self.macs[m].sum()), int(self.dense_macs[m].sum())
+        cyc = self.cycles[m]
+        cols = cycles.dense_columns(config)
+        dense_cyc = cycles.timestep_cycles(
+            config, cols, config.hidden_size if config.has_head else 0
+        )
+        out = {
+            "timesteps": steps,
+            "macs": macs,
+            "dense_macs": dense,
+            "op_reduction": dense / macs if macs else float("inf"),
+            "mean_cycles": float(cyc.float().mean()) if steps else 0.0,
+            "dense_cycles": int(dense_cyc),
+            "speedup_vs_dense_hw": dense_cyc / float(cyc.float().mean()) if steps else 0.0,
+            "fired_x_fraction": [],
+            "fired_h_fraction": [],
+        }
+        for l in range(config.num_layers):
+            fx = self.fired_x[..., l][m].float().mean() / config.layer_input_size(l)
+            fh = self.fired_h[..., l][m].float().mean() / config.hidden_size
+            out["fired_x_fraction"].append(float(fx))
+            out["fired_h_fraction"].append(float(fh))
+        return out
+
+
+def gru_activation(config: DeltaGRUConfig, m_r, m_u, m_cx, m_ch, h_prev):
+    """The activation and update stage on accumulator values: returns the new h (act format)."""
+    af, wf = config.act.frac, config.weight.frac
+    acc_frac = config.acc_frac
+    r = config.sigmoid.lookup(m_r, acc_frac)
+    u = config.sigmoid.lookup(m_u, acc_frac)
+    cx = saturate(rshift_round(m_cx, wf), config.act)
+    ch = saturate(rshift_round(m_ch, wf), config.act)
+    pre_c = saturate(cx + rshift_round(r * ch, af), config.act)
+    c = config.tanh.lookup(pre_c, af)
+    return saturate(c + rshift_round(u * (h_prev - c), af), config.act)
+
+
+def _encode(v, vhat, theta):
+    """Delta encoder: returns (delta with non-fired zeroed, new vhat, fired mask)."""
+    d = v - vhat
+    fired = d.abs() >= theta
+    return torch.where(fired, d, 0), torch.where(fired, v, vhat), fired
+
+
+def run_golden(model: QuantizedModel, x_q: torch.Tensor, lengths=None) -> GoldenResult:
+    """Run the integer golden model on quantized inputs ``x_q`` of shape (B, T, I) or (T, I).
+
+    ``lengths`` (B,) marks the real length of each sequence when a batch is padded. Every sequence
+    starts from the reset state (zero h, zero last-transmitted values, accumulators = biases).
+    """
+    cfg = model.config
+    if x_q.dim() == 2:
+        x_q = x_q[None]
+    if x_q.dtype != torch.int64:
+        raise TypeError(f"run_golden takes int64 quantized inputs; got {x_q.dtype}.")
+    B, T, I = x_q.shape
+    if I != cfg.input_size:
+        raise ValueError(f"Inputs have {I} features; the model expects {cfg.input_size}.")
+    if x_q.numel() and (x_q.min() < cfg.act.min_int or x_q.max() > cfg.act.max_int):
+        raise ValueError(f"Quantized inputs must lie in [{cfg.act.min_int}, {cfg.act.max_int}].")
+    if lengths is None:
+        lengths = torch.full((B,), T, dtype=torch.int64)
+    lengths = torch.as_tensor(lengths, dtype=torch.int64)
+    mask = torch.arange(T)[None, :] < lengths[:, None]
+
+    H, L = cfg.hidden_size, cfg.num_layers
+    shift_b = cfg.acc_frac - cfg.bias.frac
+    # Transposed weights so a (B, n) delta times (n, 3H) is one integer matmul.
+    wx_t = [p.w_x.T.contiguous() for p in model.layers]
+    whru_t = [p.w_h[: 2 * H].T.contiguous() for p in model.layers]
+    whc_t = [p.w_h[2 * H :].T.contiguous() for p in model.layers]
+    state = []
+    for l, p in enumerate(model.layers):
+        mx0 = torch.cat([p.b_r, p.b_u, p.b_cx]) << shift_b
+        state.append({
+            "xhat": torch.zeros(B, cfg.layer_input_size(l), dtype=torch.int64),
+            "hhat": torch.zeros(B, H, dtype=torch.int64),
+            "h": torch.zeros(B, H, dtype=torch.int64),
+            "mx": mx0.expand(B, 3 * H).clone(),
+            "mch": (p.b_ch << shift_b).expand(B, H).clone(),
+        })
+    if cfg.has_head:
+        head_wt = model.head_w.T.contiguous()
+        head_state = {"xhat": torch.zeros(B, H, dtype=torch.int64),
+                      "m": (model.head_b << shift_b).expand(B, cfg.output_size).clone()}
+
+    O = cfg.output_width
+    outputs = torch.zeros(B, T, O, dtype=torch.int64)
+    fired_x = torch.zeros(B, T, L, dtype=torch.int64)
+    fired_h = torch.zeros(B, T, L, dtype=torch.int64)
+    fired_head = torch.zeros(B, T, dtype=torch.int64)
+    theta_x, theta_h = cfg.theta_x, cfg.theta_h
+
+    for t in range(T):
+        active = mask[:, t : t + 1]
+        all_active = bool(active.all())
+        v = x_q[:, t]
+        for l in range(L):
+            s = state[l]
+            dx, xhat, fx = _encode(v, s["xhat"], theta_x[l])
+            dh, hhat, fh = _encode(s["h"], s["hhat"], theta_h[l])
+            mx = s["mx"] + dx @ wx_t[l]
+            mx[:, : 2 * H] += dh @ whru_t[l]
+            mch = s["mch"] + dh @ whc_t[l]
+            h = gru_activation(cfg, mx[:, :H], mx[:, H : 2 * H], mx[:, 2 * H :], mch, s["h"])
+            if not all_active:
+                xhat = torch.where(active, xhat, s["xhat"])
+                hhat = torch.where(active, hhat, s["hhat"])
+                mx = torch.where(active, mx, s["mx"])
+                mch = torch.where(active, mch, s["mch"])
+                h = torch.where(active, h, s["h"])
+                fx, fh = fx & active, fh & active
+            s.update(xhat=xhat, hhat=hhat, mx=mx, mch=mch, h=h)
+            fired_x[:, t, l] = fx.sum(1)
+            fired_h[:, t, l] = fh.sum(1)
+            v = h
+        if cfg.has_head:
+            do, xhat, fo = _encode(v, head_state["xhat"], cfg.theta_head)
+            m = head_state["m"] + do @ head_wt
+            if not all_active:
+                xhat = torch.where(active, xhat, head_state["xhat"])
+                m = torch.where(active, m, head_state["m"])
+                fo = fo & active
+            head_state.update(xhat=xhat, m=m)
+            fired_head[:, t] = fo.sum(1)
+            outputs[:, t] = saturate(rshift_round(m, cfg.weight.frac), cfg.act)
+        else:
+            outputs[:, t] = v
+
+    n_layer = fired_x + fired_h
+    macs = (n_layer * 3 * H).sum(-1) + fired_head * cfg.output_size
+    dense = sum(3 * H * c for c in cycles.dense_columns(cfg)) + H * cfg.output_size
+    dense_macs = torch.where(mask, dense, 0)
+    cyc = cycles.timestep_cycles(cfg, [n_layer[..., l] for l in range(L)], fired_head)
+    cyc = torch.where(mask, torch.as_tensor(cyc), 0)
+    macs = torch.where(mask, macs, 0)
+    outputs = torch.where(mask[..., None], outputs, 0)
+    return GoldenResult(outputs, fired_x, fired_h, fired_head, macs, dense_macs, cyc, mask)
+
+
+# --------------------------------------------------------------------------------------------------
+def _parse_thresholds(text: str | None, cfg: DeltaGRUConfig, name: str):
+    """Thresholds on the command line are in real units (e.g. 0.05), one per layer or one for all."""
+    if text is None:
+        return None
+    vals = [float(v) for v in text.split(",")]
+    if any(v < 0 for v in vals):
+        raise SystemExit(f"error: {name} thresholds must be >= 0; got {text}.")
+    return tuple(int(round(v * 2**cfg.act.frac)) for v in vals)
+
+
+def add_model_arguments(ap: argparse.ArgumentParser) -> None:
+    ap.add_argument("model", help="exported model folder, deltahw checkpoint or GRU state dict (.pt)")
+    ap.add_argument("--config", help="JSON config (formats, thresholds, lanes) for a plain GRU")
+    ap.add_argument("--theta-x", help="input-delta thresholds in real units, e.g. 0.05 or 0.05,0.1")
+    ap.add_argument("--theta-h", help="hidden-delta thresholds in real units")
+
+
+def model_from_arguments(args) -> QuantizedModel:
+    cfg = DeltaGRUConfig.load(args.config) if args.config else None
+    model = load_model(args.model, config=cfg)
+    tx = _parse_thresholds(args.theta_x, model.config, "--theta-x")
+    th = _parse_thresholds(args.theta_h, model.config, "--theta-h")
+    if tx or th:
+        model = model.with_config(model.config.with_thresholds(theta_x=tx, theta_h=th))
+    return model
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(
+        prog="python -m deltahw.golden",
+        description="Run the bit-exact delta-GRU golden model on float inputs (.npy).",
+    )
+    add_model_arguments(ap)
+    ap.add_argument("--input", required=True, help="float inputs, shape (T, I) or (B, T, I), .npy")
+    ap.add_argument("--output", required=True, help="where to write the outputs (.npy)")
+    ap.add_argument("--raw", action="store_true", help="write raw integers instead of floats")
+    ap.add_argument("--stats", help="write per-timestep statistics and a summary (JSON)")
+    args = ap.parse_args(argv)
+
+    from .util import atomic_write_bytes, atomic_write_text
+
+    inp = Path(args.input)
+    if not inp.is_file():
+        ap.error(f"input file {inp} does not exist.")
+    x = np.load(inp)
+    if not np.issubdtype(x.dtype, np.floating):
+        ap.error(f"--input must hold floats (they are quantized on entry); got dtype {x.dtype}.")
+    try:
+        model = model_from_arguments(args)
+        x_q, clipped = model.quantize_input(torch.from_numpy(x))
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    squeeze = x_q.dim() == 2
+    res = run_golden(model, x_q)
+    y = res.outputs[0] if squeeze else res.outputs
+    out = y.numpy() if args.raw else dequantize(y, model.config.act.frac).numpy()
+    import io
+
+    buf = io.BytesIO()
+    np.save(buf, out)
+    atomic_write_bytes(Path(args.output), buf.getvalue())
+    summary = res.summary(model.config)
+    summary["input_saturated"] = clipped
+    if args.stats:
+        stats = {
+            "config": model.config.to_dict(),
+            "summary": summary,
+            "per_timestep": {
+                "fired_x": res.fired_x.tolist(),
+                "fired_h": res.fired_h.tolist(),
+                "fired_head": res.fired_head.tolist(),
+                "macs": res.macs.tolist(),
+                "cycles": res.cycles.tolist(),
+            },
+        }
+        atomic_write_text(Path(args.stats), json.dumps(stats, indent=1))
+    print(
+        f"{summary['timesteps']} timesteps: op reduction {summary['op_reduction']:.2f}x, "
+        f"{summary['mean_cycles']:.1f} cycles/timestep (dense {summary['dense_cycles']}), "
+        f"{clipped} input values saturated; wrote {args.output}"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
