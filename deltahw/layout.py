@@ -16,10 +16,12 @@ Weight banks. Lane ``p``'s weights live in bank ``p // G`` (G = lanes_per_bank),
 ``weight_base[l] + k*C + g``, columns ``0..I_l-1`` being the input (x) columns and
 ``I_l..I_l+H-1`` the recurrent (h) columns; the head follows the last layer.
 
-Accumulators and biases. Each lane has one accumulator memory; layer ``l`` owns addresses
-``acc_base[l] + g`` (the M_r / M_u / M_cx rows, by the lane's gate) and ``acc_base[l] + C + g``
-(M_ch, used by the c-gate lanes only), the head owns ``acc_base[L] + g``. A bias memory of the same
-shape holds the value each accumulator is reset to at the start of a sequence.
+Accumulators and biases. Each lane has an accumulator memory MX (M_r, M_u or M_cx rows, by the
+lane's gate; the head's rows too) and the c-gate lanes a second one, MCH (M_ch rows), so the
+activation stage reads M_cx and M_ch in the same cycle. Layer ``l`` owns MX words
+``mx_base[l] + g`` and MCH words ``mch_base[l] + g``; the head owns MX words ``mx_base[L] + g``.
+The bias memory of a lane holds the reset value of every accumulator word: MX words at their own
+address, MCH word ``a`` at ``mx_depth + a``.
 """
 
 from __future__ import annotations
@@ -77,12 +79,22 @@ class Layout:
         return self.weight_base[-1] + self.config.hidden_size * self.head_groups
 
     @property
-    def acc_base(self) -> list[int]:
-        return [2 * self.groups * l for l in range(self.config.num_layers + 1)]
+    def mx_base(self) -> list[int]:
+        """MX word address of each layer's row groups, then of the head's."""
+        return [self.groups * l for l in range(self.config.num_layers + 1)]
+
+    @property
+    def mx_depth(self) -> int:
+        return self.mx_base[-1] + self.head_groups
+
+    @property
+    def mch_depth(self) -> int:
+        return self.groups * self.config.num_layers
 
     @property
     def acc_depth(self) -> int:
-        return self.acc_base[-1] + self.head_groups
+        """Depth of a lane's bias memory: MX words, then MCH words."""
+        return self.mx_depth + self.mch_depth
 
     @property
     def weight_word_bits(self) -> int:
@@ -106,7 +118,9 @@ class Layout:
             "bias_banks": self.num_banks,
             "acc_depth": self.acc_depth,
             "bias_word_bits": self.bias_word_bits,
-            "acc_base": self.acc_base,
+            "mx_base": self.mx_base,
+            "mx_depth": self.mx_depth,
+            "mch_depth": self.mch_depth,
         }
 
     # --- row mapping --------------------------------------------------------------------------------
@@ -161,13 +175,13 @@ class Layout:
             # Mx holds r, u and cx sums; Mch holds the c-gate's recurrent sum (c lanes only).
             bx = torch.cat([layer.b_r, layer.b_u, layer.b_cx])
             bh = torch.cat([torch.zeros(2 * H, dtype=torch.int64), layer.b_ch])
-            base = self.acc_base[l]
+            base, chb = self.mx_base[l], self.mx_depth + self.mx_base[l]
             out[base : base + C] = torch.where(valid, bx[safe], 0)
             is_c = (gate_of_lane == 2)[None, :] & valid
-            out[base + C : base + 2 * C] = torch.where(is_c, bh[safe], 0)
+            out[chb : chb + C] = torch.where(is_c, bh[safe], 0)
         if self.config.has_head:
             hrows = self.head_row_index()
-            base = self.acc_base[-1]
+            base = self.mx_base[-1]
             out[base : base + self.head_groups] = torch.where(
                 hrows >= 0, model.head_b[hrows.clamp(min=0)], 0
             )
@@ -200,17 +214,17 @@ class Layout:
         valid = rows >= 0
         H, C = self.config.hidden_size, self.groups
         for l, layer in enumerate(model_shell.layers):
-            base = self.acc_base[l]
+            base, chb = self.mx_base[l], self.mx_depth + self.mx_base[l]
             bx = torch.zeros(3 * H, dtype=torch.int64)
             bx[rows[valid]] = lane_b[base : base + C][valid]
             bh = torch.zeros(3 * H, dtype=torch.int64)
-            bh[rows[valid]] = lane_b[base + C : base + 2 * C][valid]
+            bh[rows[valid]] = lane_b[chb : chb + C][valid]
             layer.b_r, layer.b_u, layer.b_cx = bx[:H], bx[H : 2 * H], bx[2 * H :]
             layer.b_ch = bh[2 * H :]
         if self.config.has_head:
             hrows = self.head_row_index()
             hv = hrows >= 0
-            base = self.acc_base[-1]
+            base = self.mx_base[-1]
             b = torch.zeros(self.config.output_size, dtype=torch.int64)
             b[hrows[hv]] = lane_b[base : base + self.head_groups][hv]
             model_shell.head_b = b
