@@ -1,0 +1,310 @@
+"""Bridge and UART against their Python references (Amaranth simulator).
+
+The bridge is driven byte by byte (as the UART receiver would) with frames built by the host's
+reference encoder; a register file stands in for the core's bus, and testbench processes stand in for
+the core's ``i``/``o`` streams, with random backpressure on both sides.
+"""
+
+import random
+
+import pytest
+from amaranth.hdl import Module
+from amaranth.lib import memory, wiring
+from amaranth.lib.wiring import In, Out
+from amaranth.sim import Simulator
+
+from deltahw.config import DeltaGRUConfig
+from deltahw.gateware import bridge as br
+from deltahw.gateware.uart import UARTRx, UARTTx, uart_divisor
+
+
+class RegFile(wiring.Component):
+    """64 read/write words with the core bus timing (read data the cycle after r_en)."""
+
+    addr: In(8)
+    w_data: In(32)
+    w_en: In(1)
+    r_en: In(1)
+    r_data: Out(32)
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.mem = mem = memory.Memory(shape=32, depth=64, init=[])
+        wp, rp = mem.write_port(), mem.read_port()
+        m.d.comb += [wp.addr.eq(self.addr), wp.data.eq(self.w_data), wp.en.eq(self.w_en),
+                     rp.addr.eq(self.addr), rp.en.eq(self.r_en), self.r_data.eq(rp.data)]
+        return m
+
+
+def ref_beats(config, elements, first):
+    """The ``i`` beats (data int, first) the core must see for a flat list of input elements."""
+    E, ab, I = config.enc_width, config.act.bits, config.input_size
+    mask = (1 << ab) - 1
+    beats = []
+    for t in range(0, len(elements), I):
+        step = elements[t:t + I]
+        for b in range(0, I, E):
+            word = 0
+            for s, v in enumerate(step[b:b + E]):
+                word |= (v & mask) << (s * ab)
+            beats.append((word, int(first and t == 0 and b == 0)))
+    return beats
+
+
+def ref_out_payload(config, beats):
+    """OUT frame payload for a list of output beats (lists of A signed ints)."""
+    eb = br.elem_bytes(config)
+    return b"".join(int(v).to_bytes(eb, "little", signed=True) for beat in beats for v in beat)
+
+
+class Harness:
+    def __init__(self, config, *, rx_gap=2, tx_ready=0.7, i_ready=0.5, seed=1, rx_depth=256):
+        self.config = config
+        self.dut = br.Bridge(config, rx_depth=rx_depth)
+        self.regs = RegFile()
+        m = Module()
+        m.submodules.bridge = self.dut
+        m.submodules.regs = self.regs
+        d, r = self.dut, self.regs
+        m.d.comb += [r.addr.eq(d.bus_addr), r.w_data.eq(d.bus_w_data), r.w_en.eq(d.bus_w_en),
+                     r.r_en.eq(d.bus_r_en), d.bus_r_data.eq(r.r_data)]
+        self.m = m
+        self.rx_gap, self.tx_ready, self.i_ready = rx_gap, tx_ready, i_ready
+        self.rng = random.Random(seed)
+        self.to_send = bytearray()
+        self.out_beats = []  # list of (A-element list, last) to offer on o
+        self.tx = bytearray()
+        self.beats = []
+
+    def run(self, cycles):
+        sim = Simulator(self.m)
+        sim.add_clock(1e-8)
+        d = self.dut
+        cfg = self.config
+        A, ab = cfg.act_width, cfg.act.bits
+
+        async def rx_proc(ctx):
+            for byte in self.to_send:
+                ctx.set(d.rx.payload, byte)
+                ctx.set(d.rx.valid, 1)
+                await ctx.tick()
+                ctx.set(d.rx.valid, 0)
+                for _ in range(self.rng.randint(0, self.rx_gap)):
+                    await ctx.tick()
+
+        async def tx_proc(ctx):
+            while True:
+                ctx.set(d.tx.ready, self.rng.random() < self.tx_ready)
+                _, _, valid, ready, payload = await ctx.tick().sample(
+                    d.tx.valid, d.tx.ready, d.tx.payload)
+                if valid and ready:
+                    self.tx.append(payload)
+
+        async def i_proc(ctx):
+            while True:
+                ctx.set(d.i.ready, self.rng.random() < self.i_ready)
+                _, _, valid, ready, payload = await ctx.tick().sample(
+                    d.i.valid, d.i.ready, d.i.payload)
+                if valid and ready:
+                    self.beats.append((int(payload.data), int(payload.first)))
+
+        async def o_proc(ctx):
+            for vals, last in self.out_beats:
+                assert len(vals) == A
+                word = 0
+                for e, v in enumerate(vals):
+                    word |= (v & ((1 << ab) - 1)) << (e * ab)
+                ctx.set(d.o.payload.data, word)
+                ctx.set(d.o.payload.last, last)
+                ctx.set(d.o.valid, 1)
+                await ctx.tick().until(d.o.ready)
+                ctx.set(d.o.valid, 0)
+
+        sim.add_testbench(rx_proc)
+        sim.add_testbench(tx_proc, background=True)
+        sim.add_testbench(i_proc, background=True)
+        sim.add_testbench(o_proc)
+        sim.run_until(cycles * 1e-8)
+        return self
+
+    def frames(self):
+        dec = br.SlipDecoder()
+        out = []
+        for raw, ok in dec.feed(bytes(self.tx)):
+            assert ok
+            code, seq, payload = br.decode_frame(raw)
+            out.append((code, seq, payload))
+        return out
+
+
+CFG = DeltaGRUConfig(input_size=5, hidden_size=4, output_size=3, lanes=12, enc_width=4,
+                     act_width=2)
+
+
+def word_bytes(*words):
+    return b"".join(w.to_bytes(4, "little") for w in words)
+
+
+def test_info_write_read():
+    h = Harness(CFG)
+    h.to_send += br.encode_frame(br.CMD_INFO, 7)
+    h.to_send += br.encode_frame(br.CMD_WRITE, 8, bytes([3]) + word_bytes(0xDEADBEEF))
+    h.to_send += br.encode_frame(br.CMD_WRITE, 9, bytes([4]) + word_bytes(0xC0DBC0DB))
+    h.to_send += br.encode_frame(br.CMD_WRITE, 10, bytes([5]) + word_bytes(1, 2, 0x12345678))
+    h.to_send += br.encode_frame(br.CMD_READ, 11, bytes([3, 3]))
+    frames = h.run(6000).frames()
+    assert frames[0] == (br.RSP_INFO, 7, bytes([br.STATUS_FRESH, br.PROTOCOL_VERSION, 8, 2, 4, 2]))
+    assert frames[1] == (br.RSP_WRITE, 8, bytes([0, 0]))
+    assert frames[2] == (br.RSP_WRITE, 9, bytes([0, 0]))
+    assert frames[3] == (br.RSP_WRITE, 10, bytes([0, 0]))
+    # The burst wrote 1, 2, 0x12345678 to the same register: the last one stays.
+    assert frames[4] == (br.RSP_READ, 11, bytes([0]) + word_bytes(0xDEADBEEF, 0xC0DBC0DB,
+                                                                   0x12345678))
+    assert len(frames) == 5
+
+
+def test_input_packing_and_outputs():
+    rng = random.Random(5)
+    h = Harness(CFG, i_ready=0.3)
+    I = CFG.input_size
+    seq1 = [rng.randint(-32768, 32767) for _ in range(3 * I)]
+    seq2 = [rng.randint(-32768, 32767) for _ in range(2 * I)]
+    enc = lambda vals: b"".join(v.to_bytes(2, "little", signed=True) for v in vals)  # noqa: E731
+    h.to_send += br.encode_frame(br.CMD_INPUT, 1, bytes([br.INPUT_FIRST]) + enc(seq1[:2 * I]))
+    h.to_send += br.encode_frame(br.CMD_INPUT, 2, bytes([0]) + enc(seq1[2 * I:]))
+    h.to_send += br.encode_frame(br.CMD_INPUT, 3, bytes([br.INPUT_FIRST]) + enc(seq2))
+    outs = [[[rng.randint(-32768, 32767) for _ in range(2)] for _ in range(2)] for _ in range(3)]
+    for step in outs:
+        for j, beat in enumerate(step):
+            h.out_beats.append((beat, j == len(step) - 1))
+    frames = h.run(8000).frames()
+    assert h.beats == ref_beats(CFG, seq1, True) + ref_beats(CFG, seq2, True)
+    acks = [f for f in frames if f[0] != br.RSP_OUT]
+    assert acks == [(br.RSP_INPUT, 1, bytes([br.STATUS_FRESH, 0])),
+                    (br.RSP_INPUT, 2, bytes([0, 0])), (br.RSP_INPUT, 3, bytes([0, 0]))]
+    got = [f for f in frames if f[0] == br.RSP_OUT]
+    assert [f[1] for f in got] == [0, 1, 2]
+    assert [f[2] for f in got] == [ref_out_payload(CFG, step) for step in outs]
+
+
+def test_resync_after_garbage_and_errors():
+    h = Harness(CFG)
+    good = br.encode_frame(br.CMD_WRITE, 20, bytes([1]) + word_bytes(0x11))
+    corrupt = bytearray(br.encode_frame(br.CMD_WRITE, 21, bytes([1]) + word_bytes(0x22)))
+    corrupt[4] ^= 0x40
+    h.to_send += bytes([0x13, 0x37, br.ESC, 0x00, 0x55])  # line noise, a bad escape
+    h.to_send += bytes(corrupt)
+    h.to_send += good
+    h.to_send += br.encode_frame(br.CMD_WRITE, 20, bytes([1]) + word_bytes(0x33))  # duplicate
+    h.to_send += bytes([0x42, 0xC0])  # a short frame
+    h.to_send += br.encode_frame(0x7F, 22)  # unknown command
+    h.to_send += br.encode_frame(br.CMD_READ, 23, bytes([1]))  # bad length
+    h.to_send += br.encode_frame(br.CMD_READ, 24, bytes([1, 1]))
+    frames = h.run(8000).frames()
+    codes = [(f[0], f[2]) for f in frames]
+    assert codes[0] == (br.RSP_ERR, bytes([0, br.ErrorCode.ESCAPE]))
+    assert codes[1] == (br.RSP_ERR, bytes([0, br.ErrorCode.CRC]))
+    assert frames[2] == (br.RSP_WRITE, 20, bytes([br.STATUS_FRESH, 0]))
+    assert frames[3] == (br.RSP_WRITE, 20, bytes([br.STATUS_DUPLICATE, 0]))
+    assert codes[4] == (br.RSP_ERR, bytes([0, br.ErrorCode.SHORT]))
+    assert frames[5] == (br.RSP_ERR, 22, bytes([0, br.ErrorCode.COMMAND]))
+    assert frames[6] == (br.RSP_ERR, 23, bytes([0, br.ErrorCode.LENGTH]))
+    assert frames[7] == (br.RSP_READ, 24, bytes([0]) + word_bytes(0x11))
+    assert len(frames) == 8
+
+
+def test_overflow_frame_is_rejected():
+    h = Harness(CFG, rx_depth=64)
+    h.to_send += br.encode_frame(br.CMD_WRITE, 1, bytes([1]) + word_bytes(*range(20)))
+    h.to_send += br.encode_frame(br.CMD_READ, 2, bytes([1, 1]))
+    frames = h.run(4000).frames()
+    assert frames[0][0] == br.RSP_ERR and frames[0][2][1] == br.ErrorCode.OVERFLOW
+    assert frames[1] == (br.RSP_READ, 2, bytes([br.STATUS_FRESH]) + word_bytes(0))
+
+
+def test_reference_codec_roundtrip():
+    rng = random.Random(3)
+    dec = br.SlipDecoder()
+    for _ in range(200):
+        payload = bytes(rng.choice([0xC0, 0xDB, 0xDC, 0xDD, rng.randrange(256)])
+                        for _ in range(rng.randrange(40)))
+        wire = br.encode_frame(rng.randrange(256), rng.randrange(256), payload)
+        assert wire.count(br.END) == 2
+        [(raw, ok)] = dec.feed(wire)
+        assert ok and br.decode_frame(raw)[2] == payload
+
+
+def test_bridge_config_errors():
+    with pytest.raises(ValueError, match="power of two"):
+        br.Bridge(CFG, rx_depth=100)
+    with pytest.raises(TypeError, match="DeltaGRUConfig"):
+        br.Bridge({"input_size": 3})
+
+
+@pytest.mark.parametrize("divisor", [4, 7])
+def test_uart_loopback(divisor):
+    rng = random.Random(divisor)
+    data = [rng.randrange(256) for _ in range(24)] + [0x00, 0xFF, 0x55]
+    m = Module()
+    m.submodules.tx = tx = UARTTx(divisor)
+    m.submodules.rx = rx = UARTRx(divisor)
+    m.d.comb += rx.rx.eq(tx.tx)
+    got = []
+
+    async def send(ctx):
+        for b in data:
+            ctx.set(tx.i.payload, b)
+            ctx.set(tx.i.valid, 1)
+            await ctx.tick().until(tx.i.ready)
+        ctx.set(tx.i.valid, 0)
+
+    async def recv(ctx):
+        ctx.set(rx.o.ready, 1)
+        while True:
+            _, _, valid, payload, err = await ctx.tick().sample(rx.o.valid, rx.o.payload, rx.error)
+            assert not err
+            if valid:
+                got.append(payload)
+
+    sim = Simulator(m)
+    sim.add_clock(1e-8)
+    sim.add_testbench(send)
+    sim.add_testbench(recv, background=True)
+    sim.run_until((len(data) + 2) * 10 * divisor * 1e-8)
+    assert got == data
+
+
+def test_uart_framing_error():
+    m = Module()
+    m.submodules.rx = rx = UARTRx(8)
+    seen = {"error": 0, "valid": 0}
+
+    async def drive(ctx):
+        ctx.set(rx.rx, 1)
+        await ctx.tick().repeat(20)
+        ctx.set(rx.rx, 0)  # start bit, eight 0 data bits and a stop bit that reads 0 (a break)
+        await ctx.tick().repeat(8 * 12)
+        ctx.set(rx.rx, 1)
+        await ctx.tick().repeat(40)
+
+    async def watch(ctx):
+        ctx.set(rx.o.ready, 1)
+        async for _, _, err, valid in ctx.tick().sample(rx.error, rx.o.valid):
+            seen["error"] += err
+            seen["valid"] += valid
+
+    sim = Simulator(m)
+    sim.add_clock(1e-8)
+    sim.add_testbench(drive)
+    sim.add_testbench(watch, background=True)
+    sim.run()
+    assert seen == {"error": 1, "valid": 0}
+
+
+def test_uart_divisor_checks():
+    assert uart_divisor(100e6, 1_000_000) == 100
+    assert uart_divisor(25e6, 115200) == 217
+    with pytest.raises(ValueError, match="off by"):
+        uart_divisor(25e6, 3_000_000, max_error=0.01)
+    with pytest.raises(ValueError, match="at least"):
+        uart_divisor(10e6, 5_000_000)
