@@ -49,7 +49,8 @@ class DeltaGRUConfig:
         theta_x[l], theta_h[l] per layer, theta_head for the head's input encoder.
     Hardware:
         lanes (P): MAC lanes; a fired column costs ceil(3H / P) cycles (at least ``MAC_RMW_CYCLES``).
-        lanes_per_bank: lanes sharing one weight BRAM word (the BRAM word is lanes_per_bank weights).
+        lanes_per_bank: lanes sharing one weight BRAM word (the BRAM word is lanes_per_bank weights);
+            ``None`` picks the largest divisor of lanes up to 4 (a 32-bit word of Q1.7 weights).
         enc_width (E): input elements compared per cycle by the input delta encoder (power of two).
         act_width (A): hidden units activated per cycle; also the output beat width (power of two);
             the MAC lane count must be a multiple of 3A so one unit's three gates sit side by side.
@@ -70,7 +71,7 @@ class DeltaGRUConfig:
     theta_h: tuple[int, ...] = field(default=())
     theta_head: int = 0
     lanes: int = 12
-    lanes_per_bank: int = 4
+    lanes_per_bank: int | None = None
     enc_width: int = 4
     act_width: int = 2
     clock_mhz: float = 100.0
@@ -93,6 +94,9 @@ class DeltaGRUConfig:
                 object.__setattr__(self, name, FixedFormat(**val))
             elif isinstance(val, (list, tuple)):
                 object.__setattr__(self, name, FixedFormat(*val))
+        if self.lanes_per_bank is None and isinstance(self.lanes, int) and self.lanes > 0:
+            object.__setattr__(self, "lanes_per_bank",
+                               max(d for d in range(1, 5) if self.lanes % d == 0))
         self._validate()
         if self.acc_bits is None:
             object.__setattr__(self, "acc_bits", self.acc_bits_needed)

@@ -42,14 +42,15 @@ __all__ = [
 #: Minimum distance, in cycles, between two updates of the same accumulator word (read, multiply,
 #: add, write back). A column cannot be shorter than this.
 MAC_RMW_CYCLES = 3
-#: Cycles after the last MAC issue until its accumulator write has landed.
+#: Cycles of a MAC phase besides its column sweeps: one to fetch the first queue entry, two after
+#: the last issue until its accumulator write has landed.
 MAC_DRAIN = 3
 #: Cycles after the last activation issue until the last h value has been written and encoded.
 ACT_DRAIN = 6
 #: Cycles after the last head read-out issue until the last output beat is in the output buffer.
-OUT_DRAIN = 3
-#: Cycles per timestep for starting (fetching the input buffer) and finishing.
-STEP_OVERHEAD = 2
+OUT_DRAIN = 2
+#: Cycles per timestep besides the phases (closing the timestep: counters, input buffer release).
+STEP_OVERHEAD = 1
 
 
 def column_cost(config: DeltaGRUConfig) -> int:
@@ -98,5 +99,4 @@ def reset_cycles(config: DeltaGRUConfig) -> int:
     from .layout import Layout
 
     lay = Layout(config)
-    return max(lay.acc_depth, ceil_div(config.hidden_size, config.act_width),
-               ceil_div(config.input_size, config.enc_width)) + 1
+    return max(lay.acc_depth, ceil_div(config.hidden_size, config.act_width)) + 1

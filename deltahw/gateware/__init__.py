@@ -1,0 +1,1 @@
+"""Amaranth gateware of the delta-GRU accelerator (one component per block)."""

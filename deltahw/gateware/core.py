@@ -1,0 +1,541 @@
+"""The delta-GRU accelerator core: input encoder, delta queues, MAC array, activation unit,
+state memories, controller, register block and performance counters.
+
+Protocol (``docs/architecture.md``): input vectors arrive on ``i`` as ceil(I/E) beats of E values
+(``first`` on a sequence's first beat resets the sequence state); each timestep's result leaves on
+``o`` as ceil(W/A) beats of A values (``last`` on the final one); the ``bus`` reaches the registers
+of :mod:`deltahw.regmap`.
+
+Schedule of a timestep (the cycle model of :mod:`deltahw.cycles` counts exactly these cycles):
+
+* The **input encoder** compares E elements per cycle with the last transmitted input and packs
+  the fired (index, delta) pairs into a double-buffered queue. It works ahead: while the core
+  computes step t it already encodes x_{t+1} into the other buffer.
+* Per layer: **MAC** phase over the layer's fired x columns then h columns (1 cycle to fetch the
+  first entry, ``max(C, 3)`` cycles per column back to back, 2 cycles to drain); then **ACT**
+  phase, A units per cycle through the activation pipeline (latency 6 from issue to write-back).
+  As each beat of new h values leaves the pipeline it is delta-encoded twice, against this layer's
+  last transmitted h (feeding this layer's h queue for the next timestep) and against the next
+  layer's (or the head's) last transmitted input (feeding its x queue for this timestep).
+* Head: MAC over its fired columns, then a read-out of ceil(O/A) beats into the output FIFO.
+* One closing cycle.
+
+Before the phase that writes the output FIFO the core waits until the FIFO is empty (the host has
+read the previous timestep); those cycles are stall cycles, not compute cycles.
+"""
+
+from __future__ import annotations
+
+from amaranth import Array, Const, Module, Mux, Signal, signed, unsigned
+from amaranth.lib import data, fifo, memory, stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from .. import cycles, regmap
+from ..config import DeltaGRUConfig, ceil_div
+from ..layout import Layout
+from .activation import ACT_LATENCY, ActivationPipe, round_shift, saturate_to
+from .encoder import DeltaEncoder
+from .mac import MacArray
+from .queue import DeltaQueue
+
+__all__ = ["DeltaGRUCore", "BusSignature", "input_layout", "output_layout"]
+
+#: Register bus, seen from the master: 8-bit word address, 32-bit data, read data one cycle later.
+BusSignature = wiring.Signature({
+    "addr": Out(8), "w_data": Out(32), "w_en": Out(1), "r_en": Out(1), "r_data": In(32),
+})
+
+
+def input_layout(config: DeltaGRUConfig) -> data.StructLayout:
+    return data.StructLayout({
+        "data": data.ArrayLayout(signed(config.act.bits), config.enc_width), "first": 1})
+
+
+def output_layout(config: DeltaGRUConfig) -> data.StructLayout:
+    return data.StructLayout({
+        "data": data.ArrayLayout(signed(config.act.bits), config.act_width), "last": 1})
+
+
+def _bits(n: int) -> int:
+    """Unsigned width that can hold values 0..n-1 (at least 1)."""
+    return max(1, (n - 1).bit_length())
+
+
+class DeltaGRUCore(wiring.Component):
+    """A delta-GRU accelerator for one :class:`DeltaGRUConfig`.
+
+    ``weight_init``/``bias_init`` (per-bank word lists, from :mod:`deltahw.export`) initialise the
+    parameter memories in simulation; with ``init_files=True`` the generated Verilog instead loads
+    ``weights_bank{b}.mem``/``biases_bank{b}.mem`` with ``$readmemh``.
+    """
+
+    def __init__(self, config: DeltaGRUConfig, *, weight_init=None, bias_init=None,
+                 init_files=False):
+        self.config = config
+        self.layout = Layout(config)
+        self.weight_init, self.bias_init, self.init_files = weight_init, bias_init, init_files
+        super().__init__({
+            "i": In(stream.Signature(input_layout(config))),
+            "o": Out(stream.Signature(output_layout(config))),
+            "bus": In(BusSignature),
+        })
+
+    def elaborate(self, platform):  # noqa: C901 - one controller, read top to bottom
+        m = Module()
+        cfg, lay = self.config, self.layout
+        I, H, L, O = cfg.input_size, cfg.hidden_size, cfg.num_layers, cfg.output_size
+        P, E, A, ab = cfg.lanes, cfg.enc_width, cfg.act_width, cfg.act.bits
+        head = cfg.has_head
+        C, Ch = lay.groups, lay.head_groups
+        nbi = ceil_div(I, E)  # input beats per vector
+        nb = ceil_div(H, A)  # activation beats per layer
+        nbo = ceil_div(cfg.output_width, A)  # output beats per timestep
+        act = signed(ab)
+        delta_bits = cfg.delta_bits
+        n_targets = L if head else L - 1  # x queues fed by activation: layers 1..L-1 (+ head)
+
+        m.submodules.mac = mac = MacArray(cfg, weight_init=self.weight_init,
+                                          bias_init=self.bias_init, init_files=self.init_files)
+
+        # ---- registers ------------------------------------------------------------------------------
+        theta_x = [Signal(unsigned(ab), name=f"theta_x{l}", init=cfg.theta_x[l]) for l in range(L)]
+        theta_h = [Signal(unsigned(ab), name=f"theta_h{l}", init=cfg.theta_h[l]) for l in range(L)]
+        theta_head = Signal(unsigned(ab), init=cfg.theta_head)
+        cycles_last = Signal(32)
+        cycles_total = Signal(32)
+        stall_total = Signal(32)
+        timesteps = Signal(32)
+        mac_busy = Signal(32)
+        fired_x = [Signal(16, name=f"fired_x{l}") for l in range(L)]
+        fired_h = [Signal(16, name=f"fired_h{l}") for l in range(L)]
+        fired_head = Signal(16)
+        p_sel_kind = Signal(1)
+        p_sel_lane = Signal(11)
+        p_addr = Signal(32)
+        step_cycles = Signal(32)  # compute cycles of the running timestep
+
+        # ---- input encoder (works ahead into a double-buffered queue) -------------------------------
+        xq0 = DeltaQueue(width=E, depth=I, index_bits=_bits(I), delta_bits=delta_bits, buffers=2)
+        m.submodules.xq0 = xq0
+        m.submodules.enc_in = enc_in = DeltaEncoder(width=E, act_bits=ab)
+        xhat0 = memory.Memory(shape=data.ArrayLayout(act, E), depth=nbi, init=[])
+        m.submodules.xhat0 = xhat0
+        xhat0_r, xhat0_w = xhat0.read_port(), xhat0.write_port()
+
+        full = [Signal(name="buf_full0"), Signal(name="buf_full1")]
+        reset_tag = [Signal(name="buf_reset0"), Signal(name="buf_reset1")]
+        wbuf = Signal()  # buffer the encoder fills
+        rbuf = Signal()  # buffer the core reads
+        in_beat = Signal(_bits(nbi))
+        vec_clear = Signal()  # the vector being received starts a sequence
+        release = Signal()  # core done with buffer rbuf (pulse)
+
+        w_full = Mux(wbuf, full[1], full[0])
+        m.d.comb += self.i.ready.eq(~w_full)
+        accept = self.i.valid & self.i.ready
+        is_first_beat = in_beat == 0
+        clear_now = Mux(is_first_beat, self.i.payload.first, vec_clear)
+        m.d.comb += xhat0_r.addr.eq(in_beat)
+        # Stage 1 of the input encoder: compare with the last transmitted values and push.
+        s1 = Signal(data.StructLayout({
+            "valid": 1, "beat": _bits(nbi), "buf": 1, "clear": 1, "data": data.ArrayLayout(act, E),
+            "last": 1, "first": 1}))
+        m.d.sync += [s1.valid.eq(accept), s1.beat.eq(in_beat), s1.buf.eq(wbuf),
+                     s1.clear.eq(clear_now), s1.data.eq(self.i.payload.data),
+                     s1.last.eq(in_beat == nbi - 1), s1.first.eq(is_first_beat)]
+        with m.If(accept):
+            m.d.sync += vec_clear.eq(clear_now)
+            with m.If(in_beat == nbi - 1):
+                m.d.sync += [in_beat.eq(0), wbuf.eq(~wbuf)]
+            with m.Else():
+                m.d.sync += in_beat.eq(in_beat + 1)
+        in_range = Signal(E)
+        for e in range(E):
+            m.d.comb += in_range[e].eq(s1.beat * E + e < I)
+        m.d.comb += [
+            enc_in.v.eq(s1.data), enc_in.vhat.eq(xhat0_r.data), enc_in.theta.eq(theta_x[0]),
+            enc_in.clear.eq(s1.clear), enc_in.in_range.eq(in_range),
+            xhat0_w.addr.eq(s1.beat), xhat0_w.data.eq(enc_in.new_vhat), xhat0_w.en.eq(s1.valid),
+            xq0.w_valid.eq(Mux(s1.valid, enc_in.fire, 0)), xq0.w_first.eq(s1.valid & s1.first),
+            xq0.w_buf.eq(s1.buf), xq0.w_delta.eq(enc_in.delta),
+        ]
+        for e in range(E):
+            m.d.comb += xq0.w_index[e].eq(s1.beat * E + e)
+        for b in range(2):
+            with m.If(s1.valid & s1.last & (s1.buf == b)):
+                m.d.sync += [full[b].eq(1), reset_tag[b].eq(s1.clear)]
+            with m.Elif(release & (rbuf == b)):
+                m.d.sync += full[b].eq(0)
+        with m.If(release):
+            m.d.sync += rbuf.eq(~rbuf)
+        r_full = Mux(rbuf, full[1], full[0])
+        r_reset = Mux(rbuf, reset_tag[1], reset_tag[0])
+
+        # ---- per-layer state memories and queues -----------------------------------------------------
+        layer = Signal(range(L + 1))  # L = the head
+        beat_bits = _bits(nb)
+        h_r, h_w, hhat_r, hhat_w, hq = [], [], [], [], []
+        for l in range(L):
+            hm = memory.Memory(shape=data.ArrayLayout(act, A), depth=nb, init=[])
+            hh = memory.Memory(shape=data.ArrayLayout(act, A), depth=nb, init=[])
+            m.submodules[f"h{l}"], m.submodules[f"hhat{l}"] = hm, hh
+            h_r.append(hm.read_port()), h_w.append(hm.write_port())
+            hhat_r.append(hh.read_port()), hhat_w.append(hh.write_port())
+            q = DeltaQueue(width=A, depth=H, index_bits=_bits(H), delta_bits=delta_bits)
+            m.submodules[f"hq{l}"] = q
+            hq.append(q)
+        xt_r, xt_w, xq = [], [], []  # x encoders fed by activation: target t+1 (layer t+1 or head)
+        for t in range(n_targets):
+            xm = memory.Memory(shape=data.ArrayLayout(act, A), depth=nb, init=[])
+            m.submodules[f"xhat{t + 1}"] = xm
+            xt_r.append(xm.read_port()), xt_w.append(xm.write_port())
+            q = DeltaQueue(width=A, depth=H, index_bits=_bits(H), delta_bits=delta_bits)
+            m.submodules[f"xq{t + 1}"] = q
+            xq.append(q)
+
+        # ---- output FIFO -----------------------------------------------------------------------------
+        ol = output_layout(cfg)
+        m.submodules.ofifo = ofifo = fifo.SyncFIFOBuffered(width=ol.size, depth=max(nbo, 2))
+        out_data = Signal(ol)
+        m.d.comb += [
+            self.o.valid.eq(ofifo.r_rdy), self.o.payload.eq(ofifo.r_data), ofifo.r_en.eq(self.o.ready),
+            ofifo.w_data.eq(out_data),
+        ]
+        out_empty = ofifo.level == 0
+
+        # ---- controller ----------------------------------------------------------------------------
+        # Constants per block (layers 0..L-1, head = L), selected by `layer`.
+        def table(values, width=None):
+            width = width or max(1, max(int(v).bit_length() for v in values))
+            return Array(Const(int(v), width) for v in values)
+
+        blocks = L + 1 if head else L
+        in_sizes = [cfg.layer_input_size(l) for l in range(L)] + ([0] if head else [])
+        groups = [C] * L + ([Ch] if head else [])
+        costs = [cycles.column_cost(cfg)] * L + ([cycles.head_column_cost(cfg)] if head else [])
+        t_wbase = table([lay.weight_base[b] for b in range(blocks)])
+        t_isize = table(in_sizes)
+        t_groups = table(groups)
+        t_cost = table(costs)
+        t_mxbase = table([lay.mx_base[b] for b in range(blocks)])
+        t_mchbase = table([C * min(b, L - 1) for b in range(blocks)])
+
+        nx = Signal(16)  # entries of the block's x queue
+        nh = Signal(16)  # entries of the block's h queue
+        x_counts = [xq0.count[rbuf]] + [q.count[0] for q in xq]
+        m.d.comb += nx.eq(Array(x_counts)[layer] if blocks > 1 else x_counts[0])
+        h_counts = [q.count[0] for q in hq] + ([Const(0, 1)] if head else [])
+        m.d.comb += nh.eq(Array(h_counts)[layer] if blocks > 1 else h_counts[0])
+        n_total = nx + nh
+
+        e = Signal(16)  # entry being fetched
+        g = Signal(16)  # row-group cycle within the current column
+        cur_h = Signal()  # current entry is an h column
+        cur_base = Signal(mac.wabits + 1)
+        cur_delta = Signal(signed(delta_bits))
+        fetch_h = Signal()  # entry fetched last cycle came from the h queue
+        q_raddr = Signal(16)
+        cnt = Signal(16)  # generic phase counter
+        act_k = Signal(_bits(max(1, P // (3 * A))))  # lane block of the current activation beat
+        act_g = Signal(16)
+
+        # Queue reads: every queue gets the same address; the data are selected by (layer, fetch_h).
+        m.d.comb += [xq0.r_addr.eq(q_raddr), xq0.r_buf.eq(rbuf)]
+        for q in hq + xq:
+            m.d.comb += q.r_addr.eq(q_raddr)
+        x_idx = Array([xq0.r_index] + [q.r_index for q in xq])
+        x_dl = Array([xq0.r_delta] + [q.r_delta for q in xq])
+        h_idx = Array([q.r_index for q in hq] + ([Const(0, 1)] if head else []))
+        h_dl = Array([q.r_delta for q in hq] + ([Const(0, 1)] if head else []))
+        q_index = Mux(fetch_h, h_idx[layer], x_idx[layer])
+        q_delta = Mux(fetch_h, h_dl[layer], x_dl[layer])
+        col = q_index + Mux(fetch_h, t_isize[layer], 0)
+        fetched_base = t_wbase[layer] + col * t_groups[layer]
+
+        def fetch(index):
+            """Address entry `index` (of the concatenated x then h lists) in the queues."""
+            m.d.comb += q_raddr.eq(Mux(index < nx, index, index - nx))
+            m.d.sync += fetch_h.eq(index >= nx)
+
+        # MAC issue signals (default idle).
+        base_now = Mux(g == 0, fetched_base, cur_base)
+        delta_now = Mux(g == 0, q_delta, cur_delta)
+        h_now = Mux(g == 0, fetch_h, cur_h)
+        m.d.comb += [
+            mac.w_addr.eq(base_now + g),
+            mac.acc_addr.eq(t_mxbase[layer] + g),
+            mac.ch_addr.eq(t_mchbase[layer] + g),
+            mac.use_ch.eq(h_now),
+            mac.delta.eq(delta_now),
+        ]
+
+        # Activation pipeline and its delay line of (valid, beat).
+        m.submodules.act = actp = ActivationPipe(cfg, tag_bits=beat_bits)
+        act_issue = Signal()
+        act_beat = Signal(beat_bits)
+        dl = [Signal(data.StructLayout({"valid": 1, "beat": beat_bits, "k": len(act_k)}),
+                     name=f"act_d{i}") for i in range(ACT_LATENCY + 2)]
+        m.d.comb += [dl[0].valid.eq(act_issue), dl[0].beat.eq(act_beat), dl[0].k.eq(act_k)]
+        for i in range(ACT_LATENCY + 1):
+            m.d.sync += dl[i + 1].eq(dl[i])
+        m.d.comb += [mac.mch_addr.eq(t_mchbase[layer] + act_g)]
+        for l in range(L):
+            m.d.comb += [h_r[l].addr.eq(act_beat), hhat_r[l].addr.eq(dl[ACT_LATENCY].beat)]
+        for t in range(n_targets):
+            m.d.comb += xt_r[t].addr.eq(dl[ACT_LATENCY].beat)
+        # Stage 1: pick each unit's gates out of the lanes of its lane block.
+        d1 = dl[1]
+        with m.Switch(d1.k):
+            for k in range(P // (3 * A)):
+                with m.Case(k):
+                    for i in range(A):
+                        lane = 3 * A * k + 3 * i
+                        m.d.comb += [
+                            actp.m_r[i].eq(mac.mx_data[lane]),
+                            actp.m_u[i].eq(mac.mx_data[lane + 1]),
+                            actp.m_cx[i].eq(mac.mx_data[lane + 2]),
+                            actp.m_ch[i].eq(mac.mch_data[lane // 3]),
+                        ]
+        h_prev = Array([p.data.as_value() for p in h_r])
+        m.d.comb += [actp.valid.eq(d1.valid), actp.tag.eq(d1.beat),
+                     actp.h_prev.eq(h_prev[layer] if L > 1 else h_r[0].data)]
+        # Output stage: write h, delta-encode it twice, emit it if it is the network output.
+        dN = dl[ACT_LATENCY + 1]
+        unit_ok = Signal(A)
+        for i in range(A):
+            m.d.comb += unit_ok[i].eq(dN.beat * A + i < H)
+        m.submodules.enc_h = enc_h = DeltaEncoder(width=A, act_bits=ab)
+        m.submodules.enc_x = enc_x = DeltaEncoder(width=A, act_bits=ab)
+        hhat_data = Array([p.data.as_value() for p in hhat_r])
+        m.d.comb += [enc_h.v.eq(actp.h), enc_h.vhat.eq(hhat_data[layer] if L > 1 else hhat_r[0].data),
+                     enc_h.theta.eq(Array(theta_h)[layer] if L > 1 else theta_h[0]),
+                     enc_h.in_range.eq(unit_ok)]
+        if n_targets:
+            xt_data = Array([p.data.as_value() for p in xt_r])
+            tgt_theta = Array(theta_x[1:] + ([theta_head] if head else []))
+            m.d.comb += [enc_x.v.eq(actp.h), enc_x.vhat.eq(xt_data[layer]),
+                         enc_x.theta.eq(tgt_theta[layer]), enc_x.in_range.eq(unit_ok)]
+        act_out = Signal()  # an activation beat leaves the pipeline this cycle
+        m.d.comb += act_out.eq(dN.valid)
+        resetting = Signal()
+        reset_addr = Signal(16)
+        # During a sequence reset the h queues are filled as the h encoder would fill them for
+        # h = hhat = 0: a zero delta fires only when the threshold is 0 (dense reference).
+        enc_beat = Mux(resetting, reset_addr, dN.beat)
+        reset_ok = Signal(A)
+        for i in range(A):
+            m.d.comb += reset_ok[i].eq(resetting & (reset_addr * A + i < H))
+        for q in hq + xq:
+            for i in range(A):
+                m.d.comb += q.w_index[i].eq(enc_beat * A + i)
+        for l in range(L):
+            sel = act_out & (layer == l)
+            m.d.comb += [
+                h_w[l].addr.eq(Mux(resetting, reset_addr, dN.beat)),
+                h_w[l].data.eq(Mux(resetting, 0, actp.h)),
+                h_w[l].en.eq(Mux(resetting, reset_addr < nb, sel)),
+                hhat_w[l].addr.eq(Mux(resetting, reset_addr, dN.beat)),
+                hhat_w[l].data.eq(Mux(resetting, 0, enc_h.new_vhat)),
+                hhat_w[l].en.eq(Mux(resetting, reset_addr < nb, sel)),
+                hq[l].w_valid.eq(Mux(sel, enc_h.fire, Mux(theta_h[l] == 0, reset_ok, 0))),
+                                hq[l].w_delta.eq(Mux(resetting, 0, enc_h.delta.as_value())),
+                hq[l].w_first.eq((sel & (dN.beat == 0)) | (resetting & (reset_addr == 0))),
+            ]
+        for t in range(n_targets):
+            sel = act_out & (layer == t)
+            m.d.comb += [
+                xt_w[t].addr.eq(Mux(resetting, reset_addr, dN.beat)),
+                xt_w[t].data.eq(Mux(resetting, 0, enc_x.new_vhat)),
+                xt_w[t].en.eq(Mux(resetting, reset_addr < nb, sel)),
+                xq[t].w_valid.eq(Mux(sel, enc_x.fire, 0)),
+                                xq[t].w_delta.eq(enc_x.delta),
+                xq[t].w_first.eq((sel & (dN.beat == 0)) | (resetting & (reset_addr == 0))),
+            ]
+        out_push_act = Signal()
+        if not head:
+            m.d.comb += out_push_act.eq(act_out & (layer == L - 1))
+            for i in range(A):
+                m.d.comb += out_data.data[i].eq(Mux(unit_ok[i], actp.h[i], 0))
+            m.d.comb += [out_data.last.eq(dN.beat == nb - 1), ofifo.w_en.eq(out_push_act)]
+
+        # Head read-out pipeline: MX words -> rescale -> output FIFO.
+        ro_issue = Signal()
+        ro_beat = Signal(_bits(nbo))
+        ro_k = Signal(_bits(max(1, P // A)))
+        ro1 = Signal(data.StructLayout({"valid": 1, "beat": _bits(nbo), "k": len(ro_k)}))
+        ro2 = Signal.like(ro1)
+        m.d.sync += [ro1.valid.eq(ro_issue), ro1.beat.eq(ro_beat), ro1.k.eq(ro_k), ro2.eq(ro1)]
+        if head:
+            y = Signal(data.ArrayLayout(act, A))
+            with m.Switch(ro1.k):
+                for k in range(P // A):
+                    with m.Case(k):
+                        for i in range(A):
+                            mv = mac.mx_data[A * k + i]
+                            m.d.sync += y[i].eq(saturate_to(round_shift(mv, cfg.weight.frac), ab))
+            for i in range(A):
+                m.d.comb += out_data.data[i].eq(Mux(ro2.beat * A + i < O, y[i], 0))
+            m.d.comb += [out_data.last.eq(ro2.beat == nbo - 1), ofifo.w_en.eq(ro2.valid)]
+
+        # MX read address: activation beats and head read-out both read through mx_addr.
+        m.d.comb += mac.mx_addr.eq(t_mxbase[layer] + act_g)
+
+        counting = Signal()  # this cycle is a compute cycle of the running timestep
+        stalling = Signal()
+        final_block = L if head else L - 1
+
+        with m.FSM(name="ctrl"):
+            with m.State("IDLE"):
+                m.d.sync += [layer.eq(0), step_cycles.eq(0)]
+                with m.If(r_full):
+                    with m.If(r_reset):
+                        m.d.sync += reset_addr.eq(0)
+                        m.next = "RESET"
+                    with m.Else():
+                        m.next = "MAC_FETCH"
+            with m.State("RESET"):
+                # Accumulators <- biases, h / last-transmitted values <- 0, queues emptied.
+                m.d.comb += [resetting.eq(1), mac.load.eq(reset_addr < lay.acc_depth),
+                             mac.load_addr.eq(reset_addr)]
+                m.d.sync += reset_addr.eq(reset_addr + 1)
+                with m.If(reset_addr == cycles.reset_cycles(cfg) - 1):
+                    m.next = "MAC_FETCH"
+            with m.State("MAC_FETCH"):
+                m.d.comb += counting.eq(1)
+                fetch(0)
+                m.d.sync += [e.eq(0), g.eq(0), cnt.eq(0)]
+                for l in range(L):
+                    with m.If(layer == l):
+                        m.d.sync += [fired_x[l].eq(nx), fired_h[l].eq(nh)]
+                if head:
+                    with m.If(layer == L):
+                        m.d.sync += fired_head.eq(nx)
+                with m.If(n_total == 0):
+                    m.next = "MAC_DRAIN"
+                with m.Else():
+                    m.next = "MAC_RUN"
+            with m.State("MAC_RUN"):
+                m.d.comb += [counting.eq(1), mac.issue.eq(g < t_groups[layer])]
+                with m.If(g == 0):
+                    m.d.sync += [cur_base.eq(fetched_base), cur_delta.eq(q_delta),
+                                 cur_h.eq(fetch_h)]
+                with m.If(g == t_cost[layer] - 1):
+                    m.d.sync += [g.eq(0), e.eq(e + 1)]
+                    fetch(e + 1)
+                    with m.If(e + 1 == n_total):
+                        m.next = "MAC_DRAIN"
+                with m.Else():
+                    m.d.sync += g.eq(g + 1)
+                    m.d.comb += q_raddr.eq(Mux(e < nx, e, e - nx))
+            with m.State("MAC_DRAIN"):
+                m.d.comb += counting.eq(1)
+                m.d.sync += [cnt.eq(cnt + 1), act_g.eq(0), act_k.eq(0), act_beat.eq(0)]
+                with m.If(cnt == cycles.MAC_DRAIN - 2):
+                    m.d.sync += cnt.eq(0)
+                    with m.If(layer == 0):
+                        m.d.comb += release.eq(1)
+                    with m.If((layer == final_block) & ~out_empty):
+                        m.next = "WAIT_OUT"
+                    with m.Elif(layer == L):
+                        m.next = "OUT_RUN"
+                    with m.Else():
+                        m.next = "ACT_RUN"
+            with m.State("WAIT_OUT"):
+                m.d.comb += stalling.eq(1)
+                with m.If(out_empty):
+                    m.next = "OUT_RUN" if head else "ACT_RUN"
+            with m.State("ACT_RUN"):
+                m.d.comb += [counting.eq(1), act_issue.eq(1)]
+                m.d.sync += act_beat.eq(act_beat + 1)
+                with m.If(act_k == P // (3 * A) - 1):
+                    m.d.sync += [act_k.eq(0), act_g.eq(act_g + 1)]
+                with m.Else():
+                    m.d.sync += act_k.eq(act_k + 1)
+                with m.If(act_beat == nb - 1):
+                    m.d.sync += cnt.eq(0)
+                    m.next = "ACT_DRAIN"
+            with m.State("ACT_DRAIN"):
+                m.d.comb += counting.eq(1)
+                m.d.sync += cnt.eq(cnt + 1)
+                with m.If(cnt == cycles.ACT_DRAIN - 1):
+                    m.d.sync += [cnt.eq(0), layer.eq(layer + 1)]
+                    with m.If(layer == L - 1):
+                        m.next = "MAC_FETCH" if head else "FINISH"
+                    with m.Else():
+                        m.next = "MAC_FETCH"
+            with m.State("OUT_RUN"):
+                m.d.comb += [counting.eq(1), ro_issue.eq(1)]
+                m.d.sync += ro_beat.eq(ro_beat + 1)
+                with m.If(ro_k == P // A - 1):
+                    m.d.sync += [ro_k.eq(0), act_g.eq(act_g + 1)]
+                with m.Else():
+                    m.d.sync += ro_k.eq(ro_k + 1)
+                with m.If(ro_beat == nbo - 1):
+                    m.d.sync += cnt.eq(0)
+                    m.next = "OUT_DRAIN"
+            with m.State("OUT_DRAIN"):
+                m.d.comb += counting.eq(1)
+                m.d.sync += cnt.eq(cnt + 1)
+                with m.If(cnt == cycles.OUT_DRAIN - 1):
+                    m.next = "FINISH"
+            with m.State("FINISH"):
+                m.d.comb += counting.eq(1)
+                m.d.sync += [cycles_last.eq(step_cycles + 1), timesteps.eq(timesteps + 1),
+                             ro_beat.eq(0), ro_k.eq(0)]
+                m.next = "IDLE"
+
+        with m.If(counting):
+            m.d.sync += [step_cycles.eq(step_cycles + 1), cycles_total.eq(cycles_total + 1)]
+        with m.If(stalling):
+            m.d.sync += stall_total.eq(stall_total + 1)
+        with m.If(mac.issue):
+            m.d.sync += mac_busy.eq(mac_busy + 1)
+
+        # ---- register block -----------------------------------------------------------------------
+        bus = self.bus
+        regs = regmap.by_name(L)
+        shape1 = (L | (O << 4) | (P << 16) | ((A.bit_length() - 1) << 27))
+        readable = {
+            "ID": Const(regmap.ID_MAGIC, 32), "VERSION": Const(regmap.VERSION, 32),
+            "SHAPE0": Const(I | (H << 16), 32), "SHAPE1": Const(shape1, 32),
+            "THETA_HEAD": theta_head, "CYCLES_LAST": cycles_last, "CYCLES_TOTAL": cycles_total,
+            "STALL_TOTAL": stall_total, "TIMESTEPS": timesteps, "MAC_BUSY": mac_busy,
+            "FIRED_HEAD_LAST": fired_head, "PARAM_SEL": p_sel_kind | (p_sel_lane << 8),
+            "PARAM_ADDR": p_addr,
+        }
+        busy = Signal()
+        m.d.comb += busy.eq(counting | stalling | resetting)
+        readable["STATUS"] = busy | (r_full << 1) | (self.o.valid << 2)
+        for l in range(L):
+            readable[f"THETA_X{l}"] = theta_x[l]
+            readable[f"THETA_H{l}"] = theta_h[l]
+            readable[f"FIRED_LAST{l}"] = fired_x[l] | (fired_h[l] << 16)
+        with m.If(bus.r_en):
+            m.d.sync += bus.r_data.eq(0)
+            with m.Switch(bus.addr):
+                for name, value in readable.items():
+                    with m.Case(regs[name].addr):
+                        m.d.sync += bus.r_data.eq(value)
+        with m.If(bus.w_en):
+            with m.Switch(bus.addr):
+                with m.Case(regs["THETA_HEAD"].addr):
+                    m.d.sync += theta_head.eq(bus.w_data)
+                for l in range(L):
+                    with m.Case(regs[f"THETA_X{l}"].addr):
+                        m.d.sync += theta_x[l].eq(bus.w_data)
+                    with m.Case(regs[f"THETA_H{l}"].addr):
+                        m.d.sync += theta_h[l].eq(bus.w_data)
+                with m.Case(regs["CTRL"].addr):
+                    with m.If(bus.w_data[0]):
+                        m.d.sync += [cycles_total.eq(0), stall_total.eq(0), timesteps.eq(0),
+                                     mac_busy.eq(0)]
+                with m.Case(regs["PARAM_SEL"].addr):
+                    m.d.sync += [p_sel_kind.eq(bus.w_data[0]), p_sel_lane.eq(bus.w_data[8:19])]
+                with m.Case(regs["PARAM_ADDR"].addr):
+                    m.d.sync += p_addr.eq(bus.w_data)
+                with m.Case(regs["PARAM_DATA"].addr):
+                    m.d.comb += mac.p_we.eq(1)
+                    m.d.sync += p_addr.eq(p_addr + 1)
+        m.d.comb += [mac.p_kind.eq(p_sel_kind), mac.p_lane.eq(p_sel_lane),
+                     mac.p_addr.eq(p_addr), mac.p_data.eq(bus.w_data)]
+        return m

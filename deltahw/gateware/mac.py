@@ -1,0 +1,158 @@
+"""Sparse MAC array: P lanes sweeping fired weight columns into the pre-activation accumulators.
+
+Each lane owns an accumulator memory MX (and the c-gate lanes a second one, MCH), reads one weight
+per cycle from its weight bank and does ``M[addr] += w * delta`` (layout: :mod:`deltahw.layout`).
+All lanes share the weight word address; the lanes of a bank read one wide BRAM word.
+"""
+
+from __future__ import annotations
+
+from amaranth import Cat, Module, Mux, Signal, signed
+from amaranth.lib import data, memory, wiring
+from amaranth.lib.wiring import In, Out
+
+from ..config import DeltaGRUConfig
+from ..layout import Layout
+from ..regmap import PARAM_KIND_BIAS, PARAM_KIND_WEIGHT
+from .ram import ParamRAM
+
+__all__ = ["MacArray"]
+
+
+class MacArray(wiring.Component):
+    """P multiply-accumulate lanes with their weight, bias and accumulator memories.
+
+    Issue (one row group of one column per cycle): with ``issue`` high, every lane reads weight word
+    ``w_addr`` and accumulator ``acc_addr`` (MX) or ``ch_addr`` (MCH, c-gate lanes when ``use_ch``),
+    multiplies the weight by ``delta`` and writes the sum back two cycles later. Throughput: one
+    issue per cycle; latency: the write lands at the end of the cycle 2 after the issue, so the
+    same accumulator word may be issued again 3 cycles later (``cycles.MAC_RMW_CYCLES``).
+
+    Read-out (when not issuing): ``mx_addr``/``mch_addr`` address all lanes' accumulators;
+    ``mx_data``/``mch_data`` hold the words one cycle later (used by activation and head read-out).
+
+    Bias load (sequence reset): ``load`` with ``load_addr`` reads bias word ``load_addr`` and one
+    cycle later writes it, aligned to the accumulator format, to MX (addresses below the MX depth)
+    or MCH. One word per cycle.
+
+    Parameter writes: ``p_we`` writes ``p_data`` into lane ``p_lane`` of the weight (``p_kind`` 0)
+    or bias (1) memory at ``p_addr``.
+    """
+
+    def __init__(self, config: DeltaGRUConfig, *, weight_init=None, bias_init=None,
+                 init_files=False):
+        self.config = config
+        self.layout = lay = Layout(config)
+        P = config.lanes
+        self.weight_init, self.bias_init, self.init_files = weight_init, bias_init, init_files
+        self.wabits = max(1, (lay.weight_depth - 1).bit_length())
+        self.mxbits = max(1, (lay.mx_depth - 1).bit_length())
+        self.mchbits = max(1, (lay.mch_depth - 1).bit_length())
+        self.babits = max(1, (lay.acc_depth - 1).bit_length())
+        acc = signed(config.acc_bits)
+        super().__init__({
+            "issue": In(1),
+            "w_addr": In(self.wabits),
+            "acc_addr": In(self.mxbits),
+            "ch_addr": In(self.mchbits),
+            "use_ch": In(1),
+            "delta": In(signed(config.delta_bits)),
+            "mx_addr": In(self.mxbits),
+            "mch_addr": In(self.mchbits),
+            "mx_data": Out(data.ArrayLayout(acc, P)),
+            "mch_data": Out(data.ArrayLayout(acc, P // 3)),
+            "load": In(1),
+            "load_addr": In(self.babits),
+            "p_we": In(1),
+            "p_kind": In(1),
+            "p_lane": In(range(P)),
+            "p_addr": In(max(self.wabits, self.babits)),
+            "p_data": In(32),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        cfg, lay = self.config, self.layout
+        P, G = cfg.lanes, cfg.lanes_per_bank
+        wb, bb = cfg.weight.bits, cfg.bias.bits
+        bias_shift = cfg.acc_frac - cfg.bias.frac
+
+        # ---- parameter memories -------------------------------------------------------------------
+        weights, biases = [], []
+        for b in range(lay.num_banks):
+            wr = ParamRAM(lanes=G, lane_bits=wb, depth=lay.weight_depth,
+                          init=None if self.weight_init is None else self.weight_init[b],
+                          init_file=f"weights_bank{b}.mem" if self.init_files else None)
+            br = ParamRAM(lanes=G, lane_bits=bb, depth=lay.acc_depth,
+                          init=None if self.bias_init is None else self.bias_init[b],
+                          init_file=f"biases_bank{b}.mem" if self.init_files else None)
+            m.submodules[f"weights{b}"], m.submodules[f"biases{b}"] = wr, br
+            lane_sel = Signal(G, name=f"p_lane_sel{b}")
+            for i in range(G):
+                m.d.comb += lane_sel[i].eq(self.p_lane == b * G + i)
+            m.d.comb += [
+                wr.r_addr.eq(self.w_addr), br.r_addr.eq(self.load_addr),
+                wr.w_addr.eq(self.p_addr), br.w_addr.eq(self.p_addr),
+                wr.w_data.eq(Cat(*[self.p_data[:wb]] * G)),
+                br.w_data.eq(Cat(*[self.p_data[:bb]] * G)),
+                wr.w_en.eq(Mux(self.p_we & (self.p_kind == PARAM_KIND_WEIGHT), lane_sel, 0)),
+                br.w_en.eq(Mux(self.p_we & (self.p_kind == PARAM_KIND_BIAS), lane_sel, 0)),
+            ]
+            for i in range(G):
+                weights.append(wr.r_data[i * wb:(i + 1) * wb].as_signed())
+                biases.append(br.r_data[i * bb:(i + 1) * bb].as_signed())
+
+        # ---- pipeline registers shared by all lanes -----------------------------------------------
+        s1 = Signal(data.StructLayout({"valid": 1, "use_ch": 1, "acc": self.mxbits,
+                                       "ch": self.mchbits, "delta": signed(cfg.delta_bits)}))
+        s2 = Signal.like(s1)
+        m.d.sync += [s1.valid.eq(self.issue), s1.use_ch.eq(self.use_ch),
+                     s1.acc.eq(self.acc_addr), s1.ch.eq(self.ch_addr), s1.delta.eq(self.delta),
+                     s2.eq(s1)]
+        load1 = Signal()
+        load_addr1 = Signal(self.babits)
+        m.d.sync += [load1.eq(self.load), load_addr1.eq(self.load_addr)]
+        load_to_mx = load_addr1 < lay.mx_depth
+        load_ch_addr = (load_addr1 - lay.mx_depth)[:self.mchbits]
+
+        acc_shape = signed(cfg.acc_bits)
+        self._debug_mx = []
+        for p in range(P):
+            is_c = p % 3 == 2
+            mx = memory.Memory(shape=acc_shape, depth=lay.mx_depth, init=[])
+            m.submodules[f"mx{p}"] = mx
+            self._debug_mx.append(mx)
+            mx_r, mx_w = mx.read_port(), mx.write_port()
+            m.d.comb += [mx_r.addr.eq(Mux(self.issue, self.acc_addr, self.mx_addr)),
+                         self.mx_data[p].eq(mx_r.data)]
+            old1 = Signal(acc_shape, name=f"old1_{p}")
+            m.d.comb += old1.eq(mx_r.data)
+            if is_c:
+                mch = memory.Memory(shape=acc_shape, depth=lay.mch_depth, init=[])
+                m.submodules[f"mch{p}"] = mch
+                ch_r, ch_w = mch.read_port(), mch.write_port()
+                m.d.comb += [ch_r.addr.eq(Mux(self.issue, self.ch_addr, self.mch_addr)),
+                             self.mch_data[p // 3].eq(ch_r.data)]
+                with m.If(s1.use_ch):
+                    m.d.comb += old1.eq(ch_r.data)
+            # Stage 1 -> 2: the product is registered (DSP MREG), the old sum travels alongside.
+            prod2 = Signal(signed(cfg.weight.bits + cfg.delta_bits), name=f"prod2_{p}")
+            old2 = Signal(acc_shape, name=f"old2_{p}")
+            m.d.sync += [prod2.eq(weights[p] * s1.delta), old2.eq(old1)]
+            # Both sums are signed; the memory write keeps the low acc_bits (no overflow, see
+            # numerics.accumulator_bits_needed).
+            total = old2 + prod2
+            bias_val = biases[p] << bias_shift
+            to_ch = s2.use_ch if is_c else 0
+            m.d.comb += [
+                mx_w.addr.eq(Mux(load1, load_addr1, s2.acc)),
+                mx_w.data.eq(Mux(load1, bias_val, total)),
+                mx_w.en.eq(Mux(load1, load_to_mx, s2.valid & ~to_ch)),
+            ]
+            if is_c:
+                m.d.comb += [
+                    ch_w.addr.eq(Mux(load1, load_ch_addr, s2.ch)),
+                    ch_w.data.eq(Mux(load1, bias_val, total)),
+                    ch_w.en.eq(Mux(load1, ~load_to_mx, s2.valid & s2.use_ch)),
+                ]
+        return m
