@@ -169,7 +169,7 @@ def test_input_packing_and_outputs():
     I = CFG.input_size
     seq1 = [rng.randint(-32768, 32767) for _ in range(3 * I)]
     seq2 = [rng.randint(-32768, 32767) for _ in range(2 * I)]
-    enc = lambda vals: b"".join(v.to_bytes(2, "little", signed=True) for v in vals)  # noqa: E731
+    enc = lambda vals: b"".join(v.to_bytes(2, "little", signed=True) for v in vals)
     h.to_send += br.encode_frame(br.CMD_INPUT, 1, bytes([br.INPUT_FIRST]) + enc(seq1[:2 * I]))
     h.to_send += br.encode_frame(br.CMD_INPUT, 2, bytes([0]) + enc(seq1[2 * I:]))
     h.to_send += br.encode_frame(br.CMD_INPUT, 3, bytes([br.INPUT_FIRST]) + enc(seq2))

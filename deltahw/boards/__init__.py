@@ -1,0 +1,126 @@
+"""Boards deltahw builds for: platform classes, FPGA part totals and the board top level.
+
+A :class:`Board` names its ``amaranth-boards`` platform per variant, the oscillator, the build
+flow (``vivado`` for Xilinx 7-series, with open-source Yosys synthesis when Vivado is missing;
+``trellis`` for ECP5: Yosys + nextpnr-ecp5 + ecppack to a bitstream), the default clock and baud
+rate. :class:`BoardTop` puts :class:`~deltahw.boards.top.UARTTop` on the board's pins.
+"""
+
+from dataclasses import dataclass, field
+
+from amaranth.hdl import Elaboratable, Module
+
+from ..gateware.uart import uart_divisor
+from .clocking import ClockGen
+from .top import LED_NAMES, UARTTop
+
+__all__ = ["Part", "Board", "BOARDS", "PARTS", "BoardTop", "get_board", "LED_NAMES"]
+
+
+@dataclass(frozen=True)
+class Part:
+    """Resource totals of an FPGA part.
+
+    ``bram_kbits`` is the size of one block RAM as counted in reports (Xilinx: RAMB36 = 36 kbit,
+    counted in halves as RAMB18; ECP5: EBR = 18 kbit). ``luts`` counts LUT6 (Xilinx) or LUT4 (ECP5).
+    """
+
+    name: str
+    family: str
+    luts: int
+    ffs: int
+    brams: int
+    bram_kbits: int
+    dsps: int
+    dsp_name: str
+    bram_name: str
+
+
+PARTS = {
+    "xc7a35t": Part("xc7a35t", "xc7", 20800, 41600, 50, 36, 90, "DSP48E1", "RAMB36"),
+    "xc7a100t": Part("xc7a100t", "xc7", 63400, 126800, 135, 36, 240, "DSP48E1", "RAMB36"),
+    "LFE5U-25F": Part("LFE5U-25F", "ecp5", 24288, 24288, 56, 18, 28, "MULT18X18D", "EBR"),
+    "LFE5U-45F": Part("LFE5U-45F", "ecp5", 43848, 43848, 108, 18, 72, "MULT18X18D", "EBR"),
+    "LFE5U-85F": Part("LFE5U-85F", "ecp5", 83640, 83640, 208, 18, 156, "MULT18X18D", "EBR"),
+}
+
+
+@dataclass(frozen=True)
+class Board:
+    name: str
+    title: str
+    flow: str  # "vivado" or "trellis"
+    osc: str  # oscillator resource name
+    osc_hz: float
+    reset: str | None  # reset button resource (active high after the platform's inversion)
+    variants: dict = field(default_factory=dict)  # variant -> (platform module attr, part name)
+    default_variant: str = ""
+    default_clock_mhz: float = 100.0
+    default_baud: int = 1_000_000
+    led_count: int = 4
+
+    def platform(self, variant: str | None = None):
+        variant = self.resolve_variant(variant)
+        module_name, cls_name = self.variants[variant][0]
+        import importlib
+
+        module = importlib.import_module(f"amaranth_boards.{module_name}")
+        return getattr(module, cls_name)()
+
+    def part(self, variant: str | None = None) -> Part:
+        return PARTS[self.variants[self.resolve_variant(variant)][1]]
+
+    def resolve_variant(self, variant) -> str:
+        variant = self.default_variant if variant is None else str(variant)
+        if variant not in self.variants:
+            raise ValueError(f"Board {self.name} has variants {sorted(self.variants)}; "
+                             f"got {variant!r}.")
+        return variant
+
+
+BOARDS = {
+    "arty_a7": Board(
+        "arty_a7", "Digilent Arty A7", "vivado", "clk100", 100e6, "rst",
+        variants={"35": (("arty_a7", "ArtyA7_35Platform"), "xc7a35t"),
+                  "100": (("arty_a7", "ArtyA7_100Platform"), "xc7a100t")},
+        default_variant="35", default_clock_mhz=100.0, default_baud=1_000_000),
+    "ulx3s": Board(
+        "ulx3s", "Radiona ULX3S", "trellis", "clk25", 25e6, None,
+        variants={"85": (("ulx3s", "ULX3S_85F_Platform"), "LFE5U-85F"),
+                  "45": (("ulx3s", "ULX3S_45F_Platform"), "LFE5U-45F"),
+                  "25": (("ulx3s", "ULX3S_25F_Platform"), "LFE5U-25F")},
+        default_variant="85", default_clock_mhz=50.0, default_baud=1_000_000),
+}
+
+
+def get_board(name: str) -> Board:
+    if name not in BOARDS:
+        raise ValueError(f"Unknown board {name!r}; deltahw builds for {sorted(BOARDS)}.")
+    return BOARDS[name]
+
+
+class BoardTop(Elaboratable):
+    """The accelerator on a board: clocking from the oscillator, UART pins, status LEDs."""
+
+    def __init__(self, board: Board, config, *, clock_mhz: float, baud: int, rx_depth=1024):
+        self.board = board
+        self.config = config
+        self.clockgen = ClockGen(board.part().family, board.osc, board.osc_hz, clock_mhz * 1e6)
+        self.clock_hz = self.clockgen.f_out
+        self.baud = baud
+        self.divisor = uart_divisor(self.clock_hz, baud)
+        self.rx_depth = rx_depth
+
+    def elaborate(self, platform):
+        m = Module()
+        if self.board.reset is not None:
+            self.clockgen.reset = platform.request(self.board.reset, 0).i
+        m.submodules.clockgen = self.clockgen
+        m.submodules.top = top = UARTTop(self.config, divisor=self.divisor,
+                                         clock_hz=self.clock_hz, init_files=True,
+                                         rx_depth=self.rx_depth)
+        uart = platform.request("uart", 0)
+        m.d.comb += [top.uart_rx.eq(uart.rx.i), uart.tx.o.eq(top.uart_tx)]
+        for n in range(min(self.board.led_count, len(top.leds))):
+            m.d.comb += platform.request("led", n).o.eq(top.leds[n])
+        return m

