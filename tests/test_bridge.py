@@ -197,20 +197,28 @@ def test_resync_after_garbage_and_errors():
     h.to_send += good
     h.to_send += br.encode_frame(br.CMD_WRITE, 20, bytes([1]) + word_bytes(0x33))  # duplicate
     h.to_send += bytes([0x42, 0xC0])  # a short frame
-    h.to_send += br.encode_frame(0x7F, 22)  # unknown command
-    h.to_send += br.encode_frame(br.CMD_READ, 23, bytes([1]))  # bad length
-    h.to_send += br.encode_frame(br.CMD_READ, 24, bytes([1, 1]))
-    frames = h.run(8000).frames()
+    h.to_send += br.encode_frame(0x7F, 21)  # unknown command
+    h.to_send += br.encode_frame(br.CMD_READ, 22, bytes([1]))  # bad length
+    h.to_send += br.encode_frame(br.CMD_READ, 23, bytes([1, 1]))
+    h.to_send += br.encode_frame(br.CMD_WRITE, 30, bytes([1]) + word_bytes(0x44))  # out of order
+    h.to_send += br.encode_frame(br.CMD_INFO, 40)  # restarts the numbering
+    h.to_send += br.encode_frame(br.CMD_WRITE, 41, bytes([1]) + word_bytes(0x55))
+    h.to_send += br.encode_frame(br.CMD_READ, 41, bytes([1, 1]))  # a repeated read runs again
+    frames = h.run(10000).frames()
     codes = [(f[0], f[2]) for f in frames]
     assert codes[0] == (br.RSP_ERR, bytes([0, br.ErrorCode.ESCAPE]))
     assert codes[1] == (br.RSP_ERR, bytes([0, br.ErrorCode.CRC]))
     assert frames[2] == (br.RSP_WRITE, 20, bytes([br.STATUS_FRESH, 0]))
     assert frames[3] == (br.RSP_WRITE, 20, bytes([br.STATUS_DUPLICATE, 0]))
     assert codes[4] == (br.RSP_ERR, bytes([0, br.ErrorCode.SHORT]))
-    assert frames[5] == (br.RSP_ERR, 22, bytes([0, br.ErrorCode.COMMAND]))
-    assert frames[6] == (br.RSP_ERR, 23, bytes([0, br.ErrorCode.LENGTH]))
-    assert frames[7] == (br.RSP_READ, 24, bytes([0]) + word_bytes(0x11))
-    assert len(frames) == 8
+    assert frames[5] == (br.RSP_ERR, 21, bytes([0, br.ErrorCode.COMMAND]))
+    assert frames[6] == (br.RSP_ERR, 22, bytes([0, br.ErrorCode.LENGTH]))
+    assert frames[7] == (br.RSP_READ, 23, bytes([0]) + word_bytes(0x11))
+    assert frames[8] == (br.RSP_ERR, 30, bytes([0, br.ErrorCode.SEQUENCE]))
+    assert frames[9][:2] == (br.RSP_INFO, 40)
+    assert frames[10] == (br.RSP_WRITE, 41, bytes([0, 0]))
+    assert frames[11] == (br.RSP_READ, 41, bytes([0]) + word_bytes(0x55))
+    assert len(frames) == 12
 
 
 def test_overflow_frame_is_rejected():

@@ -27,11 +27,17 @@ Requests (host to device), answered in order, one response each:
   number of whole timesteps). ``flags`` bit 0 (``INPUT_FIRST``) starts a new sequence: the next beat
   carries ``first`` and the element position restarts at 0.
 
+Sequence numbers: ``INFO`` always runs and (re)starts the numbering; every other request runs only
+if its ``seq`` is the previous request's plus one (mod 256). A request with the previous ``seq``
+is a repeat: a WRITE or INPUT is acknowledged with ``STATUS_DUPLICATE`` and not executed again, a
+READ runs again. Anything else is refused with ``ERR_SEQUENCE`` and not executed, so after a lost
+frame the host resends from that frame on (go-back-N) and the core sees every register write and
+input element exactly once, in order.
+
 Responses (device to host): ``code | seq | status | payload``, where ``seq`` echoes the request and
 ``status`` has bit 0 ``STATUS_FRESH`` (this is the first frame executed since the bridge was
 reset: a device reset between two frames is visible to the host) and bit 1 ``STATUS_DUPLICATE``
-(a WRITE or INPUT frame with the same ``seq`` as the previous frame was not executed again; the
-host uses this to resend a frame whose acknowledgement it lost without feeding data twice).
+(a repeated WRITE or INPUT frame was not executed again).
 Response codes are ``0x80 | command``; ``RSP_ERR`` (0xE0) carries one error byte
 (:class:`ErrorCode`) and echoes the damaged frame's second byte as ``seq``.
 
@@ -84,6 +90,7 @@ class ErrorCode(enum.IntEnum):
     ESCAPE = 4  #: ESC followed by a byte other than ESC_END / ESC_ESC
     COMMAND = 5  #: unknown command code
     LENGTH = 6  #: payload length not valid for the command
+    SEQUENCE = 7  #: seq is neither the previous frame's nor its successor: frame not executed
 
 
 # --------------------------------------------------------------------------------------------------
@@ -430,47 +437,53 @@ class _Executor(wiring.Component):
                     m.d.sync += [seq.eq(self.r.payload), n.eq(n - 1)]
                     m.next = "CHECK"
             with m.State("CHECK"):
+                # Sequence rule: INFO always runs and (re)starts the numbering; any other frame
+                # runs only as the successor of the previous one (or, as a repeat of it, is
+                # acknowledged without running again: reads run again, they have no effect).
                 dup = last_seq_valid & (seq == last_seq)
-                m.d.sync += [last_seq.eq(seq), last_seq_valid.eq(1),
-                             status.eq(Mux(fresh, STATUS_FRESH, 0)), fresh.eq(0)]
+                in_order = ~last_seq_valid | (seq == (last_seq + 1)[:8]) | (cmd == CMD_INFO)
+                fresh_bit = Mux(fresh, STATUS_FRESH, 0)
+                m.d.sync += status.eq(fresh_bit)
                 elem_ok = (n >= 1 + eb) & (((n - 1) & (eb - 1)) == 0)
-                with m.If(cmd == CMD_INFO):
-                    with m.If(n == 0):
-                        m.d.sync += [code.eq(RSP_INFO), info_idx.eq(0)]
-                        m.next = "RSP_CODE"
-                    with m.Else():
-                        m.d.sync += [code.eq(RSP_ERR), arg.eq(ErrorCode.LENGTH)]
-                        m.next = "DRAIN"
-                with m.Elif(cmd == CMD_READ):
-                    with m.If(n == 2):
-                        m.d.sync += code.eq(RSP_READ)
-                        m.next = "RD_ADDR"
-                    with m.Else():
-                        m.d.sync += [code.eq(RSP_ERR), arg.eq(ErrorCode.LENGTH)]
-                        m.next = "DRAIN"
-                with m.Elif(cmd == CMD_WRITE):
-                    m.d.sync += [code.eq(RSP_WRITE), arg.eq(0)]
-                    with m.If((n < 5) | ((n - 1)[:2] != 0)):
-                        m.d.sync += [code.eq(RSP_ERR), arg.eq(ErrorCode.LENGTH)]
-                        m.next = "DRAIN"
-                    with m.Elif(dup):
-                        m.d.sync += status.eq(STATUS_DUPLICATE | Mux(fresh, STATUS_FRESH, 0))
-                        m.next = "DRAIN"
-                    with m.Else():
-                        m.next = "WR_ADDR"
-                with m.Elif(cmd == CMD_INPUT):
-                    m.d.sync += [code.eq(RSP_INPUT), arg.eq(0)]
-                    with m.If(~elem_ok):
-                        m.d.sync += [code.eq(RSP_ERR), arg.eq(ErrorCode.LENGTH)]
-                        m.next = "DRAIN"
-                    with m.Elif(dup):
-                        m.d.sync += status.eq(STATUS_DUPLICATE | Mux(fresh, STATUS_FRESH, 0))
-                        m.next = "DRAIN"
-                    with m.Else():
-                        m.next = "IN_FLAGS"
-                with m.Else():
-                    m.d.sync += [code.eq(RSP_ERR), arg.eq(ErrorCode.COMMAND)]
+                length_ok = Signal()
+                with m.Switch(cmd):
+                    with m.Case(CMD_INFO):
+                        m.d.comb += length_ok.eq(n == 0)
+                    with m.Case(CMD_READ):
+                        m.d.comb += length_ok.eq(n == 2)
+                    with m.Case(CMD_WRITE):
+                        m.d.comb += length_ok.eq((n >= 5) & ((n - 1)[:2] == 0))
+                    with m.Case(CMD_INPUT):
+                        m.d.comb += length_ok.eq(elem_ok)
+                known = (cmd == CMD_INFO) | (cmd == CMD_READ) | (cmd == CMD_WRITE) | \
+                    (cmd == CMD_INPUT)
+                with m.If(~in_order & ~dup):
+                    # Not executed and not counted: the host resends from its first lost frame.
+                    m.d.sync += [code.eq(RSP_ERR), arg.eq(ErrorCode.SEQUENCE)]
                     m.next = "DRAIN"
+                with m.Else():
+                    m.d.sync += [last_seq.eq(seq), last_seq_valid.eq(1), fresh.eq(0)]
+                    with m.If(~known):
+                        m.d.sync += [code.eq(RSP_ERR), arg.eq(ErrorCode.COMMAND)]
+                        m.next = "DRAIN"
+                    with m.Elif(~length_ok):
+                        m.d.sync += [code.eq(RSP_ERR), arg.eq(ErrorCode.LENGTH)]
+                        m.next = "DRAIN"
+                    with m.Elif(dup & ((cmd == CMD_WRITE) | (cmd == CMD_INPUT)) & ~in_order):
+                        m.d.sync += [code.eq(cmd | 0x80), arg.eq(0),
+                                     status.eq(STATUS_DUPLICATE | fresh_bit)]
+                        m.next = "DRAIN"
+                    with m.Else():
+                        m.d.sync += [code.eq(cmd | 0x80), arg.eq(0), info_idx.eq(0)]
+                        with m.Switch(cmd):
+                            with m.Case(CMD_INFO):
+                                m.next = "RSP_CODE"
+                            with m.Case(CMD_READ):
+                                m.next = "RD_ADDR"
+                            with m.Case(CMD_WRITE):
+                                m.next = "WR_ADDR"
+                            with m.Case(CMD_INPUT):
+                                m.next = "IN_FLAGS"
             with m.State("DRAIN"):
                 m.d.comb += self.r.ready.eq(n != 0)
                 with m.If(take):
