@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -204,7 +205,8 @@ def _parse_thresholds(text: str | None, cfg: DeltaGRUConfig, name: str):
     vals = [float(v) for v in text.split(",")]
     if any(v < 0 for v in vals):
         raise SystemExit(f"error: {name} thresholds must be >= 0; got {text}.")
-    return tuple(int(round(v * 2**cfg.act.frac)) for v in vals)
+    # Round half up like every other conversion (Python's round() would round ties to even).
+    return tuple(math.floor(v * 2**cfg.act.frac + 0.5) for v in vals)
 
 
 def add_model_arguments(ap: argparse.ArgumentParser) -> None:

@@ -146,7 +146,8 @@ def _quant(name: str, t: torch.Tensor, fmt: FixedFormat, report: dict) -> torch.
 
 def _split_state_dict(sd: dict) -> tuple[dict, dict | None]:
     """Find the GRU keys (any prefix) and an optional head Linear in a flat state dict."""
-    gru_key = next((k for k in sd if k.endswith("weight_ih_l0")), None)
+    gru_key = "weight_ih_l0" if "weight_ih_l0" in sd else next(
+        (k for k in sd if k.endswith("weight_ih_l0")), None)
     if gru_key is None:
         raise ImportError_(
             "The state dict has no 'weight_ih_l0' key; expected the state dict of a torch.nn.GRU "
@@ -189,10 +190,10 @@ def quantize_gru(
     The network shape is read from the tensors; formats, thresholds and hardware parameters come from
     ``config`` (if given, its shape must match) and ``config_overrides``.
     """
-    sd = dict(state_dict)
-    if "weight_ih_l0" not in sd:
-        sd, found_head = _split_state_dict(sd)
-        head = head if head is not None else found_head
+    # Split even a plain GRU state dict: that is where bidirectional and proj_size weights and a
+    # head stored next to the GRU keys are found.
+    sd, found_head = _split_state_dict(dict(state_dict))
+    head = head if head is not None else found_head
     w0 = sd["weight_ih_l0"]
     if not isinstance(w0, torch.Tensor) or w0.dim() != 2 or w0.shape[0] % 3:
         raise ImportError_(
@@ -202,6 +203,9 @@ def quantize_gru(
     L = 0
     while f"weight_ih_l{L}" in sd:
         L += 1
+    for k in sd:
+        if int(k.rsplit("_l", 1)[1]) >= L:
+            raise ImportError_(f"The state dict is missing 'weight_ih_l{L}' (it has '{k}').")
     O = 0
     if head is not None:
         hw = head["weight"]
@@ -320,8 +324,8 @@ def load_model(source, config: DeltaGRUConfig | None = None, **overrides) -> Qua
     ``overrides`` (e.g. ``theta_x=(8,)``, ``lanes=24``) replace config fields; for an exported folder
     only thresholds and hardware parameters may be overridden.
     """
-    if isinstance(source, torch.nn.GRU):
-        return from_modules(source, config=config, **overrides)
+    if isinstance(source, torch.nn.Module):
+        return _from_module(source, config, overrides, "The given module")
     if isinstance(source, dict):
         return _from_object(source, config, overrides, "the given state dict")
     path = Path(source)
@@ -339,13 +343,19 @@ def load_model(source, config: DeltaGRUConfig | None = None, **overrides) -> Qua
         raise ImportError_(f"Model path {path} does not exist.")
     obj = _load_torch_file(path)
     if isinstance(obj, torch.nn.Module):
-        gru = obj if isinstance(obj, torch.nn.GRU) else next(
-            (m for m in obj.modules() if isinstance(m, torch.nn.GRU)), None)
-        if gru is None:
-            raise ImportError_(f"{path} holds a {type(obj).__name__} without a torch.nn.GRU inside.")
-        lin = [m for m in obj.modules() if isinstance(m, torch.nn.Linear)]
-        return from_modules(gru, lin[-1] if lin else None, config=config, **overrides)
+        return _from_module(obj, config, overrides, f"{path}")
     return _from_object(obj, config, overrides, str(path))
+
+
+def _from_module(obj: torch.nn.Module, config, overrides, where: str) -> QuantizedModel:
+    """A ``torch.nn.GRU`` or a module holding one (its last ``torch.nn.Linear`` is the head)."""
+    if isinstance(obj, torch.nn.GRU):
+        return from_modules(obj, config=config, **overrides)
+    gru = next((m for m in obj.modules() if isinstance(m, torch.nn.GRU)), None)
+    if gru is None:
+        raise ImportError_(f"{where} is a {type(obj).__name__} module with no torch.nn.GRU inside.")
+    lin = [m for m in obj.modules() if isinstance(m, torch.nn.Linear)]
+    return from_modules(gru, lin[-1] if lin else None, config=config, **overrides)
 
 
 def _from_object(obj, config, overrides, where: str) -> QuantizedModel:

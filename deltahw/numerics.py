@@ -18,6 +18,7 @@ Conventions (see ``docs/numerics.md`` for the prose version):
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import asdict, dataclass
 
@@ -107,7 +108,11 @@ def quantize_float(x: torch.Tensor, fmt: FixedFormat) -> tuple[torch.Tensor, int
     if not torch.isfinite(x).all():
         bad = int((~torch.isfinite(x)).sum())
         raise ValueError(f"Cannot quantize a tensor holding {bad} NaN or infinite value(s).")
-    q = torch.floor(x * (2.0**fmt.frac) + 0.5)
+    # Exact round half up: floor(v + 0.5) in float64 would round v = 0.5 - 2**-54 up to 1, because
+    # the sum itself rounds; comparing v with floor(v) + 0.5 (exact for |v| < 2**52) does not.
+    v = x * (2.0**fmt.frac)
+    q = torch.floor(v)
+    q = torch.where(v >= q + 0.5, q + 1, q)
     clipped = int(((q < fmt.min_int) | (q > fmt.max_int)).sum())
     return q.clamp(fmt.min_int, fmt.max_int).to(torch.int64), clipped
 
@@ -177,10 +182,14 @@ def _make_table(kind: str, fn, in_bits: int, in_frac: int, out_frac: int) -> Act
     return ActivationTable(kind, in_bits, in_frac, out_frac, tuple(values))
 
 
+# Tables are pure functions of their integer arguments; caching them keeps the golden model from
+# regenerating 2**in_bits entries on every timestep (config.sigmoid / config.tanh are properties).
+@functools.lru_cache(maxsize=64)
 def sigmoid_table(in_bits: int, in_frac: int, out_frac: int) -> ActivationTable:
     return _make_table("sigmoid", lambda v: 1.0 / (1.0 + math.exp(-v)), in_bits, in_frac, out_frac)
 
 
+@functools.lru_cache(maxsize=64)
 def tanh_table(in_bits: int, in_frac: int, out_frac: int) -> ActivationTable:
     return _make_table("tanh", math.tanh, in_bits, in_frac, out_frac)
 
