@@ -8,30 +8,24 @@ from pathlib import Path
 
 import pytest
 import torch
+from hypothesis import HealthCheck, settings
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repo, even when not installed
+from deltahw.config import DeltaGRUConfig
+from deltahw.model import from_modules, save_checkpoint
 
 REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
 
 # The machine has 2 cores shared with other jobs: keep every test single-threaded.
 torch.set_num_threads(1)
-os.environ.setdefault("OMP_NUM_THREADS", "1")
 
-try:
-    from hypothesis import HealthCheck, settings
-
-    settings.register_profile(
-        "deltahw",
-        max_examples=150,
-        deadline=None,
-        suppress_health_check=[HealthCheck.too_slow],
-    )
-    settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "deltahw"))
-except ImportError:  # pragma: no cover - hypothesis is a dev dependency
-    pass
-
-from deltahw.config import DeltaGRUConfig
-from deltahw.model import from_modules, save_checkpoint
+settings.register_profile(
+    "deltahw",
+    max_examples=150,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "deltahw"))
 
 
 def make_gru(input_size, hidden_size, num_layers=1, output_size=0, seed=0, scale=1.0,

@@ -576,3 +576,18 @@ def test_export_cli_as_a_subprocess(tmp_path, checkpoint):
                            "--out", str(tmp_path / "x")], check=False, cwd=REPO,
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2 and "does not exist" in proc.stderr
+
+
+# --------------------------------------------------------------------------------------------------
+# The shipped example (the README's default model) stays consistent with the code
+def test_shipped_example_model_and_export_agree():
+    ckpt, folder = REPO / "models" / "example" / "model.pt", REPO / "models" / "example" / "export"
+    model = load_model(ckpt)
+    cfg = model.config
+    assert (cfg.input_size, cfg.hidden_size, cfg.num_layers, cfg.output_size) == (16, 32, 1, 4)
+    assert (cfg.lanes, cfg.act_width, cfg.enc_width, cfg.lanes_per_bank) == (24, 4, 4, 4)
+    assert cfg.theta_x[0] > 0 and cfg.theta_h[0] > 0
+    back = load_exported(folder)  # checksums, depths and the current bank layout
+    assert_same_params(model, back)
+    x = torch.from_numpy(np.load(REPO / "models" / "example" / "input.npy"))
+    assert_same_golden(model, back, x)

@@ -1,0 +1,182 @@
+"""Golden-model throughput: layer-timesteps per second for I=40, H=128, batch 256.
+
+A layer-timestep is one GRU layer advancing one sequence by one timestep, so a run over a batch of B
+sequences of T steps through L layers does B*T*L of them. The golden model is what users run over
+whole test sets, so this is the figure that says how long a data set takes to evaluate.
+
+    python scripts/bench_golden.py [--out docs/benchmarks/golden] [--threads 2] [--steps 100]
+
+Cases: 1 and 2 layers, thresholds 0 (dense) and a typical value (0.0625 = 16 LSBs of Q8.8 for x and
+h), on smooth random-walk inputs (the kind of signal delta networks are used on). Each case runs
+``--repeats`` times after a warm-up; the best and the median wall time are reported. Writes
+``golden.json`` and ``golden.md`` (with the command line, machine and configs) into ``--out``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a clone, not installed
+
+import torch
+
+from deltahw.golden import run_golden
+from deltahw.model import from_modules
+from deltahw.util import atomic_write_text
+
+REPO = Path(__file__).resolve().parents[1]
+
+TARGET = 100_000  # layer-timesteps per second (issue 2)
+
+
+def make_case(input_size: int, hidden: int, layers: int, theta: float, seed: int = 0):
+    torch.manual_seed(seed)
+    gru = torch.nn.GRU(input_size, hidden, layers)
+    lsb = 2**8  # Q8.8 (the default act format); thresholds are given in LSBs
+    t = int(theta * lsb + 0.5)
+    return from_modules(gru, theta_x=(t,) * layers, theta_h=(t,) * layers)
+
+
+def smooth_inputs(batch: int, steps: int, size: int, seed: int = 1) -> torch.Tensor:
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.randn(batch, steps, size, generator=gen, dtype=torch.float64) * 0.1
+    return torch.cumsum(x, dim=1).clamp(-4, 4)
+
+
+def bench_case(model, x_q, repeats: int) -> dict:
+    run_golden(model, x_q[:, :5])  # warm-up: allocator, thread pool, table cache
+    times = []
+    res = None
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        res = run_golden(model, x_q)
+        times.append(time.perf_counter() - t0)
+    B, T, _ = x_q.shape
+    L = model.config.num_layers
+    summary = res.summary(model.config)
+    best, median = min(times), statistics.median(times)
+    return {
+        "layers": L,
+        "theta_lsb": model.config.theta_x[0],
+        "theta": model.config.theta_x[0] / 2**model.config.act.frac,
+        "batch": B,
+        "steps": T,
+        "seconds_best": best,
+        "seconds_median": median,
+        "layer_timesteps_per_s": B * T * L / best,
+        "layer_timesteps_per_s_median": B * T * L / median,
+        "op_reduction": summary["op_reduction"],
+        "fired_x_fraction": summary["fired_x_fraction"],
+        "fired_h_fraction": summary["fired_h_fraction"],
+        "mean_cycles": summary["mean_cycles"],
+        "dense_cycles": summary["dense_cycles"],
+    }
+
+
+def _loadavg() -> list[float] | None:
+    try:
+        return [round(v, 2) for v in os.getloadavg()]
+    except OSError:  # not available on every platform
+        return None
+
+
+def markdown(report: dict) -> str:
+    m = report["machine"]
+    lines = [
+        "# Golden-model throughput",
+        "",
+        f"Command: `{report['command']}`",
+        "",
+        (f"Machine: {m['cpu_count']} CPUs ({m['processor'] or m['machine']}), "
+         f"torch {m['torch']} with {report['threads']} threads, Python {m['python']}; load "
+         f"average before / after: {m['load_before']} / {m['load_after']} (other jobs share the "
+         f"CPUs, so compare with care)."),
+        (f"Network: I={report['input_size']}, H={report['hidden_size']}, no head; batch "
+         f"{report['batch']} sequences x {report['steps']} timesteps of smooth random-walk "
+         f"inputs; best of {report['repeats']} runs (median in brackets)."),
+        "",
+        "| layers | theta (x, h) | layer-timesteps/s | s per run | op reduction | fired x / h |",
+        "|---:|---:|---:|---:|---:|---:|",
+    ]
+    for c in report["cases"]:
+        fx = "/".join(f"{v:.2f}" for v in c["fired_x_fraction"])
+        fh = "/".join(f"{v:.2f}" for v in c["fired_h_fraction"])
+        lines.append(
+            f"| {c['layers']} | {c['theta']:.4g} ({c['theta_lsb']} LSB) | "
+            f"{c['layer_timesteps_per_s']:,.0f} ({c['layer_timesteps_per_s_median']:,.0f}) | "
+            f"{c['seconds_best']:.3f} | {c['op_reduction']:.2f}x | {fx} / {fh} |"
+        )
+    worst = report["min_layer_timesteps_per_s"]
+    verdict = "meets" if worst >= TARGET else "is below"
+    lines += ["", (f"Slowest case: {worst:,.0f} layer-timesteps/s, which {verdict} the target "
+                   f"of {TARGET:,}."), ""]
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--out", default=str(REPO / "docs" / "benchmarks" / "golden"),
+                    help="folder for golden.json and golden.md")
+    ap.add_argument("--threads", type=int, default=2, help="torch intra-op threads")
+    ap.add_argument("--batch", type=int, default=256)
+    ap.add_argument("--steps", type=int, default=100)
+    ap.add_argument("--input-size", type=int, default=40)
+    ap.add_argument("--hidden-size", type=int, default=128)
+    ap.add_argument("--theta", type=float, default=0.0625,
+                    help="the 'typical' threshold for x and h, in real units")
+    ap.add_argument("--repeats", type=int, default=3)
+    args = ap.parse_args(argv)
+
+    torch.set_num_threads(args.threads)
+    load_before = _loadavg()
+    cases = []
+    for layers in (1, 2):
+        for theta in (0.0, args.theta):
+            model = make_case(args.input_size, args.hidden_size, layers, theta)
+            x_q, _ = model.quantize_input(
+                smooth_inputs(args.batch, args.steps, args.input_size))
+            case = bench_case(model, x_q, args.repeats)
+            cases.append(case)
+            print(f"L={layers} theta={theta:<7g} {case['layer_timesteps_per_s']:>10,.0f} "
+                  f"layer-timesteps/s  (median {case['layer_timesteps_per_s_median']:,.0f}; "
+                  f"op reduction {case['op_reduction']:.2f}x)", flush=True)
+    report = {
+        "command": "python scripts/bench_golden.py " + " ".join(argv if argv is not None
+                                                                else sys.argv[1:]),
+        "threads": args.threads,
+        "batch": args.batch,
+        "steps": args.steps,
+        "input_size": args.input_size,
+        "hidden_size": args.hidden_size,
+        "repeats": args.repeats,
+        "machine": {
+            "cpu_count": os.cpu_count(),
+            "processor": platform.processor(),
+            "machine": platform.machine(),
+            "python": platform.python_version(),
+            "torch": torch.__version__,
+            "load_before": load_before,
+            "load_after": _loadavg(),
+        },
+        "config": make_case(args.input_size, args.hidden_size, 1, 0.0).config.to_dict(),
+        "cases": cases,
+        "min_layer_timesteps_per_s": min(c["layer_timesteps_per_s"] for c in cases),
+        "target_layer_timesteps_per_s": TARGET,
+    }
+    out = Path(args.out)
+    atomic_write_text(out / "golden.json", json.dumps(report, indent=2) + "\n")
+    atomic_write_text(out / "golden.md", markdown(report))
+    print(f"golden model: {report['min_layer_timesteps_per_s']:,.0f} layer-timesteps/s in the "
+          f"slowest case (target {TARGET:,}); wrote {out}/golden.json and golden.md")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
