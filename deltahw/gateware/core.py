@@ -195,7 +195,9 @@ class DeltaGRUCore(wiring.Component):
 
         # ---- output FIFO -----------------------------------------------------------------------------
         ol = output_layout(cfg)
-        m.submodules.ofifo = ofifo = fifo.SyncFIFOBuffered(width=ol.size, depth=max(nbo, 2))
+        # One timestep of output beats, written back to back into an empty FIFO (one spare entry:
+        # SyncFIFOBuffered's inner FIFO cannot take a write while its only entry moves out).
+        m.submodules.ofifo = ofifo = fifo.SyncFIFOBuffered(width=ol.size, depth=nbo + 1)
         out_data = Signal(ol)
         m.d.comb += [
             self.o.valid.eq(ofifo.r_rdy), self.o.payload.eq(ofifo.r_data), ofifo.r_en.eq(self.o.ready),
