@@ -43,7 +43,7 @@ class Layout:
 
     config: DeltaGRUConfig
 
-    # --- geometry -----------------------------------------------------------------------------------
+    # --- geometry ---------------------------------------------------------------------------------
     @property
     def lanes(self) -> int:
         return self.config.lanes
@@ -123,7 +123,7 @@ class Layout:
             "mch_depth": self.mch_depth,
         }
 
-    # --- row mapping --------------------------------------------------------------------------------
+    # --- row mapping ------------------------------------------------------------------------------
     def gru_row_index(self) -> torch.Tensor:
         """(C, P) tensor: logical row (gate*H + unit) handled by lane p in group g, or -1 (padding)."""
         H = self.config.hidden_size
@@ -137,7 +137,7 @@ class Layout:
         phys = torch.arange(self.head_groups * self.lanes).view(self.head_groups, self.lanes)
         return torch.where(phys < O, phys, torch.full_like(phys, -1))
 
-    # --- packing ------------------------------------------------------------------------------------
+    # --- packing ----------------------------------------------------------------------------------
     def lane_weights(self, model) -> torch.Tensor:
         """(weight_depth, P) int64 tensor: the weight every lane reads at every word address."""
         out = torch.zeros(self.weight_depth, self.lanes, dtype=torch.int64)
@@ -229,7 +229,7 @@ class Layout:
             b[hrows[hv]] = lane_b[base : base + self.head_groups][hv]
             model_shell.head_b = b
 
-    # --- bank words ---------------------------------------------------------------------------------
+    # --- bank words -------------------------------------------------------------------------------
     def to_bank_words(self, lane_vals: torch.Tensor, bits: int) -> list[list[int]]:
         """Split a (depth, P) lane tensor into per-bank lists of unsigned words (lane 0 in the LSBs)."""
         G = self.config.lanes_per_bank

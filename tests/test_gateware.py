@@ -35,7 +35,7 @@ def run(dut, *benches, deadline=None, clock=True):
         sim.run()
 
 
-# --- delta encoder ---------------------------------------------------------------------------------
+# --- delta encoder --------------------------------------------------------------------------------
 def test_encoder_matches_reference():
     K, ab = 4, 16
     dut = DeltaEncoder(width=K, act_bits=ab)
@@ -68,7 +68,7 @@ def test_encoder_matches_reference():
     run(dut, tb, clock=False)
 
 
-# --- delta queue -----------------------------------------------------------------------------------
+# --- delta queue ----------------------------------------------------------------------------------
 @pytest.mark.parametrize("width,buffers", [(1, 1), (4, 2), (8, 1)])
 def test_queue_compacts_in_order(width, buffers):
     depth = 37
@@ -105,7 +105,7 @@ def test_queue_compacts_in_order(width, buffers):
     run(dut, tb)
 
 
-# --- activation ------------------------------------------------------------------------------------
+# --- activation -----------------------------------------------------------------------------------
 def test_activation_matches_golden_including_saturation():
     cfg = DeltaGRUConfig(input_size=4, hidden_size=8, lanes=12, act_width=2)
     dut = ActivationPipe(cfg, tag_bits=4)
@@ -140,7 +140,7 @@ def test_activation_matches_golden_including_saturation():
     assert torch.equal(torch.tensor(got), expected)
 
 
-# --- MAC array -------------------------------------------------------------------------------------
+# --- MAC array ------------------------------------------------------------------------------------
 def small_model(I=5, H=7, L=1, O=0, lanes=6, act_width=1, enc_width=1, theta=0, seed=0, gain=2.0):
     torch.manual_seed(seed)
     gru = torch.nn.GRU(I, H, L)
@@ -206,7 +206,7 @@ def test_mac_array_accumulates_columns():
     run(dut, tb)
 
 
-# --- whole core ------------------------------------------------------------------------------------
+# --- whole core -----------------------------------------------------------------------------------
 def simulate_core(model, x_q, firsts, *, backpressure=0.0, idle=0.0, seed=0, thresholds=None):
     """Run the core in amaranth.sim; returns (outputs (T, W), CYCLES_LAST per timestep)."""
     cfg, lay = model.config, Layout(model.config)

@@ -97,7 +97,7 @@ class DeltaGRUCore(wiring.Component):
         m.submodules.mac = mac = MacArray(cfg, weight_init=self.weight_init,
                                           bias_init=self.bias_init, init_files=self.init_files)
 
-        # ---- registers ------------------------------------------------------------------------------
+        # ---- registers ---------------------------------------------------------------------------
         theta_x = [Signal(unsigned(ab), name=f"theta_x{l}", init=cfg.theta_x[l]) for l in range(L)]
         theta_h = [Signal(unsigned(ab), name=f"theta_h{l}", init=cfg.theta_h[l]) for l in range(L)]
         theta_head = Signal(unsigned(ab), init=cfg.theta_head)
@@ -114,7 +114,7 @@ class DeltaGRUCore(wiring.Component):
         p_addr = Signal(32)
         step_cycles = Signal(32)  # compute cycles of the running timestep
 
-        # ---- input encoder (works ahead into a double-buffered queue) -------------------------------
+        # ---- input encoder (works ahead into a double-buffered queue) ----------------------------
         xq0 = DeltaQueue(width=E, depth=I, index_bits=_bits(I), delta_bits=delta_bits, buffers=2)
         m.submodules.xq0 = xq0
         m.submodules.enc_in = enc_in = DeltaEncoder(width=E, act_bits=ab)
@@ -171,7 +171,7 @@ class DeltaGRUCore(wiring.Component):
         r_full = Mux(rbuf, full[1], full[0])
         r_reset = Mux(rbuf, reset_tag[1], reset_tag[0])
 
-        # ---- per-layer state memories and queues -----------------------------------------------------
+        # ---- per-layer state memories and queues -------------------------------------------------
         layer = Signal(range(L + 1))  # L = the head
         beat_bits = _bits(nb)
         h_r, h_w, hhat_r, hhat_w, hq = [], [], [], [], []
@@ -193,7 +193,7 @@ class DeltaGRUCore(wiring.Component):
             m.submodules[f"xq{t + 1}"] = q
             xq.append(q)
 
-        # ---- output FIFO -----------------------------------------------------------------------------
+        # ---- output FIFO -------------------------------------------------------------------------
         ol = output_layout(cfg)
         # One timestep of output beats, written back to back into an empty FIFO (one spare entry:
         # SyncFIFOBuffered's inner FIFO cannot take a write while its only entry moves out).
@@ -205,7 +205,7 @@ class DeltaGRUCore(wiring.Component):
         ]
         out_empty = ofifo.level == 0
 
-        # ---- controller ----------------------------------------------------------------------------
+        # ---- controller --------------------------------------------------------------------------
         # Constants per block (layers 0..L-1, head = L), selected by `layer`.
         def table(values, width=None):
             width = width or max(1, max(int(v).bit_length() for v in values))
@@ -493,7 +493,7 @@ class DeltaGRUCore(wiring.Component):
         with m.If(mac.issue):
             m.d.sync += mac_busy.eq(mac_busy + 1)
 
-        # ---- register block -----------------------------------------------------------------------
+        # ---- register block ----------------------------------------------------------------------
         bus = self.bus
         regs = regmap.by_name(L)
         shape1 = (L | (O << 4) | (P << 16) | ((A.bit_length() - 1) << 27))

@@ -77,7 +77,7 @@ class MacArray(wiring.Component):
         wb, bb = cfg.weight.bits, cfg.bias.bits
         bias_shift = cfg.acc_frac - cfg.bias.frac
 
-        # ---- parameter memories -------------------------------------------------------------------
+        # ---- parameter memories ------------------------------------------------------------------
         weights, biases = [], []
         for b in range(lay.num_banks):
             wr = ParamRAM(lanes=G, lane_bits=wb, depth=lay.weight_depth,
@@ -102,7 +102,7 @@ class MacArray(wiring.Component):
                 weights.append(wr.r_data[i * wb:(i + 1) * wb].as_signed())
                 biases.append(br.r_data[i * bb:(i + 1) * bb].as_signed())
 
-        # ---- pipeline registers shared by all lanes -----------------------------------------------
+        # ---- pipeline registers shared by all lanes ----------------------------------------------
         s1 = Signal(data.StructLayout({"valid": 1, "use_ch": 1, "acc": self.mxbits,
                                        "ch": self.mchbits, "delta": signed(cfg.delta_bits)}))
         s2 = Signal.like(s1)
