@@ -200,8 +200,11 @@ def _trellis_env_script(folder: Path) -> Path:
 
 
 def build(args) -> dict:
-    board = get_board(args.board)
-    variant = board.resolve_variant(args.variant)
+    try:
+        board = get_board(args.board)
+        variant = board.resolve_variant(args.variant)
+    except ValueError as e:
+        raise BuildError(str(e), code=2) from None
     part = board.part(variant)
     out = Path(args.output or f"build/{board.name}-{variant}").resolve()
     clock_mhz = args.clock_mhz or board.default_clock_mhz

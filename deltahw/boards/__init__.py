@@ -8,7 +8,7 @@ rate. :class:`BoardTop` puts :class:`~deltahw.boards.top.UARTTop` on the board's
 
 from dataclasses import dataclass, field
 
-from amaranth.hdl import Elaboratable, Module
+from amaranth.hdl import ClockDomain, Elaboratable, Module
 
 from ..gateware.uart import uart_divisor
 from .clocking import ClockGen
@@ -89,7 +89,7 @@ BOARDS = {
         variants={"85": (("ulx3s", "ULX3S_85F_Platform"), "LFE5U-85F"),
                   "45": (("ulx3s", "ULX3S_45F_Platform"), "LFE5U-45F"),
                   "25": (("ulx3s", "ULX3S_25F_Platform"), "LFE5U-25F")},
-        default_variant="85", default_clock_mhz=50.0, default_baud=1_000_000),
+        default_variant="85", default_clock_mhz=40.0, default_baud=1_000_000),
 }
 
 
@@ -113,6 +113,7 @@ class BoardTop(Elaboratable):
 
     def elaborate(self, platform):
         m = Module()
+        m.domains.sync = self.clockgen.domain = ClockDomain("sync")
         if self.board.reset is not None:
             self.clockgen.reset = platform.request(self.board.reset, 0).i
         m.submodules.clockgen = self.clockgen

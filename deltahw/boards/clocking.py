@@ -5,7 +5,7 @@ plain Python (tested without synthesis) and raise a full-sentence ``ValueError``
 cannot be reached within ``tolerance``.
 """
 
-from amaranth.hdl import ClockDomain, ClockSignal, Const, Elaboratable, Instance, Module, Signal
+from amaranth.hdl import ClockDomain, Const, Elaboratable, Instance, Module, Signal
 from amaranth.lib.cdc import ResetSynchronizer
 
 __all__ = ["mmcm_params", "ecp5_pll_params", "ClockGen"]
@@ -63,17 +63,20 @@ def ecp5_pll_params(f_in: float, f_out: float, tolerance: float = 0.005) -> dict
 
 
 class ClockGen(Elaboratable):
-    """Creates the ``sync`` domain at ``f_out`` from the platform's oscillator resource ``osc``.
+    """Drives the clock and reset of ``domain`` at ``f_out`` from the platform's oscillator ``osc``
+    (the domain itself is defined by the caller, at the top of the design).
 
     ``family`` is ``"xc7"`` or ``"ecp5"``. ``reset`` (an optional active-high button) and the PLL's
     lock hold the domain in reset through a reset synchronizer. With ``f_out == f_osc`` the
     oscillator drives the domain directly.
     """
 
-    def __init__(self, family: str, osc: str, f_osc: float, f_out: float, reset=None):
+    def __init__(self, family: str, osc: str, f_osc: float, f_out: float, reset=None,
+                 domain: ClockDomain | None = None):
         if family not in ("xc7", "ecp5"):
             raise ValueError(f"Unknown FPGA family {family!r}; expected 'xc7' or 'ecp5'.")
         self.family, self.osc, self.f_osc, self.f_out, self.reset = family, osc, f_osc, f_out, reset
+        self.domain = domain
         self.params = None
         if abs(f_out - f_osc) > 1:
             self.params = (mmcm_params(f_osc, f_out) if family == "xc7"
@@ -82,7 +85,7 @@ class ClockGen(Elaboratable):
 
     def elaborate(self, platform):
         m = Module()
-        m.domains.sync = cd = ClockDomain("sync")
+        cd = self.domain
         clk_in = platform.request(self.osc, 0).i
         locked = Signal(init=1)
         p = self.params
@@ -113,7 +116,7 @@ class ClockGen(Elaboratable):
                 a_FREQUENCY_PIN_CLKOP=f"{self.f_out / 1e6:.6f}",
                 a_ICP_CURRENT="12", a_LPF_RESISTOR="8", a_MFG_ENABLE_FILTEROPAMP="1",
                 a_MFG_GMCREF_SEL="2",
-                i_RST=Const(0), i_STDBY=Const(0), i_CLKI=clk_in, i_CLKFB=ClockSignal("sync"),
+                i_RST=Const(0), i_STDBY=Const(0), i_CLKI=clk_in, i_CLKFB=cd.clk,
                 i_PHASESEL0=Const(0), i_PHASESEL1=Const(0), i_PHASEDIR=Const(1),
                 i_PHASESTEP=Const(1), i_PHASELOADREG=Const(1), i_PLLWAKESYNC=Const(0),
                 i_ENCLKOP=Const(0), o_CLKOP=cd.clk, o_LOCK=locked)
@@ -122,5 +125,5 @@ class ClockGen(Elaboratable):
         rst = ~locked
         if self.reset is not None:
             rst = rst | self.reset
-        m.submodules.reset_sync = ResetSynchronizer(rst, domain="sync")
+        m.submodules.reset_sync = ResetSynchronizer(rst, domain=cd.name)
         return m

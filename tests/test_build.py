@@ -1,0 +1,135 @@
+"""Board build flow: fit check, build tree, report, tool-output parsers and clocking (no synthesis).
+
+The full flows (open synthesis for xc7, bitstream for ECP5) take minutes and run as commands in CI:
+``python -m deltahw.build --board arty_a7`` and ``python -m deltahw.build --board ulx3s``.
+"""
+
+import json
+
+import pytest
+import torch
+
+from deltahw import build
+from deltahw.boards import BOARDS, PARTS, BoardTop, get_board
+from deltahw.boards.clocking import ecp5_pll_params, mmcm_params
+from deltahw.config import DeltaGRUConfig
+from deltahw.export import export_model
+from deltahw.model import from_modules
+from deltahw.resources import FitError, check_fit, estimate
+
+
+@pytest.fixture(scope="module")
+def small_model(tmp_path_factory):
+    torch.manual_seed(0)
+    m = from_modules(torch.nn.GRU(5, 8, 1), torch.nn.Linear(8, 3), lanes=6, act_width=1,
+                     lanes_per_bank=3, theta_x=(4,), theta_h=(4,))
+    path = tmp_path_factory.mktemp("model") / "export"
+    export_model(m, path)
+    return path
+
+
+def test_build_tree_and_report_without_synthesis(small_model, tmp_path, capsys):
+    out = tmp_path / "arty"
+    rc = build.main(["--board", "arty_a7", "--model", str(small_model), "--output", str(out),
+                     "--no-synth"])
+    assert rc == 0
+    names = {p.name for p in out.iterdir()}
+    for name in ("build_deltahw_top.sh", "deltahw_top.tcl", "deltahw_top.v", "deltahw_top.xdc",
+                 "deltahw_sdp_ram.v", "weights_bank0.mem", "biases_bank1.mem", "manifest.json",
+                 "config.json", "report.json", "report.md"):
+        assert name in names, name
+    tcl = (out / "deltahw_top.tcl").read_text()
+    assert "xc7a35ticsg324-1L" in tcl and "add_files -norecurse weights_bank0.mem" in tcl
+    assert "$readmemh" in (out / "deltahw_sdp_ram.v").read_text()
+    assert '"weights_bank0.mem"' in (out / "deltahw_top.v").read_text()
+    report = json.loads((out / "report.json").read_text())
+    assert report["part"] == "xc7a35t" and report["uart_divisor"] == 100
+    perf = report["performance"]
+    assert perf["dense_cycles_per_timestep"] > perf["min_cycles_per_timestep"] > 0
+    assert "Predicted performance" in (out / "report.md").read_text()
+    log = capsys.readouterr().out
+    assert "[2/5] checking that the design fits xc7a35t" in log
+
+
+def test_ecp5_tree_has_pll_and_yowasp_script(small_model, tmp_path):
+    out = tmp_path / "ulx3s"
+    assert build.main(["--board", "ulx3s", "--model", str(small_model), "--output", str(out),
+                       "--no-synth", "--clock-mhz", "40"]) == 0
+    top = (out / "deltahw_top.il").read_text()
+    assert "EHXPLLL" in top
+    report = json.loads((out / "report.json").read_text())
+    assert report["clock_mhz"] == pytest.approx(40.0)
+    assert report["uart_divisor"] == 40
+
+
+def test_too_large_model_is_refused_before_synthesis(tmp_path, capsys):
+    torch.manual_seed(0)
+    gru = torch.nn.GRU(13, 160, 2)
+    path = tmp_path / "big.pt"
+    torch.save(gru.state_dict(), path)
+    out = tmp_path / "out"
+    rc = build.main(["--board", "arty_a7", "--model", str(path), "--output", str(out)])
+    err = capsys.readouterr().err
+    assert rc == 2
+    assert "does not fit xc7a35t" in err and "block RAM (RAMB36): needs" in err
+    assert "What would fit" in err and "--variant 100" in err
+    assert not out.exists()  # nothing generated
+
+
+def test_fit_error_names_multipliers():
+    cfg = DeltaGRUConfig(input_size=4, hidden_size=48, lanes=144, lanes_per_bank=4)
+    with pytest.raises(FitError, match=r"multipliers \(DSP48E1\): needs 149, the part has 90"):
+        check_fit(cfg, PARTS["xc7a35t"])
+    assert estimate(cfg, PARTS["xc7a100t"]).dsps <= PARTS["xc7a100t"].dsps
+
+
+def test_bad_arguments(small_model, capsys):
+    assert build.main(["--board", "arty_a7", "--variant", "50", "--model", str(small_model),
+                       "--no-synth"]) != 0
+    assert "variants" in capsys.readouterr().err
+    assert build.main(["--board", "arty_a7", "--model", str(small_model), "--lanes", "7",
+                       "--no-synth"]) == 2
+    assert "multiple of 3 x act_width" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="Unknown board"):
+        get_board("de0")
+
+
+def test_clocking_solvers():
+    p = mmcm_params(100e6, 125e6)
+    assert p["f_out"] == pytest.approx(125e6) and 600e6 <= p["vco"] <= 1200e6
+    q = ecp5_pll_params(25e6, 62.5e6)
+    assert q["f_out"] == pytest.approx(62.5e6) and 400e6 <= q["vco"] <= 800e6
+    with pytest.raises(ValueError, match="cannot make"):
+        ecp5_pll_params(25e6, 1e6)
+    cfg = DeltaGRUConfig(input_size=5, hidden_size=8, lanes=6, act_width=1, lanes_per_bank=3)
+    top = BoardTop(BOARDS["arty_a7"], cfg, clock_mhz=100, baud=3_000_000)
+    assert top.divisor == 33
+
+
+def test_tool_output_parsers():
+    stat = """
+=== deltahw_top ===
+     7507 cells
+      480   CARRY4
+       17   DSP48E1
+     2375   FDRE
+       44   FDSE
+      814   LUT2
+      295   LUT6
+      151   RAM32M
+       14   RAMB18E1
+"""
+    counts = build.parse_yosys_stat(stat)
+    util = build.xc7_utilisation(counts, PARTS["xc7a35t"])
+    assert util["luts"]["used"] == 814 + 295 + 151 * 4
+    assert util["ffs"]["used"] == 2419 and util["bram"]["used"] == 7 and util["dsps"]["used"] == 17
+    log = """Info: Device utilisation:
+Info: \t              DP16KD:      14/    208     6%
+Info: \t          MULT18X18D:      17/    156    10%
+Info: \t        TRELLIS_COMB:   11839/  83640    14%
+Info: Max frequency for clock '$glbnet$clk': 61.23 MHz (PASS at 50.00 MHz)
+"""
+    parsed = build.parse_nextpnr_log(log)
+    assert parsed["cells"]["TRELLIS_COMB"] == {"used": 11839, "total": 83640}
+    assert parsed["clocks"]["$glbnet$clk"] == {"fmax_mhz": 61.23, "pass": True,
+                                               "target_mhz": 50.0}
