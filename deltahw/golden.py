@@ -83,10 +83,15 @@ class GoldenResult:
 
 def gru_activation(config: DeltaGRUConfig, m_r, m_u, m_cx, m_ch, h_prev):
     """The activation and update stage on accumulator values: returns the new h (act format)."""
+    return _activation(config, torch.cat([m_r, m_u], dim=-1), m_cx, m_ch, h_prev)
+
+
+def _activation(config: DeltaGRUConfig, m_ru, m_cx, m_ch, h_prev):
+    """:func:`gru_activation` with M_r and M_u side by side (one table lookup for both gates)."""
     af, wf = config.act.frac, config.weight.frac
-    acc_frac = config.acc_frac
-    r = config.sigmoid.lookup(m_r, acc_frac)
-    u = config.sigmoid.lookup(m_u, acc_frac)
+    ru = config.sigmoid.lookup(m_ru, config.acc_frac)
+    H = m_cx.shape[-1]
+    r, u = ru[..., :H], ru[..., H:]
     cx = saturate(rshift_round(m_cx, wf), config.act)
     ch = saturate(rshift_round(m_ch, wf), config.act)
     pre_c = saturate(cx + rshift_round(r * ch, af), config.act)
@@ -96,9 +101,25 @@ def gru_activation(config: DeltaGRUConfig, m_r, m_u, m_cx, m_ch, h_prev):
 
 def _encode(v, vhat, theta):
     """Delta encoder: returns (delta with non-fired zeroed, new vhat, fired mask)."""
+    d, new_vhat, fired = _delta(v, vhat, theta)
+    return d, new_vhat, torch.ones_like(d, dtype=torch.bool) if fired is None else fired
+
+
+def _delta(v, vhat, theta):
+    """:func:`_encode`, but the mask is ``None`` when theta is 0 (everything fires)."""
     d = v - vhat
+    if theta == 0:
+        return d, v, None
     fired = d.abs() >= theta
-    return torch.where(fired, d, 0), torch.where(fired, v, vhat), fired
+    d = d * fired
+    return d, vhat + d, fired
+
+
+def _count(fired, width: int, active, all_active: bool):
+    """Fired elements per sequence (zero for sequences past their end)."""
+    if fired is None:
+        return width if all_active else active[:, 0].long() * width
+    return (fired & active).sum(1) if not all_active else fired.sum(1)
 
 
 def run_golden(model: QuantizedModel, x_q: torch.Tensor, lengths=None) -> GoldenResult:
@@ -124,19 +145,19 @@ def run_golden(model: QuantizedModel, x_q: torch.Tensor, lengths=None) -> Golden
 
     H, L = cfg.hidden_size, cfg.num_layers
     shift_b = cfg.acc_frac - cfg.bias.frac
-    # Transposed weights so a (B, n) delta times (n, 3H) is one integer matmul.
-    wx_t = [p.w_x.T.contiguous() for p in model.layers]
-    whru_t = [p.w_h[: 2 * H].T.contiguous() for p in model.layers]
-    whc_t = [p.w_h[2 * H :].T.contiguous() for p in model.layers]
+    # One accumulator tensor per layer, columns [M_cx | M_r | M_u | M_ch], so that the x columns
+    # (which feed M_cx, M_r, M_u) and the h columns (M_r, M_u, M_ch) each update one contiguous
+    # slice with one integer matmul: (B, I_l) x (I_l, 3H) and (B, H) x (H, 3H).
+    wx_t = [torch.cat([p.w_x[2 * H :], p.w_x[: 2 * H]]).T.contiguous() for p in model.layers]
+    wh_t = [p.w_h.T.contiguous() for p in model.layers]
     state = []
     for l, p in enumerate(model.layers):
-        mx0 = torch.cat([p.b_r, p.b_u, p.b_cx]) << shift_b
+        m0 = torch.cat([p.b_cx, p.b_r, p.b_u, p.b_ch]) << shift_b
         state.append({
             "xhat": torch.zeros(B, cfg.layer_input_size(l), dtype=torch.int64),
             "hhat": torch.zeros(B, H, dtype=torch.int64),
             "h": torch.zeros(B, H, dtype=torch.int64),
-            "mx": mx0.expand(B, 3 * H).clone(),
-            "mch": (p.b_ch << shift_b).expand(B, H).clone(),
+            "m": m0.expand(B, 4 * H).clone(),
         })
     if cfg.has_head:
         head_wt = model.head_w.T.contiguous()
@@ -156,32 +177,29 @@ def run_golden(model: QuantizedModel, x_q: torch.Tensor, lengths=None) -> Golden
         v = x_q[:, t]
         for l in range(L):
             s = state[l]
-            dx, xhat, fx = _encode(v, s["xhat"], theta_x[l])
-            dh, hhat, fh = _encode(s["h"], s["hhat"], theta_h[l])
-            mx = s["mx"] + dx @ wx_t[l]
-            mx[:, : 2 * H] += dh @ whru_t[l]
-            mch = s["mch"] + dh @ whc_t[l]
-            h = gru_activation(cfg, mx[:, :H], mx[:, H : 2 * H], mx[:, 2 * H :], mch, s["h"])
+            dx, xhat, fx = _delta(v, s["xhat"], theta_x[l])
+            dh, hhat, fh = _delta(s["h"], s["hhat"], theta_h[l])
+            m = s["m"] if all_active else s["m"].clone()  # updated in place below
+            m[:, : 3 * H] += dx @ wx_t[l]
+            m[:, H:] += dh @ wh_t[l]
+            h = _activation(cfg, m[:, H : 3 * H], m[:, :H], m[:, 3 * H :], s["h"])
             if not all_active:
                 xhat = torch.where(active, xhat, s["xhat"])
                 hhat = torch.where(active, hhat, s["hhat"])
-                mx = torch.where(active, mx, s["mx"])
-                mch = torch.where(active, mch, s["mch"])
+                m = torch.where(active, m, s["m"])
                 h = torch.where(active, h, s["h"])
-                fx, fh = fx & active, fh & active
-            s.update(xhat=xhat, hhat=hhat, mx=mx, mch=mch, h=h)
-            fired_x[:, t, l] = fx.sum(1)
-            fired_h[:, t, l] = fh.sum(1)
+            s.update(xhat=xhat, hhat=hhat, m=m, h=h)
+            fired_x[:, t, l] = _count(fx, dx.shape[1], active, all_active)
+            fired_h[:, t, l] = _count(fh, H, active, all_active)
             v = h
         if cfg.has_head:
-            do, xhat, fo = _encode(v, head_state["xhat"], cfg.theta_head)
+            do, xhat, fo = _delta(v, head_state["xhat"], cfg.theta_head)
             m = head_state["m"] + do @ head_wt
             if not all_active:
                 xhat = torch.where(active, xhat, head_state["xhat"])
                 m = torch.where(active, m, head_state["m"])
-                fo = fo & active
             head_state.update(xhat=xhat, m=m)
-            fired_head[:, t] = fo.sum(1)
+            fired_head[:, t] = _count(fo, H, active, all_active)
             outputs[:, t] = saturate(rshift_round(m, cfg.weight.frac), cfg.act)
         else:
             outputs[:, t] = v
