@@ -359,8 +359,8 @@ def _trellis_flow(args, out, part, platform, top, report, clock_mhz):
     fmax = min((c["fmax_mhz"] for c in clocks.values()), default=None)
     report["timing"] = {"clocks": clocks, "fmax_mhz": fmax, "target_mhz": top.clock_hz / 1e6,
                         "met": fmax is not None and fmax >= top.clock_hz / 1e6}
-    log(f"      done in {elapsed:.0f} s; post-route Fmax {fmax} MHz at a {top.clock_hz / 1e6:g} MHz "
-        "target")
+    log(f"      done in {elapsed:.0f} s; post-route Fmax {fmax} MHz at a "
+        f"{top.clock_hz / 1e6:g} MHz target")
 
 
 def write_reports(report: dict, out: Path) -> None:
@@ -393,8 +393,8 @@ def write_reports(report: dict, out: Path) -> None:
     timing = report.get("timing")
     if timing:
         lines += ["", "## Timing", "",
-                  f"Post-route Fmax {timing['fmax_mhz']} MHz against a {timing['target_mhz']:g} MHz "
-                  f"target: {'met' if timing['met'] else 'NOT met'}."]
+                  f"Post-route Fmax {timing['fmax_mhz']} MHz against a "
+                  f"{timing['target_mhz']:g} MHz target: {'met' if timing['met'] else 'NOT met'}."]
     lines += [
         "", "## Predicted performance (deltahw.cycles)", "",
         f"- Dense timestep (every delta fires): {perf['dense_cycles_per_timestep']} cycles = "

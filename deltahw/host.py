@@ -115,7 +115,7 @@ class Device:
         self.regs = regmap.by_name(1)
         self.stats = collections.Counter()
 
-    # ---- opening ----------------------------------------------------------------------------------
+    # ---- opening ----
     @classmethod
     def open(cls, port: str, *, baud: int = DEFAULT_BAUD, timeout: float = 1.0, **kw) -> "Device":
         try:
@@ -190,7 +190,7 @@ class Device:
         self.regs = regmap.by_name(self.shape["num_layers"])
         return self.shape
 
-    # ---- registers --------------------------------------------------------------------------------
+    # ---- registers ----
     def _addr(self, reg) -> int:
         if isinstance(reg, str):
             if reg not in self.regs:
@@ -229,7 +229,7 @@ class Device:
     def rx_depth(self) -> int:
         return self.info["rx_depth"] if self.info else 64
 
-    # ---- model, thresholds, counters --------------------------------------------------------------
+    # ---- model, thresholds, counters ----
     def check_config(self, config: DeltaGRUConfig) -> None:
         want = {"input_size": config.input_size, "hidden_size": config.hidden_size,
                 "num_layers": config.num_layers, "output_size": config.output_size,
@@ -301,7 +301,7 @@ class Device:
         return {f.name: _field(self.regs["STATUS"], f.name, word)
                 for f in self.regs["STATUS"].fields}
 
-    # ---- streaming --------------------------------------------------------------------------------
+    # ---- streaming ----
     def run(self, x_q, *, first: bool = True, counters: bool = True) -> RunResult:
         """Stream a (T, I) integer sequence through the core and collect its T output vectors.
 
@@ -345,7 +345,7 @@ class Device:
         s = self.shape
         return s["output_size"] if s["output_size"] else s["hidden_size"]
 
-    # ---- link layer -------------------------------------------------------------------------------
+    # ---- link layer ----
     def _flush_input(self):
         """Send an END (closing any partial frame on the device) and discard pending input."""
         self.t.write(bytes([proto.END]))

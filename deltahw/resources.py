@@ -154,7 +154,8 @@ def fits(config: DeltaGRUConfig, part, rx_depth: int = 1024) -> bool:
 
 
 def suggest(config: DeltaGRUConfig, part, rx_depth: int = 1024) -> list[str]:
-    """Configurations of the same network that fit ``part``, and the largest hidden size that does."""
+    """Lane counts of the same network that fit ``part``, and the largest hidden size that does.
+    """
     out = []
     step = 3 * config.act_width
     fitting = []

@@ -6,8 +6,8 @@
    input sequence (a Free Spoken Digit utterance's MFCCs when the model has 13 inputs);
 2. generates the core's RTL with all-zero power-on parameters (``deltahw.generate``), so the
    outputs can only be right if the driver loads every weight and bias over the bus;
-3. generates the headers (``gen_headers.py``: register map, config, parameters, test vectors with the
-   golden model's outputs and cycle total);
+3. generates the headers (``gen_headers.py``: register map, config, parameters, test vectors
+   with the golden model's outputs and cycle total);
 4. compiles ``deltahw.c`` with ``-std=c99 -Wall -Wextra -Werror -pedantic`` and links it into the
    Verilator harness (``sim/harness.cpp``), runs it and checks every output bit for bit.
 

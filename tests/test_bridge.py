@@ -1,8 +1,8 @@
 """Bridge and UART against their Python references (Amaranth simulator).
 
 The bridge is driven byte by byte (as the UART receiver would) with frames built by the host's
-reference encoder; a register file stands in for the core's bus, and testbench processes stand in for
-the core's ``i``/``o`` streams, with random backpressure on both sides.
+reference encoder; a register file stands in for the core's bus, and testbench processes stand in
+for the core's ``i``/``o`` streams, with random backpressure on both sides.
 """
 
 import random
@@ -169,7 +169,9 @@ def test_input_packing_and_outputs():
     I = CFG.input_size
     seq1 = [rng.randint(-32768, 32767) for _ in range(3 * I)]
     seq2 = [rng.randint(-32768, 32767) for _ in range(2 * I)]
-    enc = lambda vals: b"".join(v.to_bytes(2, "little", signed=True) for v in vals)
+    def enc(vals):
+        return b"".join(v.to_bytes(2, "little", signed=True) for v in vals)
+
     h.to_send += br.encode_frame(br.CMD_INPUT, 1, bytes([br.INPUT_FIRST]) + enc(seq1[:2 * I]))
     h.to_send += br.encode_frame(br.CMD_INPUT, 2, bytes([0]) + enc(seq1[2 * I:]))
     h.to_send += br.encode_frame(br.CMD_INPUT, 3, bytes([br.INPUT_FIRST]) + enc(seq2))

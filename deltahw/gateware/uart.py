@@ -20,14 +20,14 @@ MIN_DIVISOR = 4
 
 
 def uart_divisor(clock_hz: float, baud: int, max_error: float = 0.02) -> int:
-    """Bit period in clock cycles for ``baud`` at ``clock_hz``; raises if the rate error is too big."""
+    """Bit period in cycles for ``baud`` at ``clock_hz``; raises if the rate error is too big."""
     if baud <= 0:
         raise ValueError(f"The baud rate must be positive; got {baud}.")
     divisor = round(clock_hz / baud)
     if divisor < MIN_DIVISOR:
         raise ValueError(
-            f"A {clock_hz / 1e6:g} MHz clock cannot run a UART at {baud} baud: the bit period would "
-            f"be {clock_hz / baud:.2f} cycles and the receiver needs at least {MIN_DIVISOR}."
+            f"A {clock_hz / 1e6:g} MHz clock cannot run a UART at {baud} baud: the bit period "
+            f"would be {clock_hz / baud:.2f} cycles and the receiver needs at least {MIN_DIVISOR}."
         )
     error = abs(clock_hz / divisor - baud) / baud
     if error > max_error:
