@@ -42,9 +42,9 @@ __all__ = [
 #: Minimum distance, in cycles, between two updates of the same accumulator word (read, multiply,
 #: add, write back). A column cannot be shorter than this.
 MAC_RMW_CYCLES = 3
-#: Cycles of a MAC phase besides its column sweeps: one to fetch the first queue entry, two after
-#: the last issue until its accumulator write has landed.
-MAC_DRAIN = 3
+#: Cycles of a MAC phase besides its column sweeps: two to fetch the first queue entry and register
+#: its weight address, two after the last issue until its accumulator write has landed.
+MAC_DRAIN = 4
 #: Cycles after the last activation issue until the last h value has been written and encoded.
 ACT_DRAIN = 6
 #: Cycles after the last head read-out issue until the last output beat is in the output buffer.

@@ -11,7 +11,7 @@ Schedule of a timestep (the cycle model of :mod:`deltahw.cycles` counts exactly 
 * The **input encoder** compares E elements per cycle with the last transmitted input and packs
   the fired (index, delta) pairs into a double-buffered queue. It works ahead: while the core
   computes step t it already encodes x_{t+1} into the other buffer.
-* Per layer: **MAC** phase over the layer's fired x columns then h columns (1 cycle to fetch the
+* Per layer: **MAC** phase over the layer's fired x columns then h columns (2 cycles to fetch the
   first entry, ``max(C, 3)`` cycles per column back to back, 2 cycles to drain); then **ACT**
   phase, A units per cycle through the activation pipeline (latency 6 from issue to write-back).
   As each beat of new h values leaves the pipeline it is delta-encoded twice, against this layer's
@@ -230,18 +230,21 @@ class DeltaGRUCore(wiring.Component):
         m.d.comb += nh.eq(Array(h_counts)[layer] if blocks > 1 else h_counts[0])
         n_total = nx + nh
 
-        e = Signal(16)  # entry being fetched
+        e = Signal(16)  # entry whose column is being swept
         g = Signal(16)  # row-group cycle within the current column
         cur_h = Signal()  # current entry is an h column
         cur_base = Signal(mac.wabits + 1)
         cur_delta = Signal(signed(delta_bits))
-        fetch_h = Signal()  # entry fetched last cycle came from the h queue
+        fetch_h = Signal()  # the entry on the queues' read ports comes from the h queue
         q_raddr = Signal(16)
         cnt = Signal(16)  # generic phase counter
         act_k = Signal(_bits(max(1, P // (3 * A))))  # lane block of the current activation beat
         act_g = Signal(16)
 
         # Queue reads: every queue gets the same address; the data are selected by (layer, fetch_h).
+        # The controller keeps one entry of look-ahead: while column e is swept, entry e+1 sits on
+        # the read ports and its weight address is registered in the column's last cycle, so the
+        # queue -> column address arithmetic never shares a cycle with the BRAM address.
         m.d.comb += [xq0.r_addr.eq(q_raddr), xq0.r_buf.eq(rbuf)]
         for q in hq + xq:
             m.d.comb += q.r_addr.eq(q_raddr)
@@ -252,23 +255,24 @@ class DeltaGRUCore(wiring.Component):
         q_index = Mux(fetch_h, h_idx[layer], x_idx[layer])
         q_delta = Mux(fetch_h, h_dl[layer], x_dl[layer])
         col = q_index + Mux(fetch_h, t_isize[layer], 0)
-        fetched_base = t_wbase[layer] + col * t_groups[layer]
+        # Column -> word address: a multiply by a constant (C, or the head's groups).
+        col_words = col * C if not head else Mux(layer == L, col * Ch, col * C)
+        fetched_base = t_wbase[layer] + col_words
 
         def fetch(index):
-            """Address entry `index` (of the concatenated x then h lists) in the queues."""
+            """Put entry `index` (of the concatenated x then h lists) on the queues' read ports."""
             m.d.comb += q_raddr.eq(Mux(index < nx, index, index - nx))
             m.d.sync += fetch_h.eq(index >= nx)
 
-        # MAC issue signals (default idle).
-        base_now = Mux(g == 0, fetched_base, cur_base)
-        delta_now = Mux(g == 0, q_delta, cur_delta)
-        h_now = Mux(g == 0, fetch_h, cur_h)
+        def take_fetched():
+            m.d.sync += [cur_base.eq(fetched_base), cur_delta.eq(q_delta), cur_h.eq(fetch_h)]
+
         m.d.comb += [
-            mac.w_addr.eq(base_now + g),
+            mac.w_addr.eq(cur_base + g),
             mac.acc_addr.eq(t_mxbase[layer] + g),
             mac.ch_addr.eq(t_mchbase[layer] + g),
-            mac.use_ch.eq(h_now),
-            mac.delta.eq(delta_now),
+            mac.use_ch.eq(cur_h),
+            mac.delta.eq(cur_delta),
         ]
 
         # Activation pipeline and its delay line of (valid, beat).
@@ -412,27 +416,29 @@ class DeltaGRUCore(wiring.Component):
                 if head:
                     with m.If(layer == L):
                         m.d.sync += fired_head.eq(nx)
+                m.next = "MAC_FETCH2"
+            with m.State("MAC_FETCH2"):
+                m.d.comb += counting.eq(1)
+                take_fetched()
+                fetch(1)
                 with m.If(n_total == 0):
                     m.next = "MAC_DRAIN"
                 with m.Else():
                     m.next = "MAC_RUN"
             with m.State("MAC_RUN"):
                 m.d.comb += [counting.eq(1), mac.issue.eq(g < t_groups[layer])]
-                with m.If(g == 0):
-                    m.d.sync += [cur_base.eq(fetched_base), cur_delta.eq(q_delta),
-                                 cur_h.eq(fetch_h)]
+                fetch(e + 1)
                 with m.If(g == t_cost[layer] - 1):
                     m.d.sync += [g.eq(0), e.eq(e + 1)]
-                    fetch(e + 1)
+                    take_fetched()
                     with m.If(e + 1 == n_total):
                         m.next = "MAC_DRAIN"
                 with m.Else():
                     m.d.sync += g.eq(g + 1)
-                    m.d.comb += q_raddr.eq(Mux(e < nx, e, e - nx))
             with m.State("MAC_DRAIN"):
                 m.d.comb += counting.eq(1)
                 m.d.sync += [cnt.eq(cnt + 1), act_g.eq(0), act_k.eq(0), act_beat.eq(0)]
-                with m.If(cnt == cycles.MAC_DRAIN - 2):
+                with m.If(cnt == cycles.MAC_DRAIN - 3):
                     m.d.sync += cnt.eq(0)
                     with m.If(layer == 0):
                         m.d.comb += release.eq(1)
