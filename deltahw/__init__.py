@@ -9,4 +9,12 @@ Main entry points:
 * :func:`deltahw.export.export_model` - BRAM init files and manifest.
 """
 
+import os as _os
+
+# torch's OpenMP threads spin-wait by default; on a shared or loaded machine that makes every
+# parallel integer matmul of the golden model wait for parked threads (10x slower measured on the
+# 2-core CI machine). Passive waiting costs nothing when the machine is idle. Must be set before
+# torch is imported; an explicit user setting wins.
+_os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
 __version__ = "0.1.0"
