@@ -45,8 +45,9 @@ MAC_RMW_CYCLES = 3
 #: Cycles of a MAC phase besides its column sweeps: two to fetch the first queue entry and register
 #: its weight address, two after the last issue until its accumulator write has landed.
 MAC_DRAIN = 4
-#: Cycles after the last activation issue until the last h value has been written and encoded.
-ACT_DRAIN = 6
+#: Cycles after the last activation issue until the last h value has been written and its fired
+#: deltas stored in the queues (activation pipeline 6, queue input register 1).
+ACT_DRAIN = 7
 #: Cycles after the last head read-out issue until the last output beat is in the output buffer.
 OUT_DRAIN = 2
 #: Cycles per timestep besides the phases (closing the timestep: counters, input buffer release).

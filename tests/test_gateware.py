@@ -92,7 +92,7 @@ def test_queue_compacts_in_order(width, buffers):
                 await ctx.tick()
             ctx.set(dut.w_valid, 0)
             ctx.set(dut.w_first, 0)
-            await ctx.tick()
+            await ctx.tick().repeat(2)  # input register, then the write
             assert ctx.get(dut.count[buf]) == len(expected)
             got = []
             ctx.set(dut.r_buf, buf)

@@ -13,7 +13,8 @@ Schedule of a timestep (the cycle model of :mod:`deltahw.cycles` counts exactly 
   computes step t it already encodes x_{t+1} into the other buffer.
 * Per layer: **MAC** phase over the layer's fired x columns then h columns (2 cycles to fetch the
   first entry, ``max(C, 3)`` cycles per column back to back, 2 cycles to drain); then **ACT**
-  phase, A units per cycle through the activation pipeline (latency 6 from issue to write-back).
+  phase, A units per cycle through the activation pipeline (6 cycles from issue to write-back,
+  one more until the fired deltas are stored in the queues).
   As each beat of new h values leaves the pipeline it is delta-encoded twice, against this layer's
   last transmitted h (feeding this layer's h queue for the next timestep) and against the next
   layer's (or the head's) last transmitted input (feeding its x queue for this timestep).
@@ -255,9 +256,8 @@ class DeltaGRUCore(wiring.Component):
         q_index = Mux(fetch_h, h_idx[layer], x_idx[layer])
         q_delta = Mux(fetch_h, h_dl[layer], x_dl[layer])
         col = q_index + Mux(fetch_h, t_isize[layer], 0)
-        # Column -> word address: a multiply by a constant (C, or the head's groups).
-        col_words = col * C if not head else Mux(layer == L, col * Ch, col * C)
-        fetched_base = t_wbase[layer] + col_words
+        # Column -> word address (registered by take_fetched, so the multiplier has a cycle).
+        fetched_base = t_wbase[layer] + col * t_groups[layer]
 
         def fetch(index):
             """Put entry `index` (of the concatenated x then h lists) on the queues' read ports."""

@@ -21,10 +21,12 @@ __all__ = ["DeltaQueue"]
 class DeltaQueue(wiring.Component):
     """Compacting queue of up to ``depth`` entries per buffer, ``width`` writes per cycle.
 
-    Write side (one cycle): ``w_valid[i]`` marks element ``i`` (with ``w_index[i]``, ``w_delta[i]``)
-    as fired; fired elements are appended in order of ``i`` to buffer ``w_buf``. With ``w_first``
-    the buffer is emptied first (the first beat of a new fill; with no valid bits it just clears).
-    ``count[b]`` is the number of entries in buffer ``b`` (updated the cycle after the write).
+    Write side: ``w_valid[i]`` marks element ``i`` (with ``w_index[i]``, ``w_delta[i]``) as fired;
+    fired elements are appended in order of ``i`` to buffer ``w_buf``. With ``w_first`` the buffer
+    is emptied first (the first beat of a new fill; with no valid bits it just clears). The write
+    inputs are registered (so an encoder's compare and the compaction never share a cycle): the
+    entries are stored one cycle after they are presented, and ``count[b]`` (the number of entries
+    in buffer ``b``) and the stored entries are visible two cycles after. One write per cycle.
 
     Read side: ``r_index``/``r_delta`` hold entry ``r_addr`` of buffer ``r_buf`` one cycle after the
     address (latency 1, one read per cycle). Entries written in a cycle can be read from the next.
@@ -58,16 +60,23 @@ class DeltaQueue(wiring.Component):
         words = -(-self.depth // K)
         entry = data.StructLayout({"index": unsigned(self.index_bits),
                                    "delta": signed(self.delta_bits)})
-        wbuf = self.w_buf if self.buffers == 2 else Const(0, 1)
+        # Input register stage.
+        w_valid = Signal.like(self.w_valid)
+        w_index = Signal.like(self.w_index)
+        w_delta = Signal.like(self.w_delta)
+        w_first, w_buf = Signal(), Signal()
+        m.d.sync += [w_valid.eq(self.w_valid), w_index.eq(self.w_index),
+                     w_delta.eq(self.w_delta), w_first.eq(self.w_first), w_buf.eq(self.w_buf)]
+        wbuf = w_buf if self.buffers == 2 else Const(0, 1)
         rbuf = self.r_buf if self.buffers == 2 else Const(0, 1)
         count = Signal(self.count_bits)
-        m.d.comb += count.eq(Mux(self.w_first, 0, self.count[wbuf]))
+        m.d.comb += count.eq(Mux(w_first, 0, self.count[wbuf]))
 
         # prefix[i] = number of fired elements before element i; n = total fired this cycle.
         prefix = [Signal(range(K + 1), name=f"prefix{i}") for i in range(K + 1)]
         m.d.comb += prefix[0].eq(0)
         for i in range(K):
-            m.d.comb += prefix[i + 1].eq(prefix[i] + self.w_valid[i])
+            m.d.comb += prefix[i + 1].eq(prefix[i] + w_valid[i])
         n = prefix[K]
 
         r_bank = Signal(max(1, kbits))
@@ -87,9 +96,9 @@ class DeltaQueue(wiring.Component):
                 wp.addr.eq(wbuf * words + (pos >> kbits)),
             ]
             for i in range(K):
-                with m.If(self.w_valid[i] & (prefix[i] == j)):
-                    m.d.comb += [wp.data.index.eq(self.w_index[i]),
-                                 wp.data.delta.eq(self.w_delta[i])]
+                with m.If(w_valid[i] & (prefix[i] == j)):
+                    m.d.comb += [wp.data.index.eq(w_index[i]),
+                                 wp.data.delta.eq(w_delta[i])]
             m.d.comb += rp.addr.eq(rbuf * words + (self.r_addr >> kbits))
             read_words.append(rp.data)
         with m.Switch(r_bank):
@@ -98,6 +107,6 @@ class DeltaQueue(wiring.Component):
                     m.d.comb += [self.r_index.eq(read_words[b].index),
                                  self.r_delta.eq(read_words[b].delta)]
 
-        with m.If(self.w_first | self.w_valid.any()):
+        with m.If(w_first | w_valid.any()):
             m.d.sync += self.count[wbuf].eq(count + n)
         return m
