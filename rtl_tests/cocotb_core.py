@@ -1,0 +1,219 @@
+"""cocotb tests of ``deltahw_core``: run one scenario's vectors file against the RTL.
+
+The pytest side (``test_rtl_core.py``) writes the vectors (``deltahw_vectors.py``) and passes the
+file in ``DELTAHW_VECTORS``; this module only drives and checks. Every output beat of every
+timestep is compared bit for bit with the golden model's; in lock-step sequences the
+per-timestep registers (``CYCLES_LAST``, ``FIRED_LAST<l>``, ``FIRED_HEAD_LAST``, ``TIMESTEPS``)
+are read after the timestep's output and compared with the golden values; streamed sequences are
+checked through the totals (``CYCLES_TOTAL``, ``TIMESTEPS``, ``MAC_BUSY``, ``STALL_TOTAL``). All
+mismatches are collected (with sequence, timestep and beat) and written to ``DELTAHW_REPORT`` as
+JSON before the test fails.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+from cocotb.triggers import RisingEdge
+from cocotb.utils import get_sim_time
+from deltahw_tb import CLOCK_NS, TB, Expected
+
+import cocotb
+
+#: Stop collecting (and abort the run) after this many mismatches: the rest is noise.
+MAX_ERRORS = 60
+
+
+class _Abort(Exception):
+    pass
+
+
+class VectorRunner:
+    """Executes the operations of a vectors document on a :class:`TB`."""
+
+    def __init__(self, tb: TB, doc: dict):
+        self.tb, self.doc = tb, doc
+        self.regs = doc["regs"]
+        self.n_in = -(-doc["input_size"] // doc["in_elems"])
+        self.n_out = -(-doc["output_width"] // doc["out_elems"])
+        self.pending_cycles = 0  # compute cycles of streamed timesteps not yet synchronised
+        self.steps_since_clear = 0
+        self.register_reads = 0
+
+    # --- helpers --------------------------------------------------------------------------------
+    def error(self, msg: str) -> None:
+        self.tb.error(msg)
+        if self.tb.error_count >= MAX_ERRORS:
+            raise _Abort()
+
+    async def read(self, name: str) -> int:
+        self.register_reads += 1
+        return await self.tb.bus.read(self.regs[name])
+
+    async def check_reg(self, name: str, expected: int, where: str, mask: int = 0xFFFFFFFF):
+        got = await self.read(name)
+        if got & mask != expected & mask:
+            self.error(f"{where}: {name} expected {expected & mask} (0x{expected & mask:x}) got "
+                       f"{got & mask} (0x{got & mask:x})")
+        return got
+
+    def _timeout(self, compute_cycles: int, beats: int) -> int:
+        return 4 * compute_cycles + 120 * beats + 2000
+
+    async def sync(self, what: str) -> None:
+        """Wait until every queued input is taken, every expected output checked, core idle."""
+        await self.tb.wait_outputs(self._timeout(self.pending_cycles, len(self.tb.expected)
+                                                 + self.tb.source.pending), what)
+        await self.tb.source.wait_idle()
+        self.pending_cycles = 0
+        await self.wait_status_idle(what)
+
+    async def wait_status_idle(self, what: str, limit_cycles: int = 4000) -> None:
+        start = get_sim_time("ns")
+        while True:
+            status = await self.read("STATUS")
+            if status & 0x7 == 0:
+                return
+            if get_sim_time("ns") - start > limit_cycles * CLOCK_NS:
+                raise AssertionError(
+                    f"{what}: the core did not go idle within {limit_cycles} cycles "
+                    f"(STATUS=0x{status:x}: busy={status & 1}, input_ready={status >> 1 & 1}, "
+                    f"out_pending={status >> 2 & 1})")
+
+    def queue_timestep(self, seq: dict, t: int) -> None:
+        items = []
+        W, A = self.doc["output_width"], self.doc["out_elems"]
+        for b, word in enumerate(seq["outputs"][t]):
+            vals = seq["values"][t][b * A: min(W, (b + 1) * A)]
+            items.append(Expected(word, seq["label"], t, b, vals))
+        self.tb.expect(items)
+        self.tb.source.send(seq["inputs"][t])
+        self.pending_cycles += seq["cycles"][t]
+
+    # --- operations -----------------------------------------------------------------------------
+    async def op_sequence(self, op: dict) -> None:
+        T = len(op["inputs"])
+        label = op["label"]
+        if not op["lockstep"]:
+            for t in range(T):
+                self.queue_timestep(op, t)
+            self.steps_since_clear += T
+            return
+        await self.sync(f"before sequence {label}")
+        L = self.doc["num_layers"]
+        for t in range(T):
+            where = f"sequence {label} timestep {t}"
+            self.queue_timestep(op, t)
+            await self.tb.wait_outputs(self._timeout(op["cycles"][t], self.n_in + self.n_out),
+                                       f"the output of {where}")
+            await self.tb.source.wait_idle()
+            self.pending_cycles = 0
+            await self.wait_status_idle(f"after {where}")
+            self.steps_since_clear += 1
+            await self.check_reg("CYCLES_LAST", op["cycles"][t], where)
+            for l in range(L):
+                fx, fh = op["fired_x"][t][l], op["fired_h"][t][l]
+                got = await self.read(f"FIRED_LAST{l}")
+                if got != fx | fh << 16:
+                    self.error(f"{where}: FIRED_LAST{l} expected x={fx} h={fh} got "
+                               f"x={got & 0xFFFF} h={got >> 16}")
+            if self.doc["has_head"]:
+                await self.check_reg("FIRED_HEAD_LAST", op["fired_head"][t], where)
+            await self.check_reg("TIMESTEPS", self.steps_since_clear, where)
+
+    async def op_totals(self, op: dict) -> None:
+        await self.sync("before reading the totals")
+        where = "totals"
+        await self.check_reg("TIMESTEPS", op["timesteps"], where)
+        await self.check_reg("CYCLES_TOTAL", op["cycles"], where)
+        busy = await self.read("MAC_BUSY")
+        if not op["mac_busy_min"] <= busy <= op["mac_busy_max"]:
+            self.error(f"{where}: MAC_BUSY {busy} outside [{op['mac_busy_min']}, "
+                       f"{op['mac_busy_max']}] (fired columns x ideal .. padded column cost)")
+        stall = await self.read("STALL_TOTAL")
+        if op["stall_zero"] and stall != 0:
+            self.error(f"{where}: STALL_TOTAL expected 0 (output always ready) got {stall}")
+        self.tb.log.info("totals: %d timesteps, %d compute cycles, MAC busy %d, stall %d",
+                         op["timesteps"], op["cycles"], busy, stall)
+
+    async def op_write(self, op: dict) -> None:
+        await self.sync(f"before writing {op['reg']}")
+        await self.tb.bus.write(self.regs[op["reg"]], op["value"])
+        if op.get("readback"):
+            await self.check_reg(op["reg"], op["value"], f"read-back after writing {op['reg']}")
+
+    async def op_expect(self, op: dict) -> None:
+        await self.sync(f"before reading {op['reg']}")
+        await self.check_reg(op["reg"], op["value"], "register check", op.get("mask", 0xFFFFFFFF))
+
+    async def op_clear_counters(self, op: dict) -> None:
+        await self.sync("before clearing the counters")
+        await self.tb.bus.write(self.regs["CTRL"], 1)
+        self.steps_since_clear = 0
+
+    async def op_wait_idle(self, op: dict) -> None:
+        await self.sync("waiting for idle")
+
+    async def op_param_write(self, op: dict) -> None:
+        await self.sync("before parameter writes")
+        await self.tb.bus.write_burst([(self.regs["PARAM_SEL"], op["kind"] | op["lane"] << 8),
+                                       (self.regs["PARAM_ADDR"], 0)])
+        await self.tb.bus.write_burst([(self.regs["PARAM_DATA"], v) for v in op["data"]])
+        await self.check_reg("PARAM_ADDR", len(op["data"]),
+                             f"PARAM_ADDR after {len(op['data'])} writes to lane {op['lane']} "
+                             f"kind {op['kind']}")
+
+    async def run(self) -> None:
+        for op in self.doc["ops"]:
+            await getattr(self, f"op_{op['op']}")(op)
+        await self.sync("at the end")
+        await self.tb.check_nothing_left()
+        await self.check_reg("STATUS", 0, "at the end", 0x7)
+
+
+@cocotb.test()
+async def run_vectors(dut):
+    """Run the scenario in ``DELTAHW_VECTORS`` and check everything against the golden model."""
+    path = Path(os.environ["DELTAHW_VECTORS"])
+    doc = json.loads(path.read_text())
+    tb = TB(dut, in_elems=doc["in_elems"], out_elems=doc["out_elems"],
+            elem_bits=doc["elem_bits"], seed=doc["seed"], idle=doc["idle"],
+            backpressure=doc["backpressure"])
+    tb.log.info("%s / %s: %s", doc["case"], doc["scenario"], doc["summary"])
+    wall = time.time()
+    await tb.reset()
+    runner = VectorRunner(tb, doc)
+    fatal = None
+    try:
+        await runner.wait_status_idle("after reset")
+        await runner.run()
+    except _Abort:
+        fatal = f"stopped after {MAX_ERRORS} errors"
+    except AssertionError as e:
+        fatal = str(e)
+    await RisingEdge(dut.clk)
+    errors = list(tb.errors)
+    if fatal:
+        errors.append(f"[{get_sim_time('ns'):.0f} ns] {fatal}")
+    if tb.error_count > len(tb.errors):
+        errors.append(f"... and {tb.error_count - len(tb.errors)} more error(s)")
+    report = {
+        "case": doc["case"],
+        "scenario": doc["scenario"],
+        "errors": errors,
+        "beats_checked": tb.checked,
+        "input_beats": tb.source.sent,
+        "register_reads": runner.register_reads,
+        "sim_cycles": int(get_sim_time("ns") // CLOCK_NS),
+        "wall_seconds": round(time.time() - wall, 2),
+    }
+    out = os.environ.get("DELTAHW_REPORT")
+    if out:
+        Path(out).write_text(json.dumps(report, indent=1))
+    tb.log.info("checked %d output beats, %d register reads in %d cycles (%.1f s)",
+                tb.checked, runner.register_reads, report["sim_cycles"], report["wall_seconds"])
+    if errors:
+        raise AssertionError(f"{len(errors)} error(s); first: {errors[0]}")
