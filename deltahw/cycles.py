@@ -46,8 +46,8 @@ MAC_RMW_CYCLES = 3
 #: its weight address, two after the last issue until its accumulator write has landed.
 MAC_DRAIN = 4
 #: Cycles after the last activation issue until the last h value has been written and its fired
-#: deltas stored in the queues (activation pipeline 6, queue input register 1).
-ACT_DRAIN = 7
+#: deltas stored in the queues (memory read 1, activation pipeline 6, queue input register 1).
+ACT_DRAIN = 8
 #: Cycles after the last head read-out issue until the last output beat is in the output buffer.
 OUT_DRAIN = 2
 #: Cycles per timestep besides the phases (closing the timestep: counters, input buffer release).

@@ -20,7 +20,7 @@ from ..config import DeltaGRUConfig
 __all__ = ["ActivationPipe", "ACT_LATENCY", "round_shift", "saturate_to"]
 
 #: Cycles from inputs presented (``valid``) to the result in ``h`` (``out_valid``).
-ACT_LATENCY = 5
+ACT_LATENCY = 6
 
 
 def round_shift(value, shift: int):
@@ -96,15 +96,19 @@ class ActivationPipe(wiring.Component):
             rch2 = Signal(signed(ab + af + 2))
             u2, cx2, h2 = Signal(gate), Signal(act), Signal(act)
             m.d.sync += [rch2.eq(rr.data * ch1), u2.eq(ru.data), cx2.eq(cx1), h2.eq(h1)]
-            # Stage 2: pre_c and the tanh table index.
-            pre_c = saturate_to(cx2 + round_shift(rch2, af), ab)
-            m.d.comb += rc.addr.eq(index(pre_c, af, tnh))
+            # Stage 2: pre_c (registered: the rounding, add and saturation chains are long).
+            pre_c3 = Signal(act)
+            u3a, h3a = Signal(gate), Signal(act)
+            m.d.sync += [pre_c3.eq(saturate_to(cx2 + round_shift(rch2, af), ab)),
+                         u3a.eq(u2), h3a.eq(h2)]
+            # Stage 3: the tanh table index.
+            m.d.comb += rc.addr.eq(index(pre_c3, af, tnh))
             u3, h3 = Signal(gate), Signal(act)
-            m.d.sync += [u3.eq(u2), h3.eq(h2)]
-            # Stage 3: c out of the ROM; u * (h_prev - c) registered.
+            m.d.sync += [u3.eq(u3a), h3.eq(h3a)]
+            # Stage 4: c out of the ROM; u * (h_prev - c) registered.
             c4 = Signal(signed(tnh.out_bits))
             prod4 = Signal(signed(ab + af + 3))
             m.d.sync += [c4.eq(rc.data), prod4.eq(u3 * (h3 - rc.data))]
-            # Stage 4: the new h.
+            # Stage 5: the new h.
             m.d.sync += self.h[i].eq(saturate_to(c4 + round_shift(prod4, af), ab))
         return m

@@ -13,7 +13,7 @@ Schedule of a timestep (the cycle model of :mod:`deltahw.cycles` counts exactly 
   computes step t it already encodes x_{t+1} into the other buffer.
 * Per layer: **MAC** phase over the layer's fired x columns then h columns (2 cycles to fetch the
   first entry, ``max(C, 3)`` cycles per column back to back, 2 cycles to drain); then **ACT**
-  phase, A units per cycle through the activation pipeline (6 cycles from issue to write-back,
+  phase, A units per cycle through the activation pipeline (7 cycles from issue to write-back,
   one more until the fired deltas are stored in the queues).
   As each beat of new h values leaves the pipeline it is delta-encoded twice, against this layer's
   last transmitted h (feeding this layer's h queue for the next timestep) and against the next
