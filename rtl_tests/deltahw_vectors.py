@@ -85,9 +85,9 @@ def _cfg(**kw) -> DeltaGRUConfig:
 
 
 #: The built-in matrix: awkward sizes where lanes do not divide 3H, act/enc widths do not divide
-#: H/I/O, two layers with and without a head, a tiny one-lane-per-element design, a wide one, and
+#: H/I/O, two layers with and without a head, a tiny one-lane-per-element design, a wide one,
 #: unusual formats where the head output saturates and a column is shorter than the MAC's
-#: read-modify-write distance.
+#: read-modify-write distance, and a three-layer one whose input and output each fit in one beat.
 CASES: tuple[CoreCase, ...] = (
     CoreCase("tiny", _cfg(input_size=4, hidden_size=6, lanes=6, lanes_per_bank=3,
                           act_width=1, enc_width=1), seed=11, timesteps=20),
@@ -104,6 +104,9 @@ CASES: tuple[CoreCase, ...] = (
                                  bias=FixedFormat(10, 6), sigmoid_in=FixedFormat(8, 5),
                                  tanh_in=FixedFormat(9, 6)),
              seed=15, timesteps=16, weight_gain=3.0, head_gain=6.0),
+    CoreCase("one_beat", _cfg(input_size=3, hidden_size=4, num_layers=3, output_size=2, lanes=6,
+                              lanes_per_bank=2, act_width=2, enc_width=4),
+             seed=16, timesteps=12),
 )
 
 #: Scenario names, in the order the regression runs them for each case.
