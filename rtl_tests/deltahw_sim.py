@@ -52,7 +52,7 @@ SIMULATORS = ("icarus", "verilator")
 TOPLEVEL = "deltahw_core"
 TIMESCALE = ("1ns", "1ps")
 #: Bump when the build recipe below changes, so stale builds are not reused.
-BUILD_RECIPE = 4
+BUILD_RECIPE = 5
 #: Extra compile flags. Icarus: cocotb's runner compiles with ``-g2012``, where a variable's
 #: declaration initialiser runs before time 0 without an event, so the ``always @*`` blocks Yosys
 #: emits (kicked by a ``reg ... = 0`` dummy) would stay X until an input changes; ``-g2005``
@@ -261,16 +261,50 @@ def _build_core(case: CoreCase, sim: str, waves: bool, key: tuple) -> CoreBuild:
                     shutil.rmtree(d)
             fresh.rename(build.rtl_dir)
             runner = build.runner()
-            with _make_overrides(sim):
-                runner.build(sources=[str(s) for s in build.sources()], hdl_toplevel=TOPLEVEL,
-                             build_dir=build.build_dir, build_args=BUILD_ARGS[sim], always=True,
-                             timescale=TIMESCALE, waves=waves)
+            sources = [str(s) for s in build.sources()]
+            args = list(BUILD_ARGS[sim])
+            runner_waves = waves
+            if sim == "icarus" and waves:
+                # cocotb's own dump module is SystemVerilog, which -g2005 rejects: use ours.
+                build.build_dir.mkdir(parents=True)
+                dump = build.build_dir / "deltahw_iverilog_dump.v"
+                dump.write_text(_ICARUS_DUMP)
+                sources.append(str(dump))
+                args += ["-s", "deltahw_iverilog_dump"]
+                runner_waves = False
+            with _make_overrides(sim), _env_without("WAVES" if not runner_waves else None):
+                runner.build(sources=sources, hdl_toplevel=TOPLEVEL, build_dir=build.build_dir,
+                             build_args=args, always=True, timescale=TIMESCALE,
+                             waves=runner_waves)
             stamp.write_text(json.dumps({"digest": digest, "recipe": recipe,
                                          "case": case.name,
                                          "config": case.config.to_dict()}, indent=1))
     build.build_seconds = round(time.time() - t0, 2)
     _BUILDS[key] = build
     return build
+
+
+#: Waveform dump for Icarus in Verilog-2005 (``+dumpfile_path=`` names the file; ``-fst`` format).
+_ICARUS_DUMP = f"""module deltahw_iverilog_dump;
+    reg [8*1024-1:0] path;
+    initial begin
+        if ($value$plusargs("dumpfile_path=%s", path)) $dumpfile(path);
+        else $dumpfile("{TOPLEVEL}.fst");
+        $dumpvars(0, {TOPLEVEL});
+    end
+endmodule
+"""
+
+
+@contextmanager
+def _env_without(name: str | None):
+    """Hide an environment variable (cocotb's runner lets ``WAVES`` override its argument)."""
+    old = os.environ.pop(name, None) if name else None
+    try:
+        yield
+    finally:
+        if name and old is not None:
+            os.environ[name] = old
 
 
 @contextmanager

@@ -477,9 +477,9 @@ def build_scenario(case: CoreCase, name: str, model: QuantizedModel | None = Non
             sc.ops.append({"op": "write", "reg": "THETA_HEAD", "value": pattern[k],
                            "readback": True})
         # Counters count, then clear.
-        m, th = with_theta(base, "zero")
+        m, th = with_theta(base, "typical")
         sc.ops += _theta_writes(m.config, th)
-        seq, stats = _sequence_op(m, _dense_inputs(m.config, 2, rng), "A", False, rng)
+        seq, stats = _sequence_op(m, _smooth_inputs(m.config, 2, rng), "A", False, rng)
         sc.ops += [{"op": "clear_counters"}, seq, {"op": "wait_idle"},
                    _counter_totals([seq], stall_zero=True), {"op": "clear_counters"}]
         for reg in ("CYCLES_TOTAL", "STALL_TOTAL", "TIMESTEPS", "MAC_BUSY"):

@@ -14,10 +14,11 @@ import pytest
 from deltahw_sim import (
     BUILD_ARGS,
     TIMESCALE,
+    _env_without,
+    _make_overrides,
     _verilator_on_path,
     sim_build_root,
     simulator,
-    waves_enabled,
 )
 
 
@@ -36,14 +37,14 @@ def _run_echo(broken: bool, elems: int = 3, bits: int = 7):
     src = root / "echo.v"
     src.write_text(verilog.convert(EchoCore(elems, bits, broken), name="echo"))
     runner = get_runner(sim)
-    waves = waves_enabled()
-    runner.build(sources=[str(src)], hdl_toplevel="echo", build_dir=root / "sim",
-                 build_args=BUILD_ARGS[sim], always=True,
-                 timescale=TIMESCALE, waves=waves)
-    runner.test(hdl_toplevel="echo", test_module="cocotb_echo", build_dir=root / "sim",
-                test_dir=root, waves=waves, results_xml=str(root / "results.xml"),
-                extra_env={"ECHO_ELEMS": str(elems), "ECHO_BITS": str(bits),
-                           "ECHO_BROKEN": "1" if broken else "0"})
+    # No waveforms here even with WAVES=1: they are for the core's scenarios.
+    with _env_without("WAVES"), _make_overrides(sim):
+        runner.build(sources=[str(src)], hdl_toplevel="echo", build_dir=root / "sim",
+                     build_args=BUILD_ARGS[sim], always=True, timescale=TIMESCALE)
+        runner.test(hdl_toplevel="echo", test_module="cocotb_echo", build_dir=root / "sim",
+                    test_dir=root, results_xml=str(root / "results.xml"),
+                    extra_env={"ECHO_ELEMS": str(elems), "ECHO_BITS": str(bits),
+                               "ECHO_BROKEN": "1" if broken else "0"})
 
 
 @pytest.mark.parametrize("broken", [False, True], ids=["good", "broken"])
