@@ -1,0 +1,156 @@
+"""cocotb test of the benchmark: the regression's checks plus a record of the hardware counters.
+
+Runs a vectors document of the RTL regression (``rtl_tests/deltahw_vectors.py`` format, executed by
+``rtl_tests/cocotb_core.py``'s :class:`VectorRunner`, so every output beat is still compared bit for
+bit with the golden model and every lock-step timestep's ``CYCLES_LAST`` / ``FIRED_LAST`` with the
+golden cycle model) and additionally records what the hardware counted:
+
+* lock-step sequences: per timestep ``CYCLES_LAST``, ``FIRED_LAST<l>``, ``FIRED_HEAD_LAST`` and the
+  increment of ``MAC_BUSY`` (cycles the MAC array issued work);
+* streamed sequences (``timed`` ops): the simulated clock cycles from the first input beat offered
+  to the last output beat received, with ``CYCLES_TOTAL`` and ``STALL_TOTAL`` over the same run.
+
+The records go into the report (``DELTAHW_REPORT``) under ``"measured"``. This module is loaded by
+the simulator's Python (the bench puts ``rtl_tests/`` on ``sys.path``); it imports no torch.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+from cocotb.triggers import RisingEdge
+from cocotb.utils import get_sim_time
+from cocotb_core import MAX_ERRORS, VectorRunner, _Abort
+from deltahw_tb import CLOCK_NS, TB
+
+import cocotb
+
+__all__ = ["BenchRunner", "run_bench"]
+
+
+class BenchRunner(VectorRunner):
+    """:class:`VectorRunner` that keeps the counter values it reads (``self.measured``)."""
+
+    def __init__(self, tb: TB, doc: dict):
+        super().__init__(tb, doc)
+        self.measured: dict[str, dict] = {}
+
+    async def op_sequence(self, op: dict) -> None:
+        if not op["lockstep"]:
+            await super().op_sequence(op)
+            return
+        await self.sync(f"before sequence {op['label']}")
+        L = self.doc["num_layers"]
+        rec = {"cycles": [], "fired": [], "fired_head": [], "mac_busy": []}
+        busy0 = await self.read("MAC_BUSY")
+        for t in range(len(op["inputs"])):
+            where = f"sequence {op['label']} timestep {t}"
+            self.queue_timestep(op, t)
+            await self.tb.wait_outputs(self._timeout(op["cycles"][t], self.n_in + self.n_out),
+                                       f"the output of {where}")
+            await self.tb.source.wait_idle()
+            self.pending_cycles = 0
+            await self.wait_status_idle(f"after {where}")
+            self.steps_since_clear += 1
+            rec["cycles"].append(await self.check_reg("CYCLES_LAST", op["cycles"][t], where))
+            fired = []
+            for l in range(L):
+                fx, fh = op["fired_x"][t][l], op["fired_h"][t][l]
+                got = await self.read(f"FIRED_LAST{l}")
+                fired.append([got & 0xFFFF, got >> 16])
+                if got != fx | fh << 16:
+                    self.error(f"{where}: FIRED_LAST{l} expected x={fx} h={fh} got "
+                               f"x={got & 0xFFFF} h={got >> 16}")
+            rec["fired"].append(fired)
+            if self.doc["has_head"]:
+                rec["fired_head"].append(
+                    await self.check_reg("FIRED_HEAD_LAST", op["fired_head"][t], where))
+            else:
+                rec["fired_head"].append(0)
+            await self.check_reg("TIMESTEPS", self.steps_since_clear, where)
+            busy = await self.read("MAC_BUSY")
+            rec["mac_busy"].append(busy - busy0)
+            busy0 = busy
+            lo, hi = op["mac_busy_min"][t], op["mac_busy_max"][t]
+            if not lo <= rec["mac_busy"][-1] <= hi:
+                self.error(f"{where}: MAC_BUSY grew by {rec['mac_busy'][-1]}, outside [{lo}, "
+                           f"{hi}]")
+        self.measured[op["label"]] = rec
+
+    async def op_timed(self, op: dict) -> None:
+        """Stream the sequences named in ``op["sequences"]`` back to back and time the run."""
+        await self.sync("before the timed run")
+        await self.tb.bus.write(self.regs["CTRL"], 1)
+        self.steps_since_clear = 0
+        await RisingEdge(self.tb.dut.clk)
+        start = get_sim_time("ns")
+        steps = 0
+        for seq in op["sequences"]:
+            for t in range(len(seq["inputs"])):
+                self.queue_timestep(seq, t)
+            steps += len(seq["inputs"])
+        self.steps_since_clear += steps
+        await self.tb.wait_outputs(self._timeout(self.pending_cycles, len(self.tb.expected)
+                                                 + self.tb.source.pending), "the timed run")
+        end = get_sim_time("ns")
+        await self.sync("after the timed run")
+        rec = {"timesteps": steps, "sim_cycles": int(round((end - start) / CLOCK_NS)),
+               "timesteps_reg": await self.read("TIMESTEPS"),
+               "cycles_total": await self.read("CYCLES_TOTAL"),
+               "stall_total": await self.read("STALL_TOTAL"),
+               "mac_busy": await self.read("MAC_BUSY"),
+               "expected_cycles_total": op["cycles_total"]}
+        if rec["cycles_total"] != op["cycles_total"]:
+            self.error(f"timed run: CYCLES_TOTAL expected {op['cycles_total']} got "
+                       f"{rec['cycles_total']}")
+        if rec["timesteps_reg"] != steps:
+            self.error(f"timed run: TIMESTEPS expected {steps} got {rec['timesteps_reg']}")
+        self.measured[op["label"]] = rec
+
+
+@cocotb.test()
+async def run_bench(dut):
+    """Run ``DELTAHW_VECTORS`` with the regression's checks; report the counters read."""
+    doc = json.loads(Path(os.environ["DELTAHW_VECTORS"]).read_text())
+    tb = TB(dut, in_elems=doc["in_elems"], out_elems=doc["out_elems"],
+            elem_bits=doc["elem_bits"], seed=doc["seed"], idle=doc["idle"],
+            backpressure=doc["backpressure"])
+    tb.log.info("bench %s: %s", doc["case"], doc["summary"])
+    wall = time.time()
+    await tb.reset()
+    runner = BenchRunner(tb, doc)
+    fatal = None
+    try:
+        await runner.wait_status_idle("after reset")
+        await runner.run()
+    except _Abort:
+        fatal = f"stopped after {MAX_ERRORS} errors"
+    except AssertionError as e:
+        fatal = str(e)
+    await RisingEdge(dut.clk)
+    errors = list(tb.errors)
+    if fatal:
+        errors.append(f"[{get_sim_time('ns'):.0f} ns] {fatal}")
+    if tb.error_count > len(tb.errors):
+        errors.append(f"... and {tb.error_count - len(tb.errors)} more error(s)")
+    report = {
+        "case": doc["case"],
+        "scenario": doc["scenario"],
+        "errors": errors,
+        "beats_checked": tb.checked,
+        "input_beats": tb.source.sent,
+        "register_reads": runner.register_reads,
+        "sim_cycles": int(get_sim_time("ns") // CLOCK_NS),
+        "wall_seconds": round(time.time() - wall, 2),
+        "measured": runner.measured,
+    }
+    out = os.environ.get("DELTAHW_REPORT")
+    if out:
+        Path(out).write_text(json.dumps(report))
+    tb.log.info("bench: checked %d output beats, %d register reads in %d cycles (%.1f s)",
+                tb.checked, runner.register_reads, report["sim_cycles"], report["wall_seconds"])
+    if errors:
+        raise AssertionError(f"{len(errors)} error(s); first: {errors[0]}")

