@@ -20,7 +20,8 @@ from .hw import ARTIX_ASSUMED_MHZ
 __all__ = ["write_report", "REQUIRED_KEYS", "PHASE_LABELS"]
 
 #: Keys every model entry of ``results.json`` has (the CI smoke test checks them).
-REQUIRED_KEYS = ("config", "data", "golden", "cycle_model", "rtl", "hardware", "cpu")
+REQUIRED_KEYS = ("config", "data", "golden", "cycle_model", "rtl", "hardware", "cpu",
+                 "what_if")
 
 PHASE_LABELS = {
     "mac_issue": "MAC: useful column slices (n x ceil(3H/P))",
@@ -116,25 +117,29 @@ def plot_timeline(name: str, m: dict) -> bytes:
 
 
 def plot_phases(results: dict) -> bytes:
-    """Mean cycles per timestep by phase, delta and dense, per model."""
+    """Mean cycles per timestep by phase, delta and dense, per model (RTL sample)."""
     plt = _plt()
     names = list(results["models"])
-    fig, axes = plt.subplots(1, len(names), figsize=(4.2 * len(names), 4.0), dpi=110,
+    fig, axes = plt.subplots(len(names), 1, figsize=(8.0, 1.5 * len(names) + 1.6), dpi=110,
                              squeeze=False)
-    for ax, name in zip(axes[0], names):
+    for ax, name in zip(axes[:, 0], names):
         r = results["models"][name]["rtl"]
-        bottom = np.zeros(2)
-        for k, label in PHASE_LABELS.items():
-            vals = np.array([r["phases_mean_delta"][k], r["phases_mean_dense"][k]])
-            ax.bar(["delta", "dense"], vals, bottom=bottom, label=label)
-            bottom += vals
-        ax.set_yscale("log")
-        ax.set_ylim(1, bottom.max() * 1.5)
-        ax.set_title(f"{name} (RTL sample)", fontsize=10)
-        ax.set_ylabel("mean cycles per timestep (log)")
-        ax.grid(alpha=0.3, axis="y")
-    axes[0][-1].legend(fontsize=7, loc="upper left")
-    fig.tight_layout()
+        left = np.zeros(2)
+        for k, (key, label) in enumerate(PHASE_LABELS.items()):
+            vals = np.array([r["phases_mean_delta"][key], r["phases_mean_dense"][key]])
+            ax.barh(["delta", "dense (Theta = 0)"], vals, left=left, color=f"C{k}",
+                    label=label)
+            left += vals
+        for y, v in enumerate(left):
+            ax.text(v, y, f" {v:.0f}", va="center", fontsize=8)
+        ax.set_xlim(0, left.max() * 1.12)
+        ax.set_title(f"{name}: mean cycles per timestep by phase (RTL sample)", fontsize=9)
+        ax.invert_yaxis()
+        ax.grid(alpha=0.3, axis="x")
+    axes[-1, 0].set_xlabel("cycles")
+    handles, labels = axes[0, 0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=2, fontsize=7, frameon=False)
+    fig.tight_layout(rect=(0, 0.16 if len(names) == 1 else 0.12, 1, 1))
     return _png(fig)
 
 
@@ -298,17 +303,20 @@ def _rtl_section(results: dict) -> list[str]:
                 "cycles the counters report. The input encoder works on x_{t+1} while step t "
                 "computes, so encoding costs no cycles; what remains is the sequence-reset phase "
                 "and one idle cycle between timesteps.", "",
-                "| model | timesteps | wall cycles per timestep | compute cycles per timestep | "
-                "stall cycles | other cycles (reset = "
-                "cycles per sequence) |",
+                "| model | sequences / timesteps | wall cycles per timestep | compute cycles per "
+                "timestep | stall cycles | other cycles: sequence resets + the rest |",
                 "|---|---:|---:|---:|---:|---|"]
         for name, st in streams.items():
             if not st:
                 continue
-            out.append(f"| {name} | {st['timesteps']} | {st['sim_cycles_per_timestep']:.1f} "
+            nseq = len(results["models"][name]["rtl"]["sample"]["sequence_indices"])
+            rst = nseq * st["reset_cycles_per_sequence"]
+            out.append(f"| {name} | {nseq} / {st['timesteps']} "
+                       f"| {st['sim_cycles_per_timestep']:.1f} "
                        f"| {st['compute_cycles_per_timestep']:.1f} | {st['stall_total']} "
-                       f"| {st['overhead_cycles']} (reset {st['reset_cycles_per_sequence']} "
-                       f"per sequence) |")
+                       f"| {st['overhead_cycles']} = {nseq} x {st['reset_cycles_per_sequence']} "
+                       f"+ {st['overhead_cycles'] - rst} "
+                       f"({(st['overhead_cycles'] - rst) / st['timesteps']:.2f} per timestep) |")
         out.append("")
     out += ["### Where the cycles go", "",
             "Mean cycles per timestep on the RTL sample, split into the phases of "
@@ -522,34 +530,64 @@ def _discussion(results: dict) -> list[str]:
             f"Even with no delta firing at all a timestep costs {floor} cycles, so on this "
             f"network and P no input can be more than {dense / floor:.1f}x faster than dense.",
             ""]
+    enc = []
+    for name, m in results["models"].items():
+        cfg = _cfg(m)
+        floor = int(cyc.timestep_cycles(cfg, [0] * cfg.num_layers, 0))
+        st = m["rtl"].get("stream")
+        extra = ""
+        if st:
+            nseq = len(m["rtl"]["sample"]["sequence_indices"])
+            per = (st["overhead_cycles"] - nseq * st["reset_cycles_per_sequence"]) / st["timesteps"]
+            extra = f", measured streaming overhead {per:.2f} cycles per timestep besides resets"
+        enc.append(f"{name}: ceil(I/E) = {ceil_div(cfg.input_size, cfg.enc_width)} cycles "
+                   f"against at least {floor} compute cycles per timestep{extra}")
     out += [
         "The input encoder is not on this list: it compares E elements per cycle and works on "
         "x_{t+1} while step t computes (double-buffered queue), so it is hidden whenever "
-        "ceil(I/E) is shorter than a timestep (always, for these models); the streaming run in "
-        "section 2 shows the wall-clock cost per timestep is the compute cycles plus one idle "
-        "cycle, plus the reset phase once per sequence. The hidden-state encoders consume h as "
-        "it leaves the activation pipeline, so they cost nothing either.", "",
+        "ceil(I/E) is shorter than a timestep (" + "; ".join(enc) + "). The hidden-state "
+        "encoders consume h as it leaves the activation pipeline, so they cost nothing either.",
+        "",
         "The measured/ideal ratio is the price of the fixed overheads the ideal bound leaves out "
         "(fetch/drain of every MAC phase, the activation pipeline drain, the closing cycle) and "
         "of the column padding; at high sparsity the ideal bound itself is dominated by the "
         "ceil(H/A) activation beats, so the ratio grows as fewer columns fire.", "",
-        "What would raise the speedup, in order of payoff for these small networks:", "",
-        "1. **Overlap a layer's activation with the next MAC phase** (the next layer's or the "
-        "head's): the head's x deltas are produced beat by beat as h leaves the activation "
-        "pipeline, so its MACs could start after the first beat instead of after the drain; the "
-        "same holds for layer l+1 in a stack. This hides up to ceil(H/A) + ACT_DRAIN cycles per "
-        "layer boundary.",
-        "2. **More activation units A** (or a wider activation datapath): ceil(H/A) beats per "
-        "layer are paid on every timestep whatever fires; doubling A halves them at the cost of "
-        "two multipliers and two table ROMs per unit.",
-        "3. **Shorter pipeline drains and phase switches**: fetching the first queue entry of the "
-        "next phase during the previous drain (MAC_DRAIN = 4, ACT_DRAIN = 8 cycles per layer).",
-        "4. **Head columns without the read-modify-write padding**: with O < P a head column "
-        "touches each accumulator once; interleaving two columns' updates (or accumulating "
-        "in registers) would cost ceil(O/P) instead of 3 cycles per fired head delta.",
-        "5. Skipping the activation for units whose accumulators did not change (no fired column "
-        "touches them) would make the activation cost sparse too, but every fired column touches "
-        "every unit of a GRU layer, so this only helps when no column fired at all.", ""]
+        "What would raise the speedup. The table projects each change with the cycle model "
+        "(`deltahw/bench/whatif.py`: the phase structure of `deltahw/cycles.py` with one term "
+        "changed, applied to the fired columns of every test timestep). These are upper bounds "
+        "of what the RTL change could gain, **not measurements**; the dense column is the same "
+        "changed hardware with Theta = 0, so the speedup compares like with like.", ""]
+    names = list(results["models"])
+    out += ["| change | " + " | ".join(f"{n}: delta / dense cycles, speedup (bound)"
+                                      for n in names) + " |",
+            "|---|" + "---|" * len(names)]
+    first = results["models"][names[0]]["what_if"]
+    for key in first:
+        cells = []
+        for n in names:
+            w = results["models"][n]["what_if"][key]
+            cells.append(f"{w['delta_cycles']:.1f} / {w['dense_cycles']:.0f}, "
+                         f"{w['speedup_vs_dense']:.2f}x ({w['speedup_bound']:.1f}x)")
+        out.append(f"| {first[key]['description']} | " + " | ".join(cells) + " |")
+    out += ["", "(bound) = the speedup of a timestep in which nothing fires: the fixed cost sets "
+            "the ceiling for very sparse inputs.", "",
+            "1. **Overlap a layer's activation with the next MAC phase** (the next layer's or the "
+            "head's): the next phase's input deltas are produced beat by beat as h leaves the "
+            "activation pipeline, so its MACs could start after the first beat instead of after "
+            "the drain. Needs the queues to be readable while they are written and the "
+            "accumulator memories of the two phases to be separate (they are: per layer).",
+            "2. **More activation units A**: ceil(H/A) beats per layer are paid on every "
+            "timestep whatever fires; each unit costs two multipliers and two table ROMs.",
+            "3. **Head columns without the read-modify-write padding**: with O < P a head column "
+            "touches each accumulator word once per cycle; an accumulator that forwards its "
+            "result to the next column's update (instead of waiting for the write-back) would "
+            "cost ceil(O/P) cycles per fired head delta instead of 3.",
+            "4. **Shorter drains and phase switches**: fetching the next phase's first queue "
+            "entry during the previous drain (MAC_DRAIN = 4, ACT_DRAIN = 8 cycles per layer) "
+            "would shave a few cycles more (not in the table).",
+            "5. Skipping the activation of units whose accumulators did not change would make "
+            "that phase sparse too, but every fired column touches every unit of a GRU layer, "
+            "so it only helps in timesteps where nothing fired.", ""]
     return out
 
 

@@ -32,6 +32,7 @@ from .. import cycles as cyc
 from ..model import load_model
 from . import cpu, hw, ops
 from .published import PUBLISHED
+from .whatif import what_if
 from .rtl import decompose, ideal_per_step, measure_rtl, useful_macs
 
 __all__ = ["ModelSpec", "resolve_model", "run", "main", "RESULTS_FORMAT"]
@@ -336,6 +337,7 @@ def bench_model(spec: ModelSpec, args, prog: Progress) -> dict:
     out["golden"] = golden
     out["cycle_model"] = ops.cycle_stats(cfg, st["fired_layers"], st["fired_head"], st["cycles"])
     out["cycle_model"]["histogram_source"] = "whole test split"
+    out["what_if"] = what_if(cfg, st["fired_layers"], st["fired_head"])
     acc = golden["accuracy"]
     prog.log(f"    {n} test timesteps: op reduction {golden['op_reduction']:.2f}x"
              + (f", accuracy {100 * acc:.2f} % (Theta = 0: "

@@ -1,0 +1,175 @@
+"""Smoke test of ``python -m deltahw.bench --quick`` on a tiny random model (Icarus, ~1 minute).
+
+Runs the bench's quick path end to end (golden model, RTL simulation with the hardware counters,
+resource estimates, CPU reference, report) and checks the report's structure, and that every
+measured ``CYCLES_LAST`` equals the golden cycle model: recomputed here independently with
+:func:`deltahw.golden.run_golden` on the very sequences the bench simulated.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+from deltahw import cycles
+from deltahw.bench import report as bench_report
+from deltahw.bench import run as bench_run
+from deltahw.bench.rtl import decompose
+from deltahw.bench.whatif import what_if
+from deltahw.config import DeltaGRUConfig
+from deltahw.golden import run_golden
+from deltahw.model import load_model, save_checkpoint
+
+from conftest import make_gru, random_inputs
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def _tiny_model_folder(folder):
+    """A random I=3, H=8, O=2 delta-GRU (6 lanes) with smooth test inputs and labels."""
+    gru, head = make_gru(3, 8, 1, 2, seed=7, scale=2.0)
+    cfg = DeltaGRUConfig(3, 8, 1, 2, theta_x=(10,), theta_h=(6,), theta_head=4, lanes=6,
+                         lanes_per_bank=3, act_width=1, enc_width=2)
+    folder.mkdir(parents=True)
+    save_checkpoint(folder / "model.pt", cfg, gru.state_dict(), head.state_dict(),
+                    meta={"test": "bench smoke"})
+    x = random_inputs(3, 10, 3, seed=5, scale=1.0, smooth=True).float().numpy()
+    np.save(folder / "input.npy", x)
+    (folder / "labels.json").write_text(json.dumps([0, 1, 0]))
+    return folder
+
+
+@pytest.fixture(scope="module")
+def quick_report(tmp_path_factory):
+    if shutil.which("iverilog") is None:
+        pytest.fail("iverilog is not installed; `make setup` installs it (the bench smoke test "
+                    "needs a simulator).")
+    root = tmp_path_factory.mktemp("bench")
+    folder = _tiny_model_folder(root / "tiny")
+    out = root / "report"
+    mp = pytest.MonkeyPatch()
+    mp.setenv("SIM_BUILD", str(root / "sim_build"))
+    try:
+        rc = bench_run.main(["--quick", "--models", str(folder), "--sim", "icarus",
+                             "--out", str(out), "--build-dir", str(root / "build")])
+    finally:
+        mp.undo()
+    assert rc == 0
+    return folder, out, json.loads((out / "results.json").read_text())
+
+
+def test_report_files_and_structure(quick_report):
+    _, out, res = quick_report
+    names = {p.name for p in out.iterdir()}
+    assert not [n for n in names if n.startswith(".")], f"temporary files left: {names}"
+    for n in ("results.json", "README.md", "cycles_tiny.png", "timeline_tiny.png", "phases.png",
+              "lanes.png", "peers.png"):
+        assert n in names, n
+        if n.endswith(".png"):
+            assert (out / n).read_bytes()[:8] == PNG_MAGIC, n
+    assert res["format"] == bench_run.RESULTS_FORMAT
+    assert res["mode"] == "quick"
+    assert sorted(res["files"]) == sorted(names)
+    assert {p["name"] for p in res["published"]} >= {"EdgeDRNN", "DeltaRNN", "Spartus",
+                                                     "hls4ml GRU"}
+    m = res["models"]["tiny"]
+    for key in bench_report.REQUIRED_KEYS:
+        assert key in m, key
+    assert m["config"]["lanes"] == 6
+    g = m["golden"]
+    assert g["sequences"] == 3 and g["timesteps"] == 30
+    assert g["op_reduction"] > 1.0
+    assert g["accuracy"] is not None and 0.0 <= g["accuracy"] <= 1.0
+    # Quick mode: estimates only, labelled as such; P sweep contains the model's own P.
+    assert m["hardware_mode"] == "estimate"
+    lanes = [r["lanes"] for r in m["hardware"]]
+    assert 6 in lanes and lanes == sorted(lanes)
+    for row in m["hardware"]:
+        assert row["artix"] is None and row["ecp5"] is None and row["perf_ecp5_fmax"] is None
+        assert set(row["estimate"]) == {"A7-35T", "A7-100T", "ECP5-85F"}
+        assert row["perf_artix_assumed"]["clock_mhz"] == 100.0
+    cpu = m["cpu"]
+    assert cpu["torch_1thread"]["latency_us"] > 0
+    assert cpu["golden"]["timesteps_s"] > 0
+    text = (out / "README.md").read_text()
+    for needle in ("## Summary", "Quick mode", "estimate", "assumed", "EdgeDRNN",
+                   "## 6. Discussion", "tiny"):
+        assert needle in text, needle
+
+
+def test_measured_cycles_equal_the_golden_cycle_model(quick_report):
+    folder, _, res = quick_report
+    m = res["models"]["tiny"]
+    r = m["rtl"]
+    pt = r["per_timestep"]
+    assert r["simulator"] == "icarus"
+    assert r["matches_cycle_model"] is True
+    assert pt["delta_cycles"] == pt["model_cycles"]
+    assert pt["dense_cycles"] == pt["dense_model_cycles"]
+    # Independently: the golden model on the very sequences the bench simulated.
+    model = load_model(folder / "model.pt")
+    cfg = model.config
+    x = np.load(folder / "input.npy")
+    xq, _ = model.quantize_input(torch.from_numpy(x))
+    sample = r["sample"]
+    assert len(sample["sequence_indices"]) == 2 and r["timesteps"] == sum(sample["timesteps_used"])
+    expected, fired, fired_head = [], [], []
+    for i, n in zip(sample["sequence_indices"], sample["timesteps_used"]):
+        g = run_golden(model, xq[i, :n])
+        expected += g.cycles[0].tolist()
+        fired += (g.fired_x + g.fired_h)[0].tolist()
+        fired_head += g.fired_head[0].tolist()
+    assert pt["delta_cycles"] == expected
+    assert pt["fired_layers"] == fired
+    assert pt["fired_head"] == fired_head
+    dense = cycles.timestep_cycles(cfg, cycles.dense_columns(cfg), cfg.hidden_size)
+    assert pt["dense_cycles"] == [dense] * len(expected)
+    ideal = [cycles.ideal_cycles(cfg, f, h) for f, h in zip(fired, fired_head)]
+    assert pt["ideal_cycles"] == ideal
+    # The headline ratios follow from the per-timestep values.
+    assert r["speedup_vs_dense"] == pytest.approx(sum(pt["dense_cycles"]) / sum(expected))
+    assert r["measured_over_ideal"] == pytest.approx(sum(expected) / sum(ideal))
+    useful = sum(sum(f) * 3 * cfg.hidden_size + h * cfg.output_size
+                 for f, h in zip(fired, fired_head))
+    assert r["lane_utilisation"] == pytest.approx(useful / (cfg.lanes * sum(expected)))
+    assert r["speedup_vs_dense"] > 1.0
+    assert 0 < r["lane_utilisation"] <= r["mac_busy_fraction"] <= 1.0
+    # MAC_BUSY per timestep: fired columns x ceil(3H/P) (+ head columns x ceil(O/P)).
+    C, Ch = -(-3 * cfg.hidden_size // cfg.lanes), -(-cfg.output_size // cfg.lanes)
+    assert pt["mac_busy"] == [sum(f) * C + h * Ch for f, h in zip(fired, fired_head)]
+    # Streaming: the counters agree with the cycle model and no cycle was a stall.
+    st = r["stream"]
+    assert st["cycles_total"] == sum(expected) and st["stall_total"] == 0
+    assert st["sim_cycles"] >= st["cycles_total"]
+
+
+def test_cycle_decomposition_and_projections_match_the_cycle_model(small_model):
+    cfg = small_model.config
+    rng = np.random.default_rng(0)
+    fl = np.stack([rng.integers(0, cfg.layer_input_size(l) + cfg.hidden_size + 1, 50)
+                   for l in range(cfg.num_layers)], axis=1)
+    fh = rng.integers(0, cfg.hidden_size + 1, 50)
+    parts = decompose(cfg, fl, fh)
+    want = [cycles.timestep_cycles(cfg, list(map(int, a)), int(b)) for a, b in zip(fl, fh)]
+    assert (sum(parts.values()) == np.asarray(want)).all()
+    w = what_if(cfg, fl, fh)
+    assert w["today"]["delta_cycles"] == pytest.approx(float(np.mean(want)))
+    for k in ("overlap", "act_x2", "head_nopad", "layer_nopad", "all"):
+        assert w[k]["delta_cycles"] <= w["today"]["delta_cycles"], k
+        assert w[k]["dense_cycles"] <= w["today"]["dense_cycles"], k
+    assert w["all"]["delta_cycles"] <= min(w[k]["delta_cycles"] for k in w)
+
+
+def test_a_cycle_mismatch_is_reported_not_averaged(small_model):
+    cfg = small_model.config
+    seq = {"timesteps": 2}
+    run = {"cycles": [50, 60], "model_cycles": [50, 61], "fired_layers": [[1, 1], [2, 2]],
+           "fired_head": [0, 1], "mac_busy": [1, 2]}
+    seq["delta"] = run
+    seq["dense"] = dict(run, model_cycles=run["cycles"])
+    summary = bench_run._rtl_summary(cfg, {"sequences": [seq]})
+    assert summary["matches_cycle_model"] is False
