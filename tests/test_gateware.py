@@ -276,3 +276,17 @@ def test_core_matches_golden():
         exp_cyc += g.cycles[0].tolist()
     assert torch.equal(out, torch.cat(exp_out))
     assert cyc == exp_cyc
+
+
+def test_core_one_beat_vectors_back_to_back():
+    """E >= I: every input vector is one beat, so with no idle cycles the input encoder reads a
+    last-transmitted word in the very cycle the previous vector writes it (needs a transparent
+    read port; this failed before it had one)."""
+    model = small_model(I=4, H=6, lanes=6, act_width=1, enc_width=4, theta=20)
+    T = 6
+    x = torch.randn(T, 4, generator=torch.Generator().manual_seed(2))
+    x_q, _ = model.quantize_input(x)
+    out, cyc = simulate_core(model, x_q, [t == 0 for t in range(T)])
+    g = run_golden(model, x_q)
+    assert torch.equal(out, g.outputs[0])
+    assert cyc == g.cycles[0].tolist()

@@ -121,7 +121,10 @@ class DeltaGRUCore(wiring.Component):
         m.submodules.enc_in = enc_in = DeltaEncoder(width=E, act_bits=ab)
         xhat0 = memory.Memory(shape=data.ArrayLayout(act, E), depth=nbi, init=[])
         m.submodules.xhat0 = xhat0
-        xhat0_r, xhat0_w = xhat0.read_port(), xhat0.write_port()
+        # Transparent: with one beat per vector (E >= I) the next vector reads a word in the same
+        # cycle the previous vector writes it back.
+        xhat0_w = xhat0.write_port()
+        xhat0_r = xhat0.read_port(transparent_for=(xhat0_w,))
 
         full = [Signal(name="buf_full0"), Signal(name="buf_full1")]
         reset_tag = [Signal(name="buf_reset0"), Signal(name="buf_reset1")]
