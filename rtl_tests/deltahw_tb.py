@@ -63,6 +63,19 @@ def _int(handle, what: str) -> int:
     return int(val)
 
 
+async def _guarded(coro, on_error) -> None:
+    """Run a driver coroutine; a protocol error (X on a handshake) is recorded, not raised.
+
+    An exception escaping a background task would end the cocotb test before the report with
+    every error so far is written; the driver stops instead and the waits time out with a
+    diagnosis.
+    """
+    try:
+        await coro
+    except ProtocolError as e:
+        on_error(f"{e} (driver stopped)")
+
+
 class StreamSource:
     """Drives a valid/ready stream from a queue of payload integers.
 
@@ -70,10 +83,11 @@ class StreamSource:
     the Amaranth stream protocol requires).
     """
 
-    def __init__(self, clk, valid, ready, payload, pause=None, name="i"):
+    def __init__(self, clk, valid, ready, payload, on_error, pause=None, name="i"):
         self.clk, self.valid, self.ready, self.payload = clk, valid, ready, payload
         self.name = name
         self.pause = pause
+        self.on_error = on_error
         self.queue: deque[int] = deque()
         self.sent = 0
         self._wake = Event()
@@ -81,7 +95,7 @@ class StreamSource:
         self._idle.set()
         self.valid.value = 0
         self.payload.value = 0
-        self._task = cocotb.start_soon(self._run())
+        self._task = cocotb.start_soon(_guarded(self._run(), on_error))
 
     def send(self, beats) -> None:
         """Queue payloads (no signal is driven here, so it may be called from any phase)."""
@@ -139,7 +153,7 @@ class StreamSink:
         self.received = 0
         self.enabled = True
         self.ready.value = 0
-        self._task = cocotb.start_soon(self._run())
+        self._task = cocotb.start_soon(_guarded(self._run(), on_error))
 
     async def _run(self) -> None:
         offered = None  # payload offered but not taken in the previous cycle
@@ -238,7 +252,7 @@ class TB:
         self._drained = Event()
         self._drained.set()
         self.source = StreamSource(dut.clk, dut.i__valid, dut.i__ready, dut.i__payload,
-                                   pause_generator(self.rng, idle))
+                                   self.error, pause_generator(self.rng, idle))
         self.sink = StreamSink(dut.clk, dut.o__valid, dut.o__ready, dut.o__payload,
                                self._on_beat, self.error, pause_generator(self.rng, backpressure))
         self.bus = BusMaster(dut, dut.clk)

@@ -41,6 +41,9 @@ __all__ = [
     "CoreCase",
     "CASES",
     "SCENARIOS",
+    "USER_SCENARIOS",
+    "scenarios_for",
+    "gate_saturation",
     "case_from_path",
     "make_model",
     "build_scenario",
@@ -74,6 +77,8 @@ class CoreCase:
     weight_gain: float = 2.0
     #: Extra multiplier of the head's parameters (large values make the head outputs saturate).
     head_gain: float = 1.0
+    #: A user's configuration (``CONFIG=``): also run it under its own thresholds.
+    user: bool = False
 
     @property
     def key(self) -> str:
@@ -123,6 +128,12 @@ SCENARIOS: tuple[str, ...] = (
     "param_write",
     "swap_weights",
 )
+#: Extra scenario of a user's configuration: its own thresholds, as the core comes out of reset.
+USER_SCENARIOS: tuple[str, ...] = ("own_thresholds",)
+
+
+def scenarios_for(case: CoreCase) -> tuple[str, ...]:
+    return SCENARIOS + (USER_SCENARIOS if case.user else ())
 
 
 def _timesteps_for(cfg: DeltaGRUConfig, budget_cycles: int = 12_000) -> int:
@@ -139,9 +150,10 @@ def case_from_path(path) -> CoreCase:
         model = load_model(path)
         cfg = model.config
         return CoreCase(f"user_{_slug(path.name)}", cfg, seed=21, timesteps=_timesteps_for(cfg),
-                        model_path=str(path.resolve()))
+                        model_path=str(path.resolve()), user=True)
     cfg = DeltaGRUConfig.load(path)
-    return CoreCase(f"user_{_slug(path.stem)}", cfg, seed=21, timesteps=_timesteps_for(cfg))
+    return CoreCase(f"user_{_slug(path.stem)}", cfg, seed=21, timesteps=_timesteps_for(cfg),
+                    user=True)
 
 
 def _slug(text: str) -> str:
@@ -436,11 +448,12 @@ def _param_writes(model: QuantizedModel) -> list[dict]:
 
 def build_scenario(case: CoreCase, name: str, model: QuantizedModel | None = None) -> Scenario:
     """Operations, expected values and statistics of one scenario of ``case``."""
-    if name not in SCENARIOS:
-        raise ValueError(f"Unknown scenario {name!r}; known: {', '.join(SCENARIOS)}.")
+    if name not in SCENARIOS + USER_SCENARIOS:
+        raise ValueError(f"Unknown scenario {name!r}; known: "
+                         f"{', '.join(SCENARIOS + USER_SCENARIOS)}.")
     base = model if model is not None else make_model(case)
     cfg0 = base.config
-    rng = np.random.default_rng([case.seed, SCENARIOS.index(name)])
+    rng = np.random.default_rng([case.seed, (SCENARIOS + USER_SCENARIOS).index(name)])
     T = case.timesteps
     sc = Scenario(name)
 
@@ -567,6 +580,14 @@ def build_scenario(case: CoreCase, name: str, model: QuantizedModel | None = Non
         sc.ops += [{"op": "wait_idle"}, *_param_writes(other), *_theta_writes(m.config, th), seq]
         sc.notes.update(stats)
         sc.notes["param_words"] = sum(len(o["data"]) for o in sc.ops if o["op"] == "param_write")
+        return sc
+
+    if name == "own_thresholds":
+        # The configuration's own thresholds, straight out of reset (no register writes).
+        sc.idle, sc.backpressure = 0.2, 0.2
+        seq, stats = _sequence_op(base, _smooth_inputs(cfg0, T, rng), "A", True, rng)
+        sc.ops += [seq]
+        sc.notes.update(stats)
         return sc
 
     if name == "swap_weights":

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 from deltahw_sim import _generate, build_core, run_scenario, selected_cases
-from deltahw_vectors import SCENARIOS
+from deltahw_vectors import scenarios_for
 
 CASES = selected_cases()
 
@@ -57,8 +57,9 @@ def test_verilator_lint(case):
     lint(build_core(case).rtl_dir)
 
 
-@pytest.mark.parametrize("scenario", SCENARIOS)
-@pytest.mark.parametrize("case", CASES, ids=_case_id)
+@pytest.mark.parametrize(("case", "scenario"),
+                         [(c, s) for c in CASES for s in scenarios_for(c)],
+                         ids=[f"{c.name}-{s}" for c in CASES for s in scenarios_for(c)])
 def test_core(case, scenario):
     """One scenario: outputs bit-exact, CYCLES_LAST / FIRED_LAST / totals exact."""
     result = run_scenario(case, scenario)
