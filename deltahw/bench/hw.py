@@ -112,8 +112,10 @@ def synthesize(board: str, model_path, lanes: int, out_dir: Path, rebuild: bool 
                                 text=True)
         for line in proc.stdout:
             f.write(line)
+            f.flush()
             line = line.rstrip()
-            if line.startswith("  ...") or line.startswith("      done") or "error" in line:
+            if (line.startswith("  ...") or line.startswith("      done") or "error" in line
+                    or "utilisation:" in line or "waiting for another" in line):
                 log(f"      {line.strip()}")
         code = proc.wait()
     seconds = time.time() - t0

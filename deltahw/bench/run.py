@@ -379,8 +379,7 @@ def bench_model(spec: ModelSpec, args, prog: Progress) -> dict:
     lanes_list = args.lanes or hw.lane_sweep(cfg)
     full = not args.quick and not args.no_synth
     if full:
-        ecp5 = set(lanes_list) if (args.ecp5_sweep is None or spec.name in args.ecp5_sweep) \
-            else {cfg.lanes}
+        ecp5 = set(lanes_list) if spec.name in args.ecp5_sweep else {cfg.lanes}
     else:
         ecp5 = set()
     what = ("resource estimates only (quick)" if not full else
@@ -483,15 +482,17 @@ def main(argv=None) -> int:
                          "(default fsdd,watch)")
     ap.add_argument("--sim", default=None, choices=("verilator", "icarus"),
                     help="RTL simulator (default verilator)")
-    ap.add_argument("--rtl-steps", type=int, default=2000,
+    ap.add_argument("--rtl-steps", type=int, default=4000,
                     help="full mode: simulate test sequences until this many timesteps")
     ap.add_argument("--quick-seqs", type=int, default=2, help="quick mode: RTL sequences")
     ap.add_argument("--quick-len", type=int, default=12,
                     help="quick mode: RTL sequences truncated to this many timesteps")
     ap.add_argument("--lanes", help="lane counts of the sweep, e.g. 12,24,48 (default 3A, 6A, "
                                     "12A and the model's own)")
-    ap.add_argument("--ecp5-sweep", help="models whose whole lane sweep gets ECP5 place and "
-                                         "route (default: all; the others only at their own P)")
+    ap.add_argument("--ecp5-sweep",
+                    help="comma-separated models whose whole lane sweep gets ECP5 place and "
+                         "route (default: the first model; the others only at their own P, "
+                         "since one ECP5 build takes 5-20 minutes here); 'all' for every model")
     ap.add_argument("--no-synth", action="store_true",
                     help="full mode without synthesis (resource estimates only)")
     ap.add_argument("--rebuild", action="store_true",
@@ -510,7 +511,12 @@ def main(argv=None) -> int:
             args.lanes = sorted({int(v) for v in args.lanes.split(",")})
         except ValueError:
             ap.error(f"--lanes must be comma-separated integers; got {args.lanes!r}.")
-    args.ecp5_sweep = None if args.ecp5_sweep is None else args.ecp5_sweep.split(",")
+    if args.ecp5_sweep is None:
+        args.ecp5_sweep = [Path(args.models[0]).name] if args.models else []
+    elif args.ecp5_sweep == "all":
+        args.ecp5_sweep = [Path(m).name for m in args.models]
+    else:
+        args.ecp5_sweep = args.ecp5_sweep.split(",")
     try:
         run(args)
     except BenchError as e:

@@ -58,7 +58,8 @@ def projected_cycles(cfg: DeltaGRUConfig, fired_layers, fired_head, overlap=Fals
 
 
 def what_if(cfg: DeltaGRUConfig, fired_layers, fired_head) -> dict:
-    """Mean delta and dense cycles per timestep, and the speedup, for each change."""
+    """Mean delta and dense cycles per timestep, the speedup, the latency gain over today's
+    design and the ratio to the ideal bound of the changed hardware (same P, its A)."""
     fl = np.asarray(fired_layers, dtype=np.int64)
     fh = np.asarray(fired_head, dtype=np.int64)
     dense_fl = np.asarray([cyc.dense_columns(cfg)], dtype=np.int64)
@@ -77,12 +78,19 @@ def what_if(cfg: DeltaGRUConfig, fired_layers, fired_head) -> dict:
     if not np.array_equal(base, model):
         raise AssertionError("whatif.projected_cycles no longer matches deltahw.cycles; update it.")
     out = {}
+    C = ceil_div(3 * cfg.hidden_size, cfg.lanes)
+    Ch = ceil_div(cfg.output_size, cfg.lanes)
+    today = float(base.mean())
     for k, kw in options.items():
         d = float(projected_cycles(cfg, fl, fh, **kw).mean())
+        A = cfg.act_width * kw.get("act_mult", 1)
+        ideal = float((fl.sum(-1) * C + fh * Ch).mean()) + cfg.num_layers * ceil_div(
+            cfg.hidden_size, A) + (ceil_div(cfg.output_size, A) if cfg.has_head else 0)
         z = float(projected_cycles(cfg, dense_fl, dense_fh, **kw)[0])
         floor = float(projected_cycles(cfg, np.zeros_like(dense_fl), np.zeros_like(dense_fh),
                                        **kw)[0])
         out[k] = {"description": CHANGES.get(k, "the current design"), "delta_cycles": d,
                   "dense_cycles": z, "speedup_vs_dense": z / d, "no_fire_cycles": floor,
-                  "speedup_bound": z / floor}
+                  "speedup_bound": z / floor, "latency_gain": today / d,
+                  "ideal_cycles": ideal, "over_ideal": d / ideal}
     return out
