@@ -45,4 +45,4 @@ bench:
 	$(PYTHON) scripts/bench_rtl.py
 
 clean:
-	rm -rf sim_build out .pytest_cache
+	rm -rf sim_build rtl_tests/sim_build out build .pytest_cache

@@ -57,6 +57,11 @@ def output_layout(config: DeltaGRUConfig) -> data.StructLayout:
         "data": data.ArrayLayout(signed(config.act.bits), config.act_width), "last": 1})
 
 
+def _depth(n: int) -> int:
+    """Memory depth of at least 2 words (a 1-word memory has a zero-width address in Verilog)."""
+    return max(n, 2)
+
+
 def _bits(n: int) -> int:
     """Unsigned width that can hold values 0..n-1 (at least 1)."""
     return max(1, (n - 1).bit_length())
@@ -119,7 +124,7 @@ class DeltaGRUCore(wiring.Component):
         xq0 = DeltaQueue(width=E, depth=I, index_bits=_bits(I), delta_bits=delta_bits, buffers=2)
         m.submodules.xq0 = xq0
         m.submodules.enc_in = enc_in = DeltaEncoder(width=E, act_bits=ab)
-        xhat0 = memory.Memory(shape=data.ArrayLayout(act, E), depth=nbi, init=[])
+        xhat0 = memory.Memory(shape=data.ArrayLayout(act, E), depth=_depth(nbi), init=[])
         m.submodules.xhat0 = xhat0
         # Transparent: with one beat per vector (E >= I) the next vector reads a word in the same
         # cycle the previous vector writes it back.
@@ -180,8 +185,8 @@ class DeltaGRUCore(wiring.Component):
         beat_bits = _bits(nb)
         h_r, h_w, hhat_r, hhat_w, hq = [], [], [], [], []
         for l in range(L):
-            hm = memory.Memory(shape=data.ArrayLayout(act, A), depth=nb, init=[])
-            hh = memory.Memory(shape=data.ArrayLayout(act, A), depth=nb, init=[])
+            hm = memory.Memory(shape=data.ArrayLayout(act, A), depth=_depth(nb), init=[])
+            hh = memory.Memory(shape=data.ArrayLayout(act, A), depth=_depth(nb), init=[])
             m.submodules[f"h{l}"], m.submodules[f"hhat{l}"] = hm, hh
             h_r.append(hm.read_port()), h_w.append(hm.write_port())
             hhat_r.append(hh.read_port()), hhat_w.append(hh.write_port())
@@ -190,7 +195,7 @@ class DeltaGRUCore(wiring.Component):
             hq.append(q)
         xt_r, xt_w, xq = [], [], []  # x encoders fed by activation: target t+1 (layer t+1 or head)
         for t in range(n_targets):
-            xm = memory.Memory(shape=data.ArrayLayout(act, A), depth=nb, init=[])
+            xm = memory.Memory(shape=data.ArrayLayout(act, A), depth=_depth(nb), init=[])
             m.submodules[f"xhat{t + 1}"] = xm
             xt_r.append(xm.read_port()), xt_w.append(xm.write_port())
             q = DeltaQueue(width=A, depth=H, index_bits=_bits(H), delta_bits=delta_bits)
@@ -201,7 +206,7 @@ class DeltaGRUCore(wiring.Component):
         ol = output_layout(cfg)
         # One timestep of output beats, written back to back into an empty FIFO (one spare entry:
         # SyncFIFOBuffered's inner FIFO cannot take a write while its only entry moves out).
-        m.submodules.ofifo = ofifo = fifo.SyncFIFOBuffered(width=ol.size, depth=nbo + 1)
+        m.submodules.ofifo = ofifo = fifo.SyncFIFOBuffered(width=ol.size, depth=max(nbo + 1, 3))
         out_data = Signal(ol)
         m.d.comb += [
             self.o.valid.eq(ofifo.r_rdy), self.o.payload.eq(ofifo.r_data), ofifo.r_en.eq(self.o.ready),

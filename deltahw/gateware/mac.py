@@ -116,23 +116,22 @@ class MacArray(wiring.Component):
         load_ch_addr = (load_addr1 - lay.mx_depth)[:self.mchbits]
 
         acc_shape = signed(cfg.acc_bits)
-        self._debug_mx = []
+        mx_words, mch_words = [], []
         for p in range(P):
             is_c = p % 3 == 2
-            mx = memory.Memory(shape=acc_shape, depth=lay.mx_depth, init=[])
+            mx = memory.Memory(shape=acc_shape, depth=max(lay.mx_depth, 2), init=[])
             m.submodules[f"mx{p}"] = mx
-            self._debug_mx.append(mx)
             mx_r, mx_w = mx.read_port(), mx.write_port()
-            m.d.comb += [mx_r.addr.eq(Mux(self.issue, self.acc_addr, self.mx_addr)),
-                         self.mx_data[p].eq(mx_r.data)]
+            m.d.comb += mx_r.addr.eq(Mux(self.issue, self.acc_addr, self.mx_addr))
+            mx_words.append(mx_r.data)
             old1 = Signal(acc_shape, name=f"old1_{p}")
             m.d.comb += old1.eq(mx_r.data)
             if is_c:
-                mch = memory.Memory(shape=acc_shape, depth=lay.mch_depth, init=[])
+                mch = memory.Memory(shape=acc_shape, depth=max(lay.mch_depth, 2), init=[])
                 m.submodules[f"mch{p}"] = mch
                 ch_r, ch_w = mch.read_port(), mch.write_port()
-                m.d.comb += [ch_r.addr.eq(Mux(self.issue, self.ch_addr, self.mch_addr)),
-                             self.mch_data[p // 3].eq(ch_r.data)]
+                m.d.comb += ch_r.addr.eq(Mux(self.issue, self.ch_addr, self.mch_addr))
+                mch_words.append(ch_r.data)
                 with m.If(s1.use_ch):
                     m.d.comb += old1.eq(ch_r.data)
             # Stage 1 -> 2: the product is registered (DSP MREG), the old sum travels alongside.
@@ -155,4 +154,8 @@ class MacArray(wiring.Component):
                     ch_w.data.eq(Mux(load1, bias_val, total)),
                     ch_w.en.eq(Mux(load1, ~load_to_mx, s2.valid & s2.use_ch)),
                 ]
+        # One assignment of the whole read-out vector (per-lane slices make Icarus re-evaluate the
+        # full vector on every lane's change: 25x slower simulation of a 48-lane array).
+        m.d.comb += [self.mx_data.as_value().eq(Cat(*mx_words)),
+                     self.mch_data.as_value().eq(Cat(*mch_words))]
         return m

@@ -83,7 +83,7 @@ class DeltaQueue(wiring.Component):
         m.d.sync += r_bank.eq(self.r_addr[:kbits] if kbits else 0)
         read_words = []
         for b in range(K):
-            mem = memory.Memory(shape=entry, depth=words * self.buffers, init=[])
+            mem = memory.Memory(shape=entry, depth=max(words * self.buffers, 2), init=[])
             m.submodules[f"bank{b}"] = mem
             wp, rp = mem.write_port(), mem.read_port()
             # Bank b takes the j-th fired element of this cycle, j = (b - count) mod K.
