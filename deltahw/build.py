@@ -258,6 +258,16 @@ def build(args) -> dict:
             f"add_files -norecurse {name}" for name in mem_names)
     else:
         overrides_tcl["nextpnr_opts"] = "--timing-allow-fail"
+        # Yosys 0.70's abc9 LUT mapping (synth_ecp5's map_luts step) fails an internal assertion
+        # (ABC_OPS_REINTEGRATE, rtlil.cc:3091) on some versions of this design; run synth_ecp5 up
+        # to that step, map LUTs with the classic abc, then finish with synth_ecp5's cell mapping.
+        overrides_tcl["synth_opts"] = "-run begin:map_luts"
+        overrides_tcl["script_after_synth"] = "\n".join([
+            "techmap -map +/lattice/latches_map.v",
+            "abc -dress -lut 4:7",
+            "clean",
+            f"synth_ecp5 -top {TOP_NAME} -run map_cells:",
+        ])
     plan = platform.build(top, name=TOP_NAME, build_dir=str(out), do_build=False,
                           **overrides_tcl)
     plan.extract(str(out))
