@@ -79,6 +79,8 @@ def test_host_e2e():
     from deltahw.export import export_model, write_model_files
     from deltahw.gateware.ram import VERILOG_RAM_PATH
     from deltahw.golden import run_golden
+    # The regression runner's simulator flags (Icarus needs -g2005 for Yosys-emitted always @*).
+    from deltahw_sim import BUILD_ARGS
 
     sim = os.environ.get("SIM", "verilator")
     if sim == "verilator":
@@ -115,7 +117,7 @@ def test_host_e2e():
     runner = get_runner(sim)
     runner.build(sources=[str(rtl / "deltahw_uart_top.v"), str(rtl / VERILOG_RAM_PATH.name)],
                  hdl_toplevel="deltahw_uart_top", build_dir=str(root / "sim"),
-                 build_args=["-Wno-fatal"] if sim == "verilator" else [],
+                 build_args=list(BUILD_ARGS[sim]),
                  timescale=("1ns", "1ps"), always=True)
     report_path = root / "report.json"
     report_path.unlink(missing_ok=True)
