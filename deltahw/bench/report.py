@@ -236,8 +236,10 @@ def _golden_section(results: dict) -> list[str]:
     out = ["## 1. Operation reduction and accuracy (golden model, test split)", "",
            "The bit-exact integer golden model (`deltahw.golden.run_golden`, the arithmetic the "
            "RTL reproduces bit for bit) on every test sequence, with the model's own thresholds "
-           "and with Theta = 0 (the same fixed-point GRU, dense). Accuracy: argmax of the head "
-           "at each sequence's last timestep.", "",
+           "and with Theta = 0 (the same fixed-point weights run densely: the hardware's dense "
+           "mode, not a dense-trained network; the float accuracy of the dense-trained network "
+           "from training is quoted next to it). Accuracy: argmax of the head at each "
+           "sequence's last timestep.", "",
            "| model | data | sequences / timesteps | Theta_x / Theta_h / Theta_head (real) | "
            "accuracy delta | accuracy Theta = 0 | float dense (training) | op reduction | MACs "
            "per timestep (delta / dense) | fired columns per layer |",
@@ -399,6 +401,16 @@ def _hw_section(results: dict) -> list[str]:
                 f"| {pa['latency_us_mean']:.2f} us | {pa['effective_gops']:.2f} "
                 f"| {_f(pe and pe['latency_us_mean'], '{:.2f} us')} "
                 f"| {_f(pe and pe['effective_gops'])} |")
+        times = []
+        for r in m["hardware"]:
+            for key, label in (("artix", "synth_xilinx"), ("ecp5", "ECP5")):
+                b_ = r[key]
+                if b_ and "seconds" in b_:
+                    times.append(f"{label} P={r['lanes']} {b_['seconds'] / 60:.1f} min"
+                                 + (" (reused from an identical earlier build)"
+                                    if b_.get("reused") else ""))
+        if times:
+            out += ["", "Build times: " + "; ".join(times) + "."]
         out.append("")
     out += ["![lane sweep](lanes.png)", ""]
     return out
@@ -608,7 +620,11 @@ def _reproduce(results: dict) -> list[str]:
             f"Run {results['date']} at commit `{results['git_commit']}` in "
             f"{results['seconds'] / 60:.1f} minutes ({results['mode']} mode). "
             "`results.json` holds every number of this page, including the per-timestep counter "
-            "values of the RTL runs.", "", "Definitions:", ""] + \
+            "values of the RTL runs. Time per step (board builds that were reused from an "
+            "earlier run with identical inputs say so in section 3's data, with their original "
+            "duration):", ""] + \
+        [f"- {d['step']}: {d['seconds'] / 60:.1f} min" for d in results.get("step_seconds", [])] + \
+        ["", "Definitions:", ""] + \
         [f"- **{k}**: {v}" for k, v in d.items()] + [""]
 
 

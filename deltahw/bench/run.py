@@ -98,10 +98,16 @@ def resolve_model(entry: str) -> ModelSpec:
 class Progress:
     def __init__(self, total: int):
         self.total, self.n, self.t0 = total, 0, time.time()
+        self.marks: list[tuple[str, float]] = []
 
     def step(self, msg: str) -> None:
         self.n += 1
+        self.marks.append((msg, time.time()))
         print(f"[{self.n}/{self.total} {self.elapsed()}] {msg}", flush=True)
+
+    def durations(self) -> list[dict]:
+        ends = [t for _, t in self.marks[1:]] + [time.time()]
+        return [{"step": m, "seconds": round(e - t, 1)} for (m, t), e in zip(self.marks, ends)]
 
     def log(self, msg: str) -> None:
         print(msg, flush=True)
@@ -376,7 +382,7 @@ def bench_model(spec: ModelSpec, args, prog: Progress) -> dict:
              f"utilisation {100 * r['lane_utilisation']:.1f} %, measured/ideal "
              f"{r['measured_over_ideal']:.3f}; every timestep equals the cycle model")
 
-    lanes_list = args.lanes or hw.lane_sweep(cfg)
+    lanes_list = sorted(set(args.lanes) | {cfg.lanes}) if args.lanes else hw.lane_sweep(cfg)
     full = not args.quick and not args.no_synth
     if full:
         ecp5 = set(lanes_list) if spec.name in args.ecp5_sweep else {cfg.lanes}
@@ -439,10 +445,20 @@ def run(args) -> dict:
         results["models"][spec.name] = bench_model(spec, args, prog)
     prog.step("writing the report")
     results["seconds"] = round(time.time() - t0, 1)
+    results["step_seconds"] = prog.durations()[:-1]
     results["machine"]["load_average_end"] = list(os.getloadavg())
     from .report import write_report
 
-    written = write_report(results, Path(args.out))
+    try:
+        written = write_report(results, Path(args.out))
+    except Exception:
+        from .report import _json_ready
+
+        dump = Path(args.build_dir) / "results-unreported.json"
+        dump.parent.mkdir(parents=True, exist_ok=True)
+        dump.write_text(json.dumps(_json_ready(results), indent=1))
+        prog.log(f"writing the report failed; the measured results are saved in {dump}")
+        raise
     prog.log(f"wrote {', '.join(str(p) for p in written)} in {results['seconds']:.0f} s")
     return results
 
@@ -487,8 +503,8 @@ def main(argv=None) -> int:
     ap.add_argument("--quick-seqs", type=int, default=2, help="quick mode: RTL sequences")
     ap.add_argument("--quick-len", type=int, default=12,
                     help="quick mode: RTL sequences truncated to this many timesteps")
-    ap.add_argument("--lanes", help="lane counts of the sweep, e.g. 12,24,48 (default 3A, 6A, "
-                                    "12A and the model's own)")
+    ap.add_argument("--lanes", help="lane counts of the sweep, e.g. 12,24,48 (the model's own P is "
+                                    "always added; default 3A, 6A, 12A and the model's own)")
     ap.add_argument("--ecp5-sweep",
                     help="comma-separated models whose whole lane sweep gets ECP5 place and "
                          "route (default: the first model; the others only at their own P, "
