@@ -97,4 +97,6 @@ def cycle_stats(config: DeltaGRUConfig, fired_layers, fired_head, cycles=None) -
                              if n else None),
         "dense_lane_utilisation": dense_useful / (config.lanes * dense),
         "phases_mean": {k: float(v.mean()) for k, v in parts.items()},
+        "histogram": dict(zip(("cycles", "count"),
+                              (v.tolist() for v in np.unique(model_cycles, return_counts=True)))),
     }

@@ -518,8 +518,17 @@ def main(argv=None) -> int:
     ap.add_argument("--seed", type=int, default=0, help="seed of the RTL sequence sample")
     ap.add_argument("--verbose", action="store_true",
                     help="show the simulator's output instead of logging it to a file")
+    ap.add_argument("--render", metavar="RESULTS_JSON",
+                    help="only write the report (README.md, plots) from an existing results.json")
     args = ap.parse_args(argv)
     args.argv = argv
+    if args.render:
+        from .report import write_report
+
+        results = json.loads(Path(args.render).read_text())
+        for p in write_report(results, Path(args.out)):
+            print(f"wrote {p}")
+        return 0
     args.models = [m for m in args.models.split(",") if m]
     args.sim = args.sim or os.environ.get("SIM", "verilator")
     if args.lanes:
