@@ -58,7 +58,8 @@ def run_task(folder: Path, out: Path, extra: list | None = None) -> dict:
                                                     "enc_width")}))
     result = {"task": task, "grid_lsb": grid, "float_dense": trained.meta.get("float_dense"),
               "operating_point": {"theta_x": op[0], "theta_h": op[1]}, "curves": {}}
-    labels = {"converted": "dense GRU converted at run time", "trained": "delta-trained GRU"}
+    labels = {"converted": "dense GRU (dense.pt) converted at run time",
+              "trained": "delta-trained GRU (model.pt) at swept thresholds"}
     for key, model in (("converted", dense), ("trained", trained)):
         rows = sweep(model, ds, grid)
         front = pareto(rows, "val")
@@ -77,7 +78,9 @@ def run_task(folder: Path, out: Path, extra: list | None = None) -> dict:
             continue
         tx, th = m.config.theta_x[0], m.config.theta_h[0]
         row = sweep(m, ds, [(tx, th)])[0]
-        row["folder"] = str(e)
+        opts = m.meta.get("training", {})
+        row["training"] = {k: opts.get(k) for k in ("theta_x", "theta_h", "l1", "init", "seed",
+                                                     "delta_epochs")}
         others.append(row)
     if others:
         result["other_delta_trained_runs"] = others

@@ -173,6 +173,13 @@ def plot_sweep(curves: dict, path: Path, title: str, reference: float | None = N
     for label, (x, y) in (marks or {}).items():
         ax.plot([x], [100 * y], "r*", markersize=12, label=label)
     ax.set_xscale("log")
+    from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator
+
+    lo, hi = ax.get_xlim()
+    ticks = [t for t in (1, 2, 3, 5, 10, 20, 30, 50, 100, 200, 500) if lo <= t <= hi]
+    ax.xaxis.set_major_locator(FixedLocator(ticks))
+    ax.xaxis.set_minor_locator(NullLocator())
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}x"))
     ax.set_xlabel("operation reduction (dense MACs / delta MACs), golden model, test split")
     ax.set_ylabel("test accuracy (%), golden model")
     ax.set_title(title)
