@@ -1,7 +1,9 @@
-"""The one validated configuration object of a deltahw accelerator (network shape, formats, hardware).
+"""The one validated configuration object of a deltahw accelerator (network shape, formats,
+hardware).
 
 Everything that shapes the golden model, the weight layout, the cycle model and the generated RTL is
-in :class:`DeltaGRUConfig`. It round-trips through JSON (``to_json``/``from_json``) and every invalid
+in :class:`DeltaGRUConfig`. It round-trips through JSON (``to_json``/``from_json``) and every
+invalid
 value raises a full-sentence :class:`ConfigError` naming the value and the allowed range.
 """
 
@@ -48,8 +50,10 @@ class DeltaGRUConfig:
     Thresholds, in LSBs of ``act`` (0 = every element fires, i.e. the dense GRU):
         theta_x[l], theta_h[l] per layer, theta_head for the head's input encoder.
     Hardware:
-        lanes (P): MAC lanes; a fired column costs ceil(3H / P) cycles (at least ``MAC_RMW_CYCLES``).
-        lanes_per_bank: lanes sharing one weight BRAM word (the BRAM word is lanes_per_bank weights);
+        lanes (P): MAC lanes; a fired column costs ceil(3H / P) cycles (at least
+        ``MAC_RMW_CYCLES``).
+        lanes_per_bank: lanes sharing one weight BRAM word (the BRAM word is lanes_per_bank
+        weights);
             ``None`` picks the largest divisor of lanes up to 4 (a 32-bit word of Q1.7 weights).
         enc_width (E): input elements compared per cycle by the input delta encoder (power of two).
         act_width (A): hidden units activated per cycle; also the output beat width (power of two);
@@ -95,8 +99,9 @@ class DeltaGRUConfig:
             elif isinstance(val, (list, tuple)):
                 object.__setattr__(self, name, FixedFormat(*val))
         if self.lanes_per_bank is None and isinstance(self.lanes, int) and self.lanes > 0:
-            object.__setattr__(self, "lanes_per_bank",
-                               max(d for d in range(1, 5) if self.lanes % d == 0))
+            object.__setattr__(
+                self, "lanes_per_bank", max(d for d in range(1, 5) if self.lanes % d == 0)
+            )
         self._validate()
         if self.acc_bits is None:
             object.__setattr__(self, "acc_bits", self.acc_bits_needed)
@@ -127,7 +132,8 @@ class DeltaGRUConfig:
         if self.lanes % (3 * self.act_width):
             good = [3 * self.act_width * k for k in range(1, 9)]
             raise ConfigError(
-                f"lanes must be a multiple of 3 x act_width = {3 * self.act_width} so that a hidden "
+                f"lanes must be a multiple of 3 x act_width = {3 * self.act_width} so that a "
+                f"hidden "
                 f"unit's three gate rows land in neighbouring lanes; got lanes={self.lanes} "
                 f"(try one of {good})."
             )
@@ -150,7 +156,8 @@ class DeltaGRUConfig:
             fmt = getattr(self, name)
             if fmt.frac > self.act.frac or fmt.bits > 14:
                 raise ConfigError(
-                    f"{name} must have at most 14 bits and at most act.frac={self.act.frac} fraction "
+                    f"{name} must have at most 14 bits and at most act.frac={self.act.frac} "
+                    f"fraction "
                     f"bits; got {fmt}."
                 )
         for name in ("theta_x", "theta_h"):
@@ -244,9 +251,7 @@ class DeltaGRUConfig:
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(d) - known)
         if unknown:
-            raise ConfigError(
-                f"Unknown config key(s) {unknown}; allowed keys are {sorted(known)}."
-            )
+            raise ConfigError(f"Unknown config key(s) {unknown}; allowed keys are {sorted(known)}.")
         for req in ("input_size", "hidden_size"):
             if req not in d:
                 raise ConfigError(f"The config is missing the required key '{req}'.")
@@ -280,4 +285,3 @@ class DeltaGRUConfig:
 
 def ceil_div(a: int, b: int) -> int:
     return -(-a // b)
-

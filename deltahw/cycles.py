@@ -10,7 +10,8 @@ next input vector in parallel, so its time is hidden and not counted):
 * per layer l: **MAC** over the n_l fired columns (x and h deltas of the layer): each costs
   ``cc = max(ceil(3H/P), MAC_RMW_CYCLES)`` cycles, columns follow each other without bubbles, then
   the pipeline drains (``MAC_DRAIN``);
-* per layer l: **ACT** over ``ceil(H/A)`` beats of A units, then the pipeline drains (``ACT_DRAIN``);
+* per layer l: **ACT** over ``ceil(H/A)`` beats of A units, then the pipeline drains
+(``ACT_DRAIN``);
   the h delta encoders (for this layer's next step and for the next layer's input) consume the new
   h values as they leave the pipeline, so encoding costs no extra cycles;
 * the head (if any): MAC over its fired columns (``ceil(O/P)`` cycles each), then ``ceil(O/A)``

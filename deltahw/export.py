@@ -3,11 +3,13 @@
 ``python -m deltahw.export CHECKPOINT --out DIR [--config cfg.json]`` writes::
 
     DIR/manifest.json          config, formats, bank geometry, file checksums, quantization report
-    DIR/weights_bank{b}.mem    one word per line, lanes_per_bank weights per word (lane 0 in the LSBs)
+    DIR/weights_bank{b}.mem    one word per line, lanes_per_bank weights per word (lane 0 in the
+    LSBs)
     DIR/biases_bank{b}.mem     accumulator reset values, same lane packing, bias format
 
 The layout is :class:`deltahw.layout.Layout`'s. The folder is written atomically: a failed export
-leaves no half-written folder (and an existing folder untouched). :func:`load_exported` reads a folder
+leaves no half-written folder (and an existing folder untouched). :func:`load_exported` reads a
+folder
 back, checking lengths and checksums, so the golden model can run from it.
 """
 
@@ -67,15 +69,25 @@ def bank_files(model: QuantizedModel) -> dict[str, tuple[str, int, int]]:
     bbanks = lay.to_bank_words(lay.lane_biases(model), cfg.bias.bits)
     G = cfg.lanes_per_bank
     for b, words in enumerate(wbanks):
-        hdr = (f"deltahw weights bank {b}: lanes {b * G}..{b * G + G - 1}, {G} x "
-               f"{cfg.weight.name()} per word, depth {len(words)}")
-        files[f"weights_bank{b}.mem"] = (_mem_text(words, lay.weight_word_bits, hdr),
-                                         lay.weight_word_bits, len(words))
+        hdr = (
+            f"deltahw weights bank {b}: lanes {b * G}..{b * G + G - 1}, {G} x "
+            f"{cfg.weight.name()} per word, depth {len(words)}"
+        )
+        files[f"weights_bank{b}.mem"] = (
+            _mem_text(words, lay.weight_word_bits, hdr),
+            lay.weight_word_bits,
+            len(words),
+        )
     for b, words in enumerate(bbanks):
-        hdr = (f"deltahw biases bank {b}: lanes {b * G}..{b * G + G - 1}, {G} x "
-               f"{cfg.bias.name()} per word, depth {len(words)}")
-        files[f"biases_bank{b}.mem"] = (_mem_text(words, lay.bias_word_bits, hdr),
-                                        lay.bias_word_bits, len(words))
+        hdr = (
+            f"deltahw biases bank {b}: lanes {b * G}..{b * G + G - 1}, {G} x "
+            f"{cfg.bias.name()} per word, depth {len(words)}"
+        )
+        files[f"biases_bank{b}.mem"] = (
+            _mem_text(words, lay.bias_word_bits, hdr),
+            lay.bias_word_bits,
+            len(words),
+        )
     return files
 
 
@@ -86,14 +98,20 @@ def build_manifest(model: QuantizedModel, files: dict) -> dict:
         "format_version": 1,
         "config": cfg.to_dict(),
         "formats": {
-            "act": cfg.act.name(), "weight": cfg.weight.name(), "bias": cfg.bias.name(),
+            "act": cfg.act.name(),
+            "weight": cfg.weight.name(),
+            "bias": cfg.bias.name(),
             "acc": f"{cfg.acc_bits} bits, {cfg.acc_frac} fraction bits",
-            "sigmoid_in": cfg.sigmoid_in.name(), "tanh_in": cfg.tanh_in.name(),
+            "sigmoid_in": cfg.sigmoid_in.name(),
+            "tanh_in": cfg.tanh_in.name(),
         },
         "geometry": Layout(cfg).geometry(),
         "files": {
-            name: {"sha256": hashlib.sha256(text.encode()).hexdigest(), "word_bits": bits,
-                   "depth": depth}
+            name: {
+                "sha256": hashlib.sha256(text.encode()).hexdigest(),
+                "word_bits": bits,
+                "depth": depth,
+            }
             for name, (text, bits, depth) in sorted(files.items())
         },
         "quantization": model.report,
@@ -104,7 +122,7 @@ def build_manifest(model: QuantizedModel, files: dict) -> dict:
 
 
 def write_model_files(model: QuantizedModel, folder: Path) -> dict:
-    """Write init files and manifest into an existing folder (no atomicity); returns the manifest."""
+    """Write init files and manifest into an existing folder (not atomic); return the manifest."""
     files = bank_files(model)
     for name, (text, _, _) in files.items():
         (folder / name).write_text(text)
@@ -129,23 +147,30 @@ def read_manifest(folder: Path) -> dict:
     except json.JSONDecodeError as e:
         raise ManifestError(f"{mpath} is not valid JSON: {e}.") from None
     if manifest.get("kind") != MANIFEST_KIND:
-        raise ManifestError(f"{mpath} is not a deltahw model manifest (kind={manifest.get('kind')}).")
+        raise ManifestError(
+            f"{mpath} is not a deltahw model manifest (kind={manifest.get('kind')})."
+        )
     return manifest
 
 
 def check_files(folder: Path, manifest: dict, config: DeltaGRUConfig) -> None:
     """Check that every init file exists with the length and checksum the manifest states."""
     lay = Layout(config)
-    expect = {f"weights_bank{b}.mem": (lay.weight_word_bits, lay.weight_depth)
-              for b in range(lay.num_banks)}
-    expect.update({f"biases_bank{b}.mem": (lay.bias_word_bits, lay.acc_depth)
-                   for b in range(lay.num_banks)})
+    expect = {
+        f"weights_bank{b}.mem": (lay.weight_word_bits, lay.weight_depth)
+        for b in range(lay.num_banks)
+    }
+    expect.update(
+        {f"biases_bank{b}.mem": (lay.bias_word_bits, lay.acc_depth) for b in range(lay.num_banks)}
+    )
     listed = manifest.get("files", {})
     for name, (bits, depth) in expect.items():
         path = folder / name
         if name not in listed:
-            raise ManifestError(f"The manifest in {folder} does not list {name}, which the config "
-                                f"({config.summary()}) requires.")
+            raise ManifestError(
+                f"The manifest in {folder} does not list {name}, which the config "
+                f"({config.summary()}) requires."
+            )
         if not path.is_file():
             raise ManifestError(f"{path} is missing.")
         words = _parse_mem(path, bits)
@@ -153,8 +178,9 @@ def check_files(folder: Path, manifest: dict, config: DeltaGRUConfig) -> None:
             raise ManifestError(f"{path} has {len(words)} words; the layout needs {depth}.")
         digest = hashlib.sha256(path.read_bytes()).hexdigest()
         if digest != listed[name]["sha256"]:
-            raise ManifestError(f"{path} does not match the checksum in the manifest; it was "
-                                "changed after export.")
+            raise ManifestError(
+                f"{path} does not match the checksum in the manifest; it was changed after export."
+            )
 
 
 def load_exported(folder) -> QuantizedModel:
@@ -166,10 +192,13 @@ def load_exported(folder) -> QuantizedModel:
         raise ManifestError(f"The manifest in {folder} has an invalid config: {e}") from None
     check_files(folder, manifest, cfg)
     lay = Layout(cfg)
-    wb = [_parse_mem(folder / f"weights_bank{b}.mem", lay.weight_word_bits)
-          for b in range(lay.num_banks)]
-    bb = [_parse_mem(folder / f"biases_bank{b}.mem", lay.bias_word_bits)
-          for b in range(lay.num_banks)]
+    wb = [
+        _parse_mem(folder / f"weights_bank{b}.mem", lay.weight_word_bits)
+        for b in range(lay.num_banks)
+    ]
+    bb = [
+        _parse_mem(folder / f"biases_bank{b}.mem", lay.bias_word_bits) for b in range(lay.num_banks)
+    ]
     H = cfg.hidden_size
     z = torch.zeros(0, dtype=torch.int64)
     model = QuantizedModel(cfg, [LayerParams(z, z, z, z, z, z) for _ in range(cfg.num_layers)])
@@ -194,12 +223,17 @@ def main(argv=None) -> int:
     add_model_arguments(ap)
     ap.add_argument("--out", required=True, help="output folder (replaced atomically)")
     for name in ("lanes", "lanes-per-bank", "enc-width", "act-width"):
-        ap.add_argument(f"--{name}", type=int, help=f"override the config's {name.replace('-', '_')}")
+        ap.add_argument(
+            f"--{name}", type=int, help=f"override the config's {name.replace('-', '_')}"
+        )
     args = ap.parse_args(argv)
     try:
         model = model_from_arguments(args)
-        hw = {k: getattr(args, k) for k in ("lanes", "lanes_per_bank", "enc_width", "act_width")
-              if getattr(args, k) is not None}
+        hw = {
+            k: getattr(args, k)
+            for k in ("lanes", "lanes_per_bank", "enc_width", "act_width")
+            if getattr(args, k) is not None
+        }
         if hw:
             model = model.with_config(model.config.replace(**hw))
         manifest = export_model(model, args.out)
@@ -211,9 +245,11 @@ def main(argv=None) -> int:
     worst = max((v["max_abs_error"] for v in rep.values()), default=0.0)
     g = manifest["geometry"]
     print(f"exported {model.config.summary()}")
-    print(f"  {g['weight_banks']} weight banks x {g['weight_depth']} words x "
-          f"{g['weight_word_bits']} bits; {clipped} parameters clipped; max quantization error "
-          f"{worst:.4g}")
+    print(
+        f"  {g['weight_banks']} weight banks x {g['weight_depth']} words x "
+        f"{g['weight_word_bits']} bits; {clipped} parameters clipped; max quantization error "
+        f"{worst:.4g}"
+    )
     print(f"  wrote {args.out}/manifest.json and {len(manifest['files'])} .mem files")
     return 0
 

@@ -37,11 +37,13 @@ TOP_NAME = "deltahw_core"
 
 
 def zero_model(config: DeltaGRUConfig) -> QuantizedModel:
-    """A model of the given shape with all parameters zero (for RTL generated from a bare config)."""
+    """A model of the given shape with all parameters zero (RTL generated from a bare config)."""
     H = config.hidden_size
     z = lambda *s: torch.zeros(*s, dtype=torch.int64)  # noqa: E731
-    layers = [LayerParams(z(3 * H, config.layer_input_size(l)), z(3 * H, H), z(H), z(H), z(H), z(H))
-              for l in range(config.num_layers)]
+    layers = [
+        LayerParams(z(3 * H, config.layer_input_size(l)), z(3 * H, H), z(H), z(H), z(H), z(H))
+        for l in range(config.num_layers)
+    ]
     head_w = z(config.output_size, H) if config.has_head else None
     head_b = z(config.output_size) if config.has_head else None
     return QuantizedModel(config, layers, head_w, head_b, meta={"weights": "zeros"})
@@ -90,11 +92,14 @@ def generate(model: QuantizedModel, out) -> dict:
             "sources": [f"{TOP_NAME}.v", VERILOG_RAM_PATH.name],
             "cycle_model": {
                 "column_cost": cycles.column_cost(cfg),
-                "mac_drain": cycles.MAC_DRAIN, "act_drain": cycles.ACT_DRAIN,
-                "out_drain": cycles.OUT_DRAIN, "step_overhead": cycles.STEP_OVERHEAD,
+                "mac_drain": cycles.MAC_DRAIN,
+                "act_drain": cycles.ACT_DRAIN,
+                "out_drain": cycles.OUT_DRAIN,
+                "step_overhead": cycles.STEP_OVERHEAD,
                 "reset_cycles": cycles.reset_cycles(cfg),
                 "dense_cycles_per_timestep": cycles.timestep_cycles(
-                    cfg, cycles.dense_columns(cfg), cfg.hidden_size if cfg.has_head else 0),
+                    cfg, cycles.dense_columns(cfg), cfg.hidden_size if cfg.has_head else 0
+                ),
             },
         }
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
@@ -118,8 +123,15 @@ def lint(folder) -> None:
     import subprocess
 
     folder = Path(folder)
-    cmd = [str(verilator_bin()), "--lint-only", *LINT_WAIVERS, "--top-module", TOP_NAME,
-           f"{TOP_NAME}.v", "deltahw_sdp_ram.v"]
+    cmd = [
+        str(verilator_bin()),
+        "--lint-only",
+        *LINT_WAIVERS,
+        "--top-module",
+        TOP_NAME,
+        f"{TOP_NAME}.v",
+        "deltahw_sdp_ram.v",
+    ]
     res = subprocess.run(cmd, cwd=folder, capture_output=True, text=True)
     if res.returncode:
         raise RuntimeError(f"verilator --lint-only failed on {folder}:\n{res.stdout}{res.stderr}")
@@ -149,10 +161,15 @@ def main(argv=None) -> int:
     ap.add_argument("--out", required=True, help="output folder (replaced atomically)")
     ap.add_argument("--lint", action="store_true", help="run verilator --lint-only on the result")
     for name in ("lanes", "lanes-per-bank", "enc-width", "act-width"):
-        ap.add_argument(f"--{name}", type=int, help=f"override the config's {name.replace('-', '_')}")
+        ap.add_argument(
+            f"--{name}", type=int, help=f"override the config's {name.replace('-', '_')}"
+        )
     args = ap.parse_args(argv)
-    hw = {k: getattr(args, k) for k in ("lanes", "lanes_per_bank", "enc_width", "act_width")
-          if getattr(args, k) is not None}
+    hw = {
+        k: getattr(args, k)
+        for k in ("lanes", "lanes_per_bank", "enc_width", "act_width")
+        if getattr(args, k) is not None
+    }
     try:
         model = load_model_or_config(args.model, **hw)
         print(f"generating {model.config.summary()}", flush=True)
@@ -164,8 +181,10 @@ def main(argv=None) -> int:
         lint(args.out)
         print("verilator --lint-only: clean")
     cm = manifest["rtl"]["cycle_model"]
-    print(f"wrote {args.out}/{TOP_NAME}.v, {len(manifest['files'])} .mem files, manifest.json; "
-          f"dense timestep = {cm['dense_cycles_per_timestep']} cycles")
+    print(
+        f"wrote {args.out}/{TOP_NAME}.v, {len(manifest['files'])} .mem files, manifest.json; "
+        f"dense timestep = {cm['dense_cycles_per_timestep']} cycles"
+    )
     return 0
 
 

@@ -1,7 +1,8 @@
 """Bit-exact integer golden model of the delta-GRU accelerator.
 
 The model defines what the hardware must compute: the RTL is compared with it on every output of
-every timestep, and its cycle count (from :mod:`deltahw.cycles`) on every timestep. It works on int64
+every timestep, and its cycle count (from :mod:`deltahw.cycles`) on every timestep. It works on
+int64
 torch tensors only; the single float step is quantizing the inputs on entry (``QuantizedModel
 .quantize_input``) and, optionally, dequantizing the outputs.
 
@@ -153,16 +154,20 @@ def run_golden(model: QuantizedModel, x_q: torch.Tensor, lengths=None) -> Golden
     state = []
     for l, p in enumerate(model.layers):
         m0 = torch.cat([p.b_cx, p.b_r, p.b_u, p.b_ch]) << shift_b
-        state.append({
-            "xhat": torch.zeros(B, cfg.layer_input_size(l), dtype=torch.int64),
-            "hhat": torch.zeros(B, H, dtype=torch.int64),
-            "h": torch.zeros(B, H, dtype=torch.int64),
-            "m": m0.expand(B, 4 * H).clone(),
-        })
+        state.append(
+            {
+                "xhat": torch.zeros(B, cfg.layer_input_size(l), dtype=torch.int64),
+                "hhat": torch.zeros(B, H, dtype=torch.int64),
+                "h": torch.zeros(B, H, dtype=torch.int64),
+                "m": m0.expand(B, 4 * H).clone(),
+            }
+        )
     if cfg.has_head:
         head_wt = model.head_w.T.contiguous()
-        head_state = {"xhat": torch.zeros(B, H, dtype=torch.int64),
-                      "m": (model.head_b << shift_b).expand(B, cfg.output_size).clone()}
+        head_state = {
+            "xhat": torch.zeros(B, H, dtype=torch.int64),
+            "m": (model.head_b << shift_b).expand(B, cfg.output_size).clone(),
+        }
 
     O = cfg.output_width
     outputs = torch.zeros(B, T, O, dtype=torch.int64)
@@ -217,7 +222,7 @@ def run_golden(model: QuantizedModel, x_q: torch.Tensor, lengths=None) -> Golden
 
 # --------------------------------------------------------------------------------------------------
 def _parse_thresholds(text: str | None, cfg: DeltaGRUConfig, name: str):
-    """Thresholds on the command line are in real units (e.g. 0.05), one per layer or one for all."""
+    """Command-line thresholds are in real units (e.g. 0.05), one per layer or one for all."""
     if text is None:
         return None
     vals = [float(v) for v in text.split(",")]
@@ -228,7 +233,9 @@ def _parse_thresholds(text: str | None, cfg: DeltaGRUConfig, name: str):
 
 
 def add_model_arguments(ap: argparse.ArgumentParser) -> None:
-    ap.add_argument("model", help="exported model folder, deltahw checkpoint or GRU state dict (.pt)")
+    ap.add_argument(
+        "model", help="exported model folder, deltahw checkpoint or GRU state dict (.pt)"
+    )
     ap.add_argument("--config", help="JSON config (formats, thresholds, lanes) for a plain GRU")
     ap.add_argument("--theta-x", help="input-delta thresholds in real units, e.g. 0.05 or 0.05,0.1")
     ap.add_argument("--theta-h", help="hidden-delta thresholds in real units")

@@ -1,4 +1,5 @@
-"""Memory layout of the accelerator: how weights, biases and accumulators are split across MAC lanes.
+"""Memory layout of the accelerator: how weights, biases and accumulators are split across MAC
+lanes.
 
 This is the only description of the bank layout. The exporter writes ``.mem`` files with it, the
 golden model reads exported folders back through it, and the RTL generator sizes and addresses its
@@ -125,7 +126,7 @@ class Layout:
 
     # --- row mapping ------------------------------------------------------------------------------
     def gru_row_index(self) -> torch.Tensor:
-        """(C, P) tensor: logical row (gate*H + unit) handled by lane p in group g, or -1 (padding)."""
+        """(C, P) tensor: logical row (gate*H + unit) of lane p in group g, or -1 (padding)."""
         H = self.config.hidden_size
         phys = torch.arange(self.groups * self.lanes).view(self.groups, self.lanes)
         unit, gate = phys // 3, phys % 3
@@ -204,7 +205,9 @@ class Layout:
             hv = hrows >= 0
             base = self.weight_base[-1]
             H = self.config.hidden_size
-            blk = lane_w[base : base + H * self.head_groups].reshape(H, self.head_groups, self.lanes)
+            blk = lane_w[base : base + H * self.head_groups].reshape(
+                H, self.head_groups, self.lanes
+            )
             w = torch.zeros(self.config.output_size, H, dtype=torch.int64)
             w[hrows[hv]] = blk[:, hv].T
             model_shell.head_w = w
@@ -231,7 +234,7 @@ class Layout:
 
     # --- bank words -------------------------------------------------------------------------------
     def to_bank_words(self, lane_vals: torch.Tensor, bits: int) -> list[list[int]]:
-        """Split a (depth, P) lane tensor into per-bank lists of unsigned words (lane 0 in the LSBs)."""
+        """Split a (depth, P) lane tensor into per-bank unsigned words (lane 0 in the LSBs)."""
         G = self.config.lanes_per_bank
         mask = (1 << bits) - 1
         vals = (lane_vals & mask).tolist()

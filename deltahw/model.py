@@ -70,16 +70,31 @@ class QuantizedModel:
     def with_config(self, config: DeltaGRUConfig) -> QuantizedModel:
         """Same parameters under another config of identical shape and formats (e.g. thresholds)."""
         old = self.config
-        for name in ("input_size", "hidden_size", "num_layers", "output_size", "act", "weight",
-                     "bias"):
+        for name in (
+            "input_size",
+            "hidden_size",
+            "num_layers",
+            "output_size",
+            "act",
+            "weight",
+            "bias",
+        ):
             if getattr(old, name) != getattr(config, name):
                 raise ConfigError(
                     f"The new config changes {name} from {getattr(old, name)} to "
                     f"{getattr(config, name)}; only thresholds and hardware parameters may change "
                     f"without re-quantizing."
                 )
-        return QuantizedModel(config, self.layers, self.head_w, self.head_b, self.input_mean,
-                              self.input_std, self.report, self.meta)
+        return QuantizedModel(
+            config,
+            self.layers,
+            self.head_w,
+            self.head_b,
+            self.input_mean,
+            self.input_std,
+            self.report,
+            self.meta,
+        )
 
     def preprocess(self, x: torch.Tensor) -> torch.Tensor:
         """Apply the stored input normalisation (if any) to float inputs."""
@@ -146,8 +161,11 @@ def _quant(name: str, t: torch.Tensor, fmt: FixedFormat, report: dict) -> torch.
 
 def _split_state_dict(sd: dict) -> tuple[dict, dict | None]:
     """Find the GRU keys (any prefix) and an optional head Linear in a flat state dict."""
-    gru_key = "weight_ih_l0" if "weight_ih_l0" in sd else next(
-        (k for k in sd if k.endswith("weight_ih_l0")), None)
+    gru_key = (
+        "weight_ih_l0"
+        if "weight_ih_l0" in sd
+        else next((k for k in sd if k.endswith("weight_ih_l0")), None)
+    )
     if gru_key is None:
         raise ImportError_(
             "The state dict has no 'weight_ih_l0' key; expected the state dict of a torch.nn.GRU "
@@ -155,13 +173,15 @@ def _split_state_dict(sd: dict) -> tuple[dict, dict | None]:
         )
     prefix = gru_key[: -len("weight_ih_l0")]
     if any(k.startswith(prefix) and "_reverse" in k for k in sd):
-        raise ImportError_("Bidirectional GRUs are not supported: a delta network runs forward only.")
-    if any(k.startswith(prefix) and k[len(prefix):].startswith("weight_hr_l") for k in sd):
+        raise ImportError_(
+            "Bidirectional GRUs are not supported: a delta network runs forward only."
+        )
+    if any(k.startswith(prefix) and k[len(prefix) :].startswith("weight_hr_l") for k in sd):
         raise ImportError_("GRUs with proj_size are not supported by the delta-GRU datapath.")
     gru, rest = {}, {}
     for k, v in sd.items():
-        if k.startswith(prefix) and _GRU_KEY.fullmatch(k[len(prefix):]):
-            gru[k[len(prefix):]] = v
+        if k.startswith(prefix) and _GRU_KEY.fullmatch(k[len(prefix) :]):
+            gru[k[len(prefix) :]] = v
         else:
             rest[k] = v
     head = None
@@ -187,7 +207,8 @@ def quantize_gru(
 ) -> QuantizedModel:
     """Quantize a ``torch.nn.GRU`` state dict (+ optional head ``{"weight", "bias"}``).
 
-    The network shape is read from the tensors; formats, thresholds and hardware parameters come from
+    The network shape is read from the tensors; formats, thresholds and hardware parameters come
+    from
     ``config`` (if given, its shape must match) and ``config_overrides``.
     """
     # Split even a plain GRU state dict: that is where bidirectional and proj_size weights and a
@@ -262,8 +283,9 @@ def quantize_gru(
         )
     head_w = head_b = None
     if head is not None:
-        head_w = _quant("head.w", _check_tensor("head.weight", head["weight"], (O, H)),
-                        cfg.weight, report)
+        head_w = _quant(
+            "head.w", _check_tensor("head.weight", head["weight"], (O, H)), cfg.weight, report
+        )
         hb = head.get("bias")
         hb = torch.zeros(O) if hb is None else hb
         head_b = _quant("head.b", _check_tensor("head.bias", hb, (O,)), cfg.bias, report)
@@ -275,7 +297,9 @@ def from_modules(gru: torch.nn.GRU, head: torch.nn.Linear | None = None, **kw) -
     if not isinstance(gru, torch.nn.GRU):
         raise ImportError_(f"Expected a torch.nn.GRU; got {type(gru).__name__}.")
     if gru.bidirectional:
-        raise ImportError_("Bidirectional GRUs are not supported: a delta network runs forward only.")
+        raise ImportError_(
+            "Bidirectional GRUs are not supported: a delta network runs forward only."
+        )
     if getattr(gru, "proj_size", 0):
         raise ImportError_("GRUs with proj_size are not supported by the delta-GRU datapath.")
     hd = None
@@ -286,8 +310,15 @@ def from_modules(gru: torch.nn.GRU, head: torch.nn.Linear | None = None, **kw) -
     return quantize_gru(gru.state_dict(), head=hd, **kw)
 
 
-def save_checkpoint(path, config: DeltaGRUConfig, gru_state: dict, head_state: dict | None = None,
-                    input_mean=None, input_std=None, meta: dict | None = None) -> None:
+def save_checkpoint(
+    path,
+    config: DeltaGRUConfig,
+    gru_state: dict,
+    head_state: dict | None = None,
+    input_mean=None,
+    input_std=None,
+    meta: dict | None = None,
+) -> None:
     """Write a deltahw checkpoint (float parameters + config) atomically."""
     from .util import atomic_write_bytes
     import io
@@ -297,7 +328,9 @@ def save_checkpoint(path, config: DeltaGRUConfig, gru_state: dict, head_state: d
         "version": 1,
         "config": config.to_dict(),
         "gru": {k: v.detach().cpu() for k, v in gru_state.items()},
-        "head": None if head_state is None else {k: v.detach().cpu() for k, v in head_state.items()},
+        "head": None
+        if head_state is None
+        else {k: v.detach().cpu() for k, v in head_state.items()},
         "input_mean": None if input_mean is None else torch.as_tensor(input_mean).float(),
         "input_std": None if input_std is None else torch.as_tensor(input_std).float(),
         "meta": meta or {},
@@ -321,7 +354,8 @@ def _load_torch_file(path: Path):
 def load_model(source, config: DeltaGRUConfig | None = None, **overrides) -> QuantizedModel:
     """Load a model from a folder, a checkpoint file, a state dict or a ``torch.nn.GRU``.
 
-    ``overrides`` (e.g. ``theta_x=(8,)``, ``lanes=24``) replace config fields; for an exported folder
+    ``overrides`` (e.g. ``theta_x=(8,)``, ``lanes=24``) replace config fields; for an exported
+    folder
     only thresholds and hardware parameters may be overridden.
     """
     if isinstance(source, torch.nn.Module):
@@ -360,8 +394,9 @@ def _from_module(obj: torch.nn.Module, config, overrides, where: str) -> Quantiz
 
 def _from_object(obj, config, overrides, where: str) -> QuantizedModel:
     if not isinstance(obj, dict):
-        raise ImportError_(f"{where} holds a {type(obj).__name__}; expected a state dict or a "
-                           "deltahw checkpoint.")
+        raise ImportError_(
+            f"{where} holds a {type(obj).__name__}; expected a state dict or a deltahw checkpoint."
+        )
     if obj.get("kind") == CHECKPOINT_KIND:
         cfg = DeltaGRUConfig.from_dict(obj["config"])
         if config is not None:

@@ -1,7 +1,8 @@
 """Fixed-point numerics contract of deltahw: formats, rounding, saturation and activation tables.
 
 This module is the single source of truth for every bit width in the project. The golden model, the
-exporter, the RTL generator, the firmware header and ``docs/numerics.md`` all take their numbers from
+exporter, the RTL generator, the firmware header and ``docs/numerics.md`` all take their numbers
+from
 here; nothing else restates a width by hand.
 
 Conventions (see ``docs/numerics.md`` for the prose version):
@@ -39,7 +40,7 @@ __all__ = [
 
 @dataclass(frozen=True)
 class FixedFormat:
-    """A signed two's-complement fixed-point format with ``bits`` total bits, ``frac`` fraction bits."""
+    """A signed two's-complement fixed-point format: ``bits`` total, ``frac`` fraction bits."""
 
     bits: int
     frac: int
@@ -63,7 +64,7 @@ class FixedFormat:
 
     @property
     def lsb(self) -> float:
-        return 2.0 ** -self.frac
+        return 2.0**-self.frac
 
     @property
     def min_value(self) -> float:
@@ -74,7 +75,7 @@ class FixedFormat:
         return self.max_int * self.lsb
 
     def name(self) -> str:
-        """Q notation, e.g. ``Q8.8`` for 16 bits with 8 fraction bits (sign bit counted in the integer part)."""
+        """Q notation, e.g. ``Q8.8`` for 16 bits with 8 fraction bits (sign in the integer part)."""
         return f"Q{self.bits - self.frac}.{self.frac}"
 
     def to_dict(self) -> dict:
@@ -82,7 +83,8 @@ class FixedFormat:
 
 
 def rshift_round(q: torch.Tensor, shift: int) -> torch.Tensor:
-    """Divide an integer tensor by ``2**shift`` rounding half up (add half an LSB, arithmetic shift).
+    """Divide an integer tensor by ``2**shift`` rounding half up (add half an LSB, arithmetic
+    shift).
 
     ``shift`` may be zero (identity) or negative (exact left shift).
     """
@@ -101,7 +103,8 @@ def saturate(q: torch.Tensor, fmt: FixedFormat) -> torch.Tensor:
 def quantize_float(x: torch.Tensor, fmt: FixedFormat) -> tuple[torch.Tensor, int]:
     """Quantize a float tensor to ``fmt``: round half up to the grid, then saturate.
 
-    Returns the int64 tensor and the number of elements that saturated. This is the only place where a
+    Returns the int64 tensor and the number of elements that saturated. This is the only place
+    where a
     float becomes a fixed-point integer (inputs on entry, parameters at import).
     """
     x = torch.as_tensor(x, dtype=torch.float64)
@@ -126,7 +129,8 @@ def dequantize(q: torch.Tensor, frac: int) -> torch.Tensor:
 class ActivationTable:
     """A lookup table for sigmoid or tanh, shared bit for bit by the golden model and the RTL.
 
-    The table input is the pre-activation rescaled to ``in_bits`` signed bits with ``in_frac`` fraction
+    The table input is the pre-activation rescaled to ``in_bits`` signed bits with ``in_frac``
+    fraction
     bits (round half up, saturate): entry ``i`` (for ``i`` in ``[-2**(in_bits-1), 2**(in_bits-1))``)
     holds ``f(i / 2**in_frac)`` rounded half up to ``out_frac`` fraction bits. Entries are stored at
     address ``i mod 2**in_bits``, so the RTL indexes the table with the raw two's-complement bits.
@@ -200,8 +204,10 @@ def accumulator_bits_needed(
     """Smallest signed accumulator width that can never overflow.
 
     A delta accumulator telescopes: after any number of steps it holds exactly
-    ``bias + sum_k W[:, k] * xhat[k]`` where ``xhat`` is the last transmitted vector. Its magnitude is
-    therefore bounded by ``|bias| + fan_in * |w|max * |x|max`` whatever the sequence, and an accumulator
+    ``bias + sum_k W[:, k] * xhat[k]`` where ``xhat`` is the last transmitted vector. Its magnitude
+    is
+    therefore bounded by ``|bias| + fan_in * |w|max * |x|max`` whatever the sequence, and an
+    accumulator
     that holds that bound never overflows (so it needs no saturation and stays exact).
     """
     bias_shift = acc_frac - bias.frac

@@ -42,7 +42,7 @@ def test_encoder_matches_reference():
     rng = random.Random(1)
     lim = 1 << (ab - 1)
     cases = []
-    for n in range(300):
+    for _ in range(300):
         v = [rng.choice([rng.randrange(-lim, lim), lim - 1, -lim, 0]) for _ in range(K)]
         vh = [rng.choice([rng.randrange(-lim, lim), lim - 1, -lim, v[i]]) for i in range(K)]
         theta = rng.choice([0, 1, 7, 300, (1 << ab) - 1])
@@ -148,8 +148,15 @@ def small_model(I=5, H=7, L=1, O=0, lanes=6, act_width=1, enc_width=1, theta=0, 
         for p in gru.parameters():
             p.mul_(gain)
     head = torch.nn.Linear(H, O) if O else None
-    return from_modules(gru, head, lanes=lanes, act_width=act_width, enc_width=enc_width,
-                        theta_x=(theta,) * L, theta_h=(theta,) * L)
+    return from_modules(
+        gru,
+        head,
+        lanes=lanes,
+        act_width=act_width,
+        enc_width=enc_width,
+        theta_x=(theta,) * L,
+        theta_h=(theta,) * L,
+    )
 
 
 def test_mac_array_accumulates_columns():
@@ -170,7 +177,7 @@ def test_mac_array_accumulates_columns():
     for k, d in cols:
         mx += w[:, k] * d * (torch.arange(3 * H) < 2 * H if k >= I else 1)
         if k >= I:
-            mch += w[2 * H:, k] * d
+            mch += w[2 * H :, k] * d
 
     async def tb(ctx):
         for a in range(lay.acc_depth + 1):  # bias load, one word per cycle
@@ -227,13 +234,15 @@ def simulate_core(model, x_q, firsts, *, backpressure=0.0, idle=0.0, seed=0, thr
                 while rng.random() < idle:
                     ctx.set(dut.i.valid, 0)
                     await ctx.tick()
-                ctx.set(dut.i.payload, {"data": v[b * E:(b + 1) * E], "first": firsts[t] and b == 0})
+                ctx.set(
+                    dut.i.payload, {"data": v[b * E : (b + 1) * E], "first": firsts[t] and b == 0}
+                )
                 ctx.set(dut.i.valid, 1)
                 await ctx.tick().until(dut.i.ready)
             ctx.set(dut.i.valid, 0)
 
     async def reader(ctx):
-        for t in range(T):
+        for _ in range(T):
             row = []
             while len(row) < nbo * A:
                 ready = rng.random() >= backpressure

@@ -47,18 +47,20 @@ class ActivationPipe(wiring.Component):
     def __init__(self, config: DeltaGRUConfig, tag_bits: int):
         self.config = config
         A, acc, act = config.act_width, signed(config.acc_bits), signed(config.act.bits)
-        super().__init__({
-            "valid": In(1),
-            "tag": In(tag_bits),
-            "m_r": In(data.ArrayLayout(acc, A)),
-            "m_u": In(data.ArrayLayout(acc, A)),
-            "m_cx": In(data.ArrayLayout(acc, A)),
-            "m_ch": In(data.ArrayLayout(acc, A)),
-            "h_prev": In(data.ArrayLayout(act, A)),
-            "out_valid": Out(1),
-            "out_tag": Out(tag_bits),
-            "h": Out(data.ArrayLayout(act, A)),
-        })
+        super().__init__(
+            {
+                "valid": In(1),
+                "tag": In(tag_bits),
+                "m_r": In(data.ArrayLayout(acc, A)),
+                "m_u": In(data.ArrayLayout(acc, A)),
+                "m_cx": In(data.ArrayLayout(acc, A)),
+                "m_ch": In(data.ArrayLayout(acc, A)),
+                "h_prev": In(data.ArrayLayout(act, A)),
+                "out_valid": Out(1),
+                "out_tag": Out(tag_bits),
+                "h": Out(data.ArrayLayout(act, A)),
+            }
+        )
 
     def elaborate(self, platform):
         m = Module()
@@ -70,28 +72,35 @@ class ActivationPipe(wiring.Component):
 
         # valid/tag travel down the pipeline next to the data.
         valids = [self.valid] + [Signal(name=f"valid{i}") for i in range(1, ACT_LATENCY + 1)]
-        tags = [self.tag] + [Signal.like(self.tag, name=f"tag{i}") for i in range(1, ACT_LATENCY + 1)]
+        tags = [self.tag] + [
+            Signal.like(self.tag, name=f"tag{i}") for i in range(1, ACT_LATENCY + 1)
+        ]
         for i in range(ACT_LATENCY):
             m.d.sync += [valids[i + 1].eq(valids[i]), tags[i + 1].eq(tags[i])]
         m.d.comb += [self.out_valid.eq(valids[ACT_LATENCY]), self.out_tag.eq(tags[ACT_LATENCY])]
 
         def index(value, frac_in, table):
             idx = round_shift(value, frac_in - table.in_frac)
-            return saturate_to(idx, table.in_bits)[:table.in_bits]
+            return saturate_to(idx, table.in_bits)[: table.in_bits]
 
         for i in range(A):
-            smem = memory.Memory(shape=gate, depth=sig.size,
-                                 init=[v & ((1 << (af + 1)) - 1) for v in sig.values])
+            smem = memory.Memory(
+                shape=gate, depth=sig.size, init=[v & ((1 << (af + 1)) - 1) for v in sig.values]
+            )
             tmem = memory.Memory(shape=signed(tnh.out_bits), depth=tnh.size, init=list(tnh.values))
             m.submodules[f"sigmoid{i}"], m.submodules[f"tanh{i}"] = smem, tmem
             rr, ru, rc = smem.read_port(), smem.read_port(), tmem.read_port()
             # Stage 0 (inputs): table indices for r and u; scale cx and ch to the act format.
-            m.d.comb += [rr.addr.eq(index(self.m_r[i], cfg.acc_frac, sig)),
-                         ru.addr.eq(index(self.m_u[i], cfg.acc_frac, sig))]
+            m.d.comb += [
+                rr.addr.eq(index(self.m_r[i], cfg.acc_frac, sig)),
+                ru.addr.eq(index(self.m_u[i], cfg.acc_frac, sig)),
+            ]
             cx1, ch1, h1 = Signal(act), Signal(act), Signal(act)
-            m.d.sync += [cx1.eq(saturate_to(round_shift(self.m_cx[i], wf), ab)),
-                         ch1.eq(saturate_to(round_shift(self.m_ch[i], wf), ab)),
-                         h1.eq(self.h_prev[i])]
+            m.d.sync += [
+                cx1.eq(saturate_to(round_shift(self.m_cx[i], wf), ab)),
+                ch1.eq(saturate_to(round_shift(self.m_ch[i], wf), ab)),
+                h1.eq(self.h_prev[i]),
+            ]
             # Stage 1: r, u out of the ROM; r * ch registered.
             rch2 = Signal(signed(ab + af + 2))
             u2, cx2, h2 = Signal(gate), Signal(act), Signal(act)
@@ -99,8 +108,11 @@ class ActivationPipe(wiring.Component):
             # Stage 2: pre_c (registered: the rounding, add and saturation chains are long).
             pre_c3 = Signal(act)
             u3a, h3a = Signal(gate), Signal(act)
-            m.d.sync += [pre_c3.eq(saturate_to(cx2 + round_shift(rch2, af), ab)),
-                         u3a.eq(u2), h3a.eq(h2)]
+            m.d.sync += [
+                pre_c3.eq(saturate_to(cx2 + round_shift(rch2, af), ab)),
+                u3a.eq(u2),
+                h3a.eq(h2),
+            ]
             # Stage 3: the tanh table index.
             m.d.comb += rc.addr.eq(index(pre_c3, af, tnh))
             u3, h3 = Signal(gate), Signal(act)

@@ -42,19 +42,27 @@ from .queue import DeltaQueue
 __all__ = ["DeltaGRUCore", "BusSignature", "input_layout", "output_layout"]
 
 #: Register bus, seen from the master: 8-bit word address, 32-bit data, read data one cycle later.
-BusSignature = wiring.Signature({
-    "addr": Out(8), "w_data": Out(32), "w_en": Out(1), "r_en": Out(1), "r_data": In(32),
-})
+BusSignature = wiring.Signature(
+    {
+        "addr": Out(8),
+        "w_data": Out(32),
+        "w_en": Out(1),
+        "r_en": Out(1),
+        "r_data": In(32),
+    }
+)
 
 
 def input_layout(config: DeltaGRUConfig) -> data.StructLayout:
-    return data.StructLayout({
-        "data": data.ArrayLayout(signed(config.act.bits), config.enc_width), "first": 1})
+    return data.StructLayout(
+        {"data": data.ArrayLayout(signed(config.act.bits), config.enc_width), "first": 1}
+    )
 
 
 def output_layout(config: DeltaGRUConfig) -> data.StructLayout:
-    return data.StructLayout({
-        "data": data.ArrayLayout(signed(config.act.bits), config.act_width), "last": 1})
+    return data.StructLayout(
+        {"data": data.ArrayLayout(signed(config.act.bits), config.act_width), "last": 1}
+    )
 
 
 def _depth(n: int) -> int:
@@ -75,16 +83,19 @@ class DeltaGRUCore(wiring.Component):
     ``weights_bank{b}.mem``/``biases_bank{b}.mem`` with ``$readmemh``.
     """
 
-    def __init__(self, config: DeltaGRUConfig, *, weight_init=None, bias_init=None,
-                 init_files=False):
+    def __init__(
+        self, config: DeltaGRUConfig, *, weight_init=None, bias_init=None, init_files=False
+    ):
         self.config = config
         self.layout = Layout(config)
         self.weight_init, self.bias_init, self.init_files = weight_init, bias_init, init_files
-        super().__init__({
-            "i": In(stream.Signature(input_layout(config))),
-            "o": Out(stream.Signature(output_layout(config))),
-            "bus": In(BusSignature),
-        })
+        super().__init__(
+            {
+                "i": In(stream.Signature(input_layout(config))),
+                "o": Out(stream.Signature(output_layout(config))),
+                "bus": In(BusSignature),
+            }
+        )
 
     def elaborate(self, platform):  # noqa: C901 - one controller, read top to bottom
         m = Module()
@@ -100,8 +111,9 @@ class DeltaGRUCore(wiring.Component):
         delta_bits = cfg.delta_bits
         n_targets = L if head else L - 1  # x queues fed by activation: layers 1..L-1 (+ head)
 
-        m.submodules.mac = mac = MacArray(cfg, weight_init=self.weight_init,
-                                          bias_init=self.bias_init, init_files=self.init_files)
+        m.submodules.mac = mac = MacArray(
+            cfg, weight_init=self.weight_init, bias_init=self.bias_init, init_files=self.init_files
+        )
 
         # ---- registers ---------------------------------------------------------------------------
         theta_x = [Signal(unsigned(ab), name=f"theta_x{l}", init=cfg.theta_x[l]) for l in range(L)]
@@ -146,12 +158,28 @@ class DeltaGRUCore(wiring.Component):
         clear_now = Mux(is_first_beat, self.i.payload.first, vec_clear)
         m.d.comb += xhat0_r.addr.eq(in_beat)
         # Stage 1 of the input encoder: compare with the last transmitted values and push.
-        s1 = Signal(data.StructLayout({
-            "valid": 1, "beat": _bits(nbi), "buf": 1, "clear": 1, "data": data.ArrayLayout(act, E),
-            "last": 1, "first": 1}))
-        m.d.sync += [s1.valid.eq(accept), s1.beat.eq(in_beat), s1.buf.eq(wbuf),
-                     s1.clear.eq(clear_now), s1.data.eq(self.i.payload.data),
-                     s1.last.eq(in_beat == nbi - 1), s1.first.eq(is_first_beat)]
+        s1 = Signal(
+            data.StructLayout(
+                {
+                    "valid": 1,
+                    "beat": _bits(nbi),
+                    "buf": 1,
+                    "clear": 1,
+                    "data": data.ArrayLayout(act, E),
+                    "last": 1,
+                    "first": 1,
+                }
+            )
+        )
+        m.d.sync += [
+            s1.valid.eq(accept),
+            s1.beat.eq(in_beat),
+            s1.buf.eq(wbuf),
+            s1.clear.eq(clear_now),
+            s1.data.eq(self.i.payload.data),
+            s1.last.eq(in_beat == nbi - 1),
+            s1.first.eq(is_first_beat),
+        ]
         with m.If(accept):
             m.d.sync += vec_clear.eq(clear_now)
             with m.If(in_beat == nbi - 1):
@@ -162,11 +190,18 @@ class DeltaGRUCore(wiring.Component):
         for e in range(E):
             m.d.comb += in_range[e].eq(s1.beat * E + e < I)
         m.d.comb += [
-            enc_in.v.eq(s1.data), enc_in.vhat.eq(xhat0_r.data), enc_in.theta.eq(theta_x[0]),
-            enc_in.clear.eq(s1.clear), enc_in.in_range.eq(in_range),
-            xhat0_w.addr.eq(s1.beat), xhat0_w.data.eq(enc_in.new_vhat), xhat0_w.en.eq(s1.valid),
-            xq0.w_valid.eq(Mux(s1.valid, enc_in.fire, 0)), xq0.w_first.eq(s1.valid & s1.first),
-            xq0.w_buf.eq(s1.buf), xq0.w_delta.eq(enc_in.delta),
+            enc_in.v.eq(s1.data),
+            enc_in.vhat.eq(xhat0_r.data),
+            enc_in.theta.eq(theta_x[0]),
+            enc_in.clear.eq(s1.clear),
+            enc_in.in_range.eq(in_range),
+            xhat0_w.addr.eq(s1.beat),
+            xhat0_w.data.eq(enc_in.new_vhat),
+            xhat0_w.en.eq(s1.valid),
+            xq0.w_valid.eq(Mux(s1.valid, enc_in.fire, 0)),
+            xq0.w_first.eq(s1.valid & s1.first),
+            xq0.w_buf.eq(s1.buf),
+            xq0.w_delta.eq(enc_in.delta),
         ]
         for e in range(E):
             m.d.comb += xq0.w_index[e].eq(s1.beat * E + e)
@@ -209,7 +244,9 @@ class DeltaGRUCore(wiring.Component):
         m.submodules.ofifo = ofifo = fifo.SyncFIFOBuffered(width=ol.size, depth=max(nbo + 1, 3))
         out_data = Signal(ol)
         m.d.comb += [
-            self.o.valid.eq(ofifo.r_rdy), self.o.payload.eq(ofifo.r_data), ofifo.r_en.eq(self.o.ready),
+            self.o.valid.eq(ofifo.r_rdy),
+            self.o.payload.eq(ofifo.r_data),
+            ofifo.r_en.eq(self.o.ready),
             ofifo.w_data.eq(out_data),
         ]
         out_empty = ofifo.level == 0
@@ -287,8 +324,13 @@ class DeltaGRUCore(wiring.Component):
         m.submodules.act = actp = ActivationPipe(cfg, tag_bits=beat_bits)
         act_issue = Signal()
         act_beat = Signal(beat_bits)
-        dl = [Signal(data.StructLayout({"valid": 1, "beat": beat_bits, "k": len(act_k)}),
-                     name=f"act_d{i}") for i in range(ACT_LATENCY + 2)]
+        dl = [
+            Signal(
+                data.StructLayout({"valid": 1, "beat": beat_bits, "k": len(act_k)}),
+                name=f"act_d{i}",
+            )
+            for i in range(ACT_LATENCY + 2)
+        ]
         m.d.comb += [dl[0].valid.eq(act_issue), dl[0].beat.eq(act_beat), dl[0].k.eq(act_k)]
         for i in range(ACT_LATENCY + 1):
             m.d.sync += dl[i + 1].eq(dl[i])
@@ -311,8 +353,11 @@ class DeltaGRUCore(wiring.Component):
                             actp.m_ch[i].eq(mac.mch_data[lane // 3]),
                         ]
         h_prev = Array([p.data.as_value() for p in h_r])
-        m.d.comb += [actp.valid.eq(d1.valid), actp.tag.eq(d1.beat),
-                     actp.h_prev.eq(h_prev[layer] if L > 1 else h_r[0].data)]
+        m.d.comb += [
+            actp.valid.eq(d1.valid),
+            actp.tag.eq(d1.beat),
+            actp.h_prev.eq(h_prev[layer] if L > 1 else h_r[0].data),
+        ]
         # Output stage: write h, delta-encode it twice, emit it if it is the network output.
         dN = dl[ACT_LATENCY + 1]
         unit_ok = Signal(A)
@@ -321,14 +366,21 @@ class DeltaGRUCore(wiring.Component):
         m.submodules.enc_h = enc_h = DeltaEncoder(width=A, act_bits=ab)
         m.submodules.enc_x = enc_x = DeltaEncoder(width=A, act_bits=ab)
         hhat_data = Array([p.data.as_value() for p in hhat_r])
-        m.d.comb += [enc_h.v.eq(actp.h), enc_h.vhat.eq(hhat_data[layer] if L > 1 else hhat_r[0].data),
-                     enc_h.theta.eq(Array(theta_h)[layer] if L > 1 else theta_h[0]),
-                     enc_h.in_range.eq(unit_ok)]
+        m.d.comb += [
+            enc_h.v.eq(actp.h),
+            enc_h.vhat.eq(hhat_data[layer] if L > 1 else hhat_r[0].data),
+            enc_h.theta.eq(Array(theta_h)[layer] if L > 1 else theta_h[0]),
+            enc_h.in_range.eq(unit_ok),
+        ]
         if n_targets:
             xt_data = Array([p.data.as_value() for p in xt_r])
             tgt_theta = Array(theta_x[1:] + ([theta_head] if head else []))
-            m.d.comb += [enc_x.v.eq(actp.h), enc_x.vhat.eq(xt_data[layer]),
-                         enc_x.theta.eq(tgt_theta[layer]), enc_x.in_range.eq(unit_ok)]
+            m.d.comb += [
+                enc_x.v.eq(actp.h),
+                enc_x.vhat.eq(xt_data[layer]),
+                enc_x.theta.eq(tgt_theta[layer]),
+                enc_x.in_range.eq(unit_ok),
+            ]
         act_out = Signal()  # an activation beat leaves the pipeline this cycle
         m.d.comb += act_out.eq(dN.valid)
         resetting = Signal()
@@ -352,7 +404,7 @@ class DeltaGRUCore(wiring.Component):
                 hhat_w[l].data.eq(Mux(resetting, 0, enc_h.new_vhat)),
                 hhat_w[l].en.eq(Mux(resetting, reset_addr < nb, sel)),
                 hq[l].w_valid.eq(Mux(sel, enc_h.fire, Mux(theta_h[l] == 0, reset_ok, 0))),
-                                hq[l].w_delta.eq(Mux(resetting, 0, enc_h.delta.as_value())),
+                hq[l].w_delta.eq(Mux(resetting, 0, enc_h.delta.as_value())),
                 hq[l].w_first.eq((sel & (dN.beat == 0)) | (resetting & (reset_addr == 0))),
             ]
         for t in range(n_targets):
@@ -362,7 +414,7 @@ class DeltaGRUCore(wiring.Component):
                 xt_w[t].data.eq(Mux(resetting, 0, enc_x.new_vhat)),
                 xt_w[t].en.eq(Mux(resetting, reset_addr < nb, sel)),
                 xq[t].w_valid.eq(Mux(sel, enc_x.fire, 0)),
-                                xq[t].w_delta.eq(enc_x.delta),
+                xq[t].w_delta.eq(enc_x.delta),
                 xq[t].w_first.eq((sel & (dN.beat == 0)) | (resetting & (reset_addr == 0))),
             ]
         out_push_act = Signal()
@@ -409,8 +461,11 @@ class DeltaGRUCore(wiring.Component):
                         m.next = "MAC_FETCH"
             with m.State("RESET"):
                 # Accumulators <- biases, h / last-transmitted values <- 0, queues emptied.
-                m.d.comb += [resetting.eq(1), mac.load.eq(reset_addr < lay.acc_depth),
-                             mac.load_addr.eq(reset_addr)]
+                m.d.comb += [
+                    resetting.eq(1),
+                    mac.load.eq(reset_addr < lay.acc_depth),
+                    mac.load_addr.eq(reset_addr),
+                ]
                 m.d.sync += reset_addr.eq(reset_addr + 1)
                 with m.If(reset_addr == cycles.reset_cycles(cfg) - 1):
                     m.next = "MAC_FETCH"
@@ -496,8 +551,12 @@ class DeltaGRUCore(wiring.Component):
                     m.next = "FINISH"
             with m.State("FINISH"):
                 m.d.comb += counting.eq(1)
-                m.d.sync += [cycles_last.eq(step_cycles + 1), timesteps.eq(timesteps + 1),
-                             ro_beat.eq(0), ro_k.eq(0)]
+                m.d.sync += [
+                    cycles_last.eq(step_cycles + 1),
+                    timesteps.eq(timesteps + 1),
+                    ro_beat.eq(0),
+                    ro_k.eq(0),
+                ]
                 m.next = "IDLE"
 
         with m.If(counting):
@@ -510,13 +569,20 @@ class DeltaGRUCore(wiring.Component):
         # ---- register block ----------------------------------------------------------------------
         bus = self.bus
         regs = regmap.by_name(L)
-        shape1 = (L | (O << 4) | (P << 16) | ((A.bit_length() - 1) << 27))
+        shape1 = L | (O << 4) | (P << 16) | ((A.bit_length() - 1) << 27)
         readable = {
-            "ID": Const(regmap.ID_MAGIC, 32), "VERSION": Const(regmap.VERSION, 32),
-            "SHAPE0": Const(I | (H << 16), 32), "SHAPE1": Const(shape1, 32),
-            "THETA_HEAD": theta_head, "CYCLES_LAST": cycles_last, "CYCLES_TOTAL": cycles_total,
-            "STALL_TOTAL": stall_total, "TIMESTEPS": timesteps, "MAC_BUSY": mac_busy,
-            "FIRED_HEAD_LAST": fired_head, "PARAM_SEL": p_sel_kind | (p_sel_lane << 8),
+            "ID": Const(regmap.ID_MAGIC, 32),
+            "VERSION": Const(regmap.VERSION, 32),
+            "SHAPE0": Const(I | (H << 16), 32),
+            "SHAPE1": Const(shape1, 32),
+            "THETA_HEAD": theta_head,
+            "CYCLES_LAST": cycles_last,
+            "CYCLES_TOTAL": cycles_total,
+            "STALL_TOTAL": stall_total,
+            "TIMESTEPS": timesteps,
+            "MAC_BUSY": mac_busy,
+            "FIRED_HEAD_LAST": fired_head,
+            "PARAM_SEL": p_sel_kind | (p_sel_lane << 8),
             "PARAM_ADDR": p_addr,
         }
         busy = Signal()
@@ -543,8 +609,12 @@ class DeltaGRUCore(wiring.Component):
                         m.d.sync += theta_h[l].eq(bus.w_data)
                 with m.Case(regs["CTRL"].addr):
                     with m.If(bus.w_data[0]):
-                        m.d.sync += [cycles_total.eq(0), stall_total.eq(0), timesteps.eq(0),
-                                     mac_busy.eq(0)]
+                        m.d.sync += [
+                            cycles_total.eq(0),
+                            stall_total.eq(0),
+                            timesteps.eq(0),
+                            mac_busy.eq(0),
+                        ]
                 with m.Case(regs["PARAM_SEL"].addr):
                     m.d.sync += [p_sel_kind.eq(bus.w_data[0]), p_sel_lane.eq(bus.w_data[8:19])]
                 with m.Case(regs["PARAM_ADDR"].addr):
@@ -552,6 +622,10 @@ class DeltaGRUCore(wiring.Component):
                 with m.Case(regs["PARAM_DATA"].addr):
                     m.d.comb += mac.p_we.eq(1)
                     m.d.sync += p_addr.eq(p_addr + 1)
-        m.d.comb += [mac.p_kind.eq(p_sel_kind), mac.p_lane.eq(p_sel_lane),
-                     mac.p_addr.eq(p_addr), mac.p_data.eq(bus.w_data)]
+        m.d.comb += [
+            mac.p_kind.eq(p_sel_kind),
+            mac.p_lane.eq(p_sel_lane),
+            mac.p_addr.eq(p_addr),
+            mac.p_data.eq(bus.w_data),
+        ]
         return m

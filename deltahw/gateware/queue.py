@@ -1,4 +1,5 @@
-"""Nonzero-delta queue: the FIFO of (column index, delta) pairs between a delta encoder and the MAC array.
+"""Nonzero-delta queue: the FIFO of (column index, delta) pairs between a delta encoder and the MAC
+array.
 
 An encoder that compares K elements per cycle can fire anywhere from 0 to K of them, so the queue
 takes up to K entries per cycle and packs them densely ("compaction"): entry ``n`` of a fill lives

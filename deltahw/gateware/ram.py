@@ -2,7 +2,8 @@
 
 In generated Verilog it is an instance of ``verilog/deltahw_sdp_ram.v``, which loads its
 ``$readmemh`` file at elaboration (so the same RTL runs another model's weights) and which Vivado
-and Yosys infer as block RAM. For amaranth.sim unit tests it is an :class:`amaranth.lib.memory.Memory`
+and Yosys infer as block RAM. For amaranth.sim unit tests it is an
+:class:`amaranth.lib.memory.Memory`
 holding the same words.
 """
 
