@@ -411,12 +411,13 @@ def _hw_section(results: dict) -> list[str]:
         for r in m["hardware"]:
             for key, label in (("artix", "synth_xilinx"), ("ecp5", "ECP5")):
                 b_ = r[key]
-                if b_ and "seconds" in b_:
+                if b_ and b_.get("seconds"):
                     times.append(f"{label} P={r['lanes']} {b_['seconds'] / 60:.1f} min"
                                  + (" (reused from an identical earlier build)"
                                     if b_.get("reused") else ""))
         if times:
-            out += ["", "Build times: " + "; ".join(times) + "."]
+            out += ["", "Tool run times (without waiting for other builds on the machine): "
+                    + "; ".join(times) + "."]
         out.append("")
     out += ["![lane sweep](lanes.png)", ""]
     return out

@@ -21,6 +21,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -96,21 +97,36 @@ def resolve_model(entry: str) -> ModelSpec:
 
 # --------------------------------------------------------------------------------------------------
 class Progress:
+    """Progress lines on the terminal the bench started with.
+
+    It writes to its own duplicate of stdout, so the lines still reach the terminal while the
+    simulator's output is redirected to a log file (:func:`deltahw.bench.rtl.measure_rtl`), and
+    lines from the synthesis thread do not interleave within a line.
+    """
+
     def __init__(self, total: int):
         self.total, self.n, self.t0 = total, 0, time.time()
         self.marks: list[tuple[str, float]] = []
+        sys.stdout.flush()
+        self.stream = os.fdopen(os.dup(sys.stdout.fileno()), "w", buffering=1)
+        self.lock = threading.Lock()
+
+    def _print(self, line: str) -> None:
+        with self.lock:
+            self.stream.write(line + "\n")
+            self.stream.flush()
 
     def step(self, msg: str) -> None:
         self.n += 1
         self.marks.append((msg, time.time()))
-        print(f"[{self.n}/{self.total} {self.elapsed()}] {msg}", flush=True)
+        self._print(f"[{self.n}/{self.total} {self.elapsed()}] {msg}")
 
     def durations(self) -> list[dict]:
         ends = [t for _, t in self.marks[1:]] + [time.time()]
         return [{"step": m, "seconds": round(e - t, 1)} for (m, t), e in zip(self.marks, ends)]
 
     def log(self, msg: str) -> None:
-        print(msg, flush=True)
+        self._print(msg)
 
     def elapsed(self) -> str:
         s = int(time.time() - self.t0)
@@ -235,57 +251,52 @@ def _perf_at(cfg, mean_cycles: float, p99_cycles: float, dense_cycles: int, f_mh
             "timesteps_per_s": f_mhz * 1e6 / mean_cycles}
 
 
-def _hardware(spec: ModelSpec, model, test: dict, lanes_list, full: bool, ecp5_lanes,
-              build_root: Path, rebuild: bool, prog: Progress) -> list[dict]:
+def _hardware_rows(spec: ModelSpec, model, test: dict, lanes_list, reports: dict) -> list[dict]:
+    """One row per lane count: cycle model, estimates, and the synthesis results in ``reports``
+    (keyed ``(model name, board, P)``; absent in quick mode)."""
+    from ..boards import PARTS
+
     rows = []
     for P in lanes_list:
         cfg = hw.with_lanes(model.config, P)
         cs = ops.cycle_stats(cfg, test["fired_layers"], test["fired_head"])
+        cs.pop("histogram")
         row = {"lanes": P, "lanes_per_bank": cfg.lanes_per_bank, "shipped": P == model.config.lanes,
                "cycle_model": cs, "estimate": hw.estimates(cfg), "artix": None, "ecp5": None}
-        if full:
-            rep = hw.synthesize("arty_a7", spec.model_path, P,
-                                build_root / spec.name / f"arty_a7_P{P}", rebuild,
-                                variant="100", log=prog.log)
-            if "error" in rep:
-                row["artix"] = {"error": rep["error"]}
-            else:
-                u = rep["utilisation"]
-                row["artix"] = {
-                    "flow": rep["flow"], "seconds": rep["bench"]["seconds"],
-                    "reused": rep["bench"]["reused"],
-                    "used": {"luts": u["luts"]["used"], "lutram_luts": u["luts"].get("lutram"),
-                             "ffs": u["ffs"]["used"], "bram36": u["bram"]["used"],
-                             "dsps": u["dsps"]["used"], "carry4": u.get("carry4")},
-                }
-                from ..boards import PARTS
-
-                for label, pname in hw.ARTY_PARTS.items():
-                    part = PARTS[pname]
-                    used = row["artix"]["used"]
-                    pct = {"luts": 100 * used["luts"] / part.luts,
-                           "ffs": 100 * used["ffs"] / part.ffs,
-                           "bram36": 100 * used["bram36"] / part.brams,
-                           "dsps": 100 * used["dsps"] / part.dsps}
-                    row["artix"][label] = {"part": pname, "percent": pct,
-                                           "fits": all(v <= 100 for v in pct.values())}
-            if P in ecp5_lanes:
-                rep = hw.synthesize("ulx3s", spec.model_path, P,
-                                    build_root / spec.name / f"ulx3s_P{P}", rebuild, log=prog.log)
-                if "error" in rep:
-                    row["ecp5"] = {"error": rep["error"]}
-                else:
-                    u = rep["utilisation"]
-                    row["ecp5"] = {
-                        "part": rep["part"], "flow": rep["flow"],
-                        "seconds": rep["bench"]["seconds"], "reused": rep["bench"]["reused"],
-                        "target_mhz": rep["timing"]["target_mhz"],
-                        "fmax_mhz": rep["timing"]["fmax_mhz"], "met": rep["timing"]["met"],
-                        "used": {k: u[k]["used"] for k in ("luts", "ffs", "bram", "dsps",
-                                                            "slices")},
-                        "totals": {k: u[k]["total"] for k in ("luts", "ffs", "bram", "dsps",
-                                                              "slices")},
-                    }
+        rep = reports.get((spec.name, "arty_a7", P))
+        if rep is not None and "error" in rep:
+            row["artix"] = {"error": rep["error"]}
+        elif rep is not None:
+            u = rep["utilisation"]
+            row["artix"] = {
+                "flow": rep["flow"], "seconds": rep.get("synthesis_seconds"),
+                "wall_seconds": rep["bench"]["seconds"], "reused": rep["bench"]["reused"],
+                "used": {"luts": u["luts"]["used"], "lutram_luts": u["luts"].get("lutram"),
+                         "ffs": u["ffs"]["used"], "bram36": u["bram"]["used"],
+                         "dsps": u["dsps"]["used"], "carry4": u.get("carry4")},
+            }
+            for label, pname in hw.ARTY_PARTS.items():
+                part = PARTS[pname]
+                used = row["artix"]["used"]
+                pct = {"luts": 100 * used["luts"] / part.luts,
+                       "ffs": 100 * used["ffs"] / part.ffs,
+                       "bram36": 100 * used["bram36"] / part.brams,
+                       "dsps": 100 * used["dsps"] / part.dsps}
+                row["artix"][label] = {"part": pname, "percent": pct,
+                                       "fits": all(v <= 100 for v in pct.values())}
+        rep = reports.get((spec.name, "ulx3s", P))
+        if rep is not None and "error" in rep:
+            row["ecp5"] = {"error": rep["error"]}
+        elif rep is not None:
+            u = rep["utilisation"]
+            row["ecp5"] = {
+                "part": rep["part"], "flow": rep["flow"], "seconds": rep.get("synthesis_seconds"),
+                "wall_seconds": rep["bench"]["seconds"], "reused": rep["bench"]["reused"],
+                "target_mhz": rep["timing"]["target_mhz"],
+                "fmax_mhz": rep["timing"]["fmax_mhz"], "met": rep["timing"]["met"],
+                "used": {k: u[k]["used"] for k in ("luts", "ffs", "bram", "dsps")},
+                "totals": {k: u[k]["total"] for k in ("luts", "ffs", "bram", "dsps")},
+            }
         row["perf_artix_assumed"] = _perf_at(cfg, cs["mean_cycles"], cs["p99_cycles"],
                                              cs["dense_cycles"], hw.ARTIX_ASSUMED_MHZ)
         fmax = (row["ecp5"] or {}).get("fmax_mhz")
@@ -293,6 +304,32 @@ def _hardware(spec: ModelSpec, model, test: dict, lanes_list, full: bool, ecp5_l
                                          cs["dense_cycles"], fmax)
         rows.append(row)
     return rows
+
+
+class SynthesisQueue(threading.Thread):
+    """Runs the board builds one after the other in a background thread.
+
+    The RTL simulations run meanwhile in the main thread (a build and a simulation each keep one
+    core busy); two builds never run at the same time (and ``deltahw.build`` holds a machine-wide
+    lock while it synthesizes).
+    """
+
+    def __init__(self, jobs: list[tuple], rebuild: bool, prog: Progress):
+        super().__init__(name="deltahw-bench-synthesis", daemon=True)
+        self.jobs, self.rebuild, self.prog = jobs, rebuild, prog
+        self.reports: dict = {}
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        try:
+            for k, (name, board, P, path, out_dir, variant) in enumerate(self.jobs):
+                self.prog.log(f"  [synthesis {k + 1}/{len(self.jobs)} {self.prog.elapsed()}] "
+                              f"{name}: {board} P={P}")
+                self.reports[(name, board, P)] = hw.synthesize(
+                    board, path, P, out_dir, self.rebuild, variant=variant,
+                    log=lambda msg, n=name: self.prog.log(f"  [synthesis] {n}:{msg}"))
+        except BaseException as e:  # noqa: BLE001 - re-raised in the main thread
+            self.error = e
 
 
 def _training_metrics(spec: ModelSpec) -> dict | None:
@@ -306,14 +343,27 @@ def _training_metrics(spec: ModelSpec) -> dict | None:
     return {k: s[k] for k in keep if k in s}
 
 
-def bench_model(spec: ModelSpec, args, prog: Progress) -> dict:
+@dataclass
+class _Work:
+    """What the phases of one model share."""
+
+    spec: ModelSpec
+    model: object
+    xq: torch.Tensor
+    lengths: torch.Tensor
+    out: dict
+    st: dict
+    lanes: list
+    ecp5: set
+
+
+def golden_phase(spec: ModelSpec, args, prog: Progress) -> _Work:
     model = load_model(spec.model_path)
     cfg = model.config
     rel = (spec.model_path.relative_to(REPO) if spec.model_path.is_relative_to(REPO)
            else spec.model_path)
     out = {"name": spec.name, "model_path": str(rel), "config": cfg.to_dict(),
            "summary": cfg.summary()}
-
     prog.step(f"{spec.name}: golden model on the test data ({cfg.summary()})")
     t0 = time.time()
     xq, lengths, y, data_info = _test_data(spec, model)
@@ -350,68 +400,78 @@ def bench_model(spec: ModelSpec, args, prog: Progress) -> dict:
                 f"{100 * golden['accuracy_theta0']:.2f} %)" if acc is not None else "")
              + f"; cycle model: {out['cycle_model']['mean_cycles']:.1f} cycles/timestep, "
              f"{out['cycle_model']['speedup_vs_dense']:.2f}x over dense")
+    out["_test_cycles"] = st["cycles"]  # for the distribution plot (not written to JSON)
+    lanes = sorted(set(args.lanes) | {cfg.lanes}) if args.lanes else hw.lane_sweep(cfg)
+    full = not args.quick and not args.no_synth
+    ecp5 = (set(lanes) if spec.name in args.ecp5_sweep else {cfg.lanes}) if full else set()
+    out["hardware_mode"] = "synthesis" if full else "estimate"
+    return _Work(spec, model, xq, lengths, out, st, lanes, ecp5)
 
-    # Cycle-model cycles of every test timestep (for the distribution plot).
-    out["_test_cycles"] = st["cycles"]
-    out["_test_fired"] = (st["fired_layers"], st["fired_head"])
 
+def cpu_phase(w: _Work, args, prog: Progress) -> None:
+    prog.step(f"{w.spec.name}: CPU reference (torch.nn.GRU float32 batch 1; golden model)")
+    mt = 0.2 if args.quick else 1.0
+    cpu_ref = {"torch_1thread": cpu.torch_gru_reference(w.model, threads=1, min_time=mt)}
+    if (os.cpu_count() or 1) > 1:
+        cpu_ref["torch_all_threads"] = cpu.torch_gru_reference(w.model, threads=os.cpu_count(),
+                                                               min_time=mt)
+    nb = min(int(w.xq.shape[0]), 64 if args.quick else 512)
+    cpu_ref["golden"] = cpu.golden_throughput(w.model, w.xq[:nb, : int(w.lengths[:nb].max())],
+                                              w.lengths[:nb], threads=os.cpu_count() or 1)
+    w.out["cpu"] = cpu_ref
+    t1 = cpu_ref["torch_1thread"]
+    prog.log(f"    torch.nn.GRU: {t1['latency_us']:.1f} us per timestep (batch 1, 1 thread), "
+             f"{t1['throughput_steps_s']:.0f} timesteps/s streaming; golden model "
+             f"{cpu_ref['golden']['timesteps_s']:.0f} timesteps/s (batch {nb})")
+
+
+def rtl_phase(w: _Work, args, prog: Progress) -> None:
+    spec, cfg, lengths = w.spec, w.model.config, w.lengths
     prog.step(f"{spec.name}: RTL cycles from the hardware counters ({args.sim})")
     if args.quick:
         idx, used = _sample(lengths, budget_steps=10**9, max_len=args.quick_len,
                             seed=args.seed, max_seqs=args.quick_seqs)
     else:
         idx, used = _sample(lengths, budget_steps=args.rtl_steps, max_len=None, seed=args.seed)
-    seqs = [xq[i, :n_] for i, n_ in zip(idx, used)]
-    meas = measure_rtl(spec.name, model, spec.model_path, seqs, sim=args.sim, log=prog.log,
+    seqs = [w.xq[i, :n_] for i, n_ in zip(idx, used)]
+    meas = measure_rtl(spec.name, w.model, spec.model_path, seqs, sim=args.sim, log=prog.log,
                        quiet=not args.verbose)
     rtl = _rtl_summary(cfg, meas)
     if not rtl["matches_cycle_model"]:
         raise AssertionError(f"{spec.name}: measured cycles differ from the cycle model.")
     sample_cs = ops.cycle_stats(cfg, rtl["per_timestep"]["fired_layers"],
                                 rtl["per_timestep"]["fired_head"])
-    out["rtl"] = {"simulator": meas["simulator"], "sample": {
+    w.out["rtl"] = {"simulator": meas["simulator"], "sample": {
         "sequence_indices": idx, "timesteps_used": used, "seed": args.seed,
         "truncated": any(u < int(lengths[i]) for i, u in zip(idx, used)),
         "cycle_model_speedup": sample_cs["speedup_vs_dense"]},
         "build_seconds": meas["build_seconds"], "build_reused": meas["build_reused"],
         "sim_seconds": meas["sim_seconds"], "sim_cycles": meas["sim_cycles"],
         "output_beats_checked": meas["beats_checked"], **rtl}
-    r = out["rtl"]
+    r = w.out["rtl"]
     prog.log(f"    RTL: {r['delta_cycles']['mean']:.1f} cycles/timestep (dense "
              f"{r['dense_cycles']['mean']:.0f}) -> speedup {r['speedup_vs_dense']:.2f}x, lane "
              f"utilisation {100 * r['lane_utilisation']:.1f} %, measured/ideal "
              f"{r['measured_over_ideal']:.3f}; every timestep equals the cycle model")
 
-    lanes_list = sorted(set(args.lanes) | {cfg.lanes}) if args.lanes else hw.lane_sweep(cfg)
-    full = not args.quick and not args.no_synth
-    if full:
-        ecp5 = set(lanes_list) if spec.name in args.ecp5_sweep else {cfg.lanes}
-    else:
-        ecp5 = set()
-    what = ("resource estimates only (quick)" if not full else
-            f"Artix-7 synthesis for P = {lanes_list}, ECP5 place and route for P = "
-            f"{sorted(ecp5)}")
-    prog.step(f"{spec.name}: lane sweep: {what}")
-    out["hardware"] = _hardware(spec, model, {"fired_layers": st["fired_layers"],
-                                              "fired_head": st["fired_head"]},
-                                lanes_list, full, ecp5, Path(args.build_dir), args.rebuild, prog)
-    out["hardware_mode"] = "synthesis" if full else "estimate"
 
-    prog.step(f"{spec.name}: CPU reference (torch.nn.GRU float32 batch 1; golden model)")
-    cpu_ref = {"torch_1thread": cpu.torch_gru_reference(model, threads=1,
-                                                        min_time=0.2 if args.quick else 1.0)}
-    if (os.cpu_count() or 1) > 1:
-        cpu_ref["torch_all_threads"] = cpu.torch_gru_reference(
-            model, threads=os.cpu_count(), min_time=0.2 if args.quick else 1.0)
-    nb = min(int(xq.shape[0]), 64 if args.quick else 512)
-    cpu_ref["golden"] = cpu.golden_throughput(model, xq[:nb, : int(lengths[:nb].max())],
-                                              lengths[:nb], threads=os.cpu_count() or 1)
-    out["cpu"] = cpu_ref
-    t1 = cpu_ref["torch_1thread"]
-    prog.log(f"    torch.nn.GRU: {t1['latency_us']:.1f} us per timestep (batch 1, 1 thread), "
-             f"{t1['throughput_steps_s']:.0f} timesteps/s streaming; golden model "
-             f"{cpu_ref['golden']['timesteps_s']:.0f} timesteps/s (batch {nb})")
-    return out
+def synthesis_jobs(work: list[_Work], args) -> list[tuple]:
+    """(model, board, P, model path, build folder, variant) of every build, cheapest first."""
+    jobs = []
+    root = Path(args.build_dir)
+    for w in work:
+        if w.out["hardware_mode"] != "synthesis":
+            continue
+        for P in w.lanes:
+            # One synth_xilinx run per P; the A7-100T variant passes the fit check for any P that
+            # fits either part, and the cell counts are compared with both parts' totals.
+            jobs.append((w.spec.name, "arty_a7", P, w.spec.model_path,
+                         root / w.spec.name / f"arty_a7_P{P}", "100"))
+    for w in work:
+        for P in sorted(w.ecp5):
+            jobs.append((w.spec.name, "ulx3s", P, w.spec.model_path,
+                         root / w.spec.name / f"ulx3s_P{P}", None))
+    return jobs
 
 
 def _git_commit() -> str | None:
@@ -424,7 +484,7 @@ def _git_commit() -> str | None:
 
 def run(args) -> dict:
     specs = [resolve_model(m) for m in args.models]
-    steps = 4 * len(specs) + 1
+    steps = 3 * len(specs) + 2
     prog = Progress(steps)
     mode = "quick" if args.quick else "full"
     prog.log(f"deltahw benchmark ({mode}): models {', '.join(s.name for s in specs)}; "
@@ -441,8 +501,33 @@ def run(args) -> dict:
         "models": {},
         "published": PUBLISHED,
     }
-    for spec in specs:
-        results["models"][spec.name] = bench_model(spec, args, prog)
+    # Golden model and CPU reference first, while the machine is quiet; then the board builds in
+    # a background thread while the RTL simulations run.
+    work = [golden_phase(spec, args, prog) for spec in specs]
+    for w in work:
+        cpu_phase(w, args, prog)
+    jobs = synthesis_jobs(work, args)
+    queue = None
+    if jobs:
+        prog.log(f"  starting {len(jobs)} board builds in the background, one at a time: "
+                 + ", ".join(f"{n} {b} P={P}" for n, b, P, *_ in jobs))
+        queue = SynthesisQueue(jobs, args.rebuild, prog)
+        queue.start()
+    try:
+        for w in work:
+            rtl_phase(w, args, prog)
+    finally:
+        if queue is not None:
+            prog.step("waiting for the board builds")
+            queue.join()
+    if queue is None:
+        prog.step("lane sweep: resource estimates only" + (" (quick)" if args.quick else ""))
+    elif queue.error is not None:
+        raise queue.error
+    reports = queue.reports if queue is not None else {}
+    for w in work:
+        w.out["hardware"] = _hardware_rows(w.spec, w.model, w.st, w.lanes, reports)
+        results["models"][w.spec.name] = w.out
     prog.step("writing the report")
     results["seconds"] = round(time.time() - t0, 1)
     results["step_seconds"] = prog.durations()[:-1]
