@@ -407,6 +407,15 @@ def _hw_section(results: dict) -> list[str]:
                 f"| {pa['latency_us_mean']:.2f} us | {pa['effective_gops']:.2f} "
                 f"| {_f(pe and pe['latency_us_mean'], '{:.2f} us')} "
                 f"| {_f(pe and pe['effective_gops'])} |")
+        fm = [(r["lanes"], r["ecp5"]["fmax_mhz"]) for r in m["hardware"]
+              if r["ecp5"] and r["ecp5"].get("fmax_mhz")]
+        if len(fm) > 1:
+            lo, hi = min(f for _, f in fm), max(f for _, f in fm)
+            out += ["", f"ECP5 post-route Fmax over P = {', '.join(str(p) for p, _ in fm)}: "
+                    f"{', '.join(f'{f:.1f}' for _, f in fm)} MHz"
+                    + (f" (within {100 * (hi - lo) / hi:.0f} %: the critical path is not in the "
+                       "lane array, so more lanes cost no clock)" if (hi - lo) / hi < 0.1
+                       else "") + "."]
         times = []
         for r in m["hardware"]:
             for key, label in (("artix", "synth_xilinx"), ("ecp5", "ECP5")):

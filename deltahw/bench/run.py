@@ -403,7 +403,12 @@ def golden_phase(spec: ModelSpec, args, prog: Progress) -> _Work:
     out["_test_cycles"] = st["cycles"]  # for the distribution plot (not written to JSON)
     lanes = sorted(set(args.lanes) | {cfg.lanes}) if args.lanes else hw.lane_sweep(cfg)
     full = not args.quick and not args.no_synth
-    ecp5 = (set(lanes) if spec.name in args.ecp5_sweep else {cfg.lanes}) if full else set()
+    if not full:
+        ecp5 = set()
+    elif spec.name in args.ecp5_sweep:
+        ecp5 = set(lanes) if args.ecp5_all_lanes else set(hw.ecp5_sweep(cfg, lanes))
+    else:
+        ecp5 = {cfg.lanes}
     out["hardware_mode"] = "synthesis" if full else "estimate"
     return _Work(spec, model, xq, lengths, out, st, lanes, ecp5)
 
@@ -594,6 +599,9 @@ def main(argv=None) -> int:
                     help="comma-separated models whose whole lane sweep gets ECP5 place and "
                          "route (default: the first model; the others only at their own P, "
                          "since one ECP5 build takes 5-20 minutes here); 'all' for every model")
+    ap.add_argument("--ecp5-all-lanes", action="store_true",
+                    help="ECP5 place and route for every P of the sweep (default: the smallest, "
+                         "the largest and the model's own)")
     ap.add_argument("--no-synth", action="store_true",
                     help="full mode without synthesis (resource estimates only)")
     ap.add_argument("--rebuild", action="store_true",
