@@ -50,8 +50,7 @@ class DeltaGRUConfig:
     Thresholds, in LSBs of ``act`` (0 = every element fires, i.e. the dense GRU):
         theta_x[l], theta_h[l] per layer, theta_head for the head's input encoder.
     Hardware:
-        lanes (P): MAC lanes; a fired column costs ceil(3H / P) cycles (at least
-        ``MAC_RMW_CYCLES``).
+        lanes (P): MAC lanes; a fired column costs ceil(3H / P) cycles (``deltahw.cycles``).
         lanes_per_bank: lanes sharing one weight BRAM word (the BRAM word is lanes_per_bank
         weights);
             ``None`` picks the largest divisor of lanes up to 4 (a 32-bit word of Q1.7 weights).

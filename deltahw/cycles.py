@@ -7,20 +7,25 @@ below are those of the gateware in ``deltahw/gateware``; change them only togeth
 A timestep runs these phases back to back on one MAC array (the input encoder works ahead on the
 next input vector in parallel, so its time is hidden and not counted):
 
-* per layer l: **MAC** over the n_l fired columns (x and h deltas of the layer): each costs
-  ``cc = max(ceil(3H/P), MAC_RMW_CYCLES)`` cycles, columns follow each other without bubbles, then
-  the pipeline drains (``MAC_DRAIN``);
-* per layer l: **ACT** over ``ceil(H/A)`` beats of A units, then the pipeline drains
-(``ACT_DRAIN``);
-  the h delta encoders (for this layer's next step and for the next layer's input) consume the new
-  h values as they leave the pipeline, so encoding costs no extra cycles;
-* the head (if any): MAC over its fired columns (``ceil(O/P)`` cycles each), then ``ceil(O/A)``
-  read-out beats and ``OUT_DRAIN``;
-* ``STEP_OVERHEAD`` cycles to start and close the timestep.
+* per block (layer l, then the head if any): a **MAC** phase over the block's n fired columns
+  (x then h deltas). With n > 0 it costs ``MAC_FETCH`` cycles to fetch the first queue entry, then
+  ``cost`` cycles per column back to back (``cost = ceil(3H/P)`` for a layer, ``ceil(O/P)`` for
+  the head: the accumulators forward their sums, so a column may touch the words the previous one
+  is still writing), then ``mac_drain(cost) = max(0, ACC_WRITE_LATENCY - cost)`` cycles until
+  the last column's first accumulator word is readable. With n = 0 it costs ``EMPTY_MAC_PHASE``
+  cycle (reading the queue counts);
+* per layer: **ACT**, ``ceil(H/A)`` beats of A units, then ``ACT_DRAIN`` while the pipeline drains;
+  the h delta encoders (for this layer's next step and for the next layer's or the head's input)
+  consume the new h values as they leave the pipeline, so encoding costs no extra cycles;
+* the head: ``ceil(O/A)`` read-out beats and ``OUT_DRAIN``.
 
-Cycles spent waiting for the input vector or for output back-pressure are stall cycles, counted
-separately by the hardware and not part of this model. The ideal for P lanes is
-``sum_l n_l * ceil(3H/P) + L * ceil(H/A)`` (+ head terms); the difference is a constant per layer.
+The timestep closes in its last cycle (the counters latch there) and the next one starts in the
+following cycle if its input vector is there. Cycles spent waiting for the input vector or for
+output back-pressure are stall cycles, counted separately by the hardware and not part of this
+model.
+
+The ideal for P lanes and A activation units is ``sum_l n_l * ceil(3H/P) + L * ceil(H/A)``
+(+ head: ``n_o * ceil(O/P) + ceil(O/A)``): MAC and activation work only, no fetch or drain.
 """
 
 from __future__ import annotations
@@ -28,39 +33,82 @@ from __future__ import annotations
 from .config import DeltaGRUConfig, ceil_div
 
 __all__ = [
-    "MAC_RMW_CYCLES",
-    "MAC_DRAIN",
+    "MAC_FETCH",
+    "ACC_WRITE_LATENCY",
+    "EMPTY_MAC_PHASE",
     "ACT_DRAIN",
     "OUT_DRAIN",
-    "STEP_OVERHEAD",
     "column_cost",
     "head_column_cost",
+    "mac_drain",
+    "mac_phase_fixed",
+    "timestep_phases",
     "timestep_cycles",
     "ideal_cycles",
+    "dense_columns",
     "reset_cycles",
 ]
 
-#: Minimum distance, in cycles, between two updates of the same accumulator word (read, multiply,
-#: add, write back). A column cannot be shorter than this.
-MAC_RMW_CYCLES = 3
-#: Cycles of a MAC phase besides its column sweeps: two to fetch the first queue entry and register
-#: its weight address, two after the last issue until its accumulator write has landed.
-MAC_DRAIN = 4
+#: Cycles from the start of a MAC phase to the first issue: read the queue counts and put entry 0
+#: on the queue read port, then register its weight address.
+MAC_FETCH = 2
+#: Cycles from issuing an accumulator word (read, multiply, add, write back) until a read-out of
+#: that word sees the new sum. Back-to-back updates of the same word are forwarded, so this only
+#: delays the read-out after a MAC phase (``mac_drain``), not the columns.
+ACC_WRITE_LATENCY = 3
+#: Cycles of a MAC phase in which no column fired (the counts are read, nothing is fetched).
+EMPTY_MAC_PHASE = 1
 #: Cycles after the last activation issue until the last h value has been written and its fired
 #: deltas stored in the queues (memory read 1, activation pipeline 6, queue input register 1).
 ACT_DRAIN = 8
 #: Cycles after the last head read-out issue until the last output beat is in the output buffer.
 OUT_DRAIN = 2
-#: Cycles per timestep besides the phases (closing the timestep: counters, input buffer release).
-STEP_OVERHEAD = 1
 
 
 def column_cost(config: DeltaGRUConfig) -> int:
-    return max(ceil_div(3 * config.hidden_size, config.lanes), MAC_RMW_CYCLES)
+    """Cycles per fired layer column: one row group of P rows per cycle."""
+    return ceil_div(3 * config.hidden_size, config.lanes)
 
 
 def head_column_cost(config: DeltaGRUConfig) -> int:
-    return max(ceil_div(config.output_size, config.lanes), MAC_RMW_CYCLES)
+    """Cycles per fired head column."""
+    return ceil_div(config.output_size, config.lanes)
+
+
+def mac_drain(cost: int) -> int:
+    """Cycles after a MAC phase's last issue before the read-out may start (0 when cost >= 3)."""
+    return max(0, ACC_WRITE_LATENCY - cost)
+
+
+def mac_phase_fixed(n, cost: int):
+    """The fixed cycles of a MAC phase with ``n`` fired columns (int, numpy or torch array)."""
+    fired = n > 0
+    return EMPTY_MAC_PHASE + fired * (MAC_FETCH + mac_drain(cost) - EMPTY_MAC_PHASE)
+
+
+def timestep_phases(config: DeltaGRUConfig, fired_per_layer, fired_head=0) -> dict:
+    """The cycles of one timestep split into phases that add up to :func:`timestep_cycles`.
+
+    ``mac_issue``: column issue cycles; ``mac_fixed``: fetch/drain (or the empty-phase cycle) of
+    every MAC phase; ``act``: activation beats (+ the head's read-out beats); ``act_fixed``:
+    activation pipeline drains (+ the output drain). ``fired_per_layer`` is a sequence of L counts
+    (ints, or numpy/torch integer arrays that broadcast); ``fired_head`` likewise.
+    """
+    cc = column_cost(config)
+    nb = ceil_div(config.hidden_size, config.act_width)
+    issue, fixed, act, act_fixed = 0, 0, 0, 0
+    for n in fired_per_layer:
+        issue = issue + n * cc
+        fixed = fixed + mac_phase_fixed(n, cc)
+        act = act + nb
+        act_fixed = act_fixed + ACT_DRAIN
+    if config.has_head:
+        hc = head_column_cost(config)
+        issue = issue + fired_head * hc
+        fixed = fixed + mac_phase_fixed(fired_head, hc)
+        act = act + ceil_div(config.output_size, config.act_width)
+        act_fixed = act_fixed + OUT_DRAIN
+    return {"mac_issue": issue, "mac_fixed": fixed, "act": act, "act_fixed": act_fixed}
 
 
 def timestep_cycles(config: DeltaGRUConfig, fired_per_layer, fired_head=0):
@@ -68,25 +116,18 @@ def timestep_cycles(config: DeltaGRUConfig, fired_per_layer, fired_head=0):
 
     ``fired_per_layer`` is a sequence of L counts (ints or broadcastable integer tensors).
     """
-    cc = column_cost(config)
-    act = ceil_div(config.hidden_size, config.act_width) + ACT_DRAIN
-    total = STEP_OVERHEAD
-    for n in fired_per_layer:
-        total = total + n * cc + MAC_DRAIN + act
-    if config.has_head:
-        total = total + fired_head * head_column_cost(config) + MAC_DRAIN
-        total = total + ceil_div(config.output_size, config.act_width) + OUT_DRAIN
-    return total
+    p = timestep_phases(config, fired_per_layer, fired_head)
+    return p["mac_issue"] + p["mac_fixed"] + p["act"] + p["act_fixed"]
 
 
 def ideal_cycles(config: DeltaGRUConfig, fired_per_layer, fired_head=0):
     """The lower bound for P lanes and A activation units: MAC work plus activation work only."""
-    C = ceil_div(3 * config.hidden_size, config.lanes)
+    C = column_cost(config)
     total = 0
     for n in fired_per_layer:
         total = total + n * C + ceil_div(config.hidden_size, config.act_width)
     if config.has_head:
-        total = total + fired_head * ceil_div(config.output_size, config.lanes)
+        total = total + fired_head * head_column_cost(config)
         total = total + ceil_div(config.output_size, config.act_width)
     return total
 

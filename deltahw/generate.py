@@ -92,10 +92,15 @@ def generate(model: QuantizedModel, out) -> dict:
             "sources": [f"{TOP_NAME}.v", VERILOG_RAM_PATH.name],
             "cycle_model": {
                 "column_cost": cycles.column_cost(cfg),
-                "mac_drain": cycles.MAC_DRAIN,
+                "head_column_cost": cycles.head_column_cost(cfg) if cfg.has_head else None,
+                "mac_fetch": cycles.MAC_FETCH,
+                "mac_drain": cycles.mac_drain(cycles.column_cost(cfg)),
+                "head_mac_drain": (
+                    cycles.mac_drain(cycles.head_column_cost(cfg)) if cfg.has_head else None
+                ),
+                "empty_mac_phase": cycles.EMPTY_MAC_PHASE,
                 "act_drain": cycles.ACT_DRAIN,
                 "out_drain": cycles.OUT_DRAIN,
-                "step_overhead": cycles.STEP_OVERHEAD,
                 "reset_cycles": cycles.reset_cycles(cfg),
                 "dense_cycles_per_timestep": cycles.timestep_cycles(
                     cfg, cycles.dense_columns(cfg), cfg.hidden_size if cfg.has_head else 0

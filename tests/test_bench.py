@@ -19,7 +19,7 @@ from deltahw import cycles
 from deltahw.bench import report as bench_report
 from deltahw.bench import run as bench_run
 from deltahw.bench.rtl import decompose
-from deltahw.bench.whatif import what_if
+from deltahw.bench.whatif import projected_cycles, what_if
 from deltahw.config import DeltaGRUConfig
 from deltahw.golden import run_golden
 from deltahw.model import load_model, save_checkpoint
@@ -153,15 +153,51 @@ def test_cycle_decomposition_and_projections_match_the_cycle_model(small_model):
     fl = np.stack([rng.integers(0, cfg.layer_input_size(l) + cfg.hidden_size + 1, 50)
                    for l in range(cfg.num_layers)], axis=1)
     fh = rng.integers(0, cfg.hidden_size + 1, 50)
+    fl[:5] = 0  # timesteps in which nothing fires: every MAC phase is an empty one
+    fh[:5] = 0
+    fl[5:10, 0] = 0  # one empty layer phase
     parts = decompose(cfg, fl, fh)
+    assert set(parts) == set(bench_report.PHASE_LABELS) == {"mac_issue", "mac_fixed", "act",
+                                                             "act_fixed"}
     want = [cycles.timestep_cycles(cfg, list(map(int, a)), int(b)) for a, b in zip(fl, fh)]
     assert (sum(parts.values()) == np.asarray(want)).all()
+    for k, v in parts.items():
+        assert v.shape == (50,), k
+    ideal = [cycles.ideal_cycles(cfg, list(map(int, a)), int(b)) for a, b in zip(fl, fh)]
+    assert (parts["mac_issue"] + parts["act"] == np.asarray(ideal)).all()
+    # Per timestep, each of the phases the same as deltahw.cycles.timestep_phases gives.
+    for t in (0, 5, 20):
+        ph = cycles.timestep_phases(cfg, list(map(int, fl[t])), int(fh[t]))
+        assert {k: int(v[t]) for k, v in parts.items()} == ph
+    blocks = cfg.num_layers + cfg.has_head
+    assert parts["mac_fixed"][0] == blocks * cycles.EMPTY_MAC_PHASE and parts["mac_issue"][0] == 0
     w = what_if(cfg, fl, fh)
+    assert set(w) == {"today", "overlap", "act_x2", "all"}
     assert w["today"]["delta_cycles"] == pytest.approx(float(np.mean(want)))
-    for k in ("overlap", "act_x2", "head_nopad", "layer_nopad", "all"):
-        assert w[k]["delta_cycles"] <= w["today"]["delta_cycles"], k
-        assert w[k]["dense_cycles"] <= w["today"]["dense_cycles"], k
+    assert w["today"]["ideal_cycles"] == pytest.approx(float(np.mean(ideal)))
+    assert w["today"]["no_fire_cycles"] == cycles.timestep_cycles(cfg, [0] * cfg.num_layers, 0)
+    dense = cycles.timestep_cycles(cfg, cycles.dense_columns(cfg),
+                                   cfg.hidden_size if cfg.has_head else 0)
+    assert w["today"]["dense_cycles"] == dense
+    for k in ("overlap", "act_x2", "all"):
+        assert w[k]["delta_cycles"] < w["today"]["delta_cycles"], k
+        assert w[k]["dense_cycles"] < w["today"]["dense_cycles"], k
     assert w["all"]["delta_cycles"] <= min(w[k]["delta_cycles"] for k in w)
+
+
+def test_projected_overlap_hides_the_shorter_of_activation_and_next_mac_phase(small_model):
+    cfg = small_model.config
+    fl = np.array([[0] * cfg.num_layers, cycles.dense_columns(cfg)])
+    fh = np.array([0, cfg.hidden_size if cfg.has_head else 0])
+    base = projected_cycles(cfg, fl, fh)
+    over = projected_cycles(cfg, fl, fh, overlap=True)
+    act = -(-cfg.hidden_size // cfg.act_width) + cycles.ACT_DRAIN
+    cc, hc = cycles.column_cost(cfg), cycles.head_column_cost(cfg)
+    for t in range(2):
+        nxt = [int(n) * cc + cycles.mac_phase_fixed(int(n), cc) for n in fl[t, 1:]]
+        if cfg.has_head:
+            nxt.append(int(fh[t]) * hc + cycles.mac_phase_fixed(int(fh[t]), hc))
+        assert base[t] - over[t] == sum(min(act, m) for m in nxt)
 
 
 def test_a_cycle_mismatch_is_reported_not_averaged(small_model):

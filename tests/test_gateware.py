@@ -159,8 +159,17 @@ def small_model(I=5, H=7, L=1, O=0, lanes=6, act_width=1, enc_width=1, theta=0, 
     )
 
 
-def test_mac_array_accumulates_columns():
-    model = small_model()
+@pytest.mark.parametrize(
+    "shape",
+    [
+        {},  # C = ceil(3H/P) >= 3: no word is touched twice within 3 cycles
+        {"H": 4, "lanes": 6},  # C = 2: a word comes back after 2 cycles (forwarded)
+        {"H": 2, "lanes": 6},  # C = 1: the same word every cycle (forwarded)
+    ],
+    ids=["C>=3", "C=2", "C=1"],
+)
+def test_mac_array_accumulates_columns(shape):
+    model = small_model(**shape)
     cfg, lay = model.config, Layout(model.config)
     wb = lay.to_bank_words(lay.lane_weights(model), cfg.weight.bits)
     bb = lay.to_bank_words(lay.lane_biases(model), cfg.bias.bits)
@@ -185,9 +194,9 @@ def test_mac_array_accumulates_columns():
             ctx.set(dut.load_addr, min(a, lay.acc_depth - 1))
             await ctx.tick()
         ctx.set(dut.load, 0)
-        for k, d in cols:  # column after column, C (>= 3) cycles each
-            for g in range(max(C, 3)):
-                ctx.set(dut.issue, g < C)
+        for k, d in cols:  # column after column, C cycles each, no bubbles
+            for g in range(C):
+                ctx.set(dut.issue, 1)
                 ctx.set(dut.w_addr, lay.weight_base[0] + k * C + g)
                 ctx.set(dut.acc_addr, lay.mx_base[0] + g)
                 ctx.set(dut.ch_addr, g)

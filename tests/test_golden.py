@@ -251,13 +251,20 @@ def test_delta_golden_equals_column_reference(I, H, L, O, theta_x, theta_h, thet
 
 
 def test_cycle_model_composition():
+    """The cycle model's phases, written out by hand for one awkward configuration."""
     cfg = DeltaGRUConfig(13, 37, 2, 5, lanes=12, act_width=2)
-    cc = max(-(-3 * 37 // 12), cycles.MAC_RMW_CYCLES)
-    hc = max(-(-5 // 12), cycles.MAC_RMW_CYCLES)
-    act = -(-37 // 2) + cycles.ACT_DRAIN
-    expect = (cycles.STEP_OVERHEAD + (10 * cc + cycles.MAC_DRAIN + act) + (4 * cc + cycles.MAC_DRAIN
-              + act) + 3 * hc + cycles.MAC_DRAIN + -(-5 // 2) + cycles.OUT_DRAIN)
+    # Layer columns: ceil(3*37/12) = 10 cycles, no drain (10 >= 3); head columns: ceil(5/12) = 1
+    # cycle, drain 3 - 1 = 2; activation: ceil(37/2) = 19 beats + 8 drain; read-out 3 beats + 2.
+    layer0 = 2 + 10 * 10 + 0 + 19 + 8
+    layer1 = 2 + 4 * 10 + 0 + 19 + 8
+    head = 2 + 3 * 1 + 2 + 3 + 2
+    expect = layer0 + layer1 + head
     assert cycles.timestep_cycles(cfg, [10, 4], 3) == expect
+    # A MAC phase in which nothing fired is one cycle (the counts are read, nothing fetched).
+    assert cycles.timestep_cycles(cfg, [0, 4], 0) == (1 + 19 + 8) + layer1 + (1 + 3 + 2)
+    phases = cycles.timestep_phases(cfg, [10, 4], 3)
+    assert phases["mac_issue"] == 10 * 10 + 4 * 10 + 3
+    assert sum(phases.values()) == expect
     assert cycles.ideal_cycles(cfg, [10, 4], 3) < expect
 
 

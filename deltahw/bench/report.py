@@ -23,13 +23,13 @@ __all__ = ["write_report", "REQUIRED_KEYS", "PHASE_LABELS"]
 REQUIRED_KEYS = ("config", "data", "golden", "cycle_model", "rtl", "hardware", "cpu",
                  "what_if")
 
+#: The phases of :func:`deltahw.cycles.timestep_phases`, in the order the tables and plots use.
 PHASE_LABELS = {
-    "mac_issue": "MAC: useful column slices (n x ceil(3H/P))",
-    "mac_pad": "MAC: columns padded to the 3-cycle accumulator read-modify-write",
-    "mac_fixed": "MAC: fetch + drain per MAC phase",
+    "mac_issue": "MAC: column issue (n x ceil(3H/P), + head n_o x ceil(O/P))",
+    "mac_fixed": f"MAC: fetch + drain per MAC phase ({cyc.EMPTY_MAC_PHASE} "
+                 f"cycle{'s' if cyc.EMPTY_MAC_PHASE != 1 else ''} when nothing fired)",
     "act": "activation beats (ceil(H/A) per layer, + head read-out ceil(O/A))",
     "act_fixed": "activation pipeline drain (+ output drain)",
-    "step": "closing the timestep",
 }
 
 
@@ -312,7 +312,7 @@ def _rtl_section(results: dict) -> list[str]:
                 "cycles from the first input beat to the last output beat against the compute "
                 "cycles the counters report. The input encoder works on x_{t+1} while step t "
                 "computes, so encoding costs no cycles; what remains is the sequence-reset phase "
-                "and one idle cycle between timesteps.", "",
+                "and any cycles between timesteps (last column).", "",
                 "| model | sequences / timesteps | wall cycles per timestep | compute cycles per "
                 "timestep | stall cycles | other cycles: sequence resets + the rest |",
                 "|---|---:|---:|---:|---:|---|"]
@@ -526,46 +526,51 @@ def _peers_section(results: dict) -> list[str]:
     return out
 
 
+def _fixed(phases: dict) -> float:
+    """The cycles of a timestep besides column issue: MAC fetch/drain, activation, drains."""
+    return phases["mac_fixed"] + phases["act"] + phases["act_fixed"]
+
+
 def _discussion(results: dict) -> list[str]:
     out = ["## 6. Discussion: where the time goes and what limits the speedup", ""]
     for name, m in results["models"].items():
         cfg = _cfg(m)
         r = m["rtl"]
         ph = r["phases_mean_delta"]
-        total = sum(ph.values())
-        fixed = ph["mac_fixed"] + ph["act"] + ph["act_fixed"] + ph["step"]
-        L, H, A, P = cfg.num_layers, cfg.hidden_size, cfg.act_width, cfg.lanes
-        floor = int(cyc.timestep_cycles(cfg, [0] * L, 0))
+        total = r["delta_cycles"]["mean"]
+        fixed = _fixed(ph)
+        H, A = cfg.hidden_size, cfg.act_width
+        floor = m["what_if"]["today"]["no_fire_cycles"]
         dense = r["dense_cycles"]["mean"]
-        C = ceil_div(3 * H, P)
+        C, Ch = cyc.column_cost(cfg), cyc.head_column_cost(cfg)
         mean_cols = float(np.mean(np.asarray(r["per_timestep"]["fired_layers"]).sum(-1)))
         mean_head = float(np.mean(r["per_timestep"]["fired_head"]))
+        phase = f"{cyc.MAC_FETCH} + {cyc.mac_drain(C)} per layer phase"
+        if cfg.has_head:
+            phase += f" and {cyc.MAC_FETCH} + {cyc.mac_drain(Ch)} per head phase"
         out += [
             f"**{name}.** A delta timestep takes {total:.1f} cycles on average: "
-            f"{ph['mac_issue']:.1f} issuing useful column slices ({mean_cols:.1f} fired columns "
-            f"x {C} cycles"
-            + (f" + {mean_head:.1f} head columns" if cfg.has_head else "") + "), "
-            f"{ph['mac_pad']:.1f} padding columns to the 3-cycle accumulator read-modify-write "
-            + ("(the head's columns need ceil(O/P) = "
-               f"{ceil_div(cfg.output_size, P)} cycle but occupy {cyc.head_column_cost(cfg)})"
-               if cfg.has_head and ph["mac_pad"] > 0 else "")
-            + f", and {fixed:.1f} fixed cycles that do not shrink with sparsity "
+            f"{ph['mac_issue']:.1f} issuing columns ({mean_cols:.1f} fired columns x ceil(3H/P) "
+            f"= {C} cycles"
+            + (f" + {mean_head:.1f} head columns x ceil(O/P) = {Ch}" if cfg.has_head else "")
+            + f") and {fixed:.1f} cycles that do not, or hardly, shrink with sparsity "
             f"({ph['act']:.0f} activation beats = ceil(H/A) = {ceil_div(H, A)} per layer"
             + (f" + {ceil_div(cfg.output_size, A)} head read-out beats" if cfg.has_head else "")
-            + f", {ph['mac_fixed']:.0f} MAC fetch/drain, {ph['act_fixed']:.0f} activation and "
-            f"output drain, {ph['step']:.0f} closing). That fixed part is "
-            f"{100 * fixed / total:.0f} % of a delta timestep but only "
-            f"{100 * fixed / dense:.0f} % of a dense one, which is why the measured speedup "
-            f"({r['speedup_vs_dense']:.2f}x) stays below the operation reduction "
-            f"({m['golden']['op_reduction']:.2f}x) and why lane utilisation falls from "
-            f"{_pct(r['dense_lane_utilisation'])} (dense) to {_pct(r['lane_utilisation'])}. "
-            f"Even with no delta firing at all a timestep costs {floor} cycles, so on this "
-            f"network and P no input can be more than {dense / floor:.1f}x faster than dense.",
+            + f", {ph['act_fixed']:.0f} activation and output drain, {ph['mac_fixed']:.1f} MAC "
+            f"fetch + drain: {phase} in which something fired, {cyc.EMPTY_MAC_PHASE} per phase "
+            f"in which nothing did). That part is {100 * fixed / total:.0f} % of a delta "
+            f"timestep but only {100 * _fixed(r['phases_mean_dense']) / dense:.0f} % of a dense "
+            f"one, which is why the measured speedup ({r['speedup_vs_dense']:.2f}x) stays below "
+            f"the operation reduction ({m['golden']['op_reduction']:.2f}x) and why lane "
+            f"utilisation falls from {_pct(r['dense_lane_utilisation'])} (dense) to "
+            f"{_pct(r['lane_utilisation'])}. Even with no delta firing at all a timestep costs "
+            f"{floor:.0f} cycles, so on this network and P no input can be more than "
+            f"{dense / floor:.1f}x faster than dense.",
             ""]
     enc = []
     for name, m in results["models"].items():
         cfg = _cfg(m)
-        floor = int(cyc.timestep_cycles(cfg, [0] * cfg.num_layers, 0))
+        floor = m["what_if"]["today"]["no_fire_cycles"]
         st = m["rtl"].get("stream")
         extra = ""
         if st:
@@ -573,7 +578,11 @@ def _discussion(results: dict) -> list[str]:
             per = (st["overhead_cycles"] - nseq * st["reset_cycles_per_sequence"]) / st["timesteps"]
             extra = f", measured streaming overhead {per:.2f} cycles per timestep besides resets"
         enc.append(f"{name}: ceil(I/E) = {ceil_div(cfg.input_size, cfg.enc_width)} cycles "
-                   f"against at least {floor} compute cycles per timestep{extra}")
+                   f"against at least {floor:.0f} compute cycles per timestep{extra}")
+    names = list(results["models"])
+    delta_ph = {n: results["models"][n]["rtl"]["phases_mean_delta"] for n in names}
+    mac_fixed = "; ".join(f"{n} {p['mac_fixed']:.1f}" for n, p in delta_ph.items())
+    act_fixed = "; ".join(f"{n} {p['act_fixed']:.0f}" for n, p in delta_ph.items())
     out += [
         "The input encoder is not on this list: it compares E elements per cycle and works on "
         "x_{t+1} while step t computes (double-buffered queue), so it is hidden whenever "
@@ -581,15 +590,19 @@ def _discussion(results: dict) -> list[str]:
         "encoders consume h as it leaves the activation pipeline, so they cost nothing either.",
         "",
         "The measured/ideal ratio is the price of the fixed overheads the ideal bound leaves out "
-        "(fetch/drain of every MAC phase, the activation pipeline drain, the closing cycle) and "
-        "of the column padding; at high sparsity the ideal bound itself is dominated by the "
-        "ceil(H/A) activation beats, so the ratio grows as fewer columns fire.", "",
-        "What would raise the speedup. The table projects each change with the cycle model "
-        "(`deltahw/bench/whatif.py`: the phase structure of `deltahw/cycles.py` with one term "
+        "(the fetch and drain of every MAC phase, the activation pipeline and output drains); at "
+        "high sparsity the ideal bound itself is dominated by the ceil(H/A) activation beats, so "
+        "the ratio grows as fewer columns fire.", "",
+        "What would raise the speedup. Already in the hardware: a column costs ceil(3H/P) cycles "
+        "(ceil(O/P) for the head) with no padding to the accumulator write-back latency (the "
+        "accumulators forward each sum to the next column's update of the same word), a MAC "
+        f"phase drains only max(0, {cyc.ACC_WRITE_LATENCY} - column cost) cycles before its "
+        f"sums are read, and a MAC phase in which nothing fired costs {cyc.EMPTY_MAC_PHASE} "
+        "cycle. The table projects what remains with the cycle model "
+        "(`deltahw/bench/whatif.py`: the phases of `deltahw/cycles.py` with one term "
         "changed, applied to the fired columns of every test timestep). These are upper bounds "
         "of what the RTL change could gain, **not measurements**; the dense column is the same "
         "changed hardware with Theta = 0, so the speedup compares like with like.", ""]
-    names = list(results["models"])
     out += ["| change | " + " | ".join(
         f"{n}: delta cycles (latency gain) | {n}: dense cycles | {n}: speedup over dense "
         f"(bound) | {n}: measured / ideal" for n in names) + " |",
@@ -600,7 +613,7 @@ def _discussion(results: dict) -> list[str]:
                                   and results["models"][n]["what_if"][key]["dense_cycles"]
                                   == results["models"][n]["what_if"]["today"]["dense_cycles"]
                                   for n in names):
-            continue  # changes nothing on these models (e.g. no layer-column padding)
+            continue  # changes nothing on these models
         cells = []
         for n in names:
             w = results["models"][n]["what_if"][key]
@@ -611,10 +624,9 @@ def _discussion(results: dict) -> list[str]:
         out.append(f"| {first[key]['description']} | " + " | ".join(cells) + " |")
     out += ["", "Latency gain: today's mean delta cycles / the changed design's. (bound): the "
             "speedup of a timestep in which nothing fires, the ceiling for very sparse inputs. "
-            "Measured / ideal uses the ideal bound of the changed hardware. A change that "
-            "mostly helps dense timesteps (the head padding: with Theta = 0 all H head columns "
-            "fire) lowers the speedup ratio while making both faster: judge the changes by the "
-            "latency gain.", "",
+            "Measured / ideal uses the ideal bound of the changed hardware. A change that saves "
+            "more on dense timesteps than on sparse ones lowers the speedup ratio while making "
+            "both faster: judge the changes by the latency gain.", "",
             "1. **Overlap a layer's activation with the next MAC phase** (the next layer's or the "
             "head's): the next phase's input deltas are produced beat by beat as h leaves the "
             "activation pipeline, so its MACs could start after the first beat instead of after "
@@ -622,13 +634,16 @@ def _discussion(results: dict) -> list[str]:
             "accumulator memories of the two phases to be separate (they are: per layer).",
             "2. **More activation units A**: ceil(H/A) beats per layer are paid on every "
             "timestep whatever fires; each unit costs two multipliers and two table ROMs.",
-            "3. **Head columns without the read-modify-write padding**: with O < P a head column "
-            "touches each accumulator word once per cycle; an accumulator that forwards its "
-            "result to the next column's update (instead of waiting for the write-back) would "
-            "cost ceil(O/P) cycles per fired head delta instead of 3.",
-            "4. **Shorter drains and phase switches**: fetching the next phase's first queue "
-            "entry during the previous drain (MAC_DRAIN = 4, ACT_DRAIN = 8 cycles per layer) "
-            "would shave a few cycles more (not in the table).",
+            f"3. **Fetch the next MAC phase's first queue entry during the activation drain**: "
+            f"the {cyc.MAC_FETCH}-cycle fetch that opens every MAC phase with fired columns "
+            f"(MAC fetch + drain per delta timestep: {mac_fixed} cycles) could run while the "
+            f"previous layer's activation drains ({cyc.ACT_DRAIN} cycles per layer), as soon as "
+            "the phase's first fired delta is in its queue: a smaller step than the overlap "
+            "above, whose bound includes it.",
+            f"4. **A shorter activation pipeline**: its drain ({cyc.ACT_DRAIN} cycles per layer; "
+            f"activation and output drain per timestep: {act_fixed} cycles) is paid on every "
+            "timestep; fewer register stages trade clock frequency for cycles (not in the "
+            "table).",
             "5. Skipping the activation of units whose accumulators did not change would make "
             "that phase sparse too, but every fired column touches every unit of a GRU layer, "
             "so it only helps in timesteps where nothing fired.", ""]

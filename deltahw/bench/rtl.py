@@ -30,7 +30,7 @@ import numpy as np
 import torch
 
 from .. import cycles as cyc
-from ..config import DeltaGRUConfig, ceil_div
+from ..config import DeltaGRUConfig
 
 __all__ = ["RTL_TESTS", "CycleModelMismatch", "measure_rtl", "decompose", "ideal_per_step",
            "useful_macs"]
@@ -71,41 +71,27 @@ def useful_macs(config: DeltaGRUConfig, fired_layers, fired_head) -> np.ndarray:
 def decompose(config: DeltaGRUConfig, fired_layers, fired_head) -> dict:
     """Split the cycles of each timestep into the phases of :mod:`deltahw.cycles` (arrays over T).
 
-    ``mac_issue``: cycles the lanes issue useful columns (ceil(3H/P) per column);
-    ``mac_pad``: columns stretched to the accumulator read-modify-write distance; ``mac_fixed``:
-    fetch and drain of each MAC phase; ``act``: ceil(H/A) activation beats per layer (+ the head's
-    read-out beats); ``act_fixed``: activation pipeline drain (+ output drain); ``step``: the
-    closing cycle. The parts add up to :func:`deltahw.cycles.timestep_cycles` (checked).
+    The parts are :func:`deltahw.cycles.timestep_phases`: ``mac_issue``, the cycles the lanes
+    issue columns (ceil(3H/P) per fired layer column, ceil(O/P) per fired head column);
+    ``mac_fixed``, fetch and drain of every MAC phase (one cycle for a phase in which nothing
+    fired); ``act``, ceil(H/A) activation beats per layer (+ the head's ceil(O/A) read-out beats);
+    ``act_fixed``, the activation pipeline drains (+ the output drain). They add up to
+    :func:`deltahw.cycles.timestep_cycles`, and ``mac_issue + act`` is
+    :func:`deltahw.cycles.ideal_cycles` (both checked).
     """
     cfg = config
-    fl = np.asarray(fired_layers, dtype=np.int64)
-    fh = np.asarray(fired_head, dtype=np.int64)
-    H, L, A = cfg.hidden_size, cfg.num_layers, cfg.act_width
-    C = ceil_div(3 * H, cfg.lanes)
-    cc = cyc.column_cost(cfg)
-    n = fl.sum(-1)
-    parts = {
-        "mac_issue": n * C,
-        "mac_pad": n * (cc - C),
-        "mac_fixed": np.full_like(n, L * cyc.MAC_DRAIN),
-        "act": np.full_like(n, L * ceil_div(H, A)),
-        "act_fixed": np.full_like(n, L * cyc.ACT_DRAIN),
-        "step": np.full_like(n, cyc.STEP_OVERHEAD),
-    }
-    if cfg.has_head:
-        Ch = ceil_div(cfg.output_size, cfg.lanes)
-        hc = cyc.head_column_cost(cfg)
-        parts["mac_issue"] = parts["mac_issue"] + fh * Ch
-        parts["mac_pad"] = parts["mac_pad"] + fh * (hc - Ch)
-        parts["mac_fixed"] = parts["mac_fixed"] + cyc.MAC_DRAIN
-        parts["act"] = parts["act"] + ceil_div(cfg.output_size, A)
-        parts["act_fixed"] = parts["act_fixed"] + cyc.OUT_DRAIN
+    fl = np.asarray(fired_layers, dtype=np.int64).reshape(-1, cfg.num_layers)
+    fh = np.broadcast_to(np.asarray(fired_head, dtype=np.int64), fl.shape[:1])
+    layers = [fl[:, l] for l in range(cfg.num_layers)]
+    parts = {k: np.broadcast_to(np.asarray(v, dtype=np.int64), fh.shape).copy()
+             for k, v in cyc.timestep_phases(cfg, layers, fh).items()}
     total = sum(parts.values())
-    model = np.array([cyc.timestep_cycles(cfg, list(map(int, fl[t])), int(fh[t]))
-                      for t in range(len(fl))], dtype=np.int64)
-    if not np.array_equal(total, model):
-        raise AssertionError("The phase decomposition does not add up to the cycle model; "
-                             "deltahw.cycles changed: update deltahw.bench.rtl.decompose.")
+    if not np.array_equal(total, cyc.timestep_cycles(cfg, layers, fh)):
+        raise AssertionError("deltahw.cycles.timestep_phases does not add up to timestep_cycles.")
+    if not np.array_equal(parts["mac_issue"] + parts["act"], cyc.ideal_cycles(cfg, layers, fh)):
+        raise AssertionError("The MAC issue and activation phases are no longer the ideal bound "
+                             "of deltahw.cycles; update deltahw.bench.rtl.decompose and the "
+                             "report's wording.")
     return parts
 
 

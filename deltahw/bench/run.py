@@ -567,7 +567,7 @@ DEFINITIONS = {
     "effective_gops": "2 x dense MACs per timestep / mean time per timestep (dense-equivalent "
                       "operations per second)",
     "cycles": "compute cycles per timestep as counted by CYCLES_LAST (stall cycles waiting for "
-              "the host, the sequence-reset phase and the 1 idle cycle between timesteps are not "
+              "the host, the sequence-reset phase and any cycles between timesteps are not "
               "counted; the timed stream shows them)",
 }
 

@@ -1,17 +1,16 @@
 """Projections: how many cycles design changes would save, from the cycle model's phase structure.
 
-These are *projections*, not measurements: the cycle model of :mod:`deltahw.cycles` with one term
-changed, applied to the fired-column counts of real test timesteps. Each change is an upper bound
-of what the named RTL change could gain (e.g. a perfect overlap), so the report labels them so.
+These are *projections*, not measurements: the cycle model of :mod:`deltahw.cycles` (its phases,
+:func:`deltahw.cycles.timestep_phases`) with one term changed, applied to the fired-column counts of
+real test timesteps. Each change is an upper bound of what the named RTL change could gain (e.g. a
+perfect overlap), so the report labels them so.
 
 Changes:
 
-* ``overlap``: a layer's activation phase (ceil(H/A) beats + ACT_DRAIN) overlaps the next MAC
+* ``overlap``: a layer's activation phase (ceil(H/A) beats + ``ACT_DRAIN``) overlaps the next MAC
   phase (the next layer's, or the head's), hiding min(activation, next MAC phase) per boundary;
+  the next MAC phase includes its fetch (or its empty-phase cycle) and drain;
 * ``act_x2``: twice the activation units (A -> 2A): ceil(H/2A) beats per layer, ceil(O/2A) read-out;
-* ``head_nopad``: head columns cost ceil(O/P) cycles instead of max(ceil(O/P), 3);
-* ``layer_nopad``: layer columns cost ceil(3H/P) instead of max(ceil(3H/P), 3) (only matters when
-  P > 3H/3);
 * ``all``: every change above together.
 """
 
@@ -22,70 +21,75 @@ import numpy as np
 from .. import cycles as cyc
 from ..config import DeltaGRUConfig, ceil_div
 
-__all__ = ["CHANGES", "projected_cycles", "what_if"]
+__all__ = ["CHANGES", "OPTIONS", "projected_cycles", "what_if"]
 
 CHANGES = {
     "overlap": "overlap each layer's activation with the next MAC phase (next layer or head)",
     "act_x2": "twice the activation units (A -> 2A)",
-    "head_nopad": "head columns at ceil(O/P) cycles (no 3-cycle read-modify-write padding)",
-    "layer_nopad": "layer columns at ceil(3H/P) cycles (no 3-cycle padding)",
     "all": "all of the above",
 }
 
+#: Keyword arguments of :func:`projected_cycles` for each row of the table ("today": none).
+OPTIONS = {
+    "today": {},
+    "overlap": {"overlap": True},
+    "act_x2": {"act_mult": 2},
+    "all": {"overlap": True, "act_mult": 2},
+}
 
-def projected_cycles(cfg: DeltaGRUConfig, fired_layers, fired_head, overlap=False, act_mult=1,
-                     head_nopad=False, layer_nopad=False) -> np.ndarray:
-    """Cycles per timestep under the changes; with no change it equals ``timestep_cycles``."""
-    fl = np.asarray(fired_layers, dtype=np.int64)
-    fh = np.asarray(fired_head, dtype=np.int64)
-    H, L, P = cfg.hidden_size, cfg.num_layers, cfg.lanes
-    A = cfg.act_width * act_mult
-    C = ceil_div(3 * H, P)
-    cc = C if layer_nopad else cyc.column_cost(cfg)
-    act = ceil_div(H, A) + cyc.ACT_DRAIN
-    mac = [fl[:, l] * cc + cyc.MAC_DRAIN for l in range(L)]
-    total = cyc.STEP_OVERHEAD + sum(mac[l] + act for l in range(L))
-    nxt = mac[1:]
-    if cfg.has_head:
-        hc = ceil_div(cfg.output_size, P) if head_nopad else cyc.head_column_cost(cfg)
-        head_mac = fh * hc + cyc.MAC_DRAIN
-        total = total + head_mac + ceil_div(cfg.output_size, A) + cyc.OUT_DRAIN
-        nxt = nxt + [head_mac]
+
+def _act_beats(cfg: DeltaGRUConfig, A: int) -> tuple[int, int]:
+    """Activation beats per layer and head read-out beats (0 without a head) with A units."""
+    return ceil_div(cfg.hidden_size, A), (ceil_div(cfg.output_size, A) if cfg.has_head else 0)
+
+
+def _arrays(cfg: DeltaGRUConfig, fired_layers, fired_head):
+    fl = np.asarray(fired_layers, dtype=np.int64).reshape(-1, cfg.num_layers)
+    fh = np.broadcast_to(np.asarray(fired_head, dtype=np.int64), fl.shape[:1])
+    return [fl[:, l] for l in range(cfg.num_layers)], fh
+
+
+def projected_cycles(cfg: DeltaGRUConfig, fired_layers, fired_head, overlap=False,
+                     act_mult=1) -> np.ndarray:
+    """Cycles per timestep under the changes; with no change it equals ``timestep_cycles``.
+
+    ``fired_layers`` is (T, L) fired columns (x + h) per layer, ``fired_head`` (T,).
+    """
+    layers, fh = _arrays(cfg, fired_layers, fired_head)
+    ph = cyc.timestep_phases(cfg, layers, fh)
+    layer_beats, head_beats = _act_beats(cfg, cfg.act_width * act_mult)
+    total = (ph["mac_issue"] + ph["mac_fixed"] + ph["act_fixed"]
+             + cfg.num_layers * layer_beats + head_beats)
     if overlap:
+        # The MAC phase that follows each layer's activation: the next layer's, then the head's.
+        cc = cyc.column_cost(cfg)
+        nxt = [n * cc + cyc.mac_phase_fixed(n, cc) for n in layers[1:]]
+        if cfg.has_head:
+            hc = cyc.head_column_cost(cfg)
+            nxt.append(fh * hc + cyc.mac_phase_fixed(fh, hc))
+        act = layer_beats + cyc.ACT_DRAIN
         for m in nxt:
             total = total - np.minimum(act, m)
-    return np.asarray(total, dtype=np.int64)
+    return np.broadcast_to(np.asarray(total, dtype=np.int64), fh.shape).copy()
 
 
 def what_if(cfg: DeltaGRUConfig, fired_layers, fired_head) -> dict:
     """Mean delta and dense cycles per timestep, the speedup, the latency gain over today's
     design and the ratio to the ideal bound of the changed hardware (same P, its A)."""
-    fl = np.asarray(fired_layers, dtype=np.int64)
-    fh = np.asarray(fired_head, dtype=np.int64)
+    layers, fh = _arrays(cfg, fired_layers, fired_head)
+    fl = np.stack(layers, axis=1)
     dense_fl = np.asarray([cyc.dense_columns(cfg)], dtype=np.int64)
     dense_fh = np.asarray([cfg.hidden_size if cfg.has_head else 0], dtype=np.int64)
-    options = {
-        "today": {},
-        "overlap": {"overlap": True},
-        "act_x2": {"act_mult": 2},
-        "head_nopad": {"head_nopad": True},
-        "layer_nopad": {"layer_nopad": True},
-        "all": {"overlap": True, "act_mult": 2, "head_nopad": True, "layer_nopad": True},
-    }
     base = projected_cycles(cfg, fl, fh)
-    model = np.array([cyc.timestep_cycles(cfg, list(map(int, r)), int(h))
-                      for r, h in zip(fl, fh)], dtype=np.int64)
-    if not np.array_equal(base, model):
+    if not np.array_equal(base, cyc.timestep_cycles(cfg, layers, fh)):
         raise AssertionError("whatif.projected_cycles no longer matches deltahw.cycles; update it.")
-    out = {}
-    C = ceil_div(3 * cfg.hidden_size, cfg.lanes)
-    Ch = ceil_div(cfg.output_size, cfg.lanes)
+    issue = float(np.mean(cyc.timestep_phases(cfg, layers, fh)["mac_issue"]))
     today = float(base.mean())
-    for k, kw in options.items():
+    out = {}
+    for k, kw in OPTIONS.items():
         d = float(projected_cycles(cfg, fl, fh, **kw).mean())
-        A = cfg.act_width * kw.get("act_mult", 1)
-        ideal = float((fl.sum(-1) * C + fh * Ch).mean()) + cfg.num_layers * ceil_div(
-            cfg.hidden_size, A) + (ceil_div(cfg.output_size, A) if cfg.has_head else 0)
+        layer_beats, head_beats = _act_beats(cfg, cfg.act_width * kw.get("act_mult", 1))
+        ideal = issue + cfg.num_layers * layer_beats + head_beats
         z = float(projected_cycles(cfg, dense_fl, dense_fh, **kw)[0])
         floor = float(projected_cycles(cfg, np.zeros_like(dense_fl), np.zeros_like(dense_fh),
                                        **kw)[0])

@@ -12,17 +12,21 @@ Schedule of a timestep (the cycle model of :mod:`deltahw.cycles` counts exactly 
   the fired (index, delta) pairs into a double-buffered queue. It works ahead: while the core
   computes step t it already encodes x_{t+1} into the other buffer.
 * Per layer: **MAC** phase over the layer's fired x columns then h columns (2 cycles to fetch the
-  first entry, ``max(C, 3)`` cycles per column back to back, 2 cycles to drain); then **ACT**
-  phase, A units per cycle through the activation pipeline (7 cycles from issue to write-back,
-  one more until the fired deltas are stored in the queues).
+  first entry, C = ceil(3H/P) cycles per column back to back, ``max(0, 3 - C)`` cycles to drain;
+  a phase in which nothing fired takes 1 cycle); then **ACT** phase, A units per cycle through the
+  activation pipeline (7 cycles from issue to write-back, one more until the fired deltas are
+  stored in the queues).
   As each beat of new h values leaves the pipeline it is delta-encoded twice, against this layer's
   last transmitted h (feeding this layer's h queue for the next timestep) and against the next
   layer's (or the head's) last transmitted input (feeding its x queue for this timestep).
-* Head: MAC over its fired columns, then a read-out of ceil(O/A) beats into the output FIFO.
-* One closing cycle.
+* Head: MAC over its fired columns (ceil(O/P) cycles each), then a read-out of ceil(O/A) beats into
+  the output FIFO.
+* The timestep closes in its last cycle (counters latch) and the next one starts in the following
+  cycle when its input vector is in.
 
-Before the phase that writes the output FIFO the core waits until the FIFO is empty (the host has
-read the previous timestep); those cycles are stall cycles, not compute cycles.
+The output FIFO holds two timesteps of output beats. Before the phase that writes it the core waits
+until there is room for one timestep (the host has read all but at most one earlier timestep);
+those cycles are stall cycles, not compute cycles. With the output always read there are none.
 """
 
 from __future__ import annotations
@@ -239,9 +243,12 @@ class DeltaGRUCore(wiring.Component):
 
         # ---- output FIFO -------------------------------------------------------------------------
         ol = output_layout(cfg)
-        # One timestep of output beats, written back to back into an empty FIFO (one spare entry:
-        # SyncFIFOBuffered's inner FIFO cannot take a write while its only entry moves out).
-        m.submodules.ofifo = ofifo = fifo.SyncFIFOBuffered(width=ol.size, depth=max(nbo + 1, 3))
+        # A timestep's output beats are written back to back, unchecked, once there is room for all
+        # of them. Two timesteps' worth: the next timestep may start (and, with nothing fired,
+        # reach its output phase) while the previous one's beats are still leaving. One spare
+        # entry: SyncFIFOBuffered's inner FIFO (depth - 1) is what must not overflow.
+        out_depth = 2 * nbo + 1
+        m.submodules.ofifo = ofifo = fifo.SyncFIFOBuffered(width=ol.size, depth=out_depth)
         out_data = Signal(ol)
         m.d.comb += [
             self.o.valid.eq(ofifo.r_rdy),
@@ -249,7 +256,7 @@ class DeltaGRUCore(wiring.Component):
             ofifo.r_en.eq(self.o.ready),
             ofifo.w_data.eq(out_data),
         ]
-        out_empty = ofifo.level == 0
+        out_room = ofifo.level <= out_depth - 1 - nbo  # room for one timestep of beats
 
         # ---- controller --------------------------------------------------------------------------
         # Constants per block (layers 0..L-1, head = L), selected by `layer`.
@@ -261,10 +268,12 @@ class DeltaGRUCore(wiring.Component):
         in_sizes = [cfg.layer_input_size(l) for l in range(L)] + ([0] if head else [])
         groups = [C] * L + ([Ch] if head else [])
         costs = [cycles.column_cost(cfg)] * L + ([cycles.head_column_cost(cfg)] if head else [])
+        assert costs == groups, "a column issues one row group per cycle"
+        drains = [cycles.mac_drain(c) for c in costs]
         t_wbase = table([lay.weight_base[b] for b in range(blocks)])
         t_isize = table(in_sizes)
         t_groups = table(groups)
-        t_cost = table(costs)
+        t_drain = table(drains)
         t_mxbase = table([lay.mx_base[b] for b in range(blocks)])
         t_mchbase = table([C * min(b, L - 1) for b in range(blocks)])
 
@@ -450,15 +459,39 @@ class DeltaGRUCore(wiring.Component):
         stalling = Signal()
         final_block = L if head else L - 1
 
+        step_done = Signal()  # last compute cycle of the timestep: counters latch
+
+        def start_step():
+            """Leave the timestep's last cycle (or IDLE): start the next one if its input is in."""
+            m.d.sync += [layer.eq(0), ro_beat.eq(0), ro_k.eq(0)]
+            with m.If(r_full):
+                with m.If(r_reset):
+                    m.d.sync += reset_addr.eq(0)
+                    m.next = "RESET"
+                with m.Else():
+                    m.next = "MAC_FETCH"
+            with m.Else():
+                m.next = "IDLE"
+
+        def finish_step():
+            m.d.comb += step_done.eq(1)
+            m.d.sync += [cycles_last.eq(step_cycles + 1), timesteps.eq(timesteps + 1)]
+            start_step()
+
+        def mac_done():
+            """The block's MAC phase ends this cycle: on to its activation or read-out."""
+            with m.If(layer == 0):
+                m.d.comb += release.eq(1)  # the input vector's queue has been read
+            with m.If((layer == final_block) & ~out_room):
+                m.next = "WAIT_OUT"
+            with m.Elif(layer == L):
+                m.next = "OUT_RUN"
+            with m.Else():
+                m.next = "ACT_RUN"
+
         with m.FSM(name="ctrl"):
             with m.State("IDLE"):
-                m.d.sync += [layer.eq(0), step_cycles.eq(0)]
-                with m.If(r_full):
-                    with m.If(r_reset):
-                        m.d.sync += reset_addr.eq(0)
-                        m.next = "RESET"
-                    with m.Else():
-                        m.next = "MAC_FETCH"
+                start_step()
             with m.State("RESET"):
                 # Accumulators <- biases, h / last-transmitted values <- 0, queues emptied.
                 m.d.comb += [
@@ -472,48 +505,48 @@ class DeltaGRUCore(wiring.Component):
             with m.State("MAC_FETCH"):
                 m.d.comb += counting.eq(1)
                 fetch(0)
-                m.d.sync += [e.eq(0), g.eq(0), cnt.eq(0)]
+                m.d.sync += [e.eq(0), g.eq(0), cnt.eq(0), act_g.eq(0), act_k.eq(0), act_beat.eq(0)]
                 for l in range(L):
                     with m.If(layer == l):
                         m.d.sync += [fired_x[l].eq(nx), fired_h[l].eq(nh)]
                 if head:
                     with m.If(layer == L):
                         m.d.sync += fired_head.eq(nx)
-                m.next = "MAC_FETCH2"
+                with m.If(n_total == 0):
+                    mac_done()  # cycles.EMPTY_MAC_PHASE
+                with m.Else():
+                    m.next = "MAC_FETCH2"
             with m.State("MAC_FETCH2"):
                 m.d.comb += counting.eq(1)
                 take_fetched()
                 fetch(1)
-                with m.If(n_total == 0):
-                    m.next = "MAC_DRAIN"
-                with m.Else():
-                    m.next = "MAC_RUN"
+                m.next = "MAC_RUN"
             with m.State("MAC_RUN"):
-                m.d.comb += [counting.eq(1), mac.issue.eq(g < t_groups[layer])]
-                fetch(e + 1)
-                with m.If(g == t_cost[layer] - 1):
+                m.d.comb += [counting.eq(1), mac.issue.eq(1)]
+                # The entry taken in a column's last cycle was addressed the cycle before: in
+                # the column's previous cycle, or (one-cycle columns) in the previous column's.
+                last_g = g == t_groups[layer] - 1
+                fetch(Mux(last_g, e + 2, e + 1))
+                with m.If(last_g):
                     m.d.sync += [g.eq(0), e.eq(e + 1)]
                     take_fetched()
                     with m.If(e + 1 == n_total):
-                        m.next = "MAC_DRAIN"
+                        with m.If(t_drain[layer] == 0):
+                            mac_done()
+                        with m.Else():
+                            m.next = "MAC_DRAIN"
                 with m.Else():
                     m.d.sync += g.eq(g + 1)
             with m.State("MAC_DRAIN"):
+                # Until the last column's first accumulator word is readable (cycles.mac_drain).
                 m.d.comb += counting.eq(1)
-                m.d.sync += [cnt.eq(cnt + 1), act_g.eq(0), act_k.eq(0), act_beat.eq(0)]
-                with m.If(cnt == cycles.MAC_DRAIN - 3):
+                m.d.sync += cnt.eq(cnt + 1)
+                with m.If(cnt == t_drain[layer] - 1):
                     m.d.sync += cnt.eq(0)
-                    with m.If(layer == 0):
-                        m.d.comb += release.eq(1)
-                    with m.If((layer == final_block) & ~out_empty):
-                        m.next = "WAIT_OUT"
-                    with m.Elif(layer == L):
-                        m.next = "OUT_RUN"
-                    with m.Else():
-                        m.next = "ACT_RUN"
+                    mac_done()
             with m.State("WAIT_OUT"):
                 m.d.comb += stalling.eq(1)
-                with m.If(out_empty):
+                with m.If(out_room):
                     m.next = "OUT_RUN" if head else "ACT_RUN"
             with m.State("ACT_RUN"):
                 m.d.comb += [counting.eq(1), act_issue.eq(1)]
@@ -530,10 +563,13 @@ class DeltaGRUCore(wiring.Component):
                 m.d.sync += cnt.eq(cnt + 1)
                 with m.If(cnt == cycles.ACT_DRAIN - 1):
                     m.d.sync += [cnt.eq(0), layer.eq(layer + 1)]
-                    with m.If(layer == L - 1):
-                        m.next = "MAC_FETCH" if head else "FINISH"
-                    with m.Else():
+                    if head:
                         m.next = "MAC_FETCH"
+                    else:
+                        with m.If(layer == L - 1):
+                            finish_step()
+                        with m.Else():
+                            m.next = "MAC_FETCH"
             with m.State("OUT_RUN"):
                 m.d.comb += [counting.eq(1), ro_issue.eq(1)]
                 m.d.sync += ro_beat.eq(ro_beat + 1)
@@ -548,19 +584,15 @@ class DeltaGRUCore(wiring.Component):
                 m.d.comb += counting.eq(1)
                 m.d.sync += cnt.eq(cnt + 1)
                 with m.If(cnt == cycles.OUT_DRAIN - 1):
-                    m.next = "FINISH"
-            with m.State("FINISH"):
-                m.d.comb += counting.eq(1)
-                m.d.sync += [
-                    cycles_last.eq(step_cycles + 1),
-                    timesteps.eq(timesteps + 1),
-                    ro_beat.eq(0),
-                    ro_k.eq(0),
-                ]
-                m.next = "IDLE"
+                    m.d.sync += cnt.eq(0)
+                    finish_step()
 
+        with m.If(step_done):
+            m.d.sync += step_cycles.eq(0)
+        with m.Elif(counting):
+            m.d.sync += step_cycles.eq(step_cycles + 1)
         with m.If(counting):
-            m.d.sync += [step_cycles.eq(step_cycles + 1), cycles_total.eq(cycles_total + 1)]
+            m.d.sync += cycles_total.eq(cycles_total + 1)
         with m.If(stalling):
             m.d.sync += stall_total.eq(stall_total + 1)
         with m.If(mac.issue):

@@ -25,8 +25,11 @@ class MacArray(wiring.Component):
     Issue (one row group of one column per cycle): with ``issue`` high, every lane reads weight word
     ``w_addr`` and accumulator ``acc_addr`` (MX) or ``ch_addr`` (MCH, c-gate lanes when ``use_ch``),
     multiplies the weight by ``delta`` and writes the sum back two cycles later. Throughput: one
-    issue per cycle; latency: the write lands at the end of the cycle 2 after the issue, so the
-    same accumulator word may be issued again 3 cycles later (``cycles.MAC_RMW_CYCLES``).
+    issue per cycle, any address sequence: an issue that reads a word one of the two previous issues
+    is still writing takes that sum from the pipeline instead (forwarding), so consecutive columns
+    may touch the same word every cycle (a head with O <= P). Latency: the write lands at the end of
+    the cycle 2 after the issue; a read-out of the word sees it 3 cycles after the issue
+    (``cycles.ACC_WRITE_LATENCY``).
 
     Read-out (when not issuing): ``mx_addr``/``mch_addr`` address all lanes' accumulators;
     ``mx_data``/``mch_data`` hold the words one cycle later (used by activation and head read-out).
@@ -106,9 +109,21 @@ class MacArray(wiring.Component):
         s1 = Signal(data.StructLayout({"valid": 1, "use_ch": 1, "acc": self.mxbits,
                                        "ch": self.mchbits, "delta": signed(cfg.delta_bits)}))
         s2 = Signal.like(s1)
+        s3 = Signal.like(s1)
         m.d.sync += [s1.valid.eq(self.issue), s1.use_ch.eq(self.use_ch),
                      s1.acc.eq(self.acc_addr), s1.ch.eq(self.ch_addr), s1.delta.eq(self.delta),
-                     s2.eq(s1)]
+                     s2.eq(s1), s3.eq(s2)]
+        # Forwarding: the issue in stage 1 read its word before the issues in stage 2 (writing at
+        # the end of this cycle) and stage 3 (written at the end of the previous cycle, after the
+        # read) had stored their sums. If either updates the same word, take its sum instead
+        # (stage 2 first: it already includes stage 3's when both match).
+        def same_word(s, kind_matters):
+            if not kind_matters:  # r/u lanes always update MX at `acc`
+                return s.valid & (s.acc == s1.acc)
+            return s.valid & (s.use_ch == s1.use_ch) & Mux(s1.use_ch, s.ch == s1.ch,
+                                                           s.acc == s1.acc)
+        fwd2_mx, fwd3_mx = same_word(s2, False), same_word(s3, False)
+        fwd2_c, fwd3_c = same_word(s2, True), same_word(s3, True)
         load1 = Signal()
         load_addr1 = Signal(self.babits)
         m.d.sync += [load1.eq(self.load), load_addr1.eq(self.load_addr)]
@@ -137,10 +152,15 @@ class MacArray(wiring.Component):
             # Stage 1 -> 2: the product is registered (DSP MREG), the old sum travels alongside.
             prod2 = Signal(signed(cfg.weight.bits + cfg.delta_bits), name=f"prod2_{p}")
             old2 = Signal(acc_shape, name=f"old2_{p}")
-            m.d.sync += [prod2.eq(weights[p] * s1.delta), old2.eq(old1)]
             # Both sums are signed; the memory write keeps the low acc_bits (no overflow, see
             # numerics.accumulator_bits_needed).
-            total = old2 + prod2
+            total = Signal(acc_shape, name=f"total_{p}")
+            total3 = Signal(acc_shape, name=f"total3_{p}")
+            m.d.comb += total.eq(old2 + prod2)
+            m.d.sync += total3.eq(total)
+            fwd2, fwd3 = (fwd2_c, fwd3_c) if is_c else (fwd2_mx, fwd3_mx)
+            m.d.sync += [prod2.eq(weights[p] * s1.delta),
+                         old2.eq(Mux(fwd2, total, Mux(fwd3, total3, old1)))]
             bias_val = biases[p] << bias_shift
             to_ch = s2.use_ch if is_c else 0
             m.d.comb += [
