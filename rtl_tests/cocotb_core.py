@@ -174,18 +174,17 @@ class VectorRunner:
         await self.check_reg("STATUS", 0, "at the end", 0x7)
 
 
-@cocotb.test()
-async def run_vectors(dut):
-    """Run the scenario in ``DELTAHW_VECTORS`` and check everything against the golden model."""
-    path = Path(os.environ["DELTAHW_VECTORS"])
-    doc = json.loads(path.read_text())
+async def run_document(dut, runner_cls, extra=None) -> None:
+    """Run the vectors document in ``DELTAHW_VECTORS`` with ``runner_cls(tb, doc)``, write the
+    report (``DELTAHW_REPORT``, with ``extra(runner)`` merged in) and fail on any error."""
+    doc = json.loads(Path(os.environ["DELTAHW_VECTORS"]).read_text())
     tb = TB(dut, in_elems=doc["in_elems"], out_elems=doc["out_elems"],
             elem_bits=doc["elem_bits"], seed=doc["seed"], idle=doc["idle"],
             backpressure=doc["backpressure"])
     tb.log.info("%s / %s: %s", doc["case"], doc["scenario"], doc["summary"])
     wall = time.time()
     await tb.reset()
-    runner = VectorRunner(tb, doc)
+    runner = runner_cls(tb, doc)
     fatal = None
     try:
         await runner.wait_status_idle("after reset")
@@ -210,6 +209,8 @@ async def run_vectors(dut):
         "sim_cycles": int(get_sim_time("ns") // CLOCK_NS),
         "wall_seconds": round(time.time() - wall, 2),
     }
+    if extra is not None:
+        report.update(extra(runner))
     out = os.environ.get("DELTAHW_REPORT")
     if out:
         Path(out).write_text(json.dumps(report, indent=1))
@@ -217,3 +218,9 @@ async def run_vectors(dut):
                 tb.checked, runner.register_reads, report["sim_cycles"], report["wall_seconds"])
     if errors:
         raise AssertionError(f"{len(errors)} error(s); first: {errors[0]}")
+
+
+@cocotb.test()
+async def run_vectors(dut):
+    """Run the scenario in ``DELTAHW_VECTORS`` and check everything against the golden model."""
+    await run_document(dut, VectorRunner)

@@ -16,14 +16,10 @@ the simulator's Python (the bench puts ``rtl_tests/`` on ``sys.path``); it impor
 
 from __future__ import annotations
 
-import json
-import os
-import time
-from pathlib import Path
 
 from cocotb.triggers import RisingEdge
 from cocotb.utils import get_sim_time
-from cocotb_core import MAX_ERRORS, VectorRunner, _Abort
+from cocotb_core import VectorRunner, run_document
 from deltahw_tb import CLOCK_NS, TB
 
 import cocotb
@@ -114,43 +110,4 @@ class BenchRunner(VectorRunner):
 @cocotb.test()
 async def run_bench(dut):
     """Run ``DELTAHW_VECTORS`` with the regression's checks; report the counters read."""
-    doc = json.loads(Path(os.environ["DELTAHW_VECTORS"]).read_text())
-    tb = TB(dut, in_elems=doc["in_elems"], out_elems=doc["out_elems"],
-            elem_bits=doc["elem_bits"], seed=doc["seed"], idle=doc["idle"],
-            backpressure=doc["backpressure"])
-    tb.log.info("bench %s: %s", doc["case"], doc["summary"])
-    wall = time.time()
-    await tb.reset()
-    runner = BenchRunner(tb, doc)
-    fatal = None
-    try:
-        await runner.wait_status_idle("after reset")
-        await runner.run()
-    except _Abort:
-        fatal = f"stopped after {MAX_ERRORS} errors"
-    except AssertionError as e:
-        fatal = str(e)
-    await RisingEdge(dut.clk)
-    errors = list(tb.errors)
-    if fatal:
-        errors.append(f"[{get_sim_time('ns'):.0f} ns] {fatal}")
-    if tb.error_count > len(tb.errors):
-        errors.append(f"... and {tb.error_count - len(tb.errors)} more error(s)")
-    report = {
-        "case": doc["case"],
-        "scenario": doc["scenario"],
-        "errors": errors,
-        "beats_checked": tb.checked,
-        "input_beats": tb.source.sent,
-        "register_reads": runner.register_reads,
-        "sim_cycles": int(get_sim_time("ns") // CLOCK_NS),
-        "wall_seconds": round(time.time() - wall, 2),
-        "measured": runner.measured,
-    }
-    out = os.environ.get("DELTAHW_REPORT")
-    if out:
-        Path(out).write_text(json.dumps(report))
-    tb.log.info("bench: checked %d output beats, %d register reads in %d cycles (%.1f s)",
-                tb.checked, runner.register_reads, report["sim_cycles"], report["wall_seconds"])
-    if errors:
-        raise AssertionError(f"{len(errors)} error(s); first: {errors[0]}")
+    await run_document(dut, BenchRunner, extra=lambda runner: {"measured": runner.measured})
