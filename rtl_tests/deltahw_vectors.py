@@ -112,6 +112,11 @@ CASES: tuple[CoreCase, ...] = (
     CoreCase("one_beat", _cfg(input_size=3, hidden_size=4, num_layers=3, output_size=2, lanes=6,
                               lanes_per_bank=2, act_width=2, enc_width=4),
              seed=16, timesteps=12),
+    # 3H = P: every column is one cycle, so each lane updates the same accumulator word on
+    # consecutive cycles (the MAC array's forwarding path, in the layers and in the head).
+    CoreCase("one_cycle", _cfg(input_size=3, hidden_size=4, num_layers=2, output_size=3,
+                               lanes=12, lanes_per_bank=4, act_width=2, enc_width=2),
+             seed=17, timesteps=12),
 )
 
 #: Scenario names, in the order the regression runs them for each case.
