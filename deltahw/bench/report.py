@@ -413,9 +413,9 @@ def _hw_section(results: dict) -> list[str]:
             lo, hi = min(f for _, f in fm), max(f for _, f in fm)
             out += ["", f"ECP5 post-route Fmax over P = {', '.join(str(p) for p, _ in fm)}: "
                     f"{', '.join(f'{f:.1f}' for _, f in fm)} MHz"
-                    + (f" (within {100 * (hi - lo) / hi:.0f} %: the critical path is not in the "
-                       "lane array, so more lanes cost no clock)" if (hi - lo) / hi < 0.1
-                       else "") + "."]
+                    + (f" (they differ by {100 * (hi - lo) / hi:.1f} %, within place-and-route "
+                       "noise: the critical path is not in the lane array, so more lanes cost no "
+                       "clock)" if (hi - lo) / hi < 0.1 else "") + "."]
         times = []
         for r in m["hardware"]:
             for key, label in (("artix", "synth_xilinx"), ("ecp5", "ECP5")):
