@@ -369,12 +369,8 @@ def _sequence_op(model: QuantizedModel, x_q: torch.Tensor, label: str, lockstep:
     res = run_golden(model, x_q)
     T = x_q.shape[0]
     L = cfg.num_layers
-    cc = cycle_model.column_cost(cfg)
-    ideal_col = ceil_div(3 * cfg.hidden_size, cfg.lanes)
     fired = [[int(res.fired_x[0, t, l] + res.fired_h[0, t, l]) for l in range(L)] for t in range(T)]
     fired_head = [int(v) for v in res.fired_head[0]]
-    hc = cycle_model.head_column_cost(cfg) if cfg.has_head else 0
-    hideal = ceil_div(cfg.output_size, cfg.lanes) if cfg.has_head else 0
     op = {
         "op": "sequence",
         "label": label,
@@ -386,9 +382,9 @@ def _sequence_op(model: QuantizedModel, x_q: torch.Tensor, label: str, lockstep:
         "fired_x": res.fired_x[0].tolist(),
         "fired_h": res.fired_h[0].tolist(),
         "fired_head": fired_head,
-        # MAC_BUSY counts issue cycles: at least the ideal column cost, at most the padded one.
-        "mac_busy_min": [sum(f) * ideal_col + fh * hideal for f, fh in zip(fired, fired_head)],
-        "mac_busy_max": [sum(f) * cc + fh * hc for f, fh in zip(fired, fired_head)],
+        # MAC_BUSY counts column issue cycles: the cycle model's issue phase, exactly.
+        "mac_busy": [int(cycle_model.timestep_phases(cfg, f, fh)["mac_issue"])
+                     for f, fh in zip(fired, fired_head)],
     }
     stats = {
         "timesteps": T,
@@ -433,8 +429,7 @@ def _counter_totals(seq_ops: list[dict], stall_zero: bool) -> dict:
         "op": "totals",
         "timesteps": sum(len(s["cycles"]) for s in seq_ops),
         "cycles": sum(sum(s["cycles"]) for s in seq_ops),
-        "mac_busy_min": sum(sum(s["mac_busy_min"]) for s in seq_ops),
-        "mac_busy_max": sum(sum(s["mac_busy_max"]) for s in seq_ops),
+        "mac_busy": sum(sum(s["mac_busy"]) for s in seq_ops),
         "stall_zero": stall_zero,
     }
 

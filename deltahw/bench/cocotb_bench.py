@@ -39,41 +39,18 @@ class BenchRunner(VectorRunner):
             await super().op_sequence(op)
             return
         await self.sync(f"before sequence {op['label']}")
-        L = self.doc["num_layers"]
         rec = {"cycles": [], "fired": [], "fired_head": [], "mac_busy": []}
         busy0 = await self.read("MAC_BUSY")
         for t in range(len(op["inputs"])):
-            where = f"sequence {op['label']} timestep {t}"
-            self.queue_timestep(op, t)
-            await self.tb.wait_outputs(self._timeout(op["cycles"][t], self.n_in + self.n_out),
-                                       f"the output of {where}")
-            await self.tb.source.wait_idle()
-            self.pending_cycles = 0
-            await self.wait_status_idle(f"after {where}")
-            self.steps_since_clear += 1
-            rec["cycles"].append(await self.check_reg("CYCLES_LAST", op["cycles"][t], where))
-            fired = []
-            for l in range(L):
-                fx, fh = op["fired_x"][t][l], op["fired_h"][t][l]
-                got = await self.read(f"FIRED_LAST{l}")
-                fired.append([got & 0xFFFF, got >> 16])
-                if got != fx | fh << 16:
-                    self.error(f"{where}: FIRED_LAST{l} expected x={fx} h={fh} got "
-                               f"x={got & 0xFFFF} h={got >> 16}")
-            rec["fired"].append(fired)
-            if self.doc["has_head"]:
-                rec["fired_head"].append(
-                    await self.check_reg("FIRED_HEAD_LAST", op["fired_head"][t], where))
-            else:
-                rec["fired_head"].append(0)
-            await self.check_reg("TIMESTEPS", self.steps_since_clear, where)
+            got = await self.lockstep_timestep(op, t)
+            for key in ("cycles", "fired", "fired_head"):
+                rec[key].append(got[key])
             busy = await self.read("MAC_BUSY")
             rec["mac_busy"].append(busy - busy0)
             busy0 = busy
-            lo, hi = op["mac_busy_min"][t], op["mac_busy_max"][t]
-            if not lo <= rec["mac_busy"][-1] <= hi:
-                self.error(f"{where}: MAC_BUSY grew by {rec['mac_busy'][-1]}, outside [{lo}, "
-                           f"{hi}]")
+            if rec["mac_busy"][-1] != op["mac_busy"][t]:
+                self.error(f"sequence {op['label']} timestep {t}: MAC_BUSY grew by "
+                           f"{rec['mac_busy'][-1]}, expected {op['mac_busy'][t]}")
         self.measured[op["label"]] = rec
 
     async def op_timed(self, op: dict) -> None:
