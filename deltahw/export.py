@@ -68,26 +68,17 @@ def bank_files(model: QuantizedModel) -> dict[str, tuple[str, int, int]]:
     wbanks = lay.to_bank_words(lay.lane_weights(model), cfg.weight.bits)
     bbanks = lay.to_bank_words(lay.lane_biases(model), cfg.bias.bits)
     G = cfg.lanes_per_bank
-    for b, words in enumerate(wbanks):
-        hdr = (
-            f"deltahw weights bank {b}: lanes {b * G}..{b * G + G - 1}, {G} x "
-            f"{cfg.weight.name()} per word, depth {len(words)}"
-        )
-        files[f"weights_bank{b}.mem"] = (
-            _mem_text(words, lay.weight_word_bits, hdr),
-            lay.weight_word_bits,
-            len(words),
-        )
-    for b, words in enumerate(bbanks):
-        hdr = (
-            f"deltahw biases bank {b}: lanes {b * G}..{b * G + G - 1}, {G} x "
-            f"{cfg.bias.name()} per word, depth {len(words)}"
-        )
-        files[f"biases_bank{b}.mem"] = (
-            _mem_text(words, lay.bias_word_bits, hdr),
-            lay.bias_word_bits,
-            len(words),
-        )
+    kinds = (
+        ("weights", wbanks, cfg.weight, lay.weight_word_bits),
+        ("biases", bbanks, cfg.bias, lay.bias_word_bits),
+    )
+    for kind, banks, fmt, word_bits in kinds:
+        for b, words in enumerate(banks):
+            hdr = (
+                f"deltahw {kind} bank {b}: lanes {b * G}..{b * G + G - 1}, {G} x "
+                f"{fmt.name()} per word, depth {len(words)}"
+            )
+            files[f"{kind}_bank{b}.mem"] = (_mem_text(words, word_bits, hdr), word_bits, len(words))
     return files
 
 

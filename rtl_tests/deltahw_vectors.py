@@ -209,22 +209,12 @@ def pack_input_beats(cfg: DeltaGRUConfig, x_q: torch.Tensor, rng: np.random.Gene
     them.
     """
     E, ab, I = cfg.enc_width, cfg.act.bits, cfg.input_size
-    n = ceil_div(I, E)
-    m = _field_mask(ab)
     out = []
     for t in range(x_q.shape[0]):
         row = [int(v) for v in x_q[t]]
-        beats = []
-        for b in range(n):
-            word = 0
-            for e in range(E):
-                k = b * E + e
-                v = row[k] & m if k < I else int(rng.integers(0, 1 << ab))
-                word |= v << (e * ab)
-            if first and t == 0 and b == 0:
-                word |= 1 << (E * ab)
-            beats.append(word)
-        out.append(beats)
+        row += [int(rng.integers(0, 1 << ab)) for _ in range(ceil_div(I, E) * E - I)]
+        out.append([_pack_beat(row[b * E:(b + 1) * E], ab, first and t == 0 and b == 0)
+                    for b in range(ceil_div(I, E))])
     return out
 
 
@@ -232,22 +222,20 @@ def pack_output_beats(cfg: DeltaGRUConfig, y: torch.Tensor) -> list[list[int]]:
     """Expected output beats (T, W): ceil(W/A) payloads per timestep, ``last`` on the final one."""
     A, ab, W = cfg.act_width, cfg.act.bits, cfg.output_width
     n = ceil_div(W, A)
-    m = _field_mask(ab)
     out = []
     for t in range(y.shape[0]):
-        row = [int(v) for v in y[t]]
-        beats = []
-        for b in range(n):
-            word = 0
-            for e in range(A):
-                k = b * A + e
-                if k < W:
-                    word |= (row[k] & m) << (e * ab)
-            if b == n - 1:
-                word |= 1 << (A * ab)
-            beats.append(word)
-        out.append(beats)
+        row = [int(v) for v in y[t]] + [0] * (n * A - W)
+        out.append([_pack_beat(row[b * A:(b + 1) * A], ab, b == n - 1) for b in range(n)])
     return out
+
+
+def _pack_beat(values: list[int], bits: int, flag: bool) -> int:
+    """One payload: ``values`` as ``bits``-wide fields from bit 0 up, then the flag bit above."""
+    m = _field_mask(bits)
+    word = 0
+    for e, v in enumerate(values):
+        word |= (v & m) << (e * bits)
+    return word | (int(flag) << (len(values) * bits))
 
 
 def unpack_beat(word: int, count: int, bits: int) -> tuple[list[int], int]:
