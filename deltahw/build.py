@@ -33,6 +33,7 @@ import threading
 import time
 from pathlib import Path
 
+from .errors import DeltahwError
 from . import cycles
 from .boards import BOARDS, LED_NAMES, BoardTop, get_board
 from .config import ConfigError, DeltaGRUConfig
@@ -52,7 +53,7 @@ REPO = Path(__file__).resolve().parent.parent
 DEFAULT_MODELS = ("models/fsdd/export", "models/watch/export", "models/example/export")
 
 
-class BuildError(RuntimeError):
+class BuildError(DeltahwError, RuntimeError):
     def __init__(self, message, code=4):
         super().__init__(message)
         self.code = code

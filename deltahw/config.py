@@ -13,6 +13,7 @@ import json
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
+from .errors import DeltahwError
 from .numerics import (
     ActivationTable,
     FixedFormat,
@@ -27,7 +28,7 @@ __all__ = ["ConfigError", "DeltaGRUConfig", "FORMAT_VERSION", "ceil_div"]
 FORMAT_VERSION = 1
 
 
-class ConfigError(ValueError):
+class ConfigError(DeltahwError, ValueError):
     """A configuration value is out of range or inconsistent."""
 
 

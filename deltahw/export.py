@@ -23,6 +23,7 @@ from pathlib import Path
 
 import torch
 
+from .errors import DeltahwError
 from .config import ConfigError, DeltaGRUConfig
 from .layout import Layout
 from .model import ImportError_, LayerParams, QuantizedModel
@@ -33,7 +34,7 @@ __all__ = ["export_model", "load_exported", "ManifestError", "MANIFEST_KIND", "m
 MANIFEST_KIND = "deltahw-model"
 
 
-class ManifestError(ValueError):
+class ManifestError(DeltahwError, ValueError):
     """An exported folder is inconsistent (missing file, wrong length, checksum mismatch)."""
 
 

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from .errors import DeltahwError
 from . import regmap
 from .config import DeltaGRUConfig
 from .gateware import bridge as proto
@@ -37,7 +38,7 @@ __all__ = ["Device", "RunResult", "DeviceError", "NoDeviceError", "WrongBitstrea
 DEFAULT_BAUD = 1_000_000
 
 
-class DeviceError(RuntimeError):
+class DeviceError(DeltahwError, RuntimeError):
     """Base class of every error the driver raises."""
 
 

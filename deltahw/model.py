@@ -20,6 +20,7 @@ from pathlib import Path
 
 import torch
 
+from .errors import DeltahwError
 from .config import ConfigError, DeltaGRUConfig
 from .numerics import FixedFormat, quantize_float
 
@@ -37,7 +38,7 @@ __all__ = [
 CHECKPOINT_KIND = "deltahw-checkpoint"
 
 
-class ImportError_(ValueError):
+class ImportError_(DeltahwError, ValueError):
     """A checkpoint cannot be imported (unsupported feature, wrong shape, missing key, NaN...)."""
 
 

@@ -19,6 +19,7 @@ results (``deltahw.build`` reports the real numbers next to the estimate). :func
 
 from dataclasses import dataclass
 
+from .errors import DeltahwError
 from .config import DeltaGRUConfig, ceil_div
 from .layout import Layout
 
@@ -59,7 +60,7 @@ class Estimate:
                              for mm in self.memories]}
 
 
-class FitError(ValueError):
+class FitError(DeltahwError, ValueError):
     """The design does not fit the part; the message names the resource and what would fit."""
 
 

@@ -29,6 +29,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..errors import DeltahwError
 from .. import cycles as cyc
 from ..model import load_model
 from . import cpu, hw, ops
@@ -43,7 +44,7 @@ RESULTS_FORMAT = 1
 DEFAULT_MODELS = ("fsdd", "watch")
 
 
-class BenchError(RuntimeError):
+class BenchError(DeltahwError, RuntimeError):
     """The benchmark cannot run as asked (missing model, bad option)."""
 
 

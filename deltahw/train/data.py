@@ -31,6 +31,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..errors import DeltahwError
 from ..numerics import FixedFormat, quantize_float
 
 __all__ = [
@@ -56,7 +57,7 @@ WATCH_HOP_TRAIN = 64
 WATCH_HOP_EVAL = 128
 
 
-class DatasetError(ValueError):
+class DatasetError(DeltahwError, ValueError):
     """A dataset name is unknown or its data file cannot be found or read."""
 
 

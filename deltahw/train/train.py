@@ -35,6 +35,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from ..errors import DeltahwError
 from ..config import ConfigError, DeltaGRUConfig
 from ..model import CHECKPOINT_KIND, load_model, quantize_gru, save_checkpoint
 from ..util import atomic_write_bytes, atomic_write_text
@@ -60,7 +61,7 @@ HW_DEFAULTS = dict(lanes=48, lanes_per_bank=4, act_width=4, enc_width=8)
 STATE_NAME = "train_state.pt"
 
 
-class TrainError(ValueError):
+class TrainError(DeltahwError, ValueError):
     """Training cannot start or continue (bad argument, NaN loss, mismatched resume state)."""
 
 
