@@ -13,4 +13,4 @@ __all__ = ["DeltahwError"]
 
 
 class DeltahwError(Exception):
-    """Base class of every error deltahw raises on purpose (bad input, failed tool, device fault)."""
+    """Base class of every error deltahw raises on purpose (bad input, failed tool, device)."""
