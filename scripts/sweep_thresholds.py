@@ -42,7 +42,7 @@ def run_task(folder: Path, out: Path, extra: list | None = None) -> dict:
     t0 = time.time()
     trained = load_model(folder / "model.pt")
     dense = load_model(folder / "dense.pt")
-    task = trained.meta.get("task")
+    task = trained.meta.get("dataset_name", trained.meta.get("task"))
     if task not in GRIDS:
         raise SystemExit(f"error: {folder}/model.pt has task {task!r}; expected one of "
                          f"{sorted(GRIDS)}.")
@@ -74,7 +74,8 @@ def run_task(folder: Path, out: Path, extra: list | None = None) -> dict:
     others = []
     for e in extra or []:
         m = load_model(Path(e) / "model.pt")
-        if m.meta.get("task") != task or m.config.hidden_size != trained.config.hidden_size:
+        name = m.meta.get("dataset_name", m.meta.get("task"))
+        if name != task or m.config.hidden_size != trained.config.hidden_size:
             continue
         tx, th = m.config.theta_x[0], m.config.theta_h[0]
         row = sweep(m, ds, [(tx, th)])[0]

@@ -231,7 +231,8 @@ def test_smoke_training_writes_a_loadable_checkpoint(tmp_path):
     res = golden_eval(model, tdata.load_dataset("fsdd"), "test")
     assert res["accuracy"] == metrics["summary"]["delta_trained_test_accuracy"]
     assert res["accuracy"] > 0.3  # far above chance (0.1) after a few seconds of training
-    assert model.input_mean is not None and model.meta["task"] == "fsdd"
+    assert model.input_mean is not None and model.meta["task"] == "classification"
+    assert model.meta["dataset_name"] == "fsdd"
 
 
 def test_training_is_deterministic_and_resumes_identically(tmp_path, monkeypatch):
@@ -293,7 +294,8 @@ def test_bad_arguments_stop_with_full_sentences(tmp_path, capsys):
 
 def test_nan_loss_stops_without_writing_a_checkpoint(tmp_path, monkeypatch):
     def nan_forward(self, x, lengths):
-        return torch.full((x.shape[0], self.config.output_size), float("nan"), requires_grad=True)
+        return torch.full((*x.shape[:2], self.config.output_size), float("nan"),
+                          requires_grad=True)
 
     monkeypatch.setattr(ttrain.DenseNet, "forward", nan_forward)
     out = tmp_path / "nan"

@@ -36,6 +36,11 @@ from ..numerics import FixedFormat, quantize_float
 
 __all__ = [
     "DATASETS",
+    "TASKS",
+    "CLASSIFICATION",
+    "STEP_CLASSIFICATION",
+    "STEP_REGRESSION",
+    "task_of",
     "DatasetError",
     "Split",
     "Dataset",
@@ -49,6 +54,15 @@ __all__ = [
 #: Names accepted by :func:`load_dataset` and ``--dataset``.
 DATASETS = ("fsdd", "watch")
 
+#: Task kinds. ``classification``: one label per sequence, read from the head output at the
+#: sequence's last real timestep. ``timestep-classification``: one label per timestep, the argmax
+#: of the head output at every timestep. ``timestep-regression``: one real target vector per
+#: timestep (the paper's steering-angle kind of task), the head output at every timestep.
+CLASSIFICATION = "classification"
+STEP_CLASSIFICATION = "timestep-classification"
+STEP_REGRESSION = "timestep-regression"
+TASKS = (CLASSIFICATION, STEP_CLASSIFICATION, STEP_REGRESSION)
+
 #: Window length (frames at 50 Hz) of the watch task.
 WATCH_WINDOW = 256
 #: Hop between training windows (frames).
@@ -61,13 +75,25 @@ class DatasetError(DeltahwError, ValueError):
     """A dataset name is unknown or its data file cannot be found or read."""
 
 
+def task_of(meta: dict | None) -> str:
+    """The task kind a checkpoint's ``meta`` records (older checkpoints name their dataset)."""
+    t = (meta or {}).get("task")
+    if t in TASKS:
+        return t
+    return CLASSIFICATION  # fsdd, watch and checkpoints without a task: sequence classification
+
+
 @dataclass
 class Split:
-    """One split: a list of float32 (T_i, I) arrays, int labels, and an origin id per sequence."""
+    """One split: float32 (T_i, I) arrays, targets, and an origin id per sequence.
+
+    ``y`` is an int64 (N,) array for ``classification``; for the per-timestep tasks it is a list of
+    per-sequence arrays: int64 (T_i,) labels, or float32 (T_i, O) targets in the data's own units.
+    """
 
     xs: list
-    y: np.ndarray
-    origin: np.ndarray  # fsdd: utterance index; watch: recording index
+    y: object
+    origin: np.ndarray  # fsdd: utterance index; watch: recording index; user data: row index
 
     def __len__(self) -> int:
         return len(self.xs)
@@ -79,6 +105,14 @@ class Split:
 
 @dataclass
 class Dataset:
+    """Three splits of one task, with the input (and regression target) statistics of ``train``.
+
+    ``num_classes`` is the head's output size: classes for the classification tasks, target
+    dimensions for ``timestep-regression`` (whose ``class_names`` are the target names).
+    Regression targets are learnt normalised with ``target_mean`` / ``target_std`` (float32 (O,)
+    of the training split); the metrics are reported in the data's own units.
+    """
+
     name: str
     input_size: int
     num_classes: int
@@ -89,6 +123,13 @@ class Dataset:
     mean: np.ndarray  # float32 (I,)
     std: np.ndarray  # float32 (I,)
     info: dict = field(default_factory=dict)
+    task: str = CLASSIFICATION
+    target_mean: np.ndarray | None = None  # float32 (O,), timestep-regression only
+    target_std: np.ndarray | None = None
+
+    @property
+    def output_size(self) -> int:
+        return self.num_classes
 
     def split(self, name: str) -> Split:
         if name not in ("train", "val", "test"):
@@ -109,10 +150,19 @@ class Dataset:
         xq, _ = quantize_float(xn, fmt)
         mask = torch.arange(xq.shape[1])[None, :] < lengths[:, None]
         xq = torch.where(mask[..., None], xq, 0)
-        return xq, lengths, torch.from_numpy(np.asarray(s.y, dtype=np.int64))
+        return xq, lengths, self.targets(s)
+
+    def targets(self, split: str | Split, normalised: bool = False) -> torch.Tensor:
+        """Targets as a tensor: (B,) int64 labels; (B, T) int64 per-timestep labels (-1 on
+        padding); or (B, T, O) float32 regression targets (0 on padding), in the data's units or,
+        with ``normalised``, as ``(y - target_mean) / target_std`` (what the network learns)."""
+        s = self.split(split) if isinstance(split, str) else split
+        return pad_targets(s.y, self.task, self.target_mean if normalised else None,
+                           self.target_std if normalised else None)
 
     def summary(self) -> dict:
-        out = {"name": self.name, "input_size": self.input_size, "num_classes": self.num_classes}
+        out = {"name": self.name, "task": self.task, "input_size": self.input_size,
+               "num_classes": self.num_classes}
         for k in ("train", "val", "test"):
             s = self.split(k)
             out[k] = {"sequences": len(s), "frames": int(s.lengths.sum()),
@@ -130,6 +180,26 @@ def pad_batch(xs) -> tuple[torch.Tensor, torch.Tensor]:
     for i, x in enumerate(xs):
         out[i, : len(x)] = torch.as_tensor(np.asarray(x, dtype=np.float32))
     return out, lengths
+
+
+def pad_targets(y, task: str, mean=None, std=None) -> torch.Tensor:
+    """Targets of a split as one padded tensor (see :meth:`Dataset.targets`)."""
+    if task == CLASSIFICATION:
+        return torch.from_numpy(np.asarray(y, dtype=np.int64))
+    T = max((len(v) for v in y), default=0)
+    if task == STEP_CLASSIFICATION:
+        out = torch.full((len(y), T), -1, dtype=torch.int64)
+        for i, v in enumerate(y):
+            out[i, : len(v)] = torch.from_numpy(np.asarray(v, dtype=np.int64))
+        return out
+    O = np.asarray(y[0]).shape[1] if len(y) else 0
+    out = torch.zeros(len(y), T, O, dtype=torch.float32)
+    for i, v in enumerate(y):
+        v = np.asarray(v, dtype=np.float64)
+        if mean is not None:
+            v = (v - np.asarray(mean, dtype=np.float64)) / np.asarray(std, dtype=np.float64)
+        out[i, : len(v)] = torch.from_numpy(v.astype(np.float32))
+    return out
 
 
 def _package_file(package: str, relative: str) -> Path:

@@ -1,8 +1,19 @@
-"""Evaluation through the bit-exact golden model: accuracy, operation reduction, threshold sweeps.
+"""Evaluation through the bit-exact golden model: task metrics, operation reduction, sweeps.
 
 Everything here runs :func:`deltahw.golden.run_golden` on the integer inputs the hardware would see
 (``QuantizedModel.quantize_input`` with the checkpoint's own normalisation), never the float model.
-A sequence's class is the argmax of the head output at its last real timestep. The operation
+The read-out depends on the task (:data:`deltahw.train.data.TASKS`):
+
+* ``classification``: the class is the argmax of the head output at the sequence's last real
+  timestep; metric ``accuracy`` over sequences.
+* ``timestep-classification``: the argmax at every real timestep; ``accuracy`` over all real
+  timesteps of the split (per-timestep accuracy).
+* ``timestep-regression``: the head output at every real timestep, de-normalised with the target
+  mean and standard deviation stored in the model (``meta["target_mean"]``, ``"target_std"``);
+  ``rmse`` and ``mae`` over all real timesteps and outputs, in the data's own units.
+
+Every result also has ``metric`` (the name of the primary metric) and ``score`` (higher is better:
+the accuracy, or minus the RMSE), which model selection and the sweeps use. The operation
 reduction is ``GoldenResult.summary(config)["op_reduction"]`` = dense MACs / delta MACs over all
 real timesteps of the split.
 """
@@ -19,12 +30,15 @@ import torch
 from ..config import DeltaGRUConfig
 from ..golden import run_golden
 from ..model import QuantizedModel, load_model
-from .data import Dataset, pad_batch
+from .data import CLASSIFICATION, STEP_CLASSIFICATION, STEP_REGRESSION, Dataset, pad_batch
 
 __all__ = [
     "golden_inputs",
     "golden_eval",
+    "task_metrics",
+    "primary_metric",
     "float_dense_eval",
+    "float_dense_metrics",
     "sweep",
     "pareto",
     "plot_sweep",
@@ -41,34 +55,102 @@ def to_lsb(value: float, config: DeltaGRUConfig) -> int:
 
 
 def golden_inputs(model: QuantizedModel, ds: Dataset, split: str):
-    """Quantized integer inputs (B, T, I), lengths (B,) and labels (B,) of a split."""
+    """Quantized integer inputs (B, T, I), lengths (B,) and targets of a split
+    (:meth:`Dataset.targets`, in the data's own units)."""
     s = ds.split(split)
     x, lengths = pad_batch(s.xs)
     xq, _ = model.quantize_input(x)
     mask = torch.arange(xq.shape[1])[None, :] < lengths[:, None]
     xq = torch.where(mask[..., None], xq, 0)
-    return xq, lengths, torch.from_numpy(np.asarray(s.y, dtype=np.int64))
+    return xq, lengths, ds.targets(s)
+
+
+def primary_metric(task: str) -> str:
+    """``accuracy`` for the classification tasks, ``rmse`` for regression."""
+    return "rmse" if task == STEP_REGRESSION else "accuracy"
+
+
+class _Tally:
+    """Accumulates a task's metric over chunks of sequences (outputs in real units)."""
+
+    def __init__(self, task: str, t_mean=None, t_std=None):
+        self.task = task
+        self.t_mean = None if t_mean is None else torch.as_tensor(t_mean, dtype=torch.float64)
+        self.t_std = None if t_std is None else torch.as_tensor(t_std, dtype=torch.float64)
+        self.correct = self.count = 0
+        self.se = self.ae = None
+
+    def add(self, out: torch.Tensor, lengths: torch.Tensor, y: torch.Tensor) -> None:
+        """``out`` (B, T, O) real-valued head outputs (normalised units for regression)."""
+        B, T = out.shape[:2]
+        if self.task == CLASSIFICATION:
+            last = out[torch.arange(B), lengths - 1]
+            self.correct += int((last.argmax(-1) == y).sum())
+            self.count += B
+            return
+        mask = torch.arange(T)[None, :] < lengths[:, None]
+        y = y[:, :T]
+        if self.task == STEP_CLASSIFICATION:
+            self.correct += int(((out.argmax(-1) == y) & mask).sum())
+            self.count += int(mask.sum())
+            return
+        pred = out.double()
+        if self.t_std is not None:
+            pred = pred * self.t_std + self.t_mean
+        err = (pred - y.double())[mask]  # (frames, O)
+        se, ae = (err**2).sum(0), err.abs().sum(0)
+        self.se = se if self.se is None else self.se + se
+        self.ae = ae if self.ae is None else self.ae + ae
+        self.count += int(mask.sum())
+
+    def result(self) -> dict:
+        if self.task != STEP_REGRESSION:
+            acc = self.correct / max(1, self.count)
+            return {"metric": "accuracy", "score": acc, "accuracy": acc}
+        n = max(1, self.count)
+        per = (self.se / n).sqrt()
+        rmse = float((self.se.sum() / (n * len(self.se))).sqrt())
+        mae = float(self.ae.sum() / (n * len(self.ae)))
+        return {"metric": "rmse", "score": -rmse, "rmse": rmse, "mae": mae,
+                "rmse_per_output": per.tolist(), "mae_per_output": (self.ae / n).tolist()}
+
+
+def _target_stats(model: QuantizedModel | None, ds: Dataset):
+    meta = getattr(model, "meta", None) or {}
+    if meta.get("target_std") is not None:
+        return meta["target_mean"], meta["target_std"]
+    return ds.target_mean, ds.target_std
+
+
+def task_metrics(task: str, outputs: torch.Tensor, lengths: torch.Tensor, y: torch.Tensor,
+                 t_mean=None, t_std=None) -> dict:
+    """The task's metrics of real-valued head outputs (B, T, O) against targets ``y``."""
+    t = _Tally(task, t_mean, t_std)
+    t.add(outputs, lengths, y)
+    return t.result()
 
 
 def golden_eval(model: QuantizedModel, ds: Dataset, split: str = "test", inputs=None,
                 chunk: int = 512) -> dict:
-    """Accuracy and golden statistics of ``model`` (with its config's thresholds) on a split."""
+    """Task metrics and golden statistics of ``model`` (with its config's thresholds) on a split.
+
+    The task is ``ds.task``; regression outputs are de-normalised with the model's stored target
+    statistics (or the dataset's, for a model without them).
+    """
     cfg = model.config
     if not cfg.has_head:
         raise ValueError(
-            "Classification accuracy needs a model with a linear head (output_size > 0)."
+            "Evaluating a task needs a model with a linear head (output_size > 0)."
         )
     xq, lengths, y = inputs if inputs is not None else golden_inputs(model, ds, split)
-    correct = 0
+    tally = _Tally(ds.task, *_target_stats(model, ds))
     macs = dense = steps = 0
     fx = np.zeros(cfg.num_layers)
     fh = np.zeros(cfg.num_layers)
     summ = None
     for a in range(0, len(y), chunk):
         res = run_golden(model, xq[a : a + chunk], lengths[a : a + chunk])
-        idx = torch.arange(res.outputs.shape[0])
-        last = res.outputs[idx, lengths[a : a + chunk] - 1]
-        correct += int((last.argmax(-1) == y[a : a + chunk]).sum())
+        tally.add(res.outputs.double() * cfg.act.lsb, lengths[a : a + chunk], y[a : a + chunk])
         summ = res.summary(cfg)
         n = summ["timesteps"]
         macs += summ["macs"]
@@ -78,9 +160,10 @@ def golden_eval(model: QuantizedModel, ds: Dataset, split: str = "test", inputs=
         steps += n
     return {
         "split": split,
+        "task": ds.task,
         "sequences": int(len(y)),
         "timesteps": steps,
-        "accuracy": correct / len(y),
+        **tally.result(),
         "op_reduction": dense / macs if macs else float("inf"),
         "macs_per_timestep": macs / steps,
         "dense_macs_per_timestep": dense / steps,
@@ -92,9 +175,17 @@ def golden_eval(model: QuantizedModel, ds: Dataset, split: str = "test", inputs=
     }
 
 
-@torch.no_grad()
 def float_dense_eval(gru_state: dict, head_state: dict, ds: Dataset, split: str = "test") -> float:
-    """Accuracy of the float (unquantized) dense GRU, ``torch.nn.GRU`` + ``torch.nn.Linear``."""
+    """Primary metric (accuracy, or RMSE) of the float dense GRU on a split."""
+    r = float_dense_metrics(gru_state, head_state, ds, split)
+    return r[r["metric"]]
+
+
+@torch.no_grad()
+def float_dense_metrics(gru_state: dict, head_state: dict, ds: Dataset,
+                        split: str = "test") -> dict:
+    """Task metrics of the float (unquantized) dense GRU, ``torch.nn.GRU`` + ``torch.nn.Linear``,
+    on the inputs normalised with the dataset's training statistics."""
     w = gru_state["weight_ih_l0"]
     H, I = w.shape[0] // 3, w.shape[1]
     L = sum(1 for k in gru_state if k.startswith("weight_ih_l"))
@@ -106,8 +197,8 @@ def float_dense_eval(gru_state: dict, head_state: dict, ds: Dataset, split: str 
     x, lengths = pad_batch(s.xs)
     x = (x.double() - torch.from_numpy(ds.mean).double()) / torch.from_numpy(ds.std).double()
     out, _ = gru(x.float())
-    last = head(out[torch.arange(len(lengths)), lengths - 1])
-    return float((last.argmax(-1).numpy() == s.y).mean())
+    return task_metrics(ds.task, head(out), lengths, ds.targets(s), ds.target_mean,
+                        ds.target_std)
 
 
 def sweep(model: QuantizedModel, ds: Dataset, grid, splits=("val", "test"), progress=None) -> list:
@@ -125,22 +216,28 @@ def sweep(model: QuantizedModel, ds: Dataset, grid, splits=("val", "test"), prog
                "theta_x_real": tx * cfg.act.lsb, "theta_h_real": th * cfg.act.lsb}
         for s in splits:
             r = golden_eval(m, ds, s, inputs=inputs[s])
-            row[s] = {k: r[k] for k in ("accuracy", "op_reduction", "macs_per_timestep",
-                                        "fired_x_fraction", "fired_h_fraction")}
+            row[s] = {k: r[k] for k in ("metric", "score", "accuracy", "rmse", "mae",
+                                        "op_reduction", "macs_per_timestep",
+                                        "fired_x_fraction", "fired_h_fraction") if k in r}
         rows.append(row)
         if progress is not None:
             progress(row)
     return rows
 
 
+def _score(r: dict) -> float:
+    return r["score"] if "score" in r else r["accuracy"]
+
+
 def pareto(rows: list, split: str = "val") -> list:
-    """Indices of the rows not dominated on ``split`` (higher accuracy and higher op reduction)."""
+    """Indices of the rows not dominated on ``split`` (higher score, i.e. accuracy or -RMSE, and
+    higher op reduction)."""
     keep = []
     for i, r in enumerate(rows):
-        a, o = r[split]["accuracy"], r[split]["op_reduction"]
+        a, o = _score(r[split]), r[split]["op_reduction"]
         dominated = any(
-            (q[split]["accuracy"] >= a and q[split]["op_reduction"] >= o)
-            and (q[split]["accuracy"] > a or q[split]["op_reduction"] > o)
+            (_score(q[split]) >= a and q[split]["op_reduction"] >= o)
+            and (_score(q[split]) > a or q[split]["op_reduction"] > o)
             for j, q in enumerate(rows) if j != i
         )
         if not dominated:
