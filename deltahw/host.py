@@ -177,14 +177,17 @@ class Device:
             raise WrongBitstreamError(
                 f"{self.name} has register map version {version}; this driver needs version "
                 f"{regmap.VERSION}: rebuild the bitstream or update deltahw.")
-        f = lambda reg, name, word: _field(self.regs[reg], name, word)  # noqa: E731
+        try:
+            s0, s1 = self.regs["SHAPE0"].unpack(shape0), self.regs["SHAPE1"].unpack(shape1)
+        except regmap.RegmapError as e:
+            raise WrongBitstreamError(f"{self.name} answers with a malformed shape: {e}") from None
         self.shape = {
-            "input_size": f("SHAPE0", "input_size", shape0),
-            "hidden_size": f("SHAPE0", "hidden_size", shape0),
-            "num_layers": f("SHAPE1", "num_layers", shape1),
-            "output_size": f("SHAPE1", "output_size", shape1),
-            "lanes": f("SHAPE1", "lanes", shape1),
-            "act_width": 1 << f("SHAPE1", "act_width_log2", shape1),
+            "input_size": s0["input_size"],
+            "hidden_size": s0["hidden_size"],
+            "num_layers": s1["num_layers"],
+            "output_size": s1["output_size"],
+            "lanes": s1["lanes"],
+            "act_width": 1 << s1["act_width_log2"],
             "enc_width": info["enc_width"],
             "elem_bytes": info["elem_bytes"],
         }
@@ -219,7 +222,7 @@ class Device:
         limit = max(1, (self.rx_depth // 2 - 8) // 4)
         for reg, values in writes:
             addr = self._addr(reg)
-            values = [int(v) & 0xFFFFFFFF for v in values]
+            values = [regmap.to_word(v) for v in values]
             for i in range(0, len(values), limit):
                 chunk = values[i:i + limit]
                 reqs.append((proto.CMD_WRITE, bytes([addr]) + b"".join(
@@ -258,7 +261,7 @@ class Device:
         writes = []
         for kind, table in ((regmap.PARAM_KIND_WEIGHT, weights), (regmap.PARAM_KIND_BIAS, biases)):
             for lane in range(cfg.lanes):
-                writes.append(("PARAM_SEL", [_pack(sel, kind=kind, lane=lane)]))
+                writes.append(("PARAM_SEL", [sel.pack(kind=kind, lane=lane)]))
                 writes.append(("PARAM_ADDR", [0]))
                 writes.append(("PARAM_DATA", table[:, lane].tolist()))
         self.write_many(writes)
@@ -281,7 +284,7 @@ class Device:
         self.write_many(writes)
 
     def clear_counters(self) -> None:
-        self.write("CTRL", _pack(self.regs["CTRL"], clear_counters=1))
+        self.write("CTRL", self.regs["CTRL"].pack(clear_counters=1))
 
     def counters(self) -> dict:
         first = self.regs["CYCLES_LAST"].addr
@@ -293,14 +296,13 @@ class Device:
                if by_addr.get(first + i) in names}
         L = self.shape["num_layers"]
         fired = self.read_block(self.regs["FIRED_LAST0"].addr, L)
-        out["fired_x_last"] = [w & 0xFFFF for w in fired]
-        out["fired_h_last"] = [w >> 16 for w in fired]
+        fired = [self.regs[f"FIRED_LAST{l}"].unpack(w) for l, w in enumerate(fired)]
+        out["fired_x_last"] = [f["x"] for f in fired]
+        out["fired_h_last"] = [f["h"] for f in fired]
         return out
 
     def status(self) -> dict:
-        word = self.read("STATUS")
-        return {f.name: _field(self.regs["STATUS"], f.name, word)
-                for f in self.regs["STATUS"].fields}
+        return self.regs["STATUS"].unpack(self.read("STATUS"))
 
     # ---- streaming ----
     def run(self, x_q, *, first: bool = True, counters: bool = True) -> RunResult:
@@ -506,22 +508,6 @@ def _error_name(err: int) -> str:
         return proto.ErrorCode(err).name
     except ValueError:
         return f"error {err}"
-
-
-def _field(reg, name, word) -> int:
-    f = next(f for f in reg.fields if f.name == name)
-    return (word >> f.offset) & ((1 << f.width) - 1)
-
-
-def _pack(reg, **values) -> int:
-    word = 0
-    for f in reg.fields:
-        if f.name in values:
-            v = int(values[f.name])
-            if not 0 <= v < (1 << f.width):
-                raise ValueError(f"{reg.name}.{f.name} is {f.width} bits wide; got {v}.")
-            word |= v << f.offset
-    return word
 
 
 def main(argv=None) -> int:

@@ -16,8 +16,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["Register", "Field", "register_map", "ID_MAGIC", "VERSION", "PARAM_KIND_WEIGHT",
-           "PARAM_KIND_BIAS", "MAX_LAYERS", "c_header"]
+from .errors import DeltahwError
+
+__all__ = ["Register", "Field", "RegmapError", "register_map", "by_name", "ID_MAGIC", "VERSION",
+           "PARAM_KIND_WEIGHT", "PARAM_KIND_BIAS", "MAX_LAYERS", "BUS_DATA_BITS", "BUS_ADDR_BITS",
+           "to_word", "c_header"]
 
 #: Value of the ID register: ASCII "DHW1".
 ID_MAGIC = 0x44485731
@@ -25,24 +28,101 @@ ID_MAGIC = 0x44485731
 VERSION = 1
 PARAM_KIND_WEIGHT = 0
 PARAM_KIND_BIAS = 1
-MAX_LAYERS = 8
+#: Width of the control bus's data word: every register, and every value written to PARAM_DATA.
+BUS_DATA_BITS = 32
+#: Width of the control bus's word address.
+BUS_ADDR_BITS = 8
+#: Per-layer registers repeat at 0x20 + 2 l (THETA_X/THETA_H) and 0x30 + l (FIRED_LAST): the
+#: threshold pairs of 8 layers fill 0x20..0x2F, up to the first FIRED_LAST register.
+LAYER_THETA_BASE = 0x20
+LAYER_FIRED_BASE = 0x30
+MAX_LAYERS = (LAYER_FIRED_BASE - LAYER_THETA_BASE) // 2
+_WORD_MASK = (1 << BUS_DATA_BITS) - 1
+
+
+class RegmapError(DeltahwError, ValueError):
+    """A value does not fit the register field (or bus word) it is meant for."""
 
 
 @dataclass(frozen=True)
 class Field:
+    """``width`` bits at bit ``offset`` of a register word."""
+
     name: str
     offset: int
     width: int
     doc: str
 
+    @property
+    def max(self) -> int:
+        """Largest value the field holds."""
+        return (1 << self.width) - 1
+
+    @property
+    def mask(self) -> int:
+        """The field's bits in the register word."""
+        return self.max << self.offset
+
 
 @dataclass(frozen=True)
 class Register:
+    """One 32-bit register. ``fields`` split the word; a register without fields is one value.
+
+    ``increments_on``: the register (a plain counter-like value) increments by one after each write
+    to the named register (PARAM_ADDR after PARAM_DATA).
+    """
+
     name: str
     addr: int
     access: str  # "r", "w", "rw"
     doc: str
     fields: tuple[Field, ...] = ()
+    increments_on: str | None = None
+
+    def field(self, name: str) -> Field:
+        for f in self.fields:
+            if f.name == name:
+                return f
+        raise RegmapError(f"Register {self.name} has no field {name!r}; its fields are "
+                          f"{', '.join(f.name for f in self.fields) or 'none'}.")
+
+    def pack(self, **values: int) -> int:
+        """The register word holding ``values`` (field name -> value; missing fields are 0).
+
+        Raises :class:`RegmapError` for an unknown field or a value that does not fit its field.
+        """
+        word = 0
+        for name, v in values.items():
+            f = self.field(name)
+            v = int(v)
+            if not 0 <= v <= f.max:
+                raise RegmapError(f"{self.name}.{name} is {f.width} bits wide (0 to {f.max}); "
+                                  f"got {v}.")
+            word |= v << f.offset
+        return word
+
+    def unpack(self, word: int) -> dict[str, int]:
+        """Field name -> value of a register word read from the device.
+
+        Raises :class:`RegmapError` when ``word`` is not a 32-bit word or sets bits outside the
+        register's fields (a register with no fields is one whole-word value).
+        """
+        word = int(word)
+        if not 0 <= word <= _WORD_MASK:
+            raise RegmapError(f"A {self.name} word is {BUS_DATA_BITS} bits; got {word}.")
+        if not self.fields:
+            return {"value": word}
+        used = 0
+        for f in self.fields:
+            used |= f.mask
+        if word & ~used:
+            raise RegmapError(f"{self.name} reads 0x{word:08X}, which sets bits outside its fields "
+                              f"(mask 0x{used:08X}): it is not a register of this map.")
+        return {f.name: (word & f.mask) >> f.offset for f in self.fields}
+
+    def get(self, word: int, name: str) -> int:
+        """One field of a register word (see :meth:`unpack`)."""
+        return self.unpack(word)[name]
 
 
 def register_map(num_layers: int) -> list[Register]:
@@ -71,24 +151,42 @@ def register_map(num_layers: int) -> list[Register]:
         Register("FIRED_HEAD_LAST", 0x15, "r", "Deltas fired into the head in the last timestep."),
         Register("PARAM_SEL", 0x18, "rw", "Parameter memory selection.", (
             Field("kind", 0, 1, "0 = weights, 1 = biases"), Field("lane", 8, 11, "MAC lane"))),
-        Register("PARAM_ADDR", 0x19, "rw", "Word address in the selected lane's memory."),
+        Register("PARAM_ADDR", 0x19, "rw", "Word address in the selected lane's memory.",
+                 increments_on="PARAM_DATA"),
         Register("PARAM_DATA", 0x1A, "w",
                  "Value to write (two's complement, low bits); writing it stores the value and "
                  "increments PARAM_ADDR."),
     ]
+    if not 1 <= num_layers <= MAX_LAYERS:
+        raise RegmapError(f"The register map has room for 1 to {MAX_LAYERS} layers; got "
+                          f"{num_layers}.")
     for l in range(num_layers):
-        regs.append(Register(f"THETA_X{l}", 0x20 + 2 * l, "rw",
+        regs.append(Register(f"THETA_X{l}", LAYER_THETA_BASE + 2 * l, "rw",
                              f"Layer {l} input delta threshold (LSBs of the act format)."))
-        regs.append(Register(f"THETA_H{l}", 0x21 + 2 * l, "rw",
+        regs.append(Register(f"THETA_H{l}", LAYER_THETA_BASE + 2 * l + 1, "rw",
                              f"Layer {l} hidden delta threshold (LSBs of the act format)."))
-        regs.append(Register(f"FIRED_LAST{l}", 0x30 + l, "r",
+        regs.append(Register(f"FIRED_LAST{l}", LAYER_FIRED_BASE + l, "r",
                              f"Layer {l} fired deltas in the last timestep.", (
                                  Field("x", 0, 16, "input deltas"),
                                  Field("h", 16, 16, "hidden deltas"))))
     return sorted(regs, key=lambda r: r.addr)
 
 
+def to_word(value: int) -> int:
+    """``value`` as a bus word: two's complement for a negative value.
+
+    Raises :class:`RegmapError` when ``value`` does not fit ``BUS_DATA_BITS`` bits, signed or
+    unsigned (a wider value would lose its high bits on the bus).
+    """
+    value = int(value)
+    if not -(1 << (BUS_DATA_BITS - 1)) <= value <= _WORD_MASK:
+        raise RegmapError(f"The control bus carries {BUS_DATA_BITS}-bit words; the value {value} "
+                          "does not fit.")
+    return value & _WORD_MASK
+
+
 def by_name(num_layers: int) -> dict[str, Register]:
+    """:func:`register_map` as a dict keyed by register name."""
     return {r.name: r for r in register_map(num_layers)}
 
 
@@ -104,6 +202,7 @@ def c_header(num_layers: int, guard: str = "DELTAHW_REGS_H") -> str:
         f"#define DELTAHW_REGMAP_VERSION {VERSION}u",
         f"#define DELTAHW_PARAM_KIND_WEIGHT {PARAM_KIND_WEIGHT}u",
         f"#define DELTAHW_PARAM_KIND_BIAS {PARAM_KIND_BIAS}u",
+        f"#define DELTAHW_BUS_DATA_BITS {BUS_DATA_BITS}u",
         "",
     ]
     for r in register_map(num_layers):
@@ -112,6 +211,7 @@ def c_header(num_layers: int, guard: str = "DELTAHW_REGS_H") -> str:
         for f in r.fields:
             lines.append(f"#define DELTAHW_{r.name}_{f.name.upper()}_SHIFT {f.offset}u")
             lines.append(f"#define DELTAHW_{r.name}_{f.name.upper()}_MASK "
-                         f"0x{((1 << f.width) - 1) << f.offset:08X}u")
+                         f"0x{f.mask:08X}u")
+            lines.append(f"#define DELTAHW_{r.name}_{f.name.upper()}_WIDTH {f.width}u")
     lines += ["", f"#endif /* {guard} */", ""]
     return "\n".join(lines)

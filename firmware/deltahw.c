@@ -154,8 +154,8 @@ int deltahw_read_counters(deltahw_t *dev, deltahw_counters_t *out)
     out->fired_head_last = dev->hal.read(c, DELTAHW_REG_FIRED_HEAD_LAST);
     for (l = 0; l < DELTAHW_NUM_LAYERS; l++) {
         w = dev->hal.read(c, fired_addr[l]);
-        out->fired_x_last[l] = (uint16_t)GET(FIRED_LAST0, X, w);
-        out->fired_h_last[l] = (uint16_t)GET(FIRED_LAST0, H, w);
+        out->fired_x_last[l] = GET(FIRED_LAST0, X, w);
+        out->fired_h_last[l] = GET(FIRED_LAST0, H, w);
     }
     return DELTAHW_OK;
 }

@@ -49,7 +49,7 @@ typedef struct deltahw {
 
 typedef struct deltahw_counters {
     uint32_t cycles_last, cycles_total, stall_total, timesteps, mac_busy, fired_head_last;
-    uint16_t fired_x_last[DELTAHW_NUM_LAYERS], fired_h_last[DELTAHW_NUM_LAYERS];
+    uint32_t fired_x_last[DELTAHW_NUM_LAYERS], fired_h_last[DELTAHW_NUM_LAYERS]; /* FIRED_LAST fields */
 } deltahw_counters_t;
 
 /* Check ID, VERSION and the network shape against deltahw_config.h. */

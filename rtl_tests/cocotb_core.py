@@ -22,6 +22,10 @@ from cocotb.utils import get_sim_time
 from deltahw_tb import CLOCK_NS, TB, Expected
 
 import cocotb
+from deltahw import regmap
+
+#: Compare whole bus words unless a check says otherwise.
+WORD_MASK = (1 << regmap.BUS_DATA_BITS) - 1
 
 #: Stop collecting (and abort the run) after this many mismatches: the rest is noise.
 MAX_ERRORS = 60
@@ -37,6 +41,7 @@ class VectorRunner:
     def __init__(self, tb: TB, doc: dict):
         self.tb, self.doc = tb, doc
         self.regs = doc["regs"]
+        self.regmap = regmap.by_name(doc["num_layers"])
         self.n_in = -(-doc["input_size"] // doc["in_elems"])
         self.n_out = -(-doc["output_width"] // doc["out_elems"])
         self.pending_cycles = 0  # compute cycles of streamed timesteps not yet synchronised
@@ -53,7 +58,7 @@ class VectorRunner:
         self.register_reads += 1
         return await self.tb.bus.read(self.regs[name])
 
-    async def check_reg(self, name: str, expected: int, where: str, mask: int = 0xFFFFFFFF):
+    async def check_reg(self, name: str, expected: int, where: str, mask: int = WORD_MASK):
         got = await self.read(name)
         if got & mask != expected & mask:
             self.error(f"{where}: {name} expected {expected & mask} (0x{expected & mask:x}) got "
@@ -75,13 +80,14 @@ class VectorRunner:
         start = get_sim_time("ns")
         while True:
             status = await self.read("STATUS")
-            if status & 0x7 == 0:
+            fields = self.regmap["STATUS"].unpack(status)
+            if not any(fields.values()):
                 return
             if get_sim_time("ns") - start > limit_cycles * CLOCK_NS:
                 raise AssertionError(
                     f"{what}: the core did not go idle within {limit_cycles} cycles "
-                    f"(STATUS=0x{status:x}: busy={status & 1}, input_ready={status >> 1 & 1}, "
-                    f"out_pending={status >> 2 & 1})")
+                    f"(STATUS=0x{status:x}: "
+                    + ", ".join(f"{k}={v}" for k, v in fields.items()) + ")")
 
     def queue_timestep(self, seq: dict, t: int) -> None:
         items = []
@@ -124,10 +130,11 @@ class VectorRunner:
         for l in range(self.doc["num_layers"]):
             fx, fh = op["fired_x"][t][l], op["fired_h"][t][l]
             word = await self.read(f"FIRED_LAST{l}")
-            got["fired"].append([word & 0xFFFF, word >> 16])
-            if word != fx | fh << 16:
+            f = self.regmap[f"FIRED_LAST{l}"].unpack(word)
+            got["fired"].append([f["x"], f["h"]])
+            if (f["x"], f["h"]) != (fx, fh):
                 self.error(f"{where}: FIRED_LAST{l} expected x={fx} h={fh} got "
-                           f"x={word & 0xFFFF} h={word >> 16}")
+                           f"x={f['x']} h={f['h']}")
         if self.doc["has_head"]:
             got["fired_head"] = await self.check_reg("FIRED_HEAD_LAST", op["fired_head"][t],
                                                      where)
@@ -154,11 +161,11 @@ class VectorRunner:
 
     async def op_expect(self, op: dict) -> None:
         await self.sync(f"before reading {op['reg']}")
-        await self.check_reg(op["reg"], op["value"], "register check", op.get("mask", 0xFFFFFFFF))
+        await self.check_reg(op["reg"], op["value"], "register check", op.get("mask", WORD_MASK))
 
     async def op_clear_counters(self, op: dict) -> None:
         await self.sync("before clearing the counters")
-        await self.tb.bus.write(self.regs["CTRL"], 1)
+        await self.tb.bus.write(self.regs["CTRL"], self.regmap["CTRL"].pack(clear_counters=1))
         self.steps_since_clear = 0
 
     async def op_wait_idle(self, op: dict) -> None:
@@ -166,7 +173,8 @@ class VectorRunner:
 
     async def op_param_write(self, op: dict) -> None:
         await self.sync("before parameter writes")
-        await self.tb.bus.write_burst([(self.regs["PARAM_SEL"], op["kind"] | op["lane"] << 8),
+        sel = self.regmap["PARAM_SEL"].pack(kind=op["kind"], lane=op["lane"])
+        await self.tb.bus.write_burst([(self.regs["PARAM_SEL"], sel),
                                        (self.regs["PARAM_ADDR"], 0)])
         await self.tb.bus.write_burst([(self.regs["PARAM_DATA"], v) for v in op["data"]])
         await self.check_reg("PARAM_ADDR", len(op["data"]),

@@ -430,7 +430,7 @@ def _param_writes(model: QuantizedModel) -> list[dict]:
                         (regmap.PARAM_KIND_BIAS, lay.lane_biases(model))):
         for lane in range(lay.lanes):
             ops.append({"op": "param_write", "kind": kind, "lane": lane,
-                        "data": [int(v) & 0xFFFFFFFF for v in table[:, lane]]})
+                        "data": [regmap.to_word(v) for v in table[:, lane]]})
     return ops
 
 
@@ -450,15 +450,18 @@ def build_scenario(case: CoreCase, name: str, model: QuantizedModel | None = Non
         return m.with_config(m.config.with_thresholds(**th)), th
 
     if name == "registers":
-        shape0 = cfg0.input_size | cfg0.hidden_size << 16
-        shape1 = (cfg0.num_layers | cfg0.output_size << 4 | cfg0.lanes << 16
-                  | int(math.log2(cfg0.act_width)) << 27)
+        regs = regmap.by_name(cfg0.num_layers)
+        shape0 = regs["SHAPE0"].pack(input_size=cfg0.input_size, hidden_size=cfg0.hidden_size)
+        shape1 = regs["SHAPE1"].pack(num_layers=cfg0.num_layers, output_size=cfg0.output_size,
+                                     lanes=cfg0.lanes,
+                                     act_width_log2=int(math.log2(cfg0.act_width)))
+        status_mask = sum(f.mask for f in regs["STATUS"].fields)
         sc.ops += [
             {"op": "expect", "reg": "ID", "value": regmap.ID_MAGIC},
             {"op": "expect", "reg": "VERSION", "value": regmap.VERSION},
             {"op": "expect", "reg": "SHAPE0", "value": shape0},
             {"op": "expect", "reg": "SHAPE1", "value": shape1},
-            {"op": "expect", "reg": "STATUS", "value": 0, "mask": 0x7},
+            {"op": "expect", "reg": "STATUS", "value": 0, "mask": status_mask},
         ]
         # The threshold registers come out of reset holding the generated config's thresholds.
         for l in range(cfg0.num_layers):

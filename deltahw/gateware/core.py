@@ -31,7 +31,7 @@ those cycles are stall cycles, not compute cycles. With the output always read t
 
 from __future__ import annotations
 
-from amaranth import Array, Const, Module, Mux, Signal, signed, unsigned
+from amaranth import Array, Const, Module, Mux, Signal, signed
 from amaranth.lib import data, fifo, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -42,20 +42,9 @@ from .activation import ACT_LATENCY, ActivationPipe, round_shift, saturate_to
 from .encoder import DeltaEncoder
 from .mac import MacArray
 from .queue import DeltaQueue
+from .registers import BusSignature, RegisterBlock
 
 __all__ = ["DeltaGRUCore", "BusSignature", "input_layout", "output_layout"]
-
-#: Register bus, seen from the master: 8-bit word address, 32-bit data, read data one cycle later.
-BusSignature = wiring.Signature(
-    {
-        "addr": Out(8),
-        "w_data": Out(32),
-        "w_en": Out(1),
-        "r_en": Out(1),
-        "r_data": In(32),
-    }
-)
-
 
 def input_layout(config: DeltaGRUConfig) -> data.StructLayout:
     return data.StructLayout(
@@ -119,10 +108,26 @@ class DeltaGRUCore(wiring.Component):
             cfg, weight_init=self.weight_init, bias_init=self.bias_init, init_files=self.init_files
         )
 
-        # ---- registers ---------------------------------------------------------------------------
-        theta_x = [Signal(unsigned(ab), name=f"theta_x{l}", init=cfg.theta_x[l]) for l in range(L)]
-        theta_h = [Signal(unsigned(ab), name=f"theta_h{l}", init=cfg.theta_h[l]) for l in range(L)]
-        theta_head = Signal(unsigned(ab), init=cfg.theta_head)
+        # ---- registers (the block unfolds deltahw.regmap; its ports are wired at the end) ------
+        theta_storage = {"THETA_HEAD": (ab, cfg.theta_head)}
+        for l in range(L):
+            theta_storage[f"THETA_X{l}"] = (ab, cfg.theta_x[l])
+            theta_storage[f"THETA_H{l}"] = (ab, cfg.theta_h[l])
+        m.submodules.regs = regs = RegisterBlock(
+            regmap.register_map(L),
+            constants={
+                "ID": regmap.ID_MAGIC,
+                "VERSION": regmap.VERSION,
+                "SHAPE0": {"input_size": I, "hidden_size": H},
+                "SHAPE1": {"num_layers": L, "output_size": O, "lanes": P,
+                           "act_width_log2": A.bit_length() - 1},
+            },
+            storage=theta_storage,
+        )
+        wiring.connect(m, wiring.flipped(self.bus), regs.bus)
+        theta_x = [regs[f"THETA_X{l}"] for l in range(L)]
+        theta_h = [regs[f"THETA_H{l}"] for l in range(L)]
+        theta_head = regs["THETA_HEAD"]
         cycles_last = Signal(32)
         cycles_total = Signal(32)
         stall_total = Signal(32)
@@ -131,9 +136,6 @@ class DeltaGRUCore(wiring.Component):
         fired_x = [Signal(16, name=f"fired_x{l}") for l in range(L)]
         fired_h = [Signal(16, name=f"fired_h{l}") for l in range(L)]
         fired_head = Signal(16)
-        p_sel_kind = Signal(1)
-        p_sel_lane = Signal(11)
-        p_addr = Signal(32)
         step_cycles = Signal(32)  # compute cycles of the running timestep
 
         # ---- input encoder (works ahead into a double-buffered queue) ----------------------------
@@ -598,66 +600,37 @@ class DeltaGRUCore(wiring.Component):
         with m.If(mac.issue):
             m.d.sync += mac_busy.eq(mac_busy + 1)
 
-        # ---- register block ----------------------------------------------------------------------
-        bus = self.bus
-        regs = regmap.by_name(L)
-        shape1 = L | (O << 4) | (P << 16) | ((A.bit_length() - 1) << 27)
-        readable = {
-            "ID": Const(regmap.ID_MAGIC, 32),
-            "VERSION": Const(regmap.VERSION, 32),
-            "SHAPE0": Const(I | (H << 16), 32),
-            "SHAPE1": Const(shape1, 32),
-            "THETA_HEAD": theta_head,
-            "CYCLES_LAST": cycles_last,
-            "CYCLES_TOTAL": cycles_total,
-            "STALL_TOTAL": stall_total,
-            "TIMESTEPS": timesteps,
-            "MAC_BUSY": mac_busy,
-            "FIRED_HEAD_LAST": fired_head,
-            "PARAM_SEL": p_sel_kind | (p_sel_lane << 8),
-            "PARAM_ADDR": p_addr,
-        }
+        # ---- register block ports ----------------------------------------------------------------
         busy = Signal()
         m.d.comb += busy.eq(counting | stalling | resetting)
-        readable["STATUS"] = busy | (r_full << 1) | (self.o.valid << 2)
-        for l in range(L):
-            readable[f"THETA_X{l}"] = theta_x[l]
-            readable[f"THETA_H{l}"] = theta_h[l]
-            readable[f"FIRED_LAST{l}"] = fired_x[l] | (fired_h[l] << 16)
-        with m.If(bus.r_en):
-            m.d.sync += bus.r_data.eq(0)
-            with m.Switch(bus.addr):
-                for name, value in readable.items():
-                    with m.Case(regs[name].addr):
-                        m.d.sync += bus.r_data.eq(value)
-        with m.If(bus.w_en):
-            with m.Switch(bus.addr):
-                with m.Case(regs["THETA_HEAD"].addr):
-                    m.d.sync += theta_head.eq(bus.w_data)
-                for l in range(L):
-                    with m.Case(regs[f"THETA_X{l}"].addr):
-                        m.d.sync += theta_x[l].eq(bus.w_data)
-                    with m.Case(regs[f"THETA_H{l}"].addr):
-                        m.d.sync += theta_h[l].eq(bus.w_data)
-                with m.Case(regs["CTRL"].addr):
-                    with m.If(bus.w_data[0]):
-                        m.d.sync += [
-                            cycles_total.eq(0),
-                            stall_total.eq(0),
-                            timesteps.eq(0),
-                            mac_busy.eq(0),
-                        ]
-                with m.Case(regs["PARAM_SEL"].addr):
-                    m.d.sync += [p_sel_kind.eq(bus.w_data[0]), p_sel_lane.eq(bus.w_data[8:19])]
-                with m.Case(regs["PARAM_ADDR"].addr):
-                    m.d.sync += p_addr.eq(bus.w_data)
-                with m.Case(regs["PARAM_DATA"].addr):
-                    m.d.comb += mac.p_we.eq(1)
-                    m.d.sync += p_addr.eq(p_addr + 1)
+        status = regs["STATUS"]
         m.d.comb += [
-            mac.p_kind.eq(p_sel_kind),
-            mac.p_lane.eq(p_sel_lane),
-            mac.p_addr.eq(p_addr),
-            mac.p_data.eq(bus.w_data),
+            status.busy.eq(busy),
+            status.input_ready.eq(r_full),
+            status.out_pending.eq(self.o.valid),
+            regs["CYCLES_LAST"].eq(cycles_last),
+            regs["CYCLES_TOTAL"].eq(cycles_total),
+            regs["STALL_TOTAL"].eq(stall_total),
+            regs["TIMESTEPS"].eq(timesteps),
+            regs["MAC_BUSY"].eq(mac_busy),
+            regs["FIRED_HEAD_LAST"].eq(fired_head),
+        ]
+        for l in range(L):
+            m.d.comb += [regs[f"FIRED_LAST{l}"].x.eq(fired_x[l]),
+                         regs[f"FIRED_LAST{l}"].h.eq(fired_h[l])]
+        # After the counters' increments above: a clear in the same cycle wins.
+        with m.If(regs.strobe("CTRL") & regs["CTRL"].clear_counters):
+            m.d.sync += [
+                cycles_total.eq(0),
+                stall_total.eq(0),
+                timesteps.eq(0),
+                mac_busy.eq(0),
+            ]
+        m.d.comb += [
+            mac.p_kind.eq(regs["PARAM_SEL"].kind),
+            mac.p_lane.eq(regs["PARAM_SEL"].lane),
+            mac.p_addr.eq(regs["PARAM_ADDR"]),
+            mac.p_data.eq(regs["PARAM_DATA"]),
+            mac.p_we.eq(regs.strobe("PARAM_DATA")),
         ]
         return m
