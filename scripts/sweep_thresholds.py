@@ -35,6 +35,8 @@ from deltahw.util import atomic_write_text  # noqa: E402
 GRIDS = {
     "fsdd": ([0, 32, 64, 96, 128, 192, 256], [0, 16, 32, 64, 96, 128, 160, 192]),
     "watch": ([0, 16, 32, 64, 96, 128, 192], [0, 16, 32, 64, 96, 128, 192, 256]),
+    # 0/1 features (chroma, onset, downbeat): any theta_x up to the feature's jump passes them.
+    "chorales": ([0, 32, 64, 128, 256, 384], [0, 16, 32, 64, 96, 128, 192, 256]),
 }
 
 
@@ -93,9 +95,12 @@ def run_task(folder: Path, out: Path, extra: list | None = None) -> dict:
              (opr["test"]["op_reduction"], opr["test"]["accuracy"])}
     result["operating_point"].update(opr)
     out.mkdir(parents=True, exist_ok=True)
+    per_step = ds.task == "timestep-classification"
     plot_sweep(curves, out / f"{task}_sweep.png",
                f"{task}: 1-layer delta-GRU H={trained.config.hidden_size}, golden model",
-               reference=ref, marks=marks)
+               reference=ref, marks=marks,
+               ylabel="test accuracy per timestep (%), golden model" if per_step
+               else "test accuracy (%), golden model")
     md = [f"# Threshold sweep: {task}", "",
           f"Golden-model accuracy and operation reduction of `{folder.name}/dense.pt` (converted "
           f"at run time) and `{folder.name}/model.pt` (delta-trained). Thresholds in LSBs of the "

@@ -282,7 +282,8 @@ def test_resume_with_another_config_is_refused(tmp_path, monkeypatch):
 
 def test_bad_arguments_stop_with_full_sentences(tmp_path, capsys):
     assert ttrain.main(["--dataset", "mnist", "--out", str(tmp_path / "x")]) == 2
-    assert "Unknown dataset 'mnist'; choose one of fsdd, watch." in capsys.readouterr().err
+    assert ("Unknown dataset 'mnist'; choose one of fsdd, watch, chorales."
+            in capsys.readouterr().err)
     assert ttrain.main(SMOKE + ["--out", str(tmp_path / "y"), "--ramp-epochs", "5"]) == 2
     assert "--ramp-epochs (5) must be smaller than --delta-epochs (2)" in capsys.readouterr().err
     other = tmp_path / "other.pt"

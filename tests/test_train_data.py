@@ -272,3 +272,89 @@ def test_auto_schedule_is_sensible_for_small_and_large_sets():
     assert big["batch_size"] == 32 and big["dense_epochs"] == 15 and big["delta_epochs"] == 10
     tiny = ttrain.auto_schedule(20)
     assert tiny["batch_size"] == 8 and tiny["dense_epochs"] == 150
+
+
+# ------------------------------------------------------------------ built-in data through --data
+@pytest.mark.parametrize("name", ["fsdd", "watch"])
+def test_builtin_splits_written_as_npz_load_back_identically(tmp_path, name):
+    """scripts/export_npz.py writes a built-in dataset's splits; --data reads back the same
+    arrays, labels and normalisation, so training on the files is training on the same data."""
+    import importlib.util
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "scripts" / "export_npz.py"
+    spec = importlib.util.spec_from_file_location("export_npz", script)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    assert mod.main([name, "--out", str(tmp_path)]) == 0
+    ref = tdata.load_dataset(name)
+    got = userdata.make_dataset(tmp_path / "train.npz", tmp_path / "val.npz",
+                                tmp_path / "test.npz", task="classification")
+    assert got.class_names == [str(c) for c in ref.class_names]
+    for k in ("train", "val", "test"):
+        a, b = ref.split(k), got.split(k)
+        assert len(a.xs) == len(b.xs)
+        assert all(np.array_equal(x, y) for x, y in zip(a.xs, b.xs))
+        np.testing.assert_array_equal(a.y, b.y)
+    np.testing.assert_array_equal(ref.mean, got.mean)
+    np.testing.assert_array_equal(ref.std, got.std)
+
+
+def test_chorales_dataset_reads_the_scores():
+    """Bach chorales from music21's corpus: per-eighth-note soprano/alto/tenor inputs, bass
+    pitch-class targets. Expected values read by hand from bwv1.6.mxl (F major; the soprano
+    starts F4 | C5 A4 F4 C5, the bass F3 | E3 F3 D3 A2, a one-quarter pickup)."""
+    ds = tdata.load_dataset("chorales")
+    assert ds.task == tdata.STEP_CLASSIFICATION and ds.input_size == 14
+    assert ds.num_classes == 13 and ds.class_names[-1] == "rest"
+    sizes = [len(ds.split(k)) for k in ("train", "val", "test")]
+    assert sum(sizes) == 403 and sizes[1] == sizes[2] == 60
+    ids = [set(ds.split(k).origin.tolist()) for k in ("train", "val", "test")]
+    assert not (ids[0] & ids[1] or ids[0] & ids[2] or ids[1] & ids[2])
+    where = [(k, i) for k in ("train", "val", "test")
+             for i, o in enumerate(ds.split(k).origin)
+             if o == 0]  # bwv1.6 is the first file in sorted order
+    assert len(where) == 1
+    x, y = ds.split(where[0][0]).xs[where[0][1]], ds.split(where[0][0]).y[where[0][1]]
+    F, C, A = 5, 0, 9  # soprano F4 | C5 A4 F4 C5: its pitch classes are in the chroma
+    assert all(x[k, pc] == 1 for k, pc in enumerate([F, F, C, C, A, A, F, F, C, C]))
+    assert set(x[:10, :12].sum(1).tolist()) <= {1.0, 2.0, 3.0}  # three voices, maybe unisons
+    np.testing.assert_array_equal(x[:10, 12], [1, 0, 1, 0, 1, 0, 1, 0, 1, 0])  # onsets
+    np.testing.assert_array_equal(x[:11, 13], [1, 0, 1, 0, 0, 0, 0, 0, 0, 0, 1])  # downbeats
+    np.testing.assert_array_equal(y[:10], [5, 5, 4, 4, 5, 5, 2, 2, 9, 9])  # F E F D A
+    for k in ("train", "val", "test"):
+        assert all(len(a) == len(b) for a, b in zip(ds.split(k).xs, ds.split(k).y))
+        assert all(v.min() >= 0 and v.max() <= 12 for v in ds.split(k).y)
+
+
+def test_fsdd_through_data_files_trains_the_same_network(tmp_path):
+    """The same options on the built-in fsdd and on its splits written as npz files give the same
+    network and the same golden-model figures (a short run; the full one is in the docs)."""
+    import importlib.util
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "scripts" / "export_npz.py"
+    spec = importlib.util.spec_from_file_location("export_npz", script)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    assert mod.main(["fsdd", "--out", str(tmp_path / "npz")]) == 0
+    opts = ["--limit", "320", "--hidden", "16", "--dense-epochs", "3", "--delta-epochs", "2",
+            "--ramp-epochs", "1", "--batch-size", "32", "--lr", "1e-2", "--quiet"]
+    fsdd = ttrain.DEFAULTS["fsdd"]
+    same = ["--theta-x", str(fsdd["theta_x"]), "--theta-h", str(fsdd["theta_h"]),
+            "--l1", str(fsdd["l1"]), "--delta-lr", str(fsdd["delta_lr"])]
+    assert ttrain.main(["--dataset", "fsdd", "--out", str(tmp_path / "a")] + opts) == 0
+    npz = tmp_path / "npz"
+    assert ttrain.main(["--data", str(npz / "train.npz"), "--val-data", str(npz / "val.npz"),
+                        "--test-data", str(npz / "test.npz"), "--out", str(tmp_path / "b")]
+                       + opts + same) == 0
+    a = torch.load(tmp_path / "a" / "model.pt", weights_only=True)
+    b = torch.load(tmp_path / "b" / "model.pt", weights_only=True)
+    assert a["config"] == b["config"]
+    assert all(torch.equal(a["gru"][k], b["gru"][k]) for k in a["gru"])
+    assert all(torch.equal(a["head"][k], b["head"][k]) for k in a["head"])
+    sa = json.loads((tmp_path / "a" / "metrics.json").read_text())["summary"]
+    sb = json.loads((tmp_path / "b" / "metrics.json").read_text())["summary"]
+    for k in ("delta_trained_test_accuracy", "delta_trained_test_op_reduction",
+              "float_dense_test_accuracy", "converted_test_accuracy_same_thresholds"):
+        assert sa[k] == sb[k], k

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import importlib.util
 from dataclasses import dataclass, field
+from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
@@ -52,7 +53,7 @@ __all__ = [
 ]
 
 #: Names accepted by :func:`load_dataset` and ``--dataset``.
-DATASETS = ("fsdd", "watch")
+DATASETS = ("fsdd", "watch", "chorales")
 
 #: Task kinds. ``classification``: one label per sequence, read from the head output at the
 #: sequence's last real timestep. ``timestep-classification``: one label per timestep, the argmax
@@ -301,6 +302,147 @@ def _load_watch(seed: int) -> Dataset:
     )
 
 
+#: chorales: the grid step in quarter notes (an eighth note).
+CHORALE_STEP = Fraction(1, 2)
+#: chorales: the voices given as inputs, and the one whose pitch class is the target.
+CHORALE_INPUTS = ("Soprano", "Alto", "Tenor")
+CHORALE_TARGET = "Bass"
+PITCH_CLASSES = ("C", "C#", "D", "Eb", "E", "F", "F#", "G", "Ab", "A", "Bb", "B")
+#: chorales: the input features per eighth note.
+CHORALE_FEATURES = tuple(f"chroma_{p}" for p in PITCH_CLASSES) + ("onset", "downbeat")
+_STEP_SEMITONES = {"C": 0, "D": 2, "E": 4, "F": 5, "G": 7, "A": 9, "B": 11}
+
+
+def _musicxml_root(path: Path):
+    """The parsed score of a compressed MusicXML (.mxl) file."""
+    import xml.etree.ElementTree as ET
+    import zipfile
+
+    with zipfile.ZipFile(path) as z:
+        container = ET.fromstring(z.read("META-INF/container.xml"))
+        rootfile = next(e.get("full-path") for e in container.iter() if e.tag.endswith("rootfile"))
+        return ET.fromstring(z.read(rootfile))
+
+
+def _part_notes(part) -> tuple[list, list]:
+    """Notes of a MusicXML part's first voice as (start, end, midi or None, tied_from_before) in
+    quarter notes, and the measure start times."""
+    divisions = 1
+    t = Fraction(0)
+    notes, measures = [], []
+    for measure in part.iter("measure"):
+        measures.append(t)
+        first_voice = None
+        for el in measure:
+            if el.tag == "attributes" and el.findtext("divisions"):
+                divisions = int(el.findtext("divisions"))
+            elif el.tag == "backup":
+                t -= Fraction(int(el.findtext("duration")), divisions)
+            elif el.tag == "forward":
+                t += Fraction(int(el.findtext("duration")), divisions)
+            elif el.tag == "note":
+                if el.find("grace") is not None:
+                    continue
+                d = Fraction(int(el.findtext("duration", "0")), divisions)
+                if el.find("chord") is not None:
+                    continue  # a chord tone: same start as the previous note; voices are single
+                voice = el.findtext("voice", "1")
+                first_voice = first_voice or voice
+                if voice == first_voice:
+                    pitch = el.find("pitch")
+                    midi = None
+                    if pitch is not None:
+                        midi = (12 * (int(pitch.findtext("octave")) + 1)
+                                + _STEP_SEMITONES[pitch.findtext("step")]
+                                + int(float(pitch.findtext("alter", "0"))))
+                    tied = any(x.get("type") == "stop" for x in el.findall("tie"))
+                    notes.append((t, t + d, midi, tied))
+                t += d
+    return notes, measures
+
+
+def _chorale(path: Path):
+    """(inputs float32 (T, 14), bass pitch-class labels int64 (T,)) of a four-voice chorale, or
+    None when the score does not have exactly one Soprano, Alto, Tenor and Bass part."""
+    root = _musicxml_root(path)
+    names = {sp.get("id"): (sp.findtext("part-name") or "").strip()
+             for sp in root.iter("score-part")}
+    voices = {}
+    for part in root.iter("part"):
+        name = names.get(part.get("id"))
+        if name in CHORALE_INPUTS + (CHORALE_TARGET,):
+            if name in voices:
+                return None
+            voices[name] = _part_notes(part)
+    if len(voices) != 4:
+        return None
+    end = max(n[1] for notes, _ in voices.values() for n in notes)
+    T = int(end / CHORALE_STEP)
+    times = [k * CHORALE_STEP for k in range(T)]
+    downbeat = set(voices["Soprano"][1])
+    x = np.zeros((T, len(CHORALE_FEATURES)), dtype=np.float32)
+    y = np.zeros(T, dtype=np.int64)
+    sounding_any = np.zeros(T, dtype=bool)
+    for name in CHORALE_INPUTS + (CHORALE_TARGET,):
+        notes = voices[name][0]
+        i = 0
+        for k, t in enumerate(times):
+            while i + 1 < len(notes) and notes[i][1] <= t:
+                i += 1
+            start, stop, midi, tied = notes[i]
+            sounding = midi if start <= t < stop else None
+            if name == CHORALE_TARGET:
+                y[k] = len(PITCH_CLASSES) if sounding is None else sounding % 12
+                continue
+            if sounding is not None:
+                x[k, sounding % 12] = 1.0  # chroma: the pitch classes the upper voices sound
+                sounding_any[k] = True
+            # A new (untied) note began since the previous grid step.
+            if any(t - CHORALE_STEP < n[0] <= t and n[2] is not None and not n[3]
+                   for n in notes[max(0, i - 3) : i + 1]):
+                x[k, 12] = 1.0
+    x[:, 13] = [float(t in downbeat) for t in times]
+    first = int(np.argmax(sounding_any)) if sounding_any.any() else 0  # skip a leading rest
+    return x[first:], y[first:]
+
+
+def _load_chorales(seed: int) -> Dataset:
+    folder = _package_file("music21", "corpus/bach/bwv1.6.mxl").parent
+    files = sorted(folder.glob("*.mxl"))
+    xs, ys, names = [], [], []
+    for f in files:
+        try:
+            c = _chorale(f)
+        except Exception as e:  # noqa: BLE001 - re-raised with the file name
+            raise DatasetError(f"Cannot read the chorale {f}: {e}.") from None
+        if c is not None and len(c[0]) >= 8:
+            xs.append(c[0])
+            ys.append(c[1])
+            names.append(f.stem)
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(len(xs))
+    n_test = n_val = int(round(0.15 * len(xs)))
+    parts = {"test": np.sort(order[:n_test]), "val": np.sort(order[n_test : n_test + n_val]),
+             "train": np.sort(order[n_test + n_val :])}
+    splits = {k: Split([xs[i] for i in idx], [ys[i] for i in idx], idx)
+              for k, idx in parts.items()}
+    mean, std = _stats(splits["train"].xs)
+    return Dataset(
+        "chorales", xs[0].shape[1], len(PITCH_CLASSES) + 1, list(PITCH_CLASSES) + ["rest"],
+        splits["train"], splits["val"], splits["test"], mean, std,
+        info={"source": "music21 10.5.1 corpus/bach/*.mxl (J. S. Bach's four-part chorales, "
+                        f"MusicXML): {len(xs)} of {len(files)} scores have exactly one Soprano, "
+                        "Alto, Tenor and Bass part",
+              "split": "random by chorale, 70/15/15 %, seeded", "seed": seed,
+              "features": "per eighth note: chroma of the soprano, alto and tenor (12 values, 1 "
+                          "where one of them sounds that pitch class), note onset in any of them "
+                          "(0/1), measure downbeat (0/1)",
+              "target": "pitch class of the bass at every eighth note (12 classes + rest)",
+              "windows": "one sequence per chorale on an eighth-note grid"},
+        task=STEP_CLASSIFICATION,
+    )
+
+
 _CACHE: dict = {}
 
 
@@ -312,5 +454,6 @@ def load_dataset(name: str, seed: int = 0) -> Dataset:
         raise DatasetError(f"The split seed must be a non-negative integer; got {seed!r}.")
     key = (name, seed)
     if key not in _CACHE:
-        _CACHE[key] = _load_fsdd(seed) if name == "fsdd" else _load_watch(seed)
+        _CACHE[key] = {"fsdd": _load_fsdd, "watch": _load_watch,
+                       "chorales": _load_chorales}[name](seed)
     return _CACHE[key]

@@ -246,7 +246,8 @@ def pareto(rows: list, split: str = "val") -> list:
 
 
 def plot_sweep(curves: dict, path: Path, title: str, reference: float | None = None,
-               marks: dict | None = None) -> None:
+               marks: dict | None = None,
+               ylabel: str = "test accuracy (%), golden model") -> None:
     """Plot test accuracy vs op reduction, one line per curve ``{label: [(op_red, acc), ...]}``."""
     import io
 
@@ -278,7 +279,7 @@ def plot_sweep(curves: dict, path: Path, title: str, reference: float | None = N
     ax.xaxis.set_minor_locator(NullLocator())
     ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}x"))
     ax.set_xlabel("operation reduction (dense MACs / delta MACs), golden model, test split")
-    ax.set_ylabel("test accuracy (%), golden model")
+    ax.set_ylabel(ylabel)
     ax.set_title(title)
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=8, loc="lower left")

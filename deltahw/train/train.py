@@ -334,7 +334,7 @@ OPTIONS = ("hidden", "theta_x", "theta_h", "theta_head", "dense_epochs", "delta_
 def _resolve(given: dict, ds: Dataset, builtin: bool) -> dict:
     """Fill the defaults (per built-in dataset, or :data:`USER_DEFAULTS` + :func:`auto_schedule`);
     validate every option with a full-sentence error."""
-    if builtin:
+    if builtin and ds.name in DEFAULTS:
         d = dict(DEFAULTS[ds.name])
     else:
         n = len(ds.train) if not given.get("limit") else min(len(ds.train), given["limit"])
