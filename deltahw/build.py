@@ -1,4 +1,4 @@
-"""Board builds: ``python -m deltahw.build --board arty_a7 [--variant 35|100] [--model M] ...``.
+"""Board builds: ``python -m deltahw.build [MODEL] --board arty_a7 [--variant 35|100] [--out DIR]``.
 
 Steps (each prints a progress line):
 
@@ -16,7 +16,16 @@ Steps (each prints a progress line):
 5. write ``report.json`` and ``report.md`` (config, estimate, utilisation, predicted cycles per
    timestep and latency at the clock) and print a summary.
 
-Exit codes: 0 success, 2 bad input or the design does not fit, 3 timing not met, 4 tool failure.
+The build folder (``--out``, default ``build/BOARD-VARIANT``; ``--output`` is a deprecated
+alias) is written atomically: everything goes to a temporary folder next to it that is renamed
+into place at the end, so a failed or interrupted build leaves no complete-looking tree and a
+reused folder keeps no stale files. An existing folder is replaced only if it is an earlier
+build's (``--force`` overrides that). SIGTERM and Ctrl-C stop the synthesis tools too (they run in
+their own process group, which is killed). A failed tool's log is kept next to the folder as
+``DIR.failed.log``.
+
+Exit codes: 0 success, 2 bad input or the design does not fit, 3 timing not met, 4 tool failure,
+130/143 interrupted.
 """
 
 import argparse
@@ -26,6 +35,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -33,30 +43,39 @@ import threading
 import time
 from pathlib import Path
 
-from .errors import DeltahwError
 from . import cycles
+from .artifacts import output_dir, write_model_files
 from .boards import BOARDS, LED_NAMES, BoardTop, get_board
-from .config import ConfigError, DeltaGRUConfig
-from .export import write_model_files
+from .config import DeltaGRUConfig
+from .errors import DeltahwError
 from .gateware.bridge import elem_bytes
+from .gateware.uart import MIN_DIVISOR
 from .layout import Layout
-from .model import ImportError_, load_model
+from .model import load_model
 from .resources import FitError, check_fit
-from .util import atomic_write_text
+from .util import atomic_write_text, run_cli
 
 __all__ = ["main", "default_model", "BuildError", "TOP_NAME", "parse_yosys_stat",
            "parse_nextpnr_log", "predicted_performance"]
 
 TOP_NAME = "deltahw_top"
+#: ``kind`` of a build's report.json (how a later build recognises a folder it may replace).
+REPORT_KIND = "deltahw-build"
+#: Clock range accepted by ``--clock-mhz``: the boards' PLL/MMCM outputs cover it, and the design
+#: closes timing far below its top (the default builds run at 50-100 MHz).
+CLOCK_MHZ_RANGE = (10.0, 400.0)
+#: Lowest ``--baud`` accepted (the highest is set by the clock: MIN_DIVISOR cycles per bit).
+MIN_BAUD = 300
 REPO = Path(__file__).resolve().parent.parent
 #: Shipped models, in order of preference.
 DEFAULT_MODELS = ("models/fsdd/export", "models/watch/export", "models/example/export")
 
 
 class BuildError(DeltahwError, RuntimeError):
-    def __init__(self, message, code=4):
+    def __init__(self, message, code=4, log=None):
         super().__init__(message)
         self.code = code
+        self.log = log
 
 
 def log(msg: str) -> None:
@@ -88,8 +107,37 @@ def synthesis_lock():
             fcntl.flock(f, fcntl.LOCK_UN)
 
 
+def _die_with_parent():  # pragma: no cover - runs in the child between fork and exec
+    """Ask Linux to SIGKILL the tool if deltahw itself dies (even by SIGKILL)."""
+    try:
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except Exception:  # noqa: BLE001 - not Linux: the process-group kill below still applies
+        pass
+
+
+def _kill_group(proc: subprocess.Popen) -> None:
+    """Stop a tool and everything it started (its own process group): SIGTERM, then SIGKILL."""
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        try:
+            os.killpg(proc.pid, sig)
+        except (ProcessLookupError, PermissionError):
+            return
+        try:
+            proc.wait(timeout=5)
+            return
+        except subprocess.TimeoutExpired:
+            continue
+
+
 def run_tool(cmd, cwd, what, log_file, env=None, timeout=None):
-    """Run a long tool with a progress line every 20 s; raise BuildError on failure."""
+    """Run a long tool with a progress line every 20 s; raise BuildError on failure.
+
+    The tool runs in its own process group, killed whole if this process is interrupted (Ctrl-C,
+    SIGTERM through :func:`deltahw.util.terminate_on_signals`) or the tool times out; on Linux the
+    tool also gets SIGKILL if this process dies.
+    """
     stop = threading.Event()
     start = time.monotonic()
 
@@ -97,23 +145,28 @@ def run_tool(cmd, cwd, what, log_file, env=None, timeout=None):
         while not stop.wait(20):
             log(f"  ... {what}: {time.monotonic() - start:.0f} s")
 
+    try:
+        with open(log_file, "w") as out:
+            # preexec_fn runs before the ticker thread exists (fork with threads is unsafe).
+            proc = subprocess.Popen(cmd, cwd=cwd, stdout=out, stderr=subprocess.STDOUT, env=env,
+                                    start_new_session=True, preexec_fn=_die_with_parent)
+    except FileNotFoundError as e:
+        raise BuildError(f"{what} failed: {e.filename} is not installed.") from None
     t = threading.Thread(target=ticker, daemon=True)
     t.start()
     try:
-        with open(log_file, "w") as out:
-            proc = subprocess.run(cmd, cwd=cwd, stdout=out, stderr=subprocess.STDOUT, env=env,
-                                  timeout=timeout)
-    except FileNotFoundError as e:
-        raise BuildError(f"{what} failed: {e.filename} is not installed.") from None
+        returncode = proc.wait(timeout=timeout)
     except subprocess.TimeoutExpired:
-        raise BuildError(f"{what} did not finish within {timeout} s; see {log_file}.") from None
+        raise BuildError(f"{what} did not finish within {timeout} s.", log=log_file) from None
     finally:
         stop.set()
+        if proc.poll() is None:
+            _kill_group(proc)
     elapsed = time.monotonic() - start
-    if proc.returncode != 0:
+    if returncode != 0:
         tail = "\n".join(Path(log_file).read_text(errors="replace").splitlines()[-15:])
-        raise BuildError(f"{what} failed (exit {proc.returncode}) after {elapsed:.0f} s; "
-                         f"last lines of {log_file}:\n{tail}")
+        raise BuildError(f"{what} failed (exit {returncode}) after {elapsed:.0f} s; "
+                         f"last lines of its log:\n{tail}", log=log_file)
     return elapsed
 
 
@@ -200,6 +253,17 @@ def _trellis_env_script(folder: Path) -> Path:
     return script
 
 
+def _check_clock_and_baud(board, clock_mhz, baud) -> None:
+    lo, hi = CLOCK_MHZ_RANGE
+    if not lo <= clock_mhz <= hi:
+        raise BuildError(f"--clock-mhz must be from {lo:g} to {hi:g} MHz; got {clock_mhz:g} "
+                         f"(the {board.name} default is {board.default_clock_mhz:g}).", code=2)
+    top = int(clock_mhz * 1e6 // MIN_DIVISOR)
+    if not MIN_BAUD <= baud <= top:
+        raise BuildError(f"--baud must be from {MIN_BAUD} to {top} at {clock_mhz:g} MHz (at "
+                         f"least {MIN_DIVISOR} clock cycles per bit); got {baud}.", code=2)
+
+
 def build(args) -> dict:
     try:
         board = get_board(args.board)
@@ -207,9 +271,10 @@ def build(args) -> dict:
     except ValueError as e:
         raise BuildError(str(e), code=2) from None
     part = board.part(variant)
-    out = Path(args.output or f"build/{board.name}-{variant}").resolve()
-    clock_mhz = args.clock_mhz or board.default_clock_mhz
-    baud = args.baud or board.default_baud
+    out = Path(args.out or f"build/{board.name}-{variant}").absolute()
+    clock_mhz = board.default_clock_mhz if args.clock_mhz is None else args.clock_mhz
+    baud = board.default_baud if args.baud is None else args.baud
+    _check_clock_and_baud(board, clock_mhz, baud)
 
     # 1. model
     model_path = Path(args.model) if args.model else default_model()
@@ -218,10 +283,11 @@ def build(args) -> dict:
     if args.lanes is not None:
         overrides["lanes"] = args.lanes
     try:
-        model = load_model(model_path)
+        model = load_model(model_path, allow_clipping=args.allow_clipping,
+                           trust_pickle=args.trust_pickle)
         cfg = model.config.replace(clock_mhz=clock_mhz, **overrides)
         model = model.with_config(cfg)
-    except (ValueError, ImportError_, ConfigError) as e:
+    except DeltahwError as e:
         raise BuildError(f"Cannot use model {model_path}: {e}", code=2) from None
     cfg = model.config
     log(f"      {cfg.summary()}")
@@ -236,21 +302,37 @@ def build(args) -> dict:
     log(f"      estimate: {est.luts} LUTs, {est.ffs} FFs, {est.bram:g} {part.bram_name}, "
         f"{est.dsps} {part.dsp_name} (part: {part.luts} / {part.ffs} / {part.brams} / "
         f"{part.dsps})")
-
-    # 3. build tree
-    log(f"[3/5] writing the {board.flow} build tree to {out}")
     try:
         top = BoardTop(board, cfg, clock_mhz=clock_mhz, baud=baud)
     except ValueError as e:
         raise BuildError(str(e), code=2) from None
-    out.mkdir(parents=True, exist_ok=True)
+
+    # 3.-5. in a temporary folder, renamed to `out` at the end
+    with output_dir(out, "build", force=args.force, protect=[model_path]) as tmp:
+        try:
+            report = _build_tree_and_run(args, board, variant, part, model, est, top, tmp, out,
+                                         model_path, baud)
+        except BuildError as e:
+            if e.log is not None and Path(e.log).is_file():
+                kept = out.with_name(f"{out.name}.failed.log")
+                atomic_write_text(kept, Path(e.log).read_text(errors="replace"))
+                e.args = (f"{e.args[0]}\n(full log: {kept})",)
+            raise
+    return report
+
+
+def _build_tree_and_run(args, board, variant, part, model, est, top, tmp, out, model_path,
+                        baud) -> dict:
+    cfg = model.config
+    clock_mhz = top.clock_hz / 1e6
+    log(f"[3/5] writing the {board.flow} build tree to {out}")
     from .gateware.ram import VERILOG_RAM_PATH
 
     files = {VERILOG_RAM_PATH.name: VERILOG_RAM_PATH.read_text()}
-    manifest = write_model_files(model, out)
+    manifest = write_model_files(model, tmp)
     mem_names = sorted(manifest["files"])
     for name in mem_names:
-        files[name] = (out / name).read_text()
+        files[name] = (tmp / name).read_text()
     platform = _prepare_platform(board, variant, cfg, files)
     overrides_tcl = {}
     if board.flow == "vivado":
@@ -269,26 +351,29 @@ def build(args) -> dict:
             "clean",
             f"synth_ecp5 -top {TOP_NAME} -run map_cells:",
         ])
-    plan = platform.build(top, name=TOP_NAME, build_dir=str(out), do_build=False,
+    plan = platform.build(top, name=TOP_NAME, build_dir=str(tmp), do_build=False,
                           **overrides_tcl)
-    plan.extract(str(out))
-    (out / "config.json").write_text(cfg.to_json() + "\n")
+    plan.extract(str(tmp))
+    (tmp / "config.json").write_text(cfg.to_json() + "\n")
     log(f"      wrote {len(plan.files)} files ({', '.join(sorted(plan.files)[:6])} ...)")
 
     report = {
+        "kind": REPORT_KIND,
         "board": board.name, "title": board.title, "variant": variant, "part": part.name,
         "model": str(model_path), "config": cfg.to_dict(), "layout": Layout(cfg).geometry(),
-        "clock_mhz": top.clock_hz / 1e6, "baud": baud, "uart_divisor": top.divisor,
+        "clock_mhz": clock_mhz, "baud": baud, "uart_divisor": top.divisor,
         "elem_bytes": elem_bytes(cfg), "estimate": est.as_dict(), "leds": list(LED_NAMES),
-        "performance": predicted_performance(cfg, top.clock_hz / 1e6),
+        "performance": predicted_performance(cfg, clock_mhz),
         "build_dir": str(out), "flow": None, "utilisation": None, "timing": None,
     }
 
     # 4. tools
     if board.flow == "vivado":
-        _xilinx_flow(args, out, part, platform, top, report)
+        _xilinx_flow(args, tmp, part, platform, top, report)
     else:
-        _trellis_flow(args, out, part, platform, top, report, clock_mhz)
+        _trellis_flow(args, tmp, part, platform, top, report, clock_mhz)
+    # 5. reports, inside the folder before it is renamed into place
+    write_reports(report, tmp)
     return report
 
 
@@ -422,29 +507,50 @@ def write_reports(report: dict, out: Path) -> None:
 
 
 def main(argv=None) -> int:
+    from .golden import add_loading_arguments
+
     ap = argparse.ArgumentParser(
         prog="python -m deltahw.build",
         description="Build the delta-GRU accelerator for a board (fit check, build tree, synthesis "
                     "or bitstream, report).")
+    ap.add_argument("model", nargs="?",
+                    help="exported model folder or checkpoint (default: the shipped trained model "
+                         "under models/)")
     ap.add_argument("--board", required=True, choices=sorted(BOARDS))
     ap.add_argument("--variant", help="board variant (arty_a7: 35 or 100; ulx3s: 85, 45, 25)")
-    ap.add_argument("--model", help="exported model folder or checkpoint (default: the shipped "
-                                    "trained model under models/)")
+    ap.add_argument("--model", dest="model_option", metavar="MODEL",
+                    help="the model, as an option (same as the positional argument)")
     ap.add_argument("--lanes", type=int, help="MAC lanes P (a multiple of 3 x act_width)")
-    ap.add_argument("--clock-mhz", type=float, help="target clock (default: the board's)")
+    ap.add_argument("--clock-mhz", type=float,
+                    help=f"target clock, {CLOCK_MHZ_RANGE[0]:g} to {CLOCK_MHZ_RANGE[1]:g} MHz "
+                         "(default: the board's)")
     ap.add_argument("--baud", type=int, help="UART baud rate (default 1000000)")
-    ap.add_argument("--output", help="build folder (default build/BOARD-VARIANT)")
+    ap.add_argument("--out", help="build folder (default build/BOARD-VARIANT); written "
+                                  "atomically, an existing folder is replaced only if it is an "
+                                  "earlier build")
+    ap.add_argument("--output", help="deprecated spelling of --out")
+    ap.add_argument("--force", action="store_true",
+                    help="replace an existing --out folder even if deltahw did not write it")
     ap.add_argument("--no-synth", action="store_true",
                     help="stop after writing the build tree and the report")
+    add_loading_arguments(ap)
     args = ap.parse_args(argv)
+    if args.model and args.model_option and args.model != args.model_option:
+        ap.error(f"the model is given twice ({args.model} and --model {args.model_option}); "
+                 "give it once.")
+    args.model = args.model or args.model_option
+    if args.output is not None:
+        if args.out is not None and args.out != args.output:
+            ap.error(f"--out {args.out} and --output {args.output} disagree; use --out only.")
+        print("note: --output is deprecated; use --out.", file=sys.stderr)
+        args.out = args.out or args.output
+    return run_cli(_main, args)
+
+
+def _main(args) -> int:
     t0 = time.monotonic()
-    try:
-        report = build(args)
-    except BuildError as e:
-        print(f"error: {e}", file=sys.stderr, flush=True)
-        return e.code
+    report = build(args)
     out = Path(report["build_dir"])
-    write_reports(report, out)
     log(f"[5/5] wrote {out / 'report.json'} and {out / 'report.md'}")
     util = report.get("utilisation") or {}
     if "luts" in util:

@@ -32,6 +32,28 @@ class ConfigError(DeltahwError, ValueError):
     """A configuration value is out of range or inconsistent."""
 
 
+def _format(name: str, val) -> FixedFormat:
+    """A format field given as a FixedFormat, ``{"bits": b, "frac": f}`` or ``[b, f]``."""
+    expect = (f'{name} must be a fixed-point format written {{"bits": B, "frac": F}} or [B, F] '
+              f'(e.g. {{"bits": 16, "frac": 8}} for Q8.8)')
+    if isinstance(val, FixedFormat):
+        return val
+    if isinstance(val, dict):
+        if set(val) != {"bits", "frac"}:
+            raise ConfigError(f"{expect}; got {val!r}.")
+        args = (val["bits"], val["frac"])
+    elif isinstance(val, (list, tuple)) and len(val) == 2:
+        args = tuple(val)
+    else:
+        raise ConfigError(f"{expect}; got {val!r}.")
+    if not all(isinstance(v, int) and not isinstance(v, bool) for v in args):
+        raise ConfigError(f"{expect} with integers; got {val!r}.")
+    try:
+        return FixedFormat(*args)
+    except ValueError as e:
+        raise ConfigError(f"{name}: {e}") from None
+
+
 def _is_pow2(n: int) -> bool:
     return n >= 1 and n & (n - 1) == 0
 
@@ -84,8 +106,13 @@ class DeltaGRUConfig:
         # Normalise thresholds: empty means 0 for every layer; a single value applies to all layers.
         for name in ("theta_x", "theta_h"):
             val = getattr(self, name)
-            if isinstance(val, int):
+            if isinstance(val, int) and not isinstance(val, bool):
                 val = (val,)
+            if not isinstance(val, (list, tuple)):
+                raise ConfigError(
+                    f"{name} must be a list of integer thresholds in LSBs, one per layer (or one "
+                    f"for all layers); got {val!r}."
+                )
             val = tuple(val)
             if len(val) == 0:
                 val = (0,) * self.num_layers if isinstance(self.num_layers, int) else ()
@@ -93,11 +120,7 @@ class DeltaGRUConfig:
                 val = val * self.num_layers
             object.__setattr__(self, name, val)
         for name in ("act", "weight", "bias", "sigmoid_in", "tanh_in"):
-            val = getattr(self, name)
-            if isinstance(val, dict):
-                object.__setattr__(self, name, FixedFormat(**val))
-            elif isinstance(val, (list, tuple)):
-                object.__setattr__(self, name, FixedFormat(*val))
+            object.__setattr__(self, name, _format(name, getattr(self, name)))
         if self.lanes_per_bank is None and isinstance(self.lanes, int) and self.lanes > 0:
             object.__setattr__(
                 self, "lanes_per_bank", max(d for d in range(1, 5) if self.lanes % d == 0)
@@ -170,7 +193,8 @@ class DeltaGRUConfig:
             for t in val:
                 check_int(name, 0, (1 << self.act.bits) - 1, t)
         check_int("theta_head", 0, (1 << self.act.bits) - 1)
-        if not isinstance(self.clock_mhz, (int, float)) or not 1 <= self.clock_mhz <= 1000:
+        if (not isinstance(self.clock_mhz, (int, float)) or isinstance(self.clock_mhz, bool)
+                or not 1 <= self.clock_mhz <= 1000):
             raise ConfigError(f"clock_mhz must be from 1 to 1000; got {self.clock_mhz!r}.")
         need = self.acc_bits_needed
         if self.acc_bits is not None:
@@ -240,7 +264,8 @@ class DeltaGRUConfig:
     @classmethod
     def from_dict(cls, d: dict) -> DeltaGRUConfig:
         if not isinstance(d, dict):
-            raise ConfigError(f"A config must be a JSON object; got {type(d).__name__}.")
+            got = "null" if d is None else type(d).__name__
+            raise ConfigError(f"A config must be a JSON object; got {got}.")
         d = dict(d)
         version = d.pop("format_version", FORMAT_VERSION)
         if version != FORMAT_VERSION:
@@ -262,7 +287,11 @@ class DeltaGRUConfig:
 
     @classmethod
     def from_json(cls, text: str) -> DeltaGRUConfig:
-        return cls.from_dict(json.loads(text))
+        try:
+            d = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise ConfigError(f"The config is not valid JSON: {e}.") from None
+        return cls.from_dict(d)
 
     @classmethod
     def load(cls, path) -> DeltaGRUConfig:
@@ -270,9 +299,17 @@ class DeltaGRUConfig:
         if not path.is_file():
             raise ConfigError(f"Config file {path} does not exist.")
         try:
-            return cls.from_json(path.read_text())
+            text = path.read_text()
+        except (OSError, UnicodeDecodeError) as e:
+            raise ConfigError(f"Config file {path} cannot be read: {e}.") from None
+        try:
+            d = json.loads(text)
         except json.JSONDecodeError as e:
             raise ConfigError(f"Config file {path} is not valid JSON: {e}.") from None
+        if not isinstance(d, dict):
+            raise ConfigError(f"A config must be a JSON object; {path} holds a "
+                              f"{'null' if d is None else type(d).__name__}.")
+        return cls.from_dict(d)
 
     def summary(self) -> str:
         head = f", head O={self.output_size}" if self.has_head else ""

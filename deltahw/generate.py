@@ -11,7 +11,12 @@ Writes, atomically and deterministically::
 
 The Verilog reads the ``.mem`` files by relative name: run simulators and Vivado with ``DIR`` as
 the working directory (or copy the files next to the project). Replacing the ``.mem`` files with
-another export of the same config changes the weights without regenerating the RTL.
+another export of the same config changes the weights without regenerating the RTL. Generated from
+an exported folder, the ``.mem`` files are copies of the export's (byte for byte).
+
+An existing ``DIR`` is replaced only if an earlier ``deltahw.generate`` wrote it and it holds
+nothing else (``--force`` overrides that; the working directory and the folder holding the input
+are never replaced).
 """
 
 from __future__ import annotations
@@ -25,13 +30,15 @@ from pathlib import Path
 import torch
 
 from . import cycles, regmap
+from .artifacts import build_manifest, output_dir, write_bank_files, write_manifest
 from .config import ConfigError, DeltaGRUConfig
-from .export import bank_files, build_manifest
+from .errors import DeltahwError
 from .layout import Layout
-from .model import ImportError_, LayerParams, QuantizedModel, load_model
-from .util import atomic_dir
+from .model import LayerParams, QuantizedModel, load_model
+from .util import run_cli
 
-__all__ = ["generate", "verilog_source", "zero_model", "lint", "verilator_bin", "main", "TOP_NAME"]
+__all__ = ["generate", "verilog_source", "zero_model", "lint", "LintError", "verilator_bin", "main",
+           "TOP_NAME"]
 
 TOP_NAME = "deltahw_core"
 
@@ -72,19 +79,20 @@ def check_buildable(config: DeltaGRUConfig) -> None:
             raise ConfigError("A layer has more than 65535 columns; the counters are 16 bits.")
 
 
-def generate(model: QuantizedModel, out) -> dict:
-    """Write the RTL, init files and manifest for ``model`` into ``out`` (replaced atomically)."""
+def generate(model: QuantizedModel, out, force: bool = False, protect=()) -> dict:
+    """Write the RTL, init files and manifest for ``model`` into ``out`` (replaced atomically).
+
+    An existing ``out`` is replaced only if an earlier generate wrote it (or with ``force``).
+    """
     cfg = model.config
     check_buildable(cfg)
-    source = verilog_source(cfg)
-    files = bank_files(model)
-    with atomic_dir(Path(out)) as tmp:
+    with output_dir(out, "generate", force=force, protect=protect) as tmp:
+        source = verilog_source(cfg)
         (tmp / f"{TOP_NAME}.v").write_text(source)
         from .gateware.ram import VERILOG_RAM_PATH
 
         shutil.copyfile(VERILOG_RAM_PATH, tmp / VERILOG_RAM_PATH.name)
-        for name, (text, _, _) in files.items():
-            (tmp / name).write_text(text)
+        files = write_bank_files(model, tmp)
         (tmp / "deltahw_regs.h").write_text(regmap.c_header(cfg.num_layers))
         manifest = build_manifest(model, files)
         manifest["rtl"] = {
@@ -107,8 +115,12 @@ def generate(model: QuantizedModel, out) -> dict:
                 ),
             },
         }
-        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+        write_manifest(tmp, manifest)
     return manifest
+
+
+class LintError(DeltahwError, RuntimeError):
+    """``verilator --lint-only`` rejected the generated Verilog (or could not run)."""
 
 
 def verilator_bin() -> Path:
@@ -137,51 +149,69 @@ def lint(folder) -> None:
         f"{TOP_NAME}.v",
         "deltahw_sdp_ram.v",
     ]
-    res = subprocess.run(cmd, cwd=folder, capture_output=True, text=True)
+    try:
+        res = subprocess.run(cmd, cwd=folder, capture_output=True, text=True)
+    except OSError as e:
+        raise LintError(f"verilator could not be started ({cmd[0]}): {e.strerror}.") from None
     if res.returncode:
-        raise RuntimeError(f"verilator --lint-only failed on {folder}:\n{res.stdout}{res.stderr}")
+        raise LintError(f"verilator --lint-only failed on {folder}:\n{res.stdout}{res.stderr}")
 
 
-def load_model_or_config(source, **overrides) -> QuantizedModel:
+def load_model_or_config(source, allow_clipping=False, trust_pickle=False,
+                         **overrides) -> QuantizedModel:
     """A model from a folder/checkpoint, or a zero-weight model from a JSON config file."""
     path = Path(source)
     if path.is_file() and path.suffix == ".json":
-        d = json.loads(path.read_text())
-        if isinstance(d, dict) and d.get("kind") == "deltahw-model":
+        try:
+            d = json.loads(path.read_text())
+        except (ValueError, OSError) as e:
+            raise ConfigError(f"Config file {path} is not valid JSON: {e}.") from None
+        if not isinstance(d, dict):
+            raise ConfigError(f"A config must be a JSON object; {path} holds a "
+                              f"{type(d).__name__}.")
+        if d.get("kind") == "deltahw-model":
             raise ConfigError(f"{path} is a manifest; pass its folder {path.parent} instead.")
         d.update(overrides)
         return zero_model(DeltaGRUConfig.from_dict(d))
-    model = load_model(source)
+    model = load_model(source, allow_clipping=allow_clipping, trust_pickle=trust_pickle)
     if overrides:
         model = model.with_config(model.config.replace(**overrides))
     return model
 
 
 def main(argv=None) -> int:
+    from .golden import add_loading_arguments
+
     ap = argparse.ArgumentParser(
         prog="python -m deltahw.generate",
         description="Generate the delta-GRU accelerator RTL, init files and manifest.",
     )
     ap.add_argument("model", help="exported model folder, checkpoint, or a JSON config")
-    ap.add_argument("--out", required=True, help="output folder (replaced atomically)")
+    ap.add_argument("--out", required=True,
+                    help="output folder (written atomically; an existing folder is replaced only "
+                         "if an earlier generate wrote it)")
+    ap.add_argument("--force", action="store_true",
+                    help="replace an existing --out folder even if deltahw did not write it")
     ap.add_argument("--lint", action="store_true", help="run verilator --lint-only on the result")
     for name in ("lanes", "lanes-per-bank", "enc-width", "act-width"):
         ap.add_argument(
             f"--{name}", type=int, help=f"override the config's {name.replace('-', '_')}"
         )
+    add_loading_arguments(ap)
     args = ap.parse_args(argv)
+    return run_cli(_run, args)
+
+
+def _run(args) -> int:
     hw = {
         k: getattr(args, k)
         for k in ("lanes", "lanes_per_bank", "enc_width", "act_width")
         if getattr(args, k) is not None
     }
-    try:
-        model = load_model_or_config(args.model, **hw)
-        print(f"generating {model.config.summary()}", flush=True)
-        manifest = generate(model, args.out)
-    except (ConfigError, ImportError_, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    model = load_model_or_config(args.model, allow_clipping=args.allow_clipping,
+                                 trust_pickle=args.trust_pickle, **hw)
+    print(f"generating {model.config.summary()}", flush=True)
+    manifest = generate(model, args.out, force=args.force, protect=[args.model])
     if args.lint:
         lint(args.out)
         print("verilator --lint-only: clean")

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,9 +33,10 @@ import numpy as np
 import torch
 
 from . import cycles
-from .config import DeltaGRUConfig
-from .model import QuantizedModel, load_model
-from .numerics import dequantize, rshift_round, saturate
+from .config import ConfigError, DeltaGRUConfig
+from .model import InputError, QuantizedModel, load_model
+from .numerics import dequantize, rshift_round, saturate, threshold_to_lsb
+from .util import run_cli
 
 __all__ = ["GoldenResult", "run_golden", "gru_activation", "main"]
 
@@ -225,11 +225,13 @@ def _parse_thresholds(text: str | None, cfg: DeltaGRUConfig, name: str):
     """Command-line thresholds are in real units (e.g. 0.05), one per layer or one for all."""
     if text is None:
         return None
-    vals = [float(v) for v in text.split(",")]
-    if any(v < 0 for v in vals):
-        raise SystemExit(f"error: {name} thresholds must be >= 0; got {text}.")
-    # Round half up like every other conversion (Python's round() would round ties to even).
-    return tuple(math.floor(v * 2**cfg.act.frac + 0.5) for v in vals)
+    try:
+        return tuple(threshold_to_lsb(v, cfg.act) for v in text.split(","))
+    except ValueError:
+        raise ConfigError(
+            f"{name} takes finite thresholds >= 0 in real units, one for all layers or one per "
+            f"layer separated by commas (e.g. 0.05 or 0.05,0.1); got '{text}'."
+        ) from None
 
 
 def add_model_arguments(ap: argparse.ArgumentParser) -> None:
@@ -239,16 +241,51 @@ def add_model_arguments(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--config", help="JSON config (formats, thresholds, lanes) for a plain GRU")
     ap.add_argument("--theta-x", help="input-delta thresholds in real units, e.g. 0.05 or 0.05,0.1")
     ap.add_argument("--theta-h", help="hidden-delta thresholds in real units")
+    add_loading_arguments(ap)
+
+
+def add_loading_arguments(ap: argparse.ArgumentParser) -> None:
+    """``--allow-clipping`` and ``--trust-pickle``, for every command that imports a model."""
+    ap.add_argument("--allow-clipping", action="store_true",
+                    help="accept a model that quantization clips heavily (more than 1 %% of its "
+                         "parameters or 10 %% of one tensor) or rounds to all-zero weights")
+    ap.add_argument("--trust-pickle", action="store_true",
+                    help="unpickle arbitrary Python objects (e.g. a whole saved nn.Module) from "
+                         "the model file; only for files you trust, as unpickling can run code")
 
 
 def model_from_arguments(args) -> QuantizedModel:
     cfg = DeltaGRUConfig.load(args.config) if args.config else None
-    model = load_model(args.model, config=cfg)
+    model = load_model(args.model, config=cfg, allow_clipping=args.allow_clipping,
+                       trust_pickle=args.trust_pickle)
     tx = _parse_thresholds(args.theta_x, model.config, "--theta-x")
     th = _parse_thresholds(args.theta_h, model.config, "--theta-h")
     if tx or th:
         model = model.with_config(model.config.with_thresholds(theta_x=tx, theta_h=th))
     return model
+
+
+def load_inputs(path) -> np.ndarray:
+    """Float inputs from a ``.npy`` file: (T, I) or (B, T, I), at least one timestep."""
+    inp = Path(path)
+    if not inp.is_file():
+        raise InputError(f"The input file {inp} does not exist.")
+    try:
+        x = np.load(inp, allow_pickle=False)
+    except (ValueError, OSError, EOFError) as e:
+        raise InputError(f"{inp} is not a readable .npy file of numbers: {e}.") from None
+    if not isinstance(x, np.ndarray):
+        x.close()
+        raise InputError(f"{inp} is an .npz archive; --input takes one .npy array of shape (T, I) "
+                         "or (B, T, I) (save it with numpy.save).")
+    if not np.issubdtype(x.dtype, np.floating):
+        raise InputError(
+            f"--input must hold floats (they are quantized on entry); got dtype {x.dtype}."
+        )
+    if x.ndim in (2, 3) and (x.shape[0] == 0 or (x.ndim == 3 and x.shape[1] == 0)):
+        raise InputError(f"{inp} has shape {x.shape}: no timesteps to run; expected (T, I) or "
+                         "(B, T, I) with T >= 1 and B >= 1.")
+    return x
 
 
 def main(argv=None) -> int:
@@ -262,32 +299,28 @@ def main(argv=None) -> int:
     ap.add_argument("--raw", action="store_true", help="write raw integers instead of floats")
     ap.add_argument("--stats", help="write per-timestep statistics and a summary (JSON)")
     args = ap.parse_args(argv)
+    return run_cli(_main, args)
 
-    from .util import atomic_write_bytes, atomic_write_text
 
-    inp = Path(args.input)
-    if not inp.is_file():
-        ap.error(f"input file {inp} does not exist.")
-    x = np.load(inp)
-    if not np.issubdtype(x.dtype, np.floating):
-        ap.error(f"--input must hold floats (they are quantized on entry); got dtype {x.dtype}.")
-    try:
-        model = model_from_arguments(args)
-        x_q, clipped = model.quantize_input(torch.from_numpy(x))
-    except ValueError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+def _main(args) -> int:
+    import io
+
+    from .util import atomic_write_bytes, atomic_write_text, check_output_file
+
+    # Every check before the run: inputs, model, output paths.
+    x = load_inputs(args.input)
+    check_output_file(Path(args.output), "--output file")
+    if args.stats:
+        check_output_file(Path(args.stats), "--stats file")
+    model = model_from_arguments(args)
+    x_q, clipped = model.quantize_input(torch.from_numpy(x))
     squeeze = x_q.dim() == 2
     res = run_golden(model, x_q)
     y = res.outputs[0] if squeeze else res.outputs
     out = y.numpy() if args.raw else dequantize(y, model.config.act.frac).numpy()
-    import io
-
-    buf = io.BytesIO()
-    np.save(buf, out)
-    atomic_write_bytes(Path(args.output), buf.getvalue())
     summary = res.summary(model.config)
     summary["input_saturated"] = clipped
+    stats = None
     if args.stats:
         stats = {
             "config": model.config.to_dict(),
@@ -300,7 +333,17 @@ def main(argv=None) -> int:
                 "cycles": res.cycles.tolist(),
             },
         }
-        atomic_write_text(Path(args.stats), json.dumps(stats, indent=1))
+        # No operation at all (nothing fired) makes the op reduction infinite: JSON has no
+        # Infinity, so it is written as null.
+        summary_json = {k: (None if isinstance(v, float) and not np.isfinite(v) else v)
+                        for k, v in summary.items()}
+        stats["summary"] = summary_json
+        text = json.dumps(stats, indent=1, allow_nan=False)
+    buf = io.BytesIO()
+    np.save(buf, out)
+    atomic_write_bytes(Path(args.output), buf.getvalue())
+    if stats is not None:
+        atomic_write_text(Path(args.stats), text)
     print(
         f"{summary['timesteps']} timesteps: op reduction {summary['op_reduction']:.2f}x, "
         f"{summary['mean_cycles']:.1f} cycles/timestep (dense {summary['dense_cycles']}), "

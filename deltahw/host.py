@@ -527,15 +527,16 @@ def main(argv=None) -> int:
     p.add_argument("--load", action="store_true", help="load the model's weights first")
     args = ap.parse_args(argv)
     try:
+        if args.cmd in ("load", "run"):
+            from .model import load_model
+
+            model = load_model(args.model)  # checked before the device is touched
         with Device.open(args.port, baud=args.baud, timeout=args.timeout) as dev:
             if args.cmd == "info":
                 print(f"shape: {dev.shape}")
                 print(f"status: {dev.status()}")
                 print(f"counters: {dev.counters()}")
                 return 0
-            from .model import load_model
-
-            model = load_model(args.model)
             if args.cmd == "load" or args.load:
                 t0 = time.monotonic()
                 dev.load_model(model)
@@ -553,7 +554,7 @@ def main(argv=None) -> int:
                       f"{'match' if same else 'DIFFER from'} the golden model")
                 print(f"counters: {res.counters}")
                 return 0 if same else 1
-    except DeviceError as e:
+    except DeltahwError as e:  # DeviceError, and a model or input that cannot be used
         print(f"error: {e}", file=sys.stderr)
         return 2
     return 0

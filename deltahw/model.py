@@ -5,32 +5,55 @@ A :class:`QuantizedModel` is a config plus integer tensors, in the gate order of
 out into BRAM words. :func:`load_model` accepts every form a user has at hand:
 
 * a ``torch.nn.GRU`` (optionally with a ``torch.nn.Linear`` head) object,
-* a saved ``state_dict`` of such a GRU (keys ``weight_ih_l0`` ..., optionally with a prefix and a
-  head ``*.weight``/``*.bias``),
+* a saved ``state_dict`` of such a GRU (keys ``weight_ih_l0`` ..., optionally with a prefix) and
+  optionally one head ``torch.nn.Linear`` stored next to it under one of the names in
+  :data:`HEAD_NAMES` (``head.weight``/``head.bias``, ``fc.*``, ``out.*`` ..., with any prefix);
+  any other key is refused, naming it,
 * a deltahw training checkpoint (``deltahw.train`` writes them; they carry their config),
-* an exported model folder (``manifest.json`` + ``.mem`` files).
+* an exported model folder (``manifest.json`` + ``.mem`` files, read by :mod:`deltahw.artifacts`).
+
+Files are read with ``torch.load(weights_only=True)`` only: tensors and plain containers, never
+arbitrary pickled objects (unpickling can run code). A whole pickled ``nn.Module`` is refused with
+a message saying how to save its ``state_dict``; ``trust_pickle=True`` (``--trust-pickle``) loads it
+anyway for a file the user trusts.
+
+Quantization must not silently destroy a model: :func:`load_model` refuses a model of which more
+than :data:`MAX_CLIPPED_FRACTION` of all parameters, or more than
+:data:`MAX_CLIPPED_TENSOR_FRACTION` of one tensor's, saturate, or whose non-zero weights all
+round to zero, unless ``allow_clipping=True`` (``--allow-clipping``). The per-tensor figures are in
+``QuantizedModel.report``.
 """
 
 from __future__ import annotations
 
 import json
+import pickle
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
-from .errors import DeltahwError
+from . import artifacts
 from .config import ConfigError, DeltaGRUConfig
+from .errors import DeltahwError
+from .layout import Layout
 from .numerics import FixedFormat, quantize_float
 
 __all__ = [
     "LayerParams",
     "QuantizedModel",
     "ImportError_",
+    "InputError",
     "CHECKPOINT_KIND",
+    "HEAD_NAMES",
+    "MAX_CLIPPED_FRACTION",
+    "MAX_CLIPPED_TENSOR_FRACTION",
     "quantize_gru",
+    "from_modules",
+    "check_quantization",
     "load_model",
+    "load_exported",
     "save_checkpoint",
 ]
 
@@ -38,8 +61,21 @@ __all__ = [
 CHECKPOINT_KIND = "deltahw-checkpoint"
 
 
+#: Names under which a head ``torch.nn.Linear`` is recognised in a state dict (the last component
+#: before ``.weight``/``.bias``; any prefix before it, e.g. ``model.fc.weight``).
+HEAD_NAMES = ("head", "fc", "out", "output", "linear", "classifier", "readout")
+#: Import refuses a model when more than this fraction of all its parameters saturate ...
+MAX_CLIPPED_FRACTION = 0.01
+#: ... or more than this fraction of any one tensor (unless clipping is explicitly allowed).
+MAX_CLIPPED_TENSOR_FRACTION = 0.10
+
+
 class ImportError_(DeltahwError, ValueError):
     """A checkpoint cannot be imported (unsupported feature, wrong shape, missing key, NaN...)."""
+
+
+class InputError(DeltahwError, ValueError):
+    """Input data for the model has the wrong shape, type or values."""
 
 
 @dataclass
@@ -67,6 +103,8 @@ class QuantizedModel:
     report: dict = field(default_factory=dict)
     #: Free-form metadata (source, task, metrics) carried into manifests.
     meta: dict = field(default_factory=dict)
+    #: The exported folder this model was read from (its bank files are reused when they apply).
+    origin: Path | None = None
 
     def with_config(self, config: DeltaGRUConfig) -> QuantizedModel:
         """Same parameters under another config of identical shape and formats (e.g. thresholds)."""
@@ -95,6 +133,7 @@ class QuantizedModel:
             self.input_std,
             self.report,
             self.meta,
+            self.origin,
         )
 
     def preprocess(self, x: torch.Tensor) -> torch.Tensor:
@@ -108,11 +147,19 @@ class QuantizedModel:
         """Normalise and quantize float inputs (T, I) or (B, T, I) to the act format."""
         x = torch.as_tensor(x)
         if x.dim() not in (2, 3) or x.shape[-1] != self.config.input_size:
-            raise ValueError(
+            raise InputError(
                 f"Inputs must have shape (T, {self.config.input_size}) or "
                 f"(B, T, {self.config.input_size}); got {tuple(x.shape)}."
             )
-        return quantize_float(self.preprocess(x), self.config.act)
+        if not (x.is_floating_point() or x.dtype in (torch.int8, torch.int16, torch.int32,
+                                                       torch.int64, torch.uint8)):
+            raise InputError(f"Inputs must be real numbers; got dtype {x.dtype}.")
+        x = self.preprocess(x)
+        if not torch.isfinite(x).all():
+            bad = int((~torch.isfinite(x)).sum())
+            raise InputError(f"The inputs hold {bad} NaN or infinite value(s); every input must "
+                             "be a finite number.")
+        return quantize_float(x, self.config.act)
 
     def float_params(self) -> dict:
         """Dequantized parameters as a ``torch.nn.GRU``-style state dict (float32)."""
@@ -160,8 +207,18 @@ def _quant(name: str, t: torch.Tensor, fmt: FixedFormat, report: dict) -> torch.
     return q
 
 
+def _keys(obj) -> str:
+    if isinstance(obj, dict):
+        keys = sorted(map(str, obj))
+        return f"keys {keys[:6]}{'...' if len(keys) > 6 else ''}"
+    return f"a {type(obj).__name__}"
+
+
 def _split_state_dict(sd: dict) -> tuple[dict, dict | None]:
     """Find the GRU keys (any prefix) and an optional head Linear in a flat state dict."""
+    bad = [k for k in sd if not isinstance(k, str)]
+    if bad:
+        raise ImportError_(f"A state dict has string keys; this one has {bad[0]!r}.")
     gru_key = (
         "weight_ih_l0"
         if "weight_ih_l0" in sd
@@ -186,17 +243,33 @@ def _split_state_dict(sd: dict) -> tuple[dict, dict | None]:
         else:
             rest[k] = v
     head = None
-    wkeys = [k for k in rest if k.endswith("weight") and getattr(rest[k], "dim", lambda: 0)() == 2]
-    if len(wkeys) > 1:
+    heads = sorted({k.rsplit(".", 1)[0] for k in rest
+                    if k.endswith((".weight", ".bias"))
+                    and k.rsplit(".", 1)[0].rsplit(".", 1)[-1] in HEAD_NAMES})
+    if len(heads) > 1:
         raise ImportError_(
-            f"Found more than one candidate head weight {wkeys}; only a single torch.nn.Linear "
+            f"Found more than one head {heads} next to the GRU; only a single torch.nn.Linear "
             "after the GRU is supported."
         )
-    if wkeys:
-        bkey = wkeys[0][: -len("weight")] + "bias"
+    used = set()
+    if heads:
+        name = heads[0]
+        wkey, bkey = f"{name}.weight", f"{name}.bias"
+        if wkey not in rest:
+            raise ImportError_(f"The head bias '{bkey}' has no weight '{wkey}'.")
         if bkey not in rest:
-            raise ImportError_(f"The head weight '{wkeys[0]}' has no bias '{bkey}'.")
-        head = {"weight": rest[wkeys[0]], "bias": rest[bkey]}
+            raise ImportError_(f"The head weight '{wkey}' has no bias '{bkey}'.")
+        head = {"weight": rest[wkey], "bias": rest[bkey]}
+        used = {wkey, bkey}
+    unused = sorted(set(rest) - used)
+    if unused:
+        more = f" and {len(unused) - 4} more" if len(unused) > 4 else ""
+        raise ImportError_(
+            f"The state dict has key(s) deltahw does not use: {unused[:4]}{more}; it imports the "
+            f"keys of one torch.nn.GRU ('{prefix}weight_ih_l0' ...) and optionally one "
+            f"torch.nn.Linear head named one of {list(HEAD_NAMES)} (e.g. 'fc.weight', "
+            "'fc.bias'). Remove or rename the other keys."
+        )
     return gru, head
 
 
@@ -230,6 +303,10 @@ def quantize_gru(
             raise ImportError_(f"The state dict is missing 'weight_ih_l{L}' (it has '{k}').")
     O = 0
     if head is not None:
+        if not isinstance(head, dict) or "weight" not in head:
+            raise ImportError_(
+                f"The head must be a dict with 'weight' and 'bias' tensors; got {_keys(head)}."
+            )
         hw = head["weight"]
         if not isinstance(hw, torch.Tensor) or hw.dim() != 2 or hw.shape[1] != H:
             raise ImportError_(
@@ -311,6 +388,43 @@ def from_modules(gru: torch.nn.GRU, head: torch.nn.Linear | None = None, **kw) -
     return quantize_gru(gru.state_dict(), head=hd, **kw)
 
 
+def check_quantization(model: QuantizedModel) -> None:
+    """Refuse a model that quantization destroyed (see the module docstring for the limits)."""
+    rep = model.report
+    if not rep:
+        return
+    total = sum(v["count"] for v in rep.values())
+    clipped = sum(v["clipped"] for v in rep.values())
+    bad = [(k, v) for k, v in rep.items()
+           if v["count"] and v["clipped"] > MAX_CLIPPED_TENSOR_FRACTION * v["count"]]
+    hint = ("choose formats with more integer bits in the config (e.g. \"weight\": {\"bits\": "
+            "8, \"frac\": 6}), or pass --allow-clipping (allow_clipping=True) to accept it")
+    if bad or (total and clipped > MAX_CLIPPED_FRACTION * total):
+        worst = bad or sorted(rep.items(), key=lambda kv: -kv[1]["clipped"])[:3]
+        detail = "; ".join(
+            f"{k}: {v['clipped']} of {v['count']} ({100 * v['clipped'] / v['count']:.1f} %) "
+            f"outside {v['format']} (values {v['min']:.4g} .. {v['max']:.4g})"
+            for k, v in worst[:3] if v["clipped"]
+        )
+        raise ImportError_(
+            f"Quantization clips {clipped} of {total} parameters ({100 * clipped / total:.2f} %), "
+            f"more than the allowed {100 * MAX_CLIPPED_FRACTION:g} % of the model or "
+            f"{100 * MAX_CLIPPED_TENSOR_FRACTION:g} % of one tensor: {detail}. To keep the model "
+            f"intact, {hint}."
+        )
+    tensors = [("head.w", model.head_w)] if model.head_w is not None else []
+    for l, p in enumerate(model.layers):
+        tensors += [(f"layer{l}.w_x", p.w_x), (f"layer{l}.w_h", p.w_h)]
+    for name, q in tensors:
+        r = rep.get(name)
+        if r and q.numel() and not q.any() and (r["min"] != 0 or r["max"] != 0):
+            raise ImportError_(
+                f"Every weight of {name} rounds to 0 in {r['format']} (values "
+                f"{r['min']:.3g} .. {r['max']:.3g}); choose a weight format with more fraction "
+                "bits, or pass --allow-clipping (allow_clipping=True) to accept it."
+            )
+
+
 def save_checkpoint(
     path,
     config: DeltaGRUConfig,
@@ -341,45 +455,99 @@ def save_checkpoint(
     atomic_write_bytes(Path(path), buf.getvalue())
 
 
-def _load_torch_file(path: Path):
+def _load_torch_file(path: Path, trust_pickle: bool = False):
+    """``torch.load`` restricted to tensors and plain containers (``weights_only=True``).
+
+    A file that needs arbitrary Python objects (a whole pickled ``nn.Module``, a custom class) is
+    refused: unpickling it could run any code it carries. ``trust_pickle=True`` loads it anyway.
+    """
+    if trust_pickle:
+        try:
+            return torch.load(path, map_location="cpu", weights_only=False)
+        except Exception as e:  # noqa: BLE001 - re-raised with a clear message
+            raise ImportError_(
+                f"{path} is not a readable PyTorch file: {_first_line(e)}."
+            ) from None
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        found = re.search(r"GLOBAL ([\w.]+)|global ([\w.]+)", str(e))
+        name = next((g for g in found.groups() if g), None) if found else None
+        what = f"a pickled Python object ({name})" if name else "pickled Python objects"
+        raise ImportError_(
+            f"{path} holds {what}, which deltahw does not unpickle because loading it could run "
+            "arbitrary code. Save the weights instead: torch.save(model.state_dict(), 'model.pt') "
+            "(or deltahw.model.save_checkpoint); if you trust this file, pass --trust-pickle "
+            "(load_model(..., trust_pickle=True))."
+        ) from None
     except Exception as e:  # noqa: BLE001 - re-raised with a clear message
-        try:
-            obj = torch.load(path, map_location="cpu", weights_only=False)
-        except Exception:
-            raise ImportError_(f"{path} is not a readable PyTorch file: {e}") from None
-        return obj
+        raise ImportError_(f"{path} is not a readable PyTorch file: {_first_line(e)}.") from None
 
 
-def load_model(source, config: DeltaGRUConfig | None = None, **overrides) -> QuantizedModel:
+def _first_line(e: Exception) -> str:
+    text = str(e).strip().splitlines()
+    return (text[0] if text else type(e).__name__).rstrip(".")
+
+
+def load_exported(folder) -> QuantizedModel:
+    """Read an exported folder back (every file checked against the manifest and its config)."""
+    folder = Path(folder)
+    cfg, manifest, wb, bb = artifacts.read_bank_words(folder)
+    lay = Layout(cfg)
+    z = torch.zeros(0, dtype=torch.int64)
+    model = QuantizedModel(cfg, [LayerParams(z, z, z, z, z, z) for _ in range(cfg.num_layers)])
+    lay.unpack_weights(lay.from_bank_words(wb, cfg.weight.bits), model)
+    lay.unpack_biases(lay.from_bank_words(bb, cfg.bias.bits), model)
+    model.report = manifest.get("quantization", {})
+    model.meta = manifest.get("meta", {})
+    if manifest.get("input_mean") is not None:
+        model.input_mean = torch.tensor(manifest["input_mean"], dtype=torch.float32)
+        model.input_std = torch.tensor(manifest["input_std"], dtype=torch.float32)
+    model.origin = folder.resolve()
+    return model
+
+
+def load_model(
+    source,
+    config: DeltaGRUConfig | None = None,
+    *,
+    allow_clipping: bool = False,
+    trust_pickle: bool = False,
+    **overrides,
+) -> QuantizedModel:
     """Load a model from a folder, a checkpoint file, a state dict or a ``torch.nn.GRU``.
 
     ``overrides`` (e.g. ``theta_x=(8,)``, ``lanes=24``) replace config fields; for an exported
-    folder
-    only thresholds and hardware parameters may be overridden.
+    folder only thresholds and hardware parameters may be overridden. ``allow_clipping`` accepts a
+    model that quantization clips heavily; ``trust_pickle`` unpickles arbitrary objects from a
+    file the user trusts (see the module docstring).
     """
     if isinstance(source, torch.nn.Module):
-        return _from_module(source, config, overrides, "The given module")
-    if isinstance(source, dict):
-        return _from_object(source, config, overrides, "the given state dict")
-    path = Path(source)
-    if path.is_dir():
-        from .export import load_exported
-
-        model = load_exported(path)
-        if config is not None or overrides:
-            d = (config or model.config).to_dict()
-            d.update(overrides)
-            d.pop("acc_bits", None)
-            model = model.with_config(DeltaGRUConfig.from_dict(d))
-        return model
-    if not path.exists():
-        raise ImportError_(f"Model path {path} does not exist.")
-    obj = _load_torch_file(path)
-    if isinstance(obj, torch.nn.Module):
-        return _from_module(obj, config, overrides, f"{path}")
-    return _from_object(obj, config, overrides, str(path))
+        model = _from_module(source, config, overrides, "The given module")
+    elif isinstance(source, dict):
+        model = _from_object(source, config, overrides, "the given state dict")
+    else:
+        path = Path(source)
+        if path.is_dir():
+            model = load_exported(path)
+            if config is not None or overrides:
+                d = (config or model.config).to_dict()
+                d.update(overrides)
+                d.pop("acc_bits", None)
+                model = model.with_config(DeltaGRUConfig.from_dict(d))
+            return model  # checked when it was exported
+        if not path.exists():
+            raise ImportError_(f"Model path {path} does not exist.")
+        if not path.is_file():
+            raise ImportError_(f"Model path {path} is not a file or folder.")
+        obj = _load_torch_file(path, trust_pickle)
+        if isinstance(obj, torch.nn.Module):
+            model = _from_module(obj, config, overrides, f"{path}")
+        else:
+            model = _from_object(obj, config, overrides, str(path))
+    if not allow_clipping:
+        check_quantization(model)
+    return model
 
 
 def _from_module(obj: torch.nn.Module, config, overrides, where: str) -> QuantizedModel:
@@ -389,8 +557,13 @@ def _from_module(obj: torch.nn.Module, config, overrides, where: str) -> Quantiz
     gru = next((m for m in obj.modules() if isinstance(m, torch.nn.GRU)), None)
     if gru is None:
         raise ImportError_(f"{where} is a {type(obj).__name__} module with no torch.nn.GRU inside.")
-    lin = [m for m in obj.modules() if isinstance(m, torch.nn.Linear)]
-    return from_modules(gru, lin[-1] if lin else None, config=config, **overrides)
+    lin = [(n, m) for n, m in obj.named_modules() if isinstance(m, torch.nn.Linear)]
+    if len(lin) > 1:
+        raise ImportError_(
+            f"{where} has {len(lin)} torch.nn.Linear modules ({', '.join(n for n, _ in lin)}); "
+            "only one Linear head after the GRU is supported."
+        )
+    return from_modules(gru, lin[0][1] if lin else None, config=config, **overrides)
 
 
 def _from_object(obj, config, overrides, where: str) -> QuantizedModel:
@@ -399,7 +572,19 @@ def _from_object(obj, config, overrides, where: str) -> QuantizedModel:
             f"{where} holds a {type(obj).__name__}; expected a state dict or a deltahw checkpoint."
         )
     if obj.get("kind") == CHECKPOINT_KIND:
-        cfg = DeltaGRUConfig.from_dict(obj["config"])
+        for key, types, expect in (("config", dict, "a config object"),
+                                   ("gru", dict, "a dict of GRU tensors"),
+                                   ("head", (dict, type(None)), "a dict of head tensors or None"),
+                                   ("meta", (dict, type(None)), "a dict or None")):
+            if not isinstance(obj.get(key), types):
+                raise ImportError_(
+                    f"{where} is a deltahw checkpoint whose '{key}' is "
+                    f"{type(obj.get(key)).__name__}; expected {expect}."
+                )
+        try:
+            cfg = DeltaGRUConfig.from_dict(obj["config"])
+        except ConfigError as e:
+            raise ImportError_(f"{where} has an invalid config: {e}") from None
         if config is not None:
             d = config.to_dict()
             for k in ("input_size", "hidden_size", "num_layers", "output_size"):
@@ -410,7 +595,16 @@ def _from_object(obj, config, overrides, where: str) -> QuantizedModel:
                     )
             cfg = config
         model = quantize_gru(obj["gru"], config=cfg, head=obj.get("head"), **overrides)
-        model.input_mean, model.input_std = obj.get("input_mean"), obj.get("input_std")
+        mean, std = obj.get("input_mean"), obj.get("input_std")
+        for key, v in (("input_mean", mean), ("input_std", std)):
+            if v is not None and not isinstance(v, torch.Tensor):
+                raise ImportError_(f"{where} has an '{key}' of type {type(v).__name__}; expected "
+                                   "a tensor or None.")
+        try:
+            artifacts.check_input_stats(mean, std, model.config.input_size, where)
+        except artifacts.ManifestError as e:
+            raise ImportError_(str(e)) from None
+        model.input_mean, model.input_std = mean, std
         model.meta = dict(obj.get("meta") or {})
         return model
     model = quantize_gru(obj, config=config, **overrides)

@@ -35,6 +35,7 @@ __all__ = [
     "sigmoid_table",
     "tanh_table",
     "accumulator_bits_needed",
+    "threshold_to_lsb",
 ]
 
 
@@ -214,3 +215,21 @@ def accumulator_bits_needed(
     bound = (1 << (bias.bits - 1)) * (1 << bias_shift)
     bound += fan_in * (1 << (weight.bits - 1)) * (1 << (act.bits - 1))
     return bound.bit_length() + 1
+
+
+def threshold_to_lsb(value: float, fmt: FixedFormat) -> int:
+    """A delta threshold in real units (e.g. 0.05) as a whole number of ``fmt`` LSBs.
+
+    The one conversion of real thresholds (command lines, training options, scripts): rounds
+    ``value * 2**frac`` half up exactly like :func:`quantize_float` (0.05 in Q8.8 -> 12.8 -> 13
+    LSBs). Raises ``ValueError`` for a negative, NaN or infinite value.
+    """
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"A threshold must be a number; got {value!r}.") from None
+    if not math.isfinite(v) or v < 0:
+        raise ValueError(f"A threshold must be a finite number >= 0; got {value!r}.")
+    s = v * (2.0**fmt.frac)  # exact: a power-of-two scaling
+    q = math.floor(s)
+    return int(q + 1 if s >= q + 0.5 else q)

@@ -36,6 +36,7 @@ import torch
 
 from deltahw.golden import run_golden
 from deltahw.model import from_modules
+from deltahw.numerics import FixedFormat, threshold_to_lsb
 from deltahw.util import atomic_write_text
 
 REPO = Path(__file__).resolve().parents[1]
@@ -46,8 +47,7 @@ POLICIES = ("default", "PASSIVE")
 def make_case(input_size: int, hidden: int, layers: int, theta: float, seed: int = 0):
     torch.manual_seed(seed)
     gru = torch.nn.GRU(input_size, hidden, layers)
-    lsb = 2**8  # Q8.8 (the default act format); thresholds are given in LSBs
-    t = int(theta * lsb + 0.5)
+    t = threshold_to_lsb(theta, FixedFormat(16, 8))  # Q8.8, the default act format
     return from_modules(gru, theta_x=(t,) * layers, theta_h=(t,) * layers)
 
 

@@ -36,6 +36,7 @@ from deltahw.config import DeltaGRUConfig
 from deltahw.export import load_exported
 from deltahw.golden import run_golden
 from deltahw.model import load_model, save_checkpoint
+from deltahw.numerics import FixedFormat, threshold_to_lsb
 from deltahw.util import atomic_write_bytes, atomic_write_text
 
 REPO = Path(__file__).resolve().parents[1]
@@ -114,7 +115,7 @@ def main(argv=None) -> int:
     with torch.no_grad():
         float_acc = accuracy(net(x_test), y_test)
 
-    theta = math.floor(THETA * 256 + 0.5)  # real units -> Q8.8 LSBs, rounded half up
+    theta = threshold_to_lsb(THETA, FixedFormat(16, 8))  # real units -> Q8.8 LSBs
     cfg = DeltaGRUConfig(INPUT, HIDDEN, 1, OUTPUT, theta_x=(theta,), theta_h=(theta,), **HW)
     meta = {
         "name": "deltahw example",

@@ -557,11 +557,9 @@ def test_cli_errors(cli_files, capsys):
     tmp, ckpt, _ = cli_files
     np.save(tmp / "ints.npy", np.zeros((4, 13), dtype=np.int32))
     np.save(tmp / "bad.npy", np.zeros((4, 7)))
-    with pytest.raises(SystemExit):
-        main([str(ckpt), "--input", str(tmp / "ints.npy"), "--output", str(tmp / "y.npy")])
-    assert "must hold floats" in capsys.readouterr().err
-    with pytest.raises(SystemExit):
-        main([str(ckpt), "--input", str(tmp / "none.npy"), "--output", str(tmp / "y.npy")])
+    assert main([str(ckpt), "--input", str(tmp / "ints.npy"), "--output", str(tmp / "y.npy")]) == 2
+    assert "error: --input must hold floats" in capsys.readouterr().err
+    assert main([str(ckpt), "--input", str(tmp / "none.npy"), "--output", str(tmp / "y.npy")]) == 2
     assert "does not exist" in capsys.readouterr().err
     assert main([str(ckpt), "--input", str(tmp / "bad.npy"), "--output", str(tmp / "y.npy")]) == 2
     assert "shape (T, 13) or (B, T, 13); got (4, 7)" in capsys.readouterr().err

@@ -126,7 +126,14 @@ def test_state_dict_files_and_whole_modules(tmp_path):
     seq.add_module("rnn", gru)
     seq.add_module("out", head)
     torch.save(seq, tmp_path / "whole.pt")
-    assert_same_params(load_model(tmp_path / "whole.pt"), from_modules(gru, head))
+    # A whole pickled module is never unpickled by default (that could run code) ...
+    with pytest.raises(ImportError_, match=r"holds a pickled Python object \(torch\.nn\.modules\."
+                                           r"container\.Sequential\).*torch\.save\(model\."
+                                           r"state_dict\(\), 'model\.pt'\).*--trust-pickle"):
+        load_model(tmp_path / "whole.pt")
+    # ... only on explicit request.
+    assert_same_params(load_model(tmp_path / "whole.pt", trust_pickle=True),
+                       from_modules(gru, head))
     # Plain keys and a head saved next to them in one flat dict.
     flat = dict(gru.state_dict())
     flat.update({"out.weight": head.weight, "out.bias": head.bias})
@@ -270,10 +277,15 @@ def test_head_errors():
     with pytest.raises(ImportError_, match=r"head weight 'fc\.weight' has no bias 'fc\.bias'\."):
         load_model(sd)
     sd["fc.bias"] = head.bias
-    sd["fc2.weight"] = head.weight
-    with pytest.raises(ImportError_, match=r"more than one candidate head weight"):
+    sd["out.weight"], sd["out.bias"] = head.weight, head.bias
+    with pytest.raises(ImportError_, match=r"more than one head \['fc', 'out'\]"):
         load_model(sd)
-    sd.pop("fc2.weight")
+    sd.pop("out.weight"), sd.pop("out.bias")
+    # A 2-D tensor under any other name is not taken for the head: it is refused, named.
+    sd["other.weight"] = head.weight
+    with pytest.raises(ImportError_, match=r"key\(s\) deltahw does not use: \['other\.weight'\]"):
+        load_model(sd)
+    sd.pop("other.weight")
     sd["fc.bias"] = torch.zeros(3)
     with pytest.raises(ImportError_, match=r"'head\.bias' has shape \(3,\); expected \(2,\)\."):
         load_model(sd)
@@ -428,7 +440,7 @@ def _tree(path):
 
 
 def test_failed_export_leaves_no_folder_and_keeps_the_old_one(tmp_path, monkeypatch, checkpoint):
-    import deltahw.export as ex
+    import deltahw.artifacts as ex
 
     model = load_model(checkpoint)
 
@@ -451,9 +463,9 @@ def test_failed_export_leaves_no_folder_and_keeps_the_old_one(tmp_path, monkeypa
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model.pt", "old"]
     monkeypatch.undo()
     # A successful export replaces the folder completely (no stale files survive).
-    (tmp_path / "old" / "stale.mem").write_text("00\n")
+    (tmp_path / "old" / "weights_bank99.mem").write_text("00\n")
     export_model(model, tmp_path / "old")
-    assert not (tmp_path / "old" / "stale.mem").exists()
+    assert not (tmp_path / "old" / "weights_bank99.mem").exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model.pt", "old"]
 
 

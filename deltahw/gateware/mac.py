@@ -11,6 +11,7 @@ from amaranth import Cat, Module, Mux, Signal, signed
 from amaranth.lib import data, memory, wiring
 from amaranth.lib.wiring import In, Out
 
+from ..artifacts import bias_bank_name, weight_bank_name
 from ..config import DeltaGRUConfig
 from ..layout import Layout
 from ..regmap import PARAM_KIND_BIAS, PARAM_KIND_WEIGHT
@@ -85,10 +86,10 @@ class MacArray(wiring.Component):
         for b in range(lay.num_banks):
             wr = ParamRAM(lanes=G, lane_bits=wb, depth=lay.weight_depth,
                           init=None if self.weight_init is None else self.weight_init[b],
-                          init_file=f"weights_bank{b}.mem" if self.init_files else None)
+                          init_file=weight_bank_name(b) if self.init_files else None)
             br = ParamRAM(lanes=G, lane_bits=bb, depth=lay.acc_depth,
                           init=None if self.bias_init is None else self.bias_init[b],
-                          init_file=f"biases_bank{b}.mem" if self.init_files else None)
+                          init_file=bias_bank_name(b) if self.init_files else None)
             m.submodules[f"weights{b}"], m.submodules[f"biases{b}"] = wr, br
             lane_sel = Signal(G, name=f"p_lane_sel{b}")
             for i in range(G):

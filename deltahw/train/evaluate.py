@@ -21,7 +21,6 @@ real timesteps of the split.
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 
 import numpy as np
@@ -30,6 +29,7 @@ import torch
 from ..config import DeltaGRUConfig
 from ..golden import run_golden
 from ..model import QuantizedModel, load_model
+from ..numerics import threshold_to_lsb
 from .data import CLASSIFICATION, STEP_CLASSIFICATION, STEP_REGRESSION, Dataset, pad_batch
 
 __all__ = [
@@ -49,9 +49,7 @@ __all__ = [
 
 def to_lsb(value: float, config: DeltaGRUConfig) -> int:
     """A threshold in real units (e.g. 0.25) as an integer number of act-format LSBs."""
-    if not math.isfinite(value) or value < 0:
-        raise ValueError(f"A threshold must be a finite number >= 0; got {value!r}.")
-    return int(math.floor(value * 2**config.act.frac + 0.5))
+    return threshold_to_lsb(value, config.act)
 
 
 def golden_inputs(model: QuantizedModel, ds: Dataset, split: str):

@@ -46,7 +46,7 @@ from torch import nn
 from ..errors import DeltahwError
 from ..config import ConfigError, DeltaGRUConfig
 from ..model import CHECKPOINT_KIND, load_model, quantize_gru, save_checkpoint
-from ..util import atomic_write_bytes, atomic_write_text
+from ..util import Terminated, atomic_write_bytes, atomic_write_text, run_cli
 from .data import (
     CLASSIFICATION,
     DATASETS,
@@ -252,6 +252,23 @@ def _save_state(path: Path, state: dict) -> None:
     buf = io.BytesIO()
     torch.save(state, buf)
     atomic_write_bytes(path, buf.getvalue())
+
+
+def _load_state(path: Path) -> dict:
+    """An interrupted run's state, read with ``weights_only=True`` (tensors and plain containers,
+    all that :func:`_save_state` writes): a crafted file cannot run code."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - re-raised with a clear message
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise TrainError(
+            f"Cannot resume from {path}: it is not a training state this tool wrote ({first}). "
+            f"Delete it to start the run over."
+        ) from None
+    if not isinstance(state, dict) or not {"fingerprint", "stage", "epoch"} <= set(state):
+        raise TrainError(f"Cannot resume from {path}: it is not a training state this tool wrote "
+                         "(missing fingerprint, stage or epoch). Delete it to start the run over.")
+    return state
 
 
 def _progress(total: int, desc: str, quiet: bool):
@@ -654,7 +671,7 @@ def _train(opts: dict, ds: Dataset, out: Path, hw: dict, init=None, resume: bool
         if not state_path.is_file():
             raise TrainError(f"--resume was given but {state_path} does not exist; there is no "
                              "interrupted run to continue.")
-        state = torch.load(state_path, map_location="cpu", weights_only=False)
+        state = _load_state(state_path)
         old = state.get("fingerprint", {})
         diff = sorted(k for k in set(old) | set(fingerprint) if old.get(k) != fingerprint.get(k))
         if diff:
@@ -965,15 +982,16 @@ def _value(m: str, v) -> str:
 def main(argv=None) -> int:
     ap = build_parser()
     args = ap.parse_args(argv)
+    return run_cli(_main, args)
+
+
+def _main(args) -> int:
     try:
         metrics = run(args)
-    except (DeltahwError, ConfigError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print(f"\ninterrupted; the last finished epoch is saved in {Path(args.out) / STATE_NAME}, "
-              "continue with --resume.", file=sys.stderr)
-        return 130
+    except (KeyboardInterrupt, Terminated) as e:
+        print(f"\nerror: interrupted; the last finished epoch is saved in "
+              f"{Path(args.out) / STATE_NAME}, continue with --resume.", file=sys.stderr)
+        return 128 + getattr(e, "signum", 2)
     name = args.dataset or args.data
     s = metrics.get("summary")
     if s:
