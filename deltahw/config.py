@@ -22,7 +22,7 @@ from .numerics import (
     tanh_table,
 )
 
-__all__ = ["ConfigError", "DeltaGRUConfig", "FORMAT_VERSION", "ceil_div"]
+__all__ = ["ConfigError", "DeltaGRUConfig", "FORMAT_VERSION", "ceil_div", "json_type"]
 
 #: Version of the config/manifest schema; bumped when a field changes meaning.
 FORMAT_VERSION = 1
@@ -30,6 +30,19 @@ FORMAT_VERSION = 1
 
 class ConfigError(DeltahwError, ValueError):
     """A configuration value is out of range or inconsistent."""
+
+
+def json_type(v) -> str:
+    """How JSON calls the type of a parsed value ("an array", "null", ...), for messages."""
+    if v is None:
+        return "null"
+    if isinstance(v, bool):
+        return "a boolean"
+    if isinstance(v, (int, float)):
+        return "a number"
+    if isinstance(v, str):
+        return "a string"
+    return "an array" if isinstance(v, list) else "an object"
 
 
 def _format(name: str, val) -> FixedFormat:
@@ -307,8 +320,8 @@ class DeltaGRUConfig:
         except json.JSONDecodeError as e:
             raise ConfigError(f"Config file {path} is not valid JSON: {e}.") from None
         if not isinstance(d, dict):
-            raise ConfigError(f"A config must be a JSON object; {path} holds a "
-                              f"{'null' if d is None else type(d).__name__}.")
+            raise ConfigError(f"A config must be a JSON object {{...}}; {path} holds "
+                              f"{json_type(d)}.")
         return cls.from_dict(d)
 
     def summary(self) -> str:

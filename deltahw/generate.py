@@ -31,7 +31,7 @@ import torch
 
 from . import cycles, regmap
 from .artifacts import build_manifest, output_dir, write_bank_files, write_manifest
-from .config import ConfigError, DeltaGRUConfig
+from .config import ConfigError, DeltaGRUConfig, json_type
 from .errors import DeltahwError
 from .layout import Layout
 from .model import LayerParams, QuantizedModel, load_model
@@ -167,8 +167,8 @@ def load_model_or_config(source, allow_clipping=False, trust_pickle=False,
         except (ValueError, OSError) as e:
             raise ConfigError(f"Config file {path} is not valid JSON: {e}.") from None
         if not isinstance(d, dict):
-            raise ConfigError(f"A config must be a JSON object; {path} holds a "
-                              f"{type(d).__name__}.")
+            raise ConfigError(f"A config must be a JSON object {{...}}; {path} holds "
+                              f"{json_type(d)}.")
         if d.get("kind") == "deltahw-model":
             raise ConfigError(f"{path} is a manifest; pass its folder {path.parent} instead.")
         d.update(overrides)

@@ -472,8 +472,12 @@ def _load_torch_file(path: Path, trust_pickle: bool = False):
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
         found = re.search(r"GLOBAL ([\w.]+)|global ([\w.]+)", str(e))
-        name = next((g for g in found.groups() if g), None) if found else None
-        what = f"a pickled Python object ({name})" if name else "pickled Python objects"
+        if "weights only load failed" not in str(e).lower() or not found:
+            raise ImportError_(
+                f"{path} is not a readable PyTorch file: {_first_line(e)}."
+            ) from None
+        name = next(g for g in found.groups() if g)
+        what = f"a pickled Python object ({name})"
         raise ImportError_(
             f"{path} holds {what}, which deltahw does not unpickle because loading it could run "
             "arbitrary code. Save the weights instead: torch.save(model.state_dict(), 'model.pt') "
