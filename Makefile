@@ -24,7 +24,7 @@ setup:
 demo:
 	$(PYTHON) -m deltahw.export models/example/model.pt --out out/example
 	$(PYTHON) -m deltahw.generate out/example --out out/example_rtl --lint
-	$(PYTHON) -m deltahw.build --board $(BOARD) --output out/build_$(BOARD)
+	$(PYTHON) -m deltahw.build --board $(BOARD) --out out/build_$(BOARD)
 
 unit:
 	$(PYTHON) -m pytest -q tests

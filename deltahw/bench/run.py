@@ -638,7 +638,7 @@ def main(argv=None) -> int:
         args.ecp5_sweep = args.ecp5_sweep.split(",")
     try:
         run(args)
-    except BenchError as e:
+    except DeltahwError as e:  # BenchError, and a model, config or tool error on the way
         print(f"error: {e}", file=sys.stderr)
         return 2
     return 0
