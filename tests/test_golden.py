@@ -20,8 +20,15 @@ from conftest import REPO, make_gru, random_inputs
 
 from deltahw import cycles
 from deltahw.config import DeltaGRUConfig
-from deltahw.golden import gru_activation, main, run_golden
-from deltahw.model import from_modules
+from deltahw.golden import (
+    float32_exact,
+    float64_bound,
+    float64_exact,
+    gru_activation,
+    main,
+    run_golden,
+)
+from deltahw.model import from_modules, quantize_gru
 
 
 # --------------------------------------------------------------------------------------------------
@@ -309,6 +316,101 @@ def test_two_dimensional_input_and_input_checks():
         run_golden(model, torch.full((1, 2, 3), 40000, dtype=torch.int64))
     empty = run_golden(model, torch.zeros(2, 0, 3, dtype=torch.int64))
     assert empty.outputs.shape == (2, 0, 4)
+
+
+# --------------------------------------------------------------------------------------------------
+# The float64 path (float32 where proven) against the int64 path, bit for bit
+FIELDS = ("outputs", "fired_x", "fired_h", "fired_head", "macs", "dense_macs", "cycles", "mask")
+
+
+def assert_paths_agree(model, x_q, lengths=None):
+    a = run_golden(model, x_q, lengths, path="int64")
+    b = run_golden(model, x_q, lengths, path="float64")
+    for f in FIELDS:
+        assert torch.equal(getattr(a, f), getattr(b, f)), f
+    assert torch.equal(run_golden(model, x_q, lengths).outputs, a.outputs)  # "auto"
+    return a
+
+
+def extreme_model(I, H, L, O, cfg_kw, seed):
+    """Weights and biases at the ends of their formats (the floats saturate on import)."""
+    gen = torch.Generator().manual_seed(seed)
+
+    def ends(*shape):
+        return (torch.randint(0, 2, shape, generator=gen) * 2 - 1).double() * 1e6
+
+    sd = {}
+    for l in range(L):
+        Il = I if l == 0 else H
+        sd.update({f"weight_ih_l{l}": ends(3 * H, Il), f"weight_hh_l{l}": ends(3 * H, H),
+                   f"bias_ih_l{l}": ends(3 * H), f"bias_hh_l{l}": ends(3 * H)})
+    head = {"weight": ends(O, H), "bias": ends(O)} if O else None
+    return quantize_gru(sd, head=head, **cfg_kw)
+
+
+FORMATS = {
+    "default": {},
+    "narrow": dict(act=(12, 6), weight=(6, 5), bias=(10, 4), sigmoid_in=(8, 4), tanh_in=(9, 6)),
+    "wide": dict(act=(20, 10), weight=(12, 11), bias=(20, 12), sigmoid_in=(12, 8),
+                 tanh_in=(11, 10)),
+}
+
+
+@pytest.mark.parametrize("fmt", sorted(FORMATS))
+@pytest.mark.parametrize("extreme", [False, True])
+def test_float_and_int_paths_are_bit_identical(fmt, extreme):
+    I, H, L, O = 11, 24, 2, 3
+    kw = dict(FORMATS[fmt], theta_x=(1, 40), theta_h=(3, 1), theta_head=7)
+    if extreme:
+        model = extreme_model(I, H, L, O, kw, seed=5)
+    else:
+        gru, head = make_gru(I, H, L, O, seed=7, scale=2.0)
+        model = from_modules(gru, head, **kw)
+    cfg = model.config
+    assert float64_exact(cfg)
+    gen = torch.Generator().manual_seed(9)
+    lo, hi = cfg.act.min_int, cfg.act.max_int
+    if extreme:  # inputs jumping between the ends of the range and zero
+        x_q = torch.tensor([lo, 0, hi])[torch.randint(0, 3, (5, 17, I), generator=gen)]
+    else:
+        x_q = (torch.randn(5, 17, I, generator=gen).cumsum(1) * 2 ** (cfg.act.frac - 1)).long()
+        x_q = x_q.clamp(lo, hi)
+    a = assert_paths_agree(model, x_q, lengths=[17, 3, 0, 16, 1])
+    assert_paths_agree(model, x_q)
+    for thetas in (dict(theta_x=(0, 0), theta_h=(0, 0), theta_head=0),
+                   dict(theta_x=(hi, 2), theta_h=(2, hi), theta_head=hi)):
+        assert_paths_agree(model.with_config(cfg.with_thresholds(**thetas)), x_q)
+    # The cases reach what they are meant to: head outputs at (or beyond 100 of) the ends of the
+    # act range for extreme weights, and not a trivially constant output otherwise.
+    if extreme:
+        big = min(hi, 100 * 2**cfg.act.frac)
+        assert int(a.outputs.max()) >= big and int(a.outputs.min()) <= -big
+    assert len(torch.unique(a.outputs)) > 3
+
+
+def test_float32_proof_and_fallbacks():
+    default = DeltaGRUConfig(40, 128, 1, 10)
+    assert float32_exact(default) and float64_exact(default)
+    assert float32_exact(DeltaGRUConfig(40, 191))
+    assert not float32_exact(DeltaGRUConfig(40, 192))  # the sigmoid columns' sums reach 2**24
+    # Wide weights: the loop runs in float64, still bit-exact.
+    gru, head = make_gru(6, 64, 1, 2, seed=2)
+    model = from_modules(gru, head, weight=(14, 13), theta_x=(2,), theta_h=(1,), theta_head=1)
+    assert not float32_exact(model.config) and float64_exact(model.config)
+    x_q = (random_inputs(3, 20, 6, seed=3, smooth=True) * 256).long()
+    assert_paths_agree(model, x_q)
+    # 24-bit act with a coarse tanh index: float64 is not provably exact; auto takes int64.
+    cfg = DeltaGRUConfig(3, 4, act=(24, 23), tanh_in=(14, 0), bias=(16, 8))
+    assert not float64_exact(cfg) and float64_bound(cfg) >= 2**53
+    gru, _ = make_gru(3, 4, seed=1)
+    model = from_modules(gru, act=(24, 23), tanh_in=(14, 0), bias=(16, 8))
+    x_q = torch.randint(-(2**23), 2**23, (2, 5, 3))
+    auto = run_golden(model, x_q)
+    assert torch.equal(auto.outputs, run_golden(model, x_q, path="int64").outputs)
+    with pytest.raises(ValueError, match="float64 path is not exact for this config"):
+        run_golden(model, x_q, path="float64")
+    with pytest.raises(ValueError, match="path must be one of auto, float64, int64"):
+        run_golden(model, x_q, path="fast")
 
 
 # --------------------------------------------------------------------------------------------------
