@@ -6,7 +6,7 @@ WAVES ?= 0
 BOARD ?= arty_a7
 export PYTHONHASHSEED = 0
 
-.PHONY: help setup demo test unit sim firmware-test lint bench clean
+.PHONY: help setup demo test unit sim firmware-test lint bench link-faults clean
 
 help:
 	@echo "make setup          install system and Python dependencies (Debian, as root)"
@@ -17,6 +17,8 @@ help:
 	@echo "                    (SIM=icarus|verilator, CONFIG=config.json|model folder, WAVES=1)"
 	@echo "make firmware-test  C driver against a Verilator model of the core"
 	@echo "make bench          benchmarks (golden model speed, RTL cycles vs ideal)"
+	@echo "make link-faults    host link fault-injection campaign (reference device + RTL bridge;"
+	@echo "                    report in docs/link_faults/)"
 
 setup:
 	bash scripts/setup.sh
@@ -43,6 +45,9 @@ lint:
 bench:
 	$(PYTHON) scripts/bench_golden.py
 	$(PYTHON) scripts/bench_rtl.py
+
+link-faults:
+	$(PYTHON) -m deltahw.link_faults --out docs/link_faults
 
 clean:
 	rm -rf sim_build rtl_tests/sim_build out build .pytest_cache

@@ -6,12 +6,17 @@
         res = dev.run(x_q)                             # (T, I) int inputs in the act format
         res.outputs, res.counters                      # (T, W) int outputs, performance counters
 
-Protocol: :mod:`deltahw.gateware.bridge` (SLIP frames with CRC-16, in-order sequence numbers). The
-driver keeps several frames in flight (never more unanswered bytes than the device's receive
-buffer), so a sequence streams at the line rate. After a damaged or lost frame it waits for the line
-to go quiet and resends from the first unanswered frame; the device executes every frame exactly
-once. Errors are :class:`DeviceError` subclasses with a full-sentence message: no device, wrong
-bitstream, checksum failures that persist, a device reset in the middle of a session, timeouts.
+Protocol: :mod:`deltahw.link` (SLIP frames with CRC-32; register writes and inputs run exactly
+once in sequence order, every answer says which have run; reads and output requests are
+idempotent; outputs wait in the device until the driver releases them). The driver keeps several
+frames in flight (never more unanswered bytes than the device's receive buffer, never more input
+timesteps than the device has output slots for), so a sequence streams at the line rate. It
+recovers from any pattern of lost, damaged, duplicated or truncated frames and garbage on the line,
+in both directions, by resending from the first request the device has not run; if the link does
+not recover it raises a :class:`DeviceError` within ``(retries + 1) * timeout`` seconds without
+progress. A device reset after ``connect()`` is always reported (:class:`DeviceResetError`) until
+``connect()`` is called again. After any other error the next call resynchronises by itself. The
+driver does not import Amaranth.
 
 ``python -m deltahw.host --port PORT info | load MODEL | run MODEL --input x.npy`` is the command
 line front end.
@@ -19,21 +24,22 @@ line front end.
 
 import argparse
 import collections
+import random
 import sys
 import time
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from .errors import DeltahwError
+from . import link as proto
 from . import regmap
 from .config import DeltaGRUConfig
-from .gateware import bridge as proto
+from .errors import DeltahwError
 from .layout import Layout
 
 __all__ = ["Device", "RunResult", "DeviceError", "NoDeviceError", "WrongBitstreamError",
            "ChecksumError", "DeviceResetError", "DeviceTimeoutError", "ProtocolError",
-           "DEFAULT_BAUD", "main"]
+           "LinkLostError", "DEFAULT_BAUD", "main"]
 
 DEFAULT_BAUD = 1_000_000
 
@@ -66,6 +72,10 @@ class ProtocolError(DeviceError):
     """The device refused a request as malformed (a driver/bitstream mismatch)."""
 
 
+class LinkLostError(NoDeviceError):
+    """The serial port failed while in use (adapter unplugged, port closed)."""
+
+
 @dataclass
 class RunResult:
     """Outputs of one sequence: ``outputs`` (T, W) int64 in the act format and the counters."""
@@ -75,29 +85,14 @@ class RunResult:
     seconds: float = 0.0
 
 
-@dataclass
-class _Request:
-    cmd: int
-    payload: bytes
-    index: int
-    seq: int = -1
-    wire: bytes = b""
-
-    @property
-    def size(self) -> int:
-        return len(self.payload) + 4
-
-
-_TRANSMISSION_ERRORS = {proto.ErrorCode.CRC, proto.ErrorCode.ESCAPE, proto.ErrorCode.SHORT,
-                        proto.ErrorCode.OVERFLOW, proto.ErrorCode.SEQUENCE}
-
-
 class Device:
     """A connection to one accelerator. ``transport`` is an open pyserial ``Serial`` (or any object
-    with ``write(bytes)``, ``read(n)`` that waits at most its timeout, and ``in_waiting``).
+    with ``write(bytes)``, ``read(n)`` that waits at most its timeout, and ``in_waiting``; it may
+    also offer ``monotonic()``, the clock the driver's timeouts use, e.g. a simulation's time).
 
-    ``timeout`` is how long the driver waits without receiving anything before it resends, and
-    ``retries`` how often it resends before giving up.
+    ``timeout`` is how long the driver waits without progress before it resends, and ``retries``
+    how often it resends before giving up; ``quiet_time`` is the silence ``connect`` waits for
+    (at most ``timeout``) before it starts.
     """
 
     def __init__(self, transport, *, timeout: float = 1.0, retries: int = 3, name: str = "device",
@@ -107,14 +102,22 @@ class Device:
         self.retries = retries
         self.name = name
         self.quiet_time = quiet_time
-        self._seq = 0
-        self._decoder = proto.SlipDecoder()
-        self._outputs = collections.deque()
-        self._out_count = None
+        self._clock = getattr(transport, "monotonic", None) or time.monotonic
+        self._rng = random.Random()
         self.info = None
         self.shape = None
         self.regs = regmap.by_name(1)
         self.stats = collections.Counter()
+        self._reset_link()
+        self._state = "new"  # new | ok | resync | reset
+
+    def _reset_link(self):
+        self._seq = 0  # seq of the next WRITE/INPUT (the device's `next`)
+        self._tag = self._rng.randrange(proto.SEQ_MOD)  # seq of the next READ/OUTPUT/INFO
+        self._decoder = proto.SlipDecoder()
+        self._fed = 0  # input timesteps sent to the device (absolute count)
+        self._got = 0  # output timesteps received
+        self._released = 0  # output timesteps the device is known to have released
 
     # ---- opening ----
     @classmethod
@@ -138,7 +141,10 @@ class Device:
     def close(self):
         close = getattr(self.t, "close", None)
         if close:
-            close()
+            try:
+                close()
+            except OSError:
+                pass
 
     def __enter__(self):
         return self
@@ -147,28 +153,27 @@ class Device:
         self.close()
 
     def connect(self) -> dict:
-        """Resynchronise the link, read INFO and the ID/VERSION/SHAPE registers, and check them."""
+        """(Re)start the session: resynchronise the link, clear the device's reset flag, flush
+        outputs left by an interrupted run, read INFO and the ID/VERSION/SHAPE registers and check
+        them. Call it again after a :class:`DeviceResetError` (then reload the model)."""
+        self._reset_link()
+        self._state = "new"
         self._flush_input()
         try:
-            [payload] = self._exchange([(proto.CMD_INFO, b"")], allow_fresh=True)
+            _, info = self._sync(clear_fresh=True)
         except DeviceTimeoutError:
             raise NoDeviceError(
                 f"Nothing answers on {self.name}: check that the board is connected, that the "
                 f"deltahw bitstream is loaded and that the baud rate matches the build "
                 f"(report.json 'baud')."
             ) from None
-        if len(payload) < len(proto.INFO_FIELDS):
-            raise WrongBitstreamError(f"The INFO answer from {self.name} is {len(payload)} bytes; "
-                                      f"expected {len(proto.INFO_FIELDS)}.")
-        info = dict(zip(proto.INFO_FIELDS, payload))
-        if info["protocol_version"] != proto.PROTOCOL_VERSION:
-            raise WrongBitstreamError(
-                f"{self.name} speaks bridge protocol version {info['protocol_version']}; this "
-                f"driver speaks version {proto.PROTOCOL_VERSION}: rebuild the bitstream or update "
-                "deltahw.")
-        info["rx_depth"] = 1 << info["rx_depth_log2"]
         self.info = info
-        ident, version, shape0, shape1 = self.read_block(self.regs["ID"].addr, 4)
+        self._state = "ok"
+        try:
+            ident, version, shape0, shape1 = self.read_block(self.regs["ID"].addr, 4)
+        except BaseException:
+            self._state = "new"
+            raise
         if ident != regmap.ID_MAGIC:
             raise WrongBitstreamError(
                 f"{self.name} answers but its ID register reads 0x{ident:08X}, not "
@@ -191,6 +196,15 @@ class Device:
             "enc_width": info["enc_width"],
             "elem_bytes": info["elem_bytes"],
         }
+        if self.shape["act_width"] != info["act_width"]:
+            raise WrongBitstreamError(
+                f"{self.name} reports act_width {info['act_width']} in INFO and "
+                f"{self.shape['act_width']} in SHAPE1: the bitstream is inconsistent.")
+        if info["step_bytes"] != proto.step_bytes(self.width, self.shape["act_width"],
+                                                  self.shape["elem_bytes"]):
+            raise WrongBitstreamError(
+                f"{self.name} sends {info['step_bytes']} output bytes per timestep, which does not "
+                f"match its shape {self.shape}: the bitstream and the driver disagree.")
         self.regs = regmap.by_name(self.shape["num_layers"])
         return self.shape
 
@@ -206,12 +220,13 @@ class Device:
         return self.read_block(self._addr(reg), 1)[0]
 
     def read_block(self, addr: int, count: int) -> list[int]:
-        if not 1 <= count <= 255:
-            raise ValueError(f"A register read covers 1 to 255 registers; got {count}.")
-        [payload] = self._exchange([(proto.CMD_READ, bytes([addr & 0xFF, count]))])
-        if len(payload) != 4 * count:
-            raise ProtocolError(f"A read of {count} registers returned {len(payload)} bytes.")
-        return [int.from_bytes(payload[4 * i:4 * i + 4], "little") for i in range(count)]
+        if not 1 <= count <= proto.MAX_READ:
+            raise ValueError(f"A register read covers 1 to {proto.MAX_READ} registers; got "
+                             f"{count}.")
+        self._ensure()
+        body = self._call(proto.CMD_READ, proto.read_payload(addr, count),
+                          lambda r: r.body if len(r.body) == 4 * count else None)
+        return [int.from_bytes(body[4 * i:4 * i + 4], "little") for i in range(count)]
 
     def write(self, reg, *values: int) -> None:
         self.write_many([(reg, list(values))])
@@ -219,19 +234,21 @@ class Device:
     def write_many(self, writes) -> None:
         """Pipelined register writes: ``[(reg, [value, ...]), ...]`` (bursts go to one address)."""
         reqs = []
-        limit = max(1, (self.rx_depth // 2 - 8) // 4)
+        limit = max(1, (self.rx_depth // 2 - proto.FRAME_OVERHEAD - 1) // 4)
         for reg, values in writes:
             addr = self._addr(reg)
             values = [regmap.to_word(v) for v in values]
             for i in range(0, len(values), limit):
-                chunk = values[i:i + limit]
-                reqs.append((proto.CMD_WRITE, bytes([addr]) + b"".join(
-                    v.to_bytes(4, "little") for v in chunk)))
-        self._exchange(reqs)
+                reqs.append((proto.CMD_WRITE, proto.write_payload(addr, values[i:i + limit]), 0))
+        self._stream(reqs)
 
     @property
     def rx_depth(self) -> int:
-        return self.info["rx_depth"] if self.info else 64
+        return 1 << self.info["rx_depth_log2"] if self.info else 64
+
+    @property
+    def out_slots(self) -> int:
+        return 1 << self.info["out_slots_log2"] if self.info else 2
 
     # ---- model, thresholds, counters ----
     def check_config(self, config: DeltaGRUConfig) -> None:
@@ -325,20 +342,23 @@ class Device:
         T = x.shape[0]
         if counters:
             self.clear_counters()
-        t0 = time.monotonic()
+        else:
+            self._ensure()
+        t0 = self._clock()
         flat = x.astype(f"<i{eb}" if eb in (2, 4) else "i1").reshape(-1).tobytes()
-        per_frame = max(1, (self.rx_depth // 2 - 8) // eb)
+        per_frame = max(1, (self.rx_depth // 2 - proto.FRAME_OVERHEAD - 1) // eb)
         if per_frame >= I:
-            per_frame -= per_frame % I  # whole timesteps per frame
+            # Whole timesteps per frame, and no more than the device has output slots for.
+            per_frame = I * min(per_frame // I, self.out_slots)
         reqs = []
-        for i in range(0, len(flat), per_frame * eb):
-            flags = proto.INPUT_FIRST if (first and i == 0) else 0
-            reqs.append((proto.CMD_INPUT, bytes([flags]) + flat[i:i + per_frame * eb]))
-        self._outputs.clear()
-        self._exchange(reqs, want_outputs=T)
-        outs = [self._outputs.popleft() for _ in range(T)]
+        for e in range(0, x.size, per_frame):
+            n = min(per_frame, x.size - e)
+            reqs.append((proto.CMD_INPUT,
+                         proto.input_payload(first and e == 0, flat[e * eb:(e + n) * eb]),
+                         proto.input_steps(e, n, I)))
+        outs = self._stream(reqs, want_outputs=T)
         res = RunResult(np.stack(outs) if outs else np.zeros((0, self.width), np.int64))
-        res.seconds = time.monotonic() - t0
+        res.seconds = self._clock() - t0
         if counters:
             res.counters = self.counters()
         return res
@@ -349,158 +369,308 @@ class Device:
         return s["output_size"] if s["output_size"] else s["hidden_size"]
 
     # ---- link layer ----
-    def _flush_input(self):
-        """Send an END (closing any partial frame on the device) and discard pending input."""
-        self.t.write(bytes([proto.END]))
-        end = time.monotonic() + self.quiet_time
-        while time.monotonic() < end:
-            if self._read_some(wait=False):
-                end = time.monotonic() + self.quiet_time
-            else:
-                time.sleep(0.005)
-        self._decoder = proto.SlipDecoder()
+    def _io(self, fn, *args):
+        try:
+            return fn(*args)
+        except OSError as e:  # pyserial's SerialException is an OSError too
+            self._state = "resync" if self._state == "ok" else self._state
+            raise LinkLostError(f"The serial port {self.name} failed ({e}); check that the adapter "
+                                "is still connected, then open the device again.") from None
+
+    def _write(self, data: bytes):
+        self._io(self.t.write, data)
+        self.stats["bytes_sent"] += len(data)
 
     def _read_some(self, wait=True) -> bytes:
-        n = getattr(self.t, "in_waiting", 0)
+        n = self._io(lambda: getattr(self.t, "in_waiting", 0))
         if not n and not wait:
             return b""
-        return self.t.read(max(1, n))
+        data = self._io(self.t.read, max(1, n))
+        self.stats["bytes_received"] += len(data)
+        return data
 
-    def _next_seq(self) -> int:
-        self._seq = (self._seq + 1) & 0xFF
-        return self._seq
+    def _responses(self, wait=True):
+        """Responses completed by the bytes that arrive now; ``None`` stands for a damaged one."""
+        out = []
+        for raw, ok in self._decoder.feed(self._read_some(wait)):
+            try:
+                if not ok:
+                    raise ValueError("bad escape")
+                out.append(proto.decode_response(raw))
+            except ValueError:
+                self.stats["damaged_frames"] += 1
+                out.append(None)
+        return out
 
-    def _exchange(self, requests, *, allow_fresh=False, want_outputs=0):
-        """Send requests in order with a window; return the response payloads (after status)."""
-        todo = collections.deque(_Request(cmd, payload, i)
-                                 for i, (cmd, payload) in enumerate(requests))
-        results = [None] * len(todo)
-        pending = collections.deque()
-        window = self.rx_depth
-        failures = 0
-        last_rx = time.monotonic()
-        for r in todo:
-            if r.size > window:
-                raise ValueError(f"A {r.size}-byte frame does not fit the device's "
-                                 f"{window}-byte receive buffer.")
-
-        def send(req):
-            if req.seq < 0:
-                req.seq = self._next_seq() if req.cmd != proto.CMD_INFO else self._seq
-                req.wire = proto.encode_frame(req.cmd, req.seq, req.payload)
-            self.t.write(req.wire)
-            self.stats["frames_sent"] += 1
-
-        if requests and requests[0][0] == proto.CMD_INFO:
-            self._seq = (self._seq + 17) & 0xFF  # a fresh number the device has not just seen
-        while todo or pending or len(self._outputs) < want_outputs:
-            while todo and sum(p.size for p in pending) + todo[0].size <= window:
-                req = todo.popleft()
-                send(req)
-                pending.append(req)
-            data = self._read_some()
-            now = time.monotonic()
-            resend = False
-            if not data:
-                if now - last_rx < self.timeout:
-                    continue
-                failures += 1
-                self.stats["timeouts"] += 1
-                if failures > self.retries:
-                    what = (f"{len(pending)} unanswered request(s)" if pending else
-                            f"{want_outputs - len(self._outputs)} missing output vector(s)")
-                    raise DeviceTimeoutError(
-                        f"{self.name} stopped answering ({what} after {self.retries} retries of "
-                        f"{self.timeout:g} s).")
-                resend = True
+    def _flush_input(self):
+        """Close any partial frame on the device and discard pending input: wait for
+        ``quiet_time`` of silence, but never longer than ``timeout`` (a line that never goes quiet
+        is left to the CRC and the frame matching)."""
+        self._write(bytes([proto.END]))
+        start = last = self._clock()
+        while self._clock() - last < self.quiet_time and self._clock() - start < self.timeout:
+            if self._read_some(wait=False):
+                last = self._clock()
+            elif getattr(self.t, "monotonic", None) is None:
+                time.sleep(min(0.005, self.quiet_time))
             else:
-                last_rx = now
-            for raw, ok in self._decoder.feed(data):
-                try:
-                    if not ok:
-                        raise ValueError("bad escape")
-                    code, seq, payload = proto.decode_frame(raw)
-                except ValueError:
-                    self.stats["damaged_frames"] += 1
-                    resend = True
-                    continue
-                if code == proto.RSP_OUT:
-                    self._take_output(seq, payload)
-                    continue
-                if len(payload) < 1:
-                    resend = True
-                    continue
-                status, body = payload[0], payload[1:]
-                if status & proto.STATUS_FRESH and not allow_fresh:
-                    raise DeviceResetError(
-                        f"{self.name} was reset during the session (its registers and any "
-                        "weights loaded at run time are back to their power-on values); "
-                        "reconnect and load the model again.")
-                head = pending[0] if pending else None
-                if code == proto.RSP_ERR:
-                    err = body[0] if body else 0
-                    if err in _TRANSMISSION_ERRORS:
-                        self.stats[f"err_{proto.ErrorCode(err).name.lower()}"] += 1
-                        resend = True
+                self._read_some(wait=True)  # a simulated line: let its time pass
+        self._decoder = proto.SlipDecoder()
+
+    def _next_tag(self) -> int:
+        self._tag = (self._tag + 1) % proto.SEQ_MOD
+        return self._tag
+
+    def _fail(self, exc):
+        """Mark the link for resynchronisation (or as reset) and return ``exc`` to raise."""
+        self._state = "reset" if isinstance(exc, DeviceResetError) else (
+            "resync" if self._state in ("ok", "resync") else self._state)
+        return exc
+
+    def _reset_error(self):
+        return self._fail(DeviceResetError(
+            f"{self.name} was reset during the session (its registers and any weights loaded at "
+            "run time are back to their power-on values); call connect() and load the model "
+            "again."))
+
+    def _check(self, rsp, *, allow_fresh=False):
+        if rsp.status & proto.STATUS_FRESH and not allow_fresh:
+            raise self._reset_error()
+
+    def _give_up(self, what, damaged):
+        if damaged:
+            return self._fail(ChecksumError(
+                f"The link to {self.name} keeps damaging frames ({what}; {damaged} damaged "
+                f"frames after {self.retries} retries of {self.timeout:g} s; "
+                f"{dict(self.stats)}); check the cable and lower the baud rate."))
+        return self._fail(DeviceTimeoutError(
+            f"{self.name} stopped answering ({what} after {self.retries} retries of "
+            f"{self.timeout:g} s)."))
+
+    def _ensure(self):
+        """Before a request: refuse after a reset, resynchronise after an earlier failure."""
+        if self._state == "reset":
+            raise self._reset_error()
+        if self._state == "new":
+            raise NoDeviceError(f"{self.name} is not connected: call connect() first.")
+        if self._state == "resync":
+            self._sync(clear_fresh=False)
+            self._state = "ok"
+
+    def _sync(self, *, clear_fresh):
+        """INFO exchange (sets the device's expected seq), then release every output the device
+        holds or will still produce for inputs of an interrupted run."""
+        self._decoder = proto.SlipDecoder()
+        flags = proto.INFO_CLEAR_FRESH if clear_fresh else 0
+        tag = self._next_tag()
+        status, body = self._call(proto.CMD_INFO, proto.info_payload(flags),
+                                  lambda r: (r.status, r.body) if len(r.body) == proto.INFO_BYTES
+                                  else None, tag=tag, allow_fresh=True)
+        if status & proto.STATUS_FRESH and not clear_fresh:
+            raise self._reset_error()
+        info = proto.parse_info(body)
+        if info["protocol_version"] != proto.PROTOCOL_VERSION:
+            raise self._fail(WrongBitstreamError(
+                f"{self.name} speaks link protocol version {info['protocol_version']}; this "
+                f"driver speaks version {proto.PROTOCOL_VERSION}: rebuild the bitstream or update "
+                "deltahw."))
+        self.info = info
+        self._seq = (tag + 1) % proto.SEQ_MOD
+        if self.shape is not None and info["step_bytes"] != proto.step_bytes(
+                self.width, self.shape["act_width"], self.shape["elem_bytes"]):
+            raise self._fail(WrongBitstreamError(
+                f"{self.name} now reports {info['step_bytes']} output bytes per timestep, not "
+                "what its shape implies: another bitstream was loaded; call connect() again."))
+        # Outputs: skip what the slots hold, wait for what the core still owes, release it all.
+        pos, fed = info["head"], info["fed"]
+        while True:
+            want = min(255, (fed - pos) % proto.POS_MOD)
+            p, steps, _ = self._call(proto.CMD_OUTPUT, proto.output_payload(pos, want),
+                                     self._output_reply(pos))
+            if want == 0:
+                break
+            pos = (pos + steps) % proto.POS_MOD
+        self._fed = self._got = self._released = fed
+        return status, info
+
+    def _output_reply(self, pos):
+        def accept(r):
+            if len(r.body) < 3 or int.from_bytes(r.body[:2], "little") != pos % proto.POS_MOD:
+                return None
+            steps = r.body[2]
+            if len(r.body) != 3 + steps * self.info["step_bytes"]:
+                return None
+            return pos, steps, r.body[3:]
+        return accept
+
+    def _call(self, cmd, payload, accept, *, tag=None, allow_fresh=False):
+        """One idempotent request (INFO, READ, OUTPUT), stop-and-wait: resend after ``timeout``
+        without its answer. ``accept(response)`` returns the result or None (not this answer)."""
+        tag = self._next_tag() if tag is None else tag
+        wire = proto.encode_frame(cmd, tag, payload)
+        damaged = 0
+        for attempt in range(self.retries + 1):
+            self._write(wire)
+            self.stats["frames_sent"] += 1
+            if attempt:
+                self.stats["resends"] += 1
+            start = self._clock()
+            while self._clock() - start < self.timeout:
+                for rsp in self._responses():
+                    if rsp is None:
+                        damaged += 1
                         continue
-                    if head is not None and seq == head.seq:
-                        raise ProtocolError(
-                            f"{self.name} refused request 0x{head.cmd:02X} "
-                            f"({_error_name(err)}); the bitstream and the driver disagree about "
-                            "the protocol.")
-                    continue
-                if head is not None and seq == head.seq and code == head.cmd | 0x80:
-                    pending.popleft()
-                    results[head.index] = body
-                    failures = 0
-                    allow_fresh = False
-                # Anything else answers an earlier copy of a resent frame: ignore it.
-            if resend and pending:
-                failures += 1 if data else 0
-                if failures > self.retries:
-                    raise ChecksumError(
-                        f"The link to {self.name} keeps damaging frames ({dict(self.stats)}); "
-                        "check the cable and lower the baud rate.")
-                self._drain(pending, results)
-                for req in pending:
-                    send(req)
-                self.stats["resends"] += len(pending)
-                last_rx = time.monotonic()
-        return results
+                    if rsp.seq != tag:
+                        continue  # an answer to an earlier request
+                    if rsp.code == cmd | proto.RSP_FLAG:
+                        self._check(rsp, allow_fresh=allow_fresh)
+                        result = accept(rsp)
+                        if result is not None:
+                            return result
+                    elif rsp.code == proto.RSP_ERR:
+                        self._check_error(rsp, allow_fresh)
+        raise self._give_up(f"no answer to request 0x{cmd:02X}", damaged)
 
-    def _drain(self, pending, results):
-        """Read until the line is quiet, accepting in-order answers; leaves the rest pending."""
-        end = time.monotonic() + self.quiet_time
-        while time.monotonic() < end:
-            data = self._read_some(wait=False)
-            if not data:
-                time.sleep(0.002)
-                continue
-            end = time.monotonic() + self.quiet_time
-            for raw, ok in self._decoder.feed(data):
-                try:
-                    code, seq, payload = proto.decode_frame(raw) if ok else (None, None, None)
-                except ValueError:
-                    continue
-                if code == proto.RSP_OUT:
-                    self._take_output(seq, payload)
-                elif code is not None and pending and seq == pending[0].seq and \
-                        code == pending[0].cmd | 0x80:
-                    results[pending.popleft().index] = payload[1:]
+    def _check_error(self, rsp, allow_fresh=False):
+        """An error answer: a reset or a refused (malformed) request raise, the rest is counted
+        (a damaged or out-of-order frame: the resend logic handles it)."""
+        err = rsp.error
+        if err == proto.ErrorCode.RESET and not allow_fresh:
+            raise self._reset_error()
+        if err in (proto.ErrorCode.COMMAND, proto.ErrorCode.LENGTH, proto.ErrorCode.POSITION):
+            raise self._fail(ProtocolError(
+                f"{self.name} refused a request ({_error_name(err)}); the bitstream and the "
+                "driver disagree about the protocol."))
+        self.stats[f"err_{_error_name(err).lower()}"] += 1
 
-    def _take_output(self, count: int, payload: bytes):
-        eb, A = self.shape["elem_bytes"], self.shape["act_width"]
-        if len(payload) % (A * eb):
-            raise ProtocolError(f"An output frame of {len(payload)} bytes is not a whole number "
-                                f"of {A}-element beats.")
-        if self._out_count is not None and count != (self._out_count + 1) & 0xFF:
-            raise ChecksumError(
-                f"Output vector {(self._out_count + 1) & 0xFF} from {self.name} was lost (got "
-                f"{count}); the sequence must be run again.")
-        self._out_count = count
+    def _stream(self, requests, *, want_outputs=0):
+        """Send WRITE/INPUT requests ``(cmd, payload, timesteps)`` go-back-N style and, with
+        ``want_outputs``, collect that many output timesteps. Returns the output vectors."""
+        self._ensure()
+        todo = collections.deque(requests)
+        pending = collections.deque()  # [seq, wire, size, steps], oldest first
+        outs = []
+        target = self._got + want_outputs
+        window, slots = self.rx_depth, self.out_slots
+        sb = self.info["step_bytes"]
+        eb, W = (self.shape["elem_bytes"], self.width) if want_outputs else (1, 0)
+        max_steps = max(1, min(255, 1024 // sb)) if sb else 0
+        poll = None  # (pos, size) of the OUTPUT request in flight
+        poll_size = proto.FRAME_OVERHEAD + 3
+        nak_base = None
+        failures = damaged = 0
+        last_progress = self._clock()
+        for _, payload, _ in todo:
+            if len(payload) + proto.FRAME_OVERHEAD > window:
+                raise ValueError(f"A {len(payload) + proto.FRAME_OVERHEAD}-byte frame does not "
+                                 f"fit the device's {window}-byte receive buffer.")
+
+        def send_poll():
+            nonlocal poll
+            n = min(max_steps, self._fed - self._got)
+            wire = proto.encode_frame(proto.CMD_OUTPUT, self._next_tag(),
+                                      proto.output_payload(self._got, n))
+            self._write(wire)
+            self.stats["frames_sent"] += 1
+            poll = (self._got % proto.POS_MOD, poll_size)
+
+        def resend_all():
+            for p in pending:
+                self._write(p[1])
+            self.stats["resends"] += len(pending)
+            self.stats["frames_sent"] += len(pending)
+
+        try:
+            while todo or pending or self._got < target:
+                while todo:
+                    cmd, payload, steps = todo[0]
+                    size = len(payload) + proto.FRAME_OVERHEAD
+                    used = sum(p[2] for p in pending) + (poll[1] if poll else 0)
+                    if len(pending) >= proto.MAX_IN_FLIGHT - 1 or used + size > window:
+                        break
+                    if steps and self._fed + steps > self._released + slots:
+                        break  # no free output slot for it yet: ask for outputs first
+                    todo.popleft()
+                    wire = proto.encode_frame(cmd, self._seq, payload)
+                    pending.append([self._seq, wire, size, steps])
+                    self._seq = (self._seq + 1) % proto.SEQ_MOD
+                    self._fed += steps
+                    self._write(wire)
+                    self.stats["frames_sent"] += 1
+                if want_outputs and poll is None and self._got < self._fed:
+                    send_poll()
+                progress = False
+                for rsp in self._responses():
+                    if rsp is None:
+                        damaged += 1
+                        continue
+                    self._check(rsp)
+                    if rsp.code == proto.RSP_OUTPUT:
+                        progress |= self._take_outputs(rsp, outs, sb, eb, W)
+                        if poll and len(rsp.body) >= 2 and \
+                                int.from_bytes(rsp.body[:2], "little") == poll[0]:
+                            poll = None
+                        continue
+                    if rsp.code == proto.RSP_ERR:
+                        self._check_error(rsp)
+                    elif rsp.code not in (proto.RSP_WRITE, proto.RSP_INPUT):
+                        continue  # an answer to an earlier READ/INFO
+                    if not pending:
+                        continue
+                    # Cumulative acknowledgement: every request before rsp.next has run.
+                    k = proto.seq_diff(rsp.next, pending[0][0])
+                    if 0 < k <= len(pending):
+                        for _ in range(k):
+                            pending.popleft()
+                        progress = True
+                    elif k == 0 and rsp.code == proto.RSP_ERR and nak_base != pending[0][0]:
+                        # The device waits for our oldest request: it was lost or damaged.
+                        nak_base = pending[0][0]
+                        resend_all()
+                now = self._clock()
+                if progress:
+                    last_progress, failures, damaged = now, 0, 0
+                elif now - last_progress > self.timeout:
+                    failures += 1
+                    self.stats["timeouts"] += 1
+                    if failures > self.retries:
+                        what = (f"{len(pending)} unanswered request(s)" if pending else
+                                f"{target - self._got} missing output timestep(s)")
+                        raise self._give_up(what, damaged)
+                    resend_all()
+                    nak_base = None
+                    if want_outputs and self._got < self._fed:
+                        send_poll()
+                    last_progress = now
+        except BaseException as e:
+            if not isinstance(e, DeviceError):
+                self._state = "resync" if self._state == "ok" else self._state
+            elif self._state == "ok":
+                self._fail(e)
+            raise
+        return outs
+
+    def _take_outputs(self, rsp, outs, sb, eb, W) -> bool:
+        """Append the new timesteps of an OUTPUT answer; True if there were any."""
+        body = rsp.body
+        if len(body) < 3:
+            return False
+        back = (self._got - int.from_bytes(body[:2], "little")) % proto.POS_MOD
+        if back >= proto.POS_MOD // 2:
+            return False  # not a position this session asked for
+        pos, steps = self._got - back, body[2]
+        if len(body) != 3 + steps * sb:
+            return False
+        self._released = max(self._released, pos)
+        new = pos + steps - self._got
+        if new <= 0:
+            return False
         dtype = {1: "i1", 2: "<i2", 4: "<i4"}[eb]
-        vals = np.frombuffer(payload, dtype=dtype).astype(np.int64)
-        self._outputs.append(vals[:self.width])
+        vals = np.frombuffer(body[3:], dtype=dtype).astype(np.int64).reshape(steps, -1)
+        for row in vals[steps - new:]:
+            outs.append(row[:W])
+        self._got += new
+        return True
 
 
 def _error_name(err: int) -> str:

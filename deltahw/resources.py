@@ -76,6 +76,15 @@ def _lutram_luts(depth: int, width: int, read_ports: int = 1) -> int:
     return per * read_ports
 
 
+def _out_slot_bytes(cfg: DeltaGRUConfig) -> int:
+    """Bytes of the bridge's output slots (see :mod:`deltahw.link`)."""
+    from . import link
+
+    eb = link.elem_bytes(cfg)
+    step = link.step_bytes(cfg.output_size or cfg.hidden_size, cfg.act_width, eb)
+    return link.out_buffer_bytes(step)
+
+
 def _memories(config: DeltaGRUConfig, rx_depth: int):
     """(name, depth, width, count, read ports) of every memory the top level instantiates."""
     cfg, lay = config, Layout(config)
@@ -97,6 +106,7 @@ def _memories(config: DeltaGRUConfig, rx_depth: int):
         ("h_state", nb, A * ab, 2 * L + n_targets, 1),
         ("h_queues", ceil_div(H, A), A * qent(H), L + n_targets, 1),
         ("bridge_rx", rx_depth, 8, 1, 1),
+        ("bridge_out", _out_slot_bytes(cfg), 8, 1, 1),
     ]
     return [mm for mm in mems if mm[3] > 0 and mm[1] > 0]
 

@@ -75,15 +75,9 @@ class UARTTop(wiring.Component):
         m.d.comb += self.uart_tx.eq(utx.tx)
         wiring.connect(m, urx.o, bridge.rx)
         wiring.connect(m, bridge.tx, utx.i)
-        m.d.comb += [
-            core.i.valid.eq(bridge.i.valid), bridge.i.ready.eq(core.i.ready),
-            core.i.payload.eq(bridge.i.payload),
-            bridge.o.valid.eq(core.o.valid), core.o.ready.eq(bridge.o.ready),
-            bridge.o.payload.eq(core.o.payload),
-            core.bus.addr.eq(bridge.bus_addr), core.bus.w_data.eq(bridge.bus_w_data),
-            core.bus.w_en.eq(bridge.bus_w_en), core.bus.r_en.eq(bridge.bus_r_en),
-            bridge.bus_r_data.eq(core.bus.r_data),
-        ]
+        wiring.connect(m, bridge.i, core.i)
+        wiring.connect(m, core.o, bridge.o)
+        wiring.connect(m, bridge.bus, core.bus)
 
         hz = int(self.clock_hz)
         beat = Signal(range(max(2, hz // 2)))

@@ -1,179 +1,32 @@
-"""Host bridge: a framed byte protocol from a UART (or any byte pipe) to the core's bus and streams.
+"""Host bridge: the link protocol of :mod:`deltahw.link` from a byte pipe (the UART) to the core.
 
-Framing (both directions)
--------------------------
-Frames are SLIP-delimited (RFC 1055): every frame starts and ends with ``END`` (0xC0); inside a
-frame ``END`` is sent as ``ESC ESC_END`` (0xDB 0xDC) and ``ESC`` as ``ESC ESC_ESC`` (0xDB 0xDD).
-Because ``END`` never appears inside a frame, the receiver resynchronises at the next ``END``
-after any garbage: a damaged or partial frame is dropped (and answered with an error frame), the
-frame after it is received intact. The decoded frame is::
-
-    code (1) | seq (1) | payload (n) | CRC-16 (2, big endian)
-
-CRC-16/CCITT-FALSE (polynomial 0x1021, initial value 0xFFFF, no reflection, no final XOR; Python's
-``binascii.crc_hqx(data, 0xFFFF)``) over code, seq and payload. Running the CRC over the whole
-frame including its CRC gives 0, which is how the receiver checks it.
-
-Requests (host to device), answered in order, one response each:
-
-* ``CMD_INFO``  (0x00), no payload: bridge parameters (``RSP_INFO``, :data:`INFO_FIELDS`).
-* ``CMD_READ``  (0x01), ``addr, count``: read ``count`` (1..255) registers from ``addr`` upwards;
-  the response carries ``count`` little-endian 32-bit words.
-* ``CMD_WRITE`` (0x02), ``addr, word...``: write 1 or more little-endian 32-bit words, all to
-  ``addr`` (a burst to ``PARAM_DATA`` streams a whole lane memory in one frame).
-* ``CMD_INPUT`` (0x03), ``flags, element...``: input elements in the act format, ``elem_bytes``
-  bytes each, little endian. The bridge packs them into the core's ``i`` beats, I elements per
-  timestep, padding the last beat of each timestep; a frame may carry any number of elements (any
-  number of whole timesteps). ``flags`` bit 0 (``INPUT_FIRST``) starts a new sequence: the next beat
-  carries ``first`` and the element position restarts at 0.
-
-Sequence numbers: ``INFO`` always runs and (re)starts the numbering; every other request runs only
-if its ``seq`` is the previous request's plus one (mod 256). A request with the previous ``seq``
-is a repeat: a WRITE or INPUT is acknowledged with ``STATUS_DUPLICATE`` and not executed again, a
-READ runs again. Anything else is refused with ``ERR_SEQUENCE`` and not executed, so after a lost
-frame the host resends from that frame on (go-back-N) and the core sees every register write and
-input element exactly once, in order.
-
-Responses (device to host): ``code | seq | status | payload``, where ``seq`` echoes the request and
-``status`` has bit 0 ``STATUS_FRESH`` (this is the first frame executed since the bridge was
-reset: a device reset between two frames is visible to the host) and bit 1 ``STATUS_DUPLICATE``
-(a repeated WRITE or INPUT frame was not executed again).
-Response codes are ``0x80 | command``; ``RSP_ERR`` (0xE0) carries one error byte
-(:class:`ErrorCode`) and echoes the damaged frame's second byte as ``seq``.
-
-Output frames (device to host, unsolicited): ``RSP_OUT`` (0x90) ``| count | beats`` where
-``count`` is a timestep counter (mod 256) and each of the timestep's ``o`` beats contributes A
-elements of ``elem_bytes`` bytes (sign-extended, little endian). They are independent of the
-request path, so outputs never wait for a request (and the core never deadlocks on output space).
-
-Flow control: the receive buffer (``rx_depth`` bytes, reported by INFO) holds decoded frames until
-they are executed; the host keeps the total size of its unanswered frames (code + seq + payload +
-CRC) at or below it. A frame that does not fit is dropped with ``ERR_OVERFLOW``.
+The protocol (framing, CRC, sequence numbers, output slots, reset detection) is specified in
+:mod:`deltahw.link`; this module is its RTL. In short: SLIP frames with a CRC-32; WRITE and INPUT
+requests run exactly once in sequence order (duplicates acknowledged, gaps refused), every response
+carries the next expected sequence number; READ and OUTPUT requests are idempotent; each timestep's
+outputs wait in one of ``2**out_slots_log2`` slots until the host releases them; the device refuses
+everything but INFO after a reset until the host connects again.
 """
 
-
-import binascii
-import enum
-
-from amaranth.hdl import Cat, Const, Module, Mux, Signal
-from amaranth.lib import data, fifo, memory, stream, wiring
+from amaranth.hdl import Cat, Module, Mux, Signal
+from amaranth.lib import crc, data, fifo, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
+from .. import link
 from ..config import DeltaGRUConfig
+from ..link import (
+    CMD_INFO, CMD_INPUT, CMD_OUTPUT, CMD_READ, CMD_WRITE, CRC_BYTES, END, ESC, ESC_END,
+    ESC_ESC, INFO_CLEAR_FRESH, MIN_FRAME, PROTOCOL_VERSION, RSP_ERR, RSP_INFO, RSP_OUTPUT,
+    RSP_READ, STATUS_DUPLICATE, STATUS_FRESH, ErrorCode, elem_bytes,
+)
+from .core import BusSignature
 
-__all__ = [
-    "END", "ESC", "ESC_END", "ESC_ESC",
-    "CMD_INFO", "CMD_READ", "CMD_WRITE", "CMD_INPUT",
-    "RSP_INFO", "RSP_READ", "RSP_WRITE", "RSP_INPUT", "RSP_OUT", "RSP_ERR",
-    "STATUS_FRESH", "STATUS_DUPLICATE", "INPUT_FIRST", "PROTOCOL_VERSION", "INFO_FIELDS",
-    "ErrorCode", "crc16", "slip_encode", "SlipDecoder", "encode_frame", "decode_frame",
-    "elem_bytes", "BridgeLayouts", "Bridge", "FrameEncoder", "input_frame_elements",
-]
-
-END, ESC, ESC_END, ESC_ESC = 0xC0, 0xDB, 0xDC, 0xDD
-
-CMD_INFO, CMD_READ, CMD_WRITE, CMD_INPUT = 0x00, 0x01, 0x02, 0x03
-RSP_INFO, RSP_READ, RSP_WRITE, RSP_INPUT = 0x80, 0x81, 0x82, 0x83
-RSP_OUT, RSP_ERR = 0x90, 0xE0
-STATUS_FRESH, STATUS_DUPLICATE = 0x01, 0x02
-INPUT_FIRST = 0x01
-#: Version of this byte protocol (reported by INFO; the register map has its own version).
-PROTOCOL_VERSION = 1
-#: Bytes of the INFO payload, in order.
-INFO_FIELDS = ("protocol_version", "rx_depth_log2", "elem_bytes", "enc_width", "act_width")
+__all__ = ["BridgeLayouts", "Bridge", "FrameEncoder", "elem_bytes", "crc_processor"]
 
 
-class ErrorCode(enum.IntEnum):
-    CRC = 1  #: the frame's CRC did not match
-    OVERFLOW = 2  #: the frame did not fit in the receive buffer
-    SHORT = 3  #: fewer than 4 bytes between two END bytes
-    ESCAPE = 4  #: ESC followed by a byte other than ESC_END / ESC_ESC
-    COMMAND = 5  #: unknown command code
-    LENGTH = 6  #: payload length not valid for the command
-    SEQUENCE = 7  #: seq is neither the previous frame's nor its successor: frame not executed
-
-
-# --------------------------------------------------------------------------------------------------
-# Reference (Python) side of the protocol, used by the host driver and the tests.
-
-def crc16(data: bytes, crc: int = 0xFFFF) -> int:
-    """CRC-16/CCITT-FALSE of ``data``."""
-    return binascii.crc_hqx(bytes(data), crc)
-
-
-def slip_encode(frame: bytes) -> bytes:
-    out = bytearray([END])
-    for b in frame:
-        if b == END:
-            out += bytes([ESC, ESC_END])
-        elif b == ESC:
-            out += bytes([ESC, ESC_ESC])
-        else:
-            out.append(b)
-    out.append(END)
-    return bytes(out)
-
-
-def encode_frame(code: int, seq: int, payload: bytes = b"") -> bytes:
-    """A complete wire frame (SLIP-escaped, with CRC) for ``code``/``seq``/``payload``."""
-    body = bytes([code & 0xFF, seq & 0xFF]) + bytes(payload)
-    return slip_encode(body + crc16(body).to_bytes(2, "big"))
-
-
-class SlipDecoder:
-    """Incremental SLIP decoder: feed bytes, get complete raw frames (CRC not yet checked)."""
-
-    def __init__(self):
-        self._buf = bytearray()
-        self._esc = False
-        self._bad = False
-
-    def feed(self, data: bytes) -> list[tuple[bytes, bool]]:
-        """Returns ``(frame, escape_ok)`` for every frame completed by ``data``."""
-        frames = []
-        for b in data:
-            if b == END:
-                if self._buf or self._bad:
-                    frames.append((bytes(self._buf), not self._bad))
-                self._buf.clear()
-                self._esc = self._bad = False
-            elif self._esc:
-                self._esc = False
-                if b == ESC_END:
-                    self._buf.append(END)
-                elif b == ESC_ESC:
-                    self._buf.append(ESC)
-                else:
-                    self._bad = True
-            elif b == ESC:
-                self._esc = True
-            else:
-                self._buf.append(b)
-        return frames
-
-
-def decode_frame(raw: bytes) -> tuple[int, int, bytes]:
-    """Check the CRC of a decoded frame; returns ``(code, seq, payload)`` or raises ValueError."""
-    if len(raw) < 4:
-        raise ValueError(f"A frame needs at least 4 bytes (code, seq, CRC); got {len(raw)}.")
-    if crc16(raw) != 0:
-        raise ValueError(f"Frame CRC mismatch (frame {raw[:8].hex()}..., {len(raw)} bytes).")
-    return raw[0], raw[1], raw[2:-2]
-
-
-def elem_bytes(config: DeltaGRUConfig) -> int:
-    """Bytes per act-format element on the wire (1, 2 or 4; 24-bit formats use 4)."""
-    bits = config.act.bits
-    return 1 if bits <= 8 else 2 if bits <= 16 else 4
-
-
-# --------------------------------------------------------------------------------------------------
-def _crc16_byte(crc, byte):
-    """Combinational CRC-16/CCITT update of a 16-bit value with one byte (MSB first)."""
-    c = crc ^ Cat(Const(0, 8), byte)
-    for _ in range(8):
-        c = Cat(Const(0, 1), c[:15]) ^ Mux(c[15], 0x1021, 0)
-    return c
+def crc_processor():
+    """The frame CRC (:data:`deltahw.link.CRC_PARAMS`) as an ``amaranth.lib.crc`` byte processor."""
+    return crc.Algorithm(**link.CRC_PARAMS)(data_width=8).create()
 
 
 class BridgeLayouts:
@@ -191,8 +44,9 @@ _BYTE_LAST = data.StructLayout({"data": 8, "last": 1})
 class FrameEncoder(wiring.Component):
     """Raw frame bytes (``data``, ``last`` on the final byte) in, SLIP bytes with CRC out.
 
-    Emits ``END``, the escaped bytes, the escaped CRC (high byte first) and ``END``. At most one
-    output byte per cycle; an input byte is taken when its (possibly escaped) output is sent.
+    Emits ``END``, the escaped bytes, the escaped CRC (:data:`deltahw.link.CRC_BYTES` bytes, least
+    significant first) and ``END``. At most one output byte per cycle; an input byte is taken when
+    its (possibly escaped) output is sent.
     """
 
     i: In(stream.Signature(_BYTE_LAST))
@@ -200,15 +54,17 @@ class FrameEncoder(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        crc = Signal(16, init=0xFFFF)
+        m.submodules.crc = crcp = crc_processor()
         # The byte being sent in the DATA/CRC phases and whether its escape byte has gone out.
         escaped = Signal()
         cur = Signal(8)
+        crc_idx = Signal(range(CRC_BYTES))
         special = (cur == END) | (cur == ESC)
         esc_code = Mux(cur == END, ESC_END, ESC_ESC)
+        m.d.comb += crcp.data.eq(cur)
 
-        def send_escaped(next_state, on_done):
-            # Send `cur`, escaped if needed; run `on_done` (list of statements) when it is out.
+        def send_escaped(on_done):
+            # Send `cur`, escaped if needed; run `on_done` when it is out.
             m.d.comb += self.o.valid.eq(1)
             with m.If(special & ~escaped):
                 m.d.comb += self.o.payload.eq(ESC)
@@ -219,11 +75,11 @@ class FrameEncoder(wiring.Component):
                 with m.If(self.o.ready):
                     m.d.sync += escaped.eq(0)
                     on_done()
-                    m.next = next_state
 
         with m.FSM():
             with m.State("IDLE"):
-                m.d.sync += [crc.eq(0xFFFF), escaped.eq(0)]
+                m.d.comb += crcp.start.eq(1)
+                m.d.sync += [escaped.eq(0), crc_idx.eq(0)]
                 with m.If(self.i.valid):
                     m.d.comb += [self.o.valid.eq(1), self.o.payload.eq(END)]
                     with m.If(self.o.ready):
@@ -232,20 +88,21 @@ class FrameEncoder(wiring.Component):
                 m.d.comb += cur.eq(self.i.payload.data)
 
                 def take():
-                    m.d.comb += self.i.ready.eq(1)
-                    m.d.sync += crc.eq(_crc16_byte(crc, cur))
+                    m.d.comb += [self.i.ready.eq(1), crcp.valid.eq(1)]
+                    with m.If(self.i.payload.last):
+                        m.next = "CRC"
 
                 with m.If(self.i.valid):
-                    with m.If(self.i.payload.last):
-                        send_escaped("CRC_HI", take)
-                    with m.Else():
-                        send_escaped("DATA", take)
-            with m.State("CRC_HI"):
-                m.d.comb += cur.eq(crc[8:])
-                send_escaped("CRC_LO", lambda: None)
-            with m.State("CRC_LO"):
-                m.d.comb += cur.eq(crc[:8])
-                send_escaped("CLOSE", lambda: None)
+                    send_escaped(take)
+            with m.State("CRC"):
+                m.d.comb += cur.eq(crcp.crc.word_select(crc_idx, 8))
+
+                def crc_done():
+                    m.d.sync += crc_idx.eq(crc_idx + 1)
+                    with m.If(crc_idx == CRC_BYTES - 1):
+                        m.next = "CLOSE"
+
+                send_escaped(crc_done)
             with m.State("CLOSE"):
                 m.d.comb += [self.o.valid.eq(1), self.o.payload.eq(END)]
                 with m.If(self.o.ready):
@@ -259,15 +116,16 @@ class _Receiver(wiring.Component):
     Every byte from ``rx`` is taken in the cycle it arrives (``rx.ready`` is always 1). Decoded
     bytes go into the ring at a speculative pointer; at ``END`` a good frame is committed (its
     code/seq/payload become readable on ``r``, CRC bytes dropped) and a descriptor
-    (``length`` = payload length + 2, ``error``, ``seq``) is queued on ``desc``; a bad frame is
-    rewound and queued as an error descriptor with length 0.
+    (``length`` = code + seq + payload bytes, ``error``, ``seq``) is queued on ``desc``; a bad frame
+    is rewound and queued as an error descriptor with length 0. The CRC is checked by the residue of
+    an ``amaranth.lib.crc`` processor run over the whole frame including its CRC.
     """
 
-    def __init__(self, depth_log2: int, desc_depth: int = 16):
+    def __init__(self, depth_log2: int, desc_depth: int = link.DESC_DEPTH):
         self._log2 = depth_log2
         self._depth = 1 << depth_log2
         self.desc_layout = data.StructLayout({
-            "length": depth_log2 + 1, "error": 3, "seq": 8})
+            "length": depth_log2 + 1, "error": 4, "seq": 8})
         self._desc_depth = desc_depth
         super().__init__({
             "rx": In(stream.Signature(8)),
@@ -290,9 +148,9 @@ class _Receiver(wiring.Component):
         rd = Signal(log2 + 1)  # next byte to fetch
         count = Signal(log2 + 1)  # bytes of the current frame stored so far
         seq = Signal(8)
-        crc = Signal(16, init=0xFFFF)
+        m.submodules.crc = crcp = crc_processor()
         esc = Signal()
-        err = Signal(3)  # sticky error of the frame being received (ESCAPE or OVERFLOW)
+        err = Signal(4)  # sticky error of the frame being received (ESCAPE or OVERFLOW)
 
         m.d.comb += self.rx.ready.eq(1)
         byte = Signal(8)
@@ -312,21 +170,22 @@ class _Receiver(wiring.Component):
         m.d.comb += [descq.w_data.eq(desc), self.bad_frame.eq(0), self.good_frame.eq(0)]
         with m.If(self.rx.valid):
             with m.If(rx_b == END):
-                m.d.sync += [count.eq(0), crc.eq(0xFFFF), esc.eq(0), err.eq(0)]
+                m.d.comb += crcp.start.eq(1)
+                m.d.sync += [count.eq(0), esc.eq(0), err.eq(0)]
                 with m.If((count != 0) | (err != 0)):
                     # A full descriptor queue drops even a good frame (the host times out and
                     # resends): committing it without a descriptor would desynchronise the reader.
-                    ok = (err == 0) & (count >= 4) & (crc == 0) & descq.w_rdy
+                    ok = (err == 0) & (count >= MIN_FRAME) & crcp.match_detected & descq.w_rdy
                     with m.If(err != 0):
                         m.d.comb += desc.error.eq(err)
-                    with m.Elif(count < 4):
+                    with m.Elif(count < MIN_FRAME):
                         m.d.comb += desc.error.eq(ErrorCode.SHORT)
-                    with m.Elif(crc != 0):
+                    with m.Elif(~crcp.match_detected):
                         m.d.comb += desc.error.eq(ErrorCode.CRC)
                     m.d.comb += [desc.seq.eq(seq), descq.w_en.eq(1)]
                     with m.If(ok):
-                        m.d.comb += [desc.length.eq(count - 2), self.good_frame.eq(1)]
-                        m.d.sync += commit.eq(commit + count - 2)
+                        m.d.comb += [desc.length.eq(count - CRC_BYTES), self.good_frame.eq(1)]
+                        m.d.sync += commit.eq(commit + count - CRC_BYTES)
                     with m.Else():
                         m.d.comb += self.bad_frame.eq(1)
             with m.Elif(esc & (rx_b != ESC_END) & (rx_b != ESC_ESC)):
@@ -340,7 +199,8 @@ class _Receiver(wiring.Component):
                 with m.Else():
                     m.d.comb += [wp.en.eq(1), wp.addr.eq((commit + count)[:log2]),
                                  wp.data.eq(byte)]
-                    m.d.sync += [count.eq(count + 1), crc.eq(_crc16_byte(crc, byte))]
+                    m.d.comb += [crcp.valid.eq(1), crcp.data.eq(byte)]
+                    m.d.sync += count.eq(count + 1)
                     with m.If(count == 1):
                         m.d.sync += seq.eq(byte)
             with m.Else():
@@ -360,29 +220,110 @@ class _Receiver(wiring.Component):
         return m
 
 
-class _Executor(wiring.Component):
-    """Executes committed frames: bus reads/writes, input beats; emits one response per frame."""
+class _OutputSlots(wiring.Component):
+    """Output slots: the core's ``o`` beats, one timestep per slot, kept until the host frees them.
 
-    def __init__(self, config: DeltaGRUConfig, depth_log2: int, desc_layout):
+    Timestep ``s`` (counted since reset, mod 2**16: ``head`` is the next one to be written) goes to
+    slot ``s mod 2**slots_log2`` as ``step_bytes`` bytes (every element sign-extended to
+    ``elem_bytes`` bytes, little endian). A beat is accepted only while ``head - tail`` is below the
+    slot count, so the core stalls rather than overwrite a timestep the host has not released;
+    ``tail`` moves when the executor releases up to a position (``release``/``release_pos``).
+    Throughput: one byte per cycle (a beat of A elements takes ``A * elem_bytes`` cycles). Read
+    port: ``rd_data`` is the byte at ``rd_addr`` one cycle after ``rd_en``.
+    """
+
+    def __init__(self, config: DeltaGRUConfig):
+        self._cfg = config
+        self._eb = elem_bytes(config)
+        width = config.output_size if config.output_size else config.hidden_size
+        self.step_bytes = link.step_bytes(width, config.act_width, self._eb)
+        self.slots_log2 = link.out_slots_log2(self.step_bytes)
+        self.slot_log2 = link.slot_bytes_log2(self.step_bytes)
+        self.depth = 1 << (self.slots_log2 + self.slot_log2)
+        super().__init__({
+            "o": In(stream.Signature(BridgeLayouts(config).output)),
+            "head": Out(16),
+            "tail": Out(16),
+            "release": In(1),
+            "release_pos": In(16),
+            "rd_addr": In(self.slots_log2 + self.slot_log2),
+            "rd_en": In(1),
+            "rd_data": Out(8),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        cfg, eb = self._cfg, self._eb
+        A, ab = cfg.act_width, cfg.act.bits
+        nbytes = A * eb
+        m.submodules.mem = mem = memory.Memory(shape=8, depth=self.depth, init=[])
+        wp, rp = mem.write_port(), mem.read_port()
+        m.d.comb += [rp.addr.eq(self.rd_addr), rp.en.eq(self.rd_en), self.rd_data.eq(rp.data)]
+
+        with m.If(self.release):
+            m.d.sync += self.tail.eq(self.release_pos)
+
+        beat = Signal(A * ab)
+        beat_last = Signal()
+        idx = Signal(range(nbytes))
+        woff = Signal(max(1, self.slot_log2))  # byte offset within the timestep's slot
+        # Sign-extend every element to eb bytes, element 0 first.
+        wide = Cat(*[beat.word_select(e, ab) if ab == 8 * eb else
+                     Cat(beat.word_select(e, ab),
+                         beat.word_select(e, ab)[-1].replicate(8 * eb - ab))
+                     for e in range(A)])
+        room = (self.head - self.tail)[:16] < (1 << self.slots_log2)
+        slot = self.head[:self.slots_log2]
+        with m.FSM():
+            with m.State("IDLE"):
+                m.d.comb += self.o.ready.eq(room)
+                with m.If(self.o.valid & room):
+                    m.d.sync += [beat.eq(self.o.payload.data), beat_last.eq(self.o.payload.last),
+                                 idx.eq(0)]
+                    m.next = "WRITE"
+            with m.State("WRITE"):
+                m.d.comb += [wp.en.eq(1), wp.data.eq(wide.word_select(idx, 8)),
+                             wp.addr.eq(Cat(woff[:self.slot_log2], slot))]
+                m.d.sync += [idx.eq(idx + 1), woff.eq(woff + 1)]
+                with m.If(idx == nbytes - 1):
+                    with m.If(beat_last):
+                        m.d.sync += [self.head.eq(self.head + 1), woff.eq(0)]
+                    m.next = "IDLE"
+        return m
+
+
+class _Executor(wiring.Component):
+    """Executes committed frames one at a time and sends one response per frame.
+
+    Implements the request rules of :mod:`deltahw.link`: the fresh flag, the sequence rule for
+    WRITE/INPUT (run once, acknowledge duplicates, refuse gaps), READ, OUTPUT (release and send
+    output slots) and INFO.
+    """
+
+    def __init__(self, config: DeltaGRUConfig, depth_log2: int, desc_layout, slots):
         self._cfg = config
         self._log2 = depth_log2
         self._eb = elem_bytes(config)
+        self._slots = slots
         lay = BridgeLayouts(config)
         super().__init__({
             "desc": In(stream.Signature(desc_layout)),
             "r": In(stream.Signature(8)),
             "rsp": Out(stream.Signature(_BYTE_LAST)),
             "i": Out(stream.Signature(lay.input)),
-            "bus_addr": Out(8),
-            "bus_w_data": Out(32),
-            "bus_w_en": Out(1),
-            "bus_r_en": Out(1),
-            "bus_r_data": In(32),
+            "bus": Out(BusSignature),
+            "head": In(16),
+            "tail": In(16),
+            "release": Out(1),
+            "release_pos": Out(16),
+            "rd_addr": Out(slots.slots_log2 + slots.slot_log2),
+            "rd_en": Out(1),
+            "rd_data": In(8),
         })
 
     def elaborate(self, platform):
         m = Module()
-        cfg, eb = self._cfg, self._eb
+        cfg, eb, sl = self._cfg, self._eb, self._slots
         E, ab, I = cfg.enc_width, cfg.act.bits, cfg.input_size
 
         n = Signal(self._log2 + 1)  # payload bytes left in the current frame
@@ -390,39 +331,56 @@ class _Executor(wiring.Component):
         seq = Signal(8)
         code = Signal(8)
         status = Signal(8)
-        arg = Signal(8)  # error code or single payload byte of the response
-        last_seq = Signal(8)
-        last_seq_valid = Signal()
+        arg = Signal(8)  # error code of an RSP_ERR response
+        nxt = Signal(8)  # the sequence number the next WRITE/INPUT must carry
         fresh = Signal(init=1)
         addr = Signal(8)
         cnt = Signal(8)
         word = Signal(32)
         k = Signal(2)
+        fed = Signal(16)  # input timesteps passed to the core since reset
+        pos = Signal(16)  # OUTPUT: first timestep to send
+        steps = Signal(8)  # OUTPUT: timesteps to send
+        j = Signal(8)
+        b = Signal(range(max(2, sl.step_bytes)))
         info = Signal(8)
-        info_idx = Signal(range(len(INFO_FIELDS)))
-        info_vals = [PROTOCOL_VERSION, self._log2, eb, E, cfg.act_width]
+        info_vals = [PROTOCOL_VERSION, self._log2, eb, E, cfg.act_width, sl.slots_log2,
+                     sl.step_bytes & 0xFF, sl.step_bytes >> 8,
+                     fed[:8], fed[8:], self.head[:8], self.head[8:]]
+        assert len(info_vals) == link.INFO_BYTES
+        info_idx = Signal(range(len(info_vals)))
 
         # Input packing state (persists across frames so timesteps may span frames).
         beat = Signal(E * ab)
         slot = Signal(range(E))
-        pos = Signal(range(I))
+        ipos = Signal(range(I))
         first_pending = Signal()
+        step_end = Signal()  # the beat being offered ends a timestep
         elem = Signal(8 * eb)
         eidx = Signal(range(eb))
 
-        m.d.comb += [self.bus_addr.eq(addr), self.bus_w_data.eq(word)]
+        m.d.comb += [self.bus.addr.eq(addr), self.bus.w_data.eq(word)]
         m.d.comb += [self.i.payload.data.eq(beat), self.i.payload.first.eq(first_pending)]
+        m.d.comb += self.release_pos.eq(pos)
 
         take = self.r.valid & self.r.ready
+
+        def rsp(value, last=0):
+            m.d.comb += [self.rsp.valid.eq(1), self.rsp.payload.data.eq(value),
+                         self.rsp.payload.last.eq(last)]
+
+        def error(err):
+            m.d.sync += [code.eq(RSP_ERR), arg.eq(err)]
 
         with m.FSM():
             with m.State("IDLE"):
                 m.d.comb += self.desc.ready.eq(1)
                 with m.If(self.desc.valid):
                     d = self.desc.payload
-                    m.d.sync += n.eq(d.length), seq.eq(d.seq), status.eq(0)
+                    m.d.sync += [n.eq(d.length), seq.eq(d.seq), status.eq(0)]
                     with m.If(d.error != 0):
-                        m.d.sync += [code.eq(RSP_ERR), arg.eq(d.error), n.eq(0)]
+                        m.d.sync += [code.eq(RSP_ERR), arg.eq(d.error), n.eq(0),
+                                     status.eq(Mux(fresh, STATUS_FRESH, 0))]
                         m.next = "RSP_CODE"
                     with m.Else():
                         m.next = "CMD"
@@ -437,58 +395,67 @@ class _Executor(wiring.Component):
                     m.d.sync += [seq.eq(self.r.payload), n.eq(n - 1)]
                     m.next = "CHECK"
             with m.State("CHECK"):
-                # Sequence rule: INFO always runs and (re)starts the numbering; any other frame
-                # runs only as the successor of the previous one (or, as a repeat of it, is
-                # acknowledged without running again: reads run again, they have no effect).
-                dup = last_seq_valid & (seq == last_seq)
-                in_order = ~last_seq_valid | (seq == (last_seq + 1)[:8]) | (cmd == CMD_INFO)
-                fresh_bit = Mux(fresh, STATUS_FRESH, 0)
-                m.d.sync += status.eq(fresh_bit)
-                elem_ok = (n >= 1 + eb) & (((n - 1) & (eb - 1)) == 0)
+                m.d.sync += status.eq(Mux(fresh, STATUS_FRESH, 0))
                 length_ok = Signal()
                 with m.Switch(cmd):
                     with m.Case(CMD_INFO):
-                        m.d.comb += length_ok.eq(n == 0)
+                        m.d.comb += length_ok.eq(n == 1)
                     with m.Case(CMD_READ):
                         m.d.comb += length_ok.eq(n == 2)
                     with m.Case(CMD_WRITE):
                         m.d.comb += length_ok.eq((n >= 5) & ((n - 1)[:2] == 0))
                     with m.Case(CMD_INPUT):
-                        m.d.comb += length_ok.eq(elem_ok)
-                known = (cmd == CMD_INFO) | (cmd == CMD_READ) | (cmd == CMD_WRITE) | \
-                    (cmd == CMD_INPUT)
-                with m.If(~in_order & ~dup):
-                    # Not executed and not counted: the host resends from its first lost frame.
-                    m.d.sync += [code.eq(RSP_ERR), arg.eq(ErrorCode.SEQUENCE)]
+                        m.d.comb += length_ok.eq((n >= 1 + eb) & (((n - 1) & (eb - 1)) == 0))
+                    with m.Case(CMD_OUTPUT):
+                        m.d.comb += length_ok.eq(n == 3)
+                known = cmd <= CMD_OUTPUT
+                diff = (seq - nxt)[:8]
+                m.d.sync += [code.eq(cmd | link.RSP_FLAG), info_idx.eq(0)]
+                with m.If(~known):
+                    error(ErrorCode.COMMAND)
+                    m.next = "DRAIN"
+                with m.Elif(~length_ok):
+                    error(ErrorCode.LENGTH)
+                    m.next = "DRAIN"
+                with m.Elif(cmd == CMD_INFO):
+                    m.d.sync += nxt.eq(seq + 1)
+                    m.next = "INFO_FLAGS"
+                with m.Elif(fresh):
+                    error(ErrorCode.RESET)
+                    m.next = "DRAIN"
+                with m.Elif(cmd == CMD_READ):
+                    m.next = "RD_ADDR"
+                with m.Elif(cmd == CMD_OUTPUT):
+                    m.next = "OUT_P0"
+                with m.Elif(diff == 0):
+                    # The expected WRITE or INPUT: it runs, exactly once.
+                    m.d.sync += nxt.eq(nxt + 1)
+                    with m.If(cmd == CMD_WRITE):
+                        m.next = "WR_ADDR"
+                    with m.Else():
+                        m.next = "IN_FLAGS"
+                with m.Elif(diff[7]):
+                    # Behind `nxt`: it already ran; acknowledge it again without running it.
+                    m.d.sync += status.eq(Mux(fresh, STATUS_FRESH, 0) | STATUS_DUPLICATE)
                     m.next = "DRAIN"
                 with m.Else():
-                    m.d.sync += [last_seq.eq(seq), last_seq_valid.eq(1), fresh.eq(0)]
-                    with m.If(~known):
-                        m.d.sync += [code.eq(RSP_ERR), arg.eq(ErrorCode.COMMAND)]
-                        m.next = "DRAIN"
-                    with m.Elif(~length_ok):
-                        m.d.sync += [code.eq(RSP_ERR), arg.eq(ErrorCode.LENGTH)]
-                        m.next = "DRAIN"
-                    with m.Elif(dup & ((cmd == CMD_WRITE) | (cmd == CMD_INPUT)) & ~in_order):
-                        m.d.sync += [code.eq(cmd | 0x80), arg.eq(0),
-                                     status.eq(STATUS_DUPLICATE | fresh_bit)]
-                        m.next = "DRAIN"
-                    with m.Else():
-                        m.d.sync += [code.eq(cmd | 0x80), arg.eq(0), info_idx.eq(0)]
-                        with m.Switch(cmd):
-                            with m.Case(CMD_INFO):
-                                m.next = "RSP_CODE"
-                            with m.Case(CMD_READ):
-                                m.next = "RD_ADDR"
-                            with m.Case(CMD_WRITE):
-                                m.next = "WR_ADDR"
-                            with m.Case(CMD_INPUT):
-                                m.next = "IN_FLAGS"
+                    # Ahead of `nxt`: an earlier frame was lost; the host sends again from `nxt`.
+                    error(ErrorCode.SEQUENCE)
+                    m.next = "DRAIN"
             with m.State("DRAIN"):
                 m.d.comb += self.r.ready.eq(n != 0)
                 with m.If(take):
                     m.d.sync += n.eq(n - 1)
                 with m.If(n == 0):
+                    m.next = "RSP_CODE"
+
+            # --- INFO: flags byte ---------------------------------------------------------------
+            with m.State("INFO_FLAGS"):
+                m.d.comb += self.r.ready.eq(1)
+                with m.If(take):
+                    m.d.sync += n.eq(n - 1)
+                    with m.If(self.r.payload & INFO_CLEAR_FRESH):
+                        m.d.sync += fresh.eq(0)
                     m.next = "RSP_CODE"
 
             # --- register write: addr, then 4-byte words to that address ------------------------
@@ -504,7 +471,7 @@ class _Executor(wiring.Component):
                     with m.If(k == 3):
                         m.next = "WR_DO"
             with m.State("WR_DO"):
-                m.d.comb += self.bus_w_en.eq(1)
+                m.d.comb += self.bus.w_en.eq(1)
                 with m.If(n == 0):
                     m.next = "RSP_CODE"
                 with m.Else():
@@ -521,18 +488,16 @@ class _Executor(wiring.Component):
                 with m.If(take):
                     m.d.sync += [cnt.eq(self.r.payload), n.eq(n - 1)]
                     with m.If(self.r.payload == 0):
-                        m.d.sync += [code.eq(RSP_ERR), arg.eq(ErrorCode.LENGTH)]
+                        error(ErrorCode.LENGTH)
                     m.next = "RSP_CODE"
             with m.State("RD_ISSUE"):
-                m.d.comb += self.bus_r_en.eq(1)
+                m.d.comb += self.bus.r_en.eq(1)
                 m.next = "RD_LATCH"
             with m.State("RD_LATCH"):
-                m.d.sync += [word.eq(self.bus_r_data), k.eq(0)]
+                m.d.sync += [word.eq(self.bus.r_data), k.eq(0)]
                 m.next = "RD_BYTE"
             with m.State("RD_BYTE"):
-                final = (k == 3) & (cnt == 1)
-                m.d.comb += [self.rsp.valid.eq(1), self.rsp.payload.data.eq(word[:8]),
-                             self.rsp.payload.last.eq(final)]
+                rsp(word[:8], (k == 3) & (cnt == 1))
                 with m.If(self.rsp.ready):
                     m.d.sync += [word.eq(word >> 8), k.eq(k + 1)]
                     with m.If(k == 3):
@@ -548,7 +513,7 @@ class _Executor(wiring.Component):
                 with m.If(take):
                     m.d.sync += [n.eq(n - 1), eidx.eq(0)]
                     with m.If(self.r.payload[0]):
-                        m.d.sync += [first_pending.eq(1), pos.eq(0), slot.eq(0), beat.eq(0)]
+                        m.d.sync += [first_pending.eq(1), ipos.eq(0), slot.eq(0), beat.eq(0)]
                     m.next = "IN_BYTE"
             with m.State("IN_BYTE"):
                 m.d.comb += self.r.ready.eq(1)
@@ -561,9 +526,10 @@ class _Executor(wiring.Component):
                             for s in range(E):
                                 with m.Case(s):
                                     m.d.sync += beat.word_select(s, ab).eq(new_elem[:ab])
-                        emit = (slot == E - 1) | (pos == I - 1)
+                        emit = (slot == E - 1) | (ipos == I - 1)
                         m.d.sync += [slot.eq(Mux(emit, 0, slot + 1)),
-                                     pos.eq(Mux(pos == I - 1, 0, pos + 1))]
+                                     ipos.eq(Mux(ipos == I - 1, 0, ipos + 1)),
+                                     step_end.eq(ipos == I - 1)]
                         with m.If(emit):
                             m.next = "IN_BEAT"
                         with m.Elif(n == 1):
@@ -574,133 +540,115 @@ class _Executor(wiring.Component):
                 m.d.comb += self.i.valid.eq(1)
                 with m.If(self.i.ready):
                     m.d.sync += [beat.eq(0), first_pending.eq(0)]
+                    with m.If(step_end):
+                        m.d.sync += fed.eq(fed + 1)
                     with m.If(n == 0):
                         m.next = "RSP_CODE"
                     with m.Else():
                         m.next = "IN_BYTE"
 
-            # --- response header and short payloads ----------------------------------------------
+            # --- OUTPUT: pos (u16), max steps; release the slots before pos ----------------------
+            with m.State("OUT_P0"):
+                m.d.comb += self.r.ready.eq(1)
+                with m.If(take):
+                    m.d.sync += [pos[:8].eq(self.r.payload), n.eq(n - 1)]
+                    m.next = "OUT_P1"
+            with m.State("OUT_P1"):
+                m.d.comb += self.r.ready.eq(1)
+                with m.If(take):
+                    m.d.sync += [pos[8:].eq(self.r.payload), n.eq(n - 1)]
+                    m.next = "OUT_MAX"
+            with m.State("OUT_MAX"):
+                m.d.comb += self.r.ready.eq(1)
+                with m.If(take):
+                    m.d.sync += [steps.eq(self.r.payload), n.eq(n - 1)]
+                    m.next = "OUT_CHECK"
+            with m.State("OUT_CHECK"):
+                # Valid positions lie between the oldest kept timestep and the newest written.
+                avail = (self.head - pos)[:16]
+                with m.If((pos - self.tail)[:16] <= (self.head - self.tail)[:16]):
+                    m.d.comb += self.release.eq(1)
+                    with m.If(avail < steps):
+                        m.d.sync += steps.eq(avail[:8])
+                with m.Else():
+                    error(ErrorCode.POSITION)
+                m.next = "RSP_CODE"
+
+            # --- response: code, seq, status, next, then the command's body ----------------------
             with m.State("RSP_CODE"):
-                m.d.comb += [self.rsp.valid.eq(1), self.rsp.payload.data.eq(code)]
+                rsp(code)
                 with m.If(self.rsp.ready):
                     m.next = "RSP_SEQ"
             with m.State("RSP_SEQ"):
-                m.d.comb += [self.rsp.valid.eq(1), self.rsp.payload.data.eq(seq)]
+                rsp(seq)
                 with m.If(self.rsp.ready):
                     m.next = "RSP_STATUS"
             with m.State("RSP_STATUS"):
-                m.d.comb += [self.rsp.valid.eq(1), self.rsp.payload.data.eq(status)]
+                rsp(status)
+                with m.If(self.rsp.ready):
+                    m.next = "RSP_NEXT"
+            with m.State("RSP_NEXT"):
+                no_body = (code != RSP_READ) & (code != RSP_INFO) & (code != RSP_OUTPUT) & \
+                    (code != RSP_ERR)
+                rsp(nxt, no_body)
                 with m.If(self.rsp.ready):
                     with m.If(code == RSP_READ):
                         m.next = "RD_ISSUE"
                     with m.Elif(code == RSP_INFO):
                         m.next = "RSP_INFO"
-                    with m.Else():
+                    with m.Elif(code == RSP_OUTPUT):
+                        m.next = "OUT_POS0"
+                    with m.Elif(code == RSP_ERR):
                         m.next = "RSP_ARG"
+                    with m.Else():
+                        m.next = "IDLE"
             with m.State("RSP_ARG"):
-                m.d.comb += [self.rsp.valid.eq(1), self.rsp.payload.data.eq(arg),
-                             self.rsp.payload.last.eq(1)]
+                rsp(arg, 1)
                 with m.If(self.rsp.ready):
                     m.next = "IDLE"
             with m.State("RSP_INFO"):
                 with m.Switch(info_idx):
-                    for j, v in enumerate(info_vals):
-                        with m.Case(j):
+                    for x, v in enumerate(info_vals):
+                        with m.Case(x):
                             m.d.comb += info.eq(v)
-                m.d.comb += [self.rsp.valid.eq(1), self.rsp.payload.data.eq(info),
-                             self.rsp.payload.last.eq(info_idx == len(info_vals) - 1)]
+                rsp(info, info_idx == len(info_vals) - 1)
                 with m.If(self.rsp.ready):
                     m.d.sync += info_idx.eq(info_idx + 1)
                     with m.If(info_idx == len(info_vals) - 1):
                         m.next = "IDLE"
-        return m
-
-
-class _OutputFramer(wiring.Component):
-    """Turns each timestep's ``o`` beats (up to ``last``) into one ``RSP_OUT`` frame."""
-
-    def __init__(self, config: DeltaGRUConfig):
-        self._cfg = config
-        self._eb = elem_bytes(config)
-        super().__init__({
-            "o": In(stream.Signature(BridgeLayouts(config).output)),
-            "frame": Out(stream.Signature(_BYTE_LAST)),
-        })
-
-    def elaborate(self, platform):
-        m = Module()
-        cfg, eb = self._cfg, self._eb
-        A, ab = cfg.act_width, cfg.act.bits
-        nbytes = A * eb
-        step = Signal(8)
-        beat = Signal(A * ab)
-        beat_last = Signal()
-        idx = Signal(range(nbytes))
-        # Sign-extend every element to eb bytes, element 0 first.
-        wide = Cat(*[beat.word_select(e, ab) if ab == 8 * eb else
-                     Cat(beat.word_select(e, ab),
-                         beat.word_select(e, ab)[-1].replicate(8 * eb - ab))
-                     for e in range(A)])
-        byte = Signal(8)
-        m.d.comb += byte.eq(wide.word_select(idx, 8))
-
-        with m.FSM():
-            with m.State("IDLE"):
-                with m.If(self.o.valid):
-                    m.d.comb += [self.frame.valid.eq(1), self.frame.payload.data.eq(RSP_OUT)]
-                    with m.If(self.frame.ready):
-                        m.next = "COUNT"
-            with m.State("COUNT"):
-                m.d.comb += [self.frame.valid.eq(1), self.frame.payload.data.eq(step)]
-                with m.If(self.frame.ready):
-                    m.next = "BEAT"
-            with m.State("BEAT"):
-                m.d.comb += self.o.ready.eq(1)
-                with m.If(self.o.valid):
-                    m.d.sync += [beat.eq(self.o.payload.data), beat_last.eq(self.o.payload.last),
-                                 idx.eq(0)]
-                    m.next = "BYTES"
-            with m.State("BYTES"):
-                final = beat_last & (idx == nbytes - 1)
-                m.d.comb += [self.frame.valid.eq(1), self.frame.payload.data.eq(byte),
-                             self.frame.payload.last.eq(final)]
-                with m.If(self.frame.ready):
-                    m.d.sync += idx.eq(idx + 1)
-                    with m.If(idx == nbytes - 1):
-                        with m.If(beat_last):
-                            m.d.sync += step.eq(step + 1)
+            with m.State("OUT_POS0"):
+                rsp(pos[:8])
+                with m.If(self.rsp.ready):
+                    m.next = "OUT_POS1"
+            with m.State("OUT_POS1"):
+                rsp(pos[8:])
+                with m.If(self.rsp.ready):
+                    m.next = "OUT_CNT"
+            with m.State("OUT_CNT"):
+                rsp(steps, steps == 0)
+                with m.If(self.rsp.ready):
+                    m.d.sync += [j.eq(0), b.eq(0)]
+                    with m.If(steps == 0):
+                        m.next = "IDLE"
+                    with m.Else():
+                        m.next = "OUT_FETCH"
+            with m.State("OUT_FETCH"):
+                m.d.comb += [self.rd_en.eq(1),
+                             self.rd_addr.eq(Cat(b[:sl.slot_log2], (pos + j)[:sl.slots_log2]))]
+                m.next = "OUT_BYTE"
+            with m.State("OUT_BYTE"):
+                step_done = b == sl.step_bytes - 1
+                rsp(self.rd_data, step_done & (j == steps - 1))
+                with m.If(self.rsp.ready):
+                    m.d.sync += b.eq(Mux(step_done, 0, b + 1))
+                    with m.If(step_done):
+                        m.d.sync += j.eq(j + 1)
+                        with m.If(j == steps - 1):
                             m.next = "IDLE"
                         with m.Else():
-                            m.next = "BEAT"
-        return m
-
-
-class _FrameArbiter(wiring.Component):
-    """Round-robin choice between two frame sources, switching only between frames."""
-
-    a: In(stream.Signature(_BYTE_LAST))
-    b: In(stream.Signature(_BYTE_LAST))
-    o: Out(stream.Signature(_BYTE_LAST))
-
-    def elaborate(self, platform):
-        m = Module()
-        locked = Signal()
-        sel_b = Signal()
-        prefer_b = Signal()
-        choose_b = Mux(locked, sel_b, (self.b.valid & (prefer_b | ~self.a.valid)))
-        with m.If(choose_b):
-            m.d.comb += [self.o.payload.eq(self.b.payload), self.o.valid.eq(self.b.valid),
-                         self.b.ready.eq(self.o.ready)]
-        with m.Else():
-            m.d.comb += [self.o.payload.eq(self.a.payload), self.o.valid.eq(self.a.valid),
-                         self.a.ready.eq(self.o.ready)]
-        # Hold the choice from the first offered byte to the transfer of the last one (the encoder
-        # may be half-way through an escape sequence while it waits).
-        with m.If(self.o.valid):
-            with m.If(self.o.ready & self.o.payload.last):
-                m.d.sync += [locked.eq(0), prefer_b.eq(~choose_b)]
-            with m.Else():
-                m.d.sync += [locked.eq(1), sel_b.eq(choose_b)]
+                            m.next = "OUT_FETCH"
+                    with m.Else():
+                        m.next = "OUT_FETCH"
         return m
 
 
@@ -708,15 +656,16 @@ class Bridge(wiring.Component):
     """Byte-level host bridge for a :class:`~deltahw.gateware.core.DeltaGRUCore` of ``config``.
 
     Ports: ``rx`` (bytes from the host; never back-pressured), ``tx`` (bytes to the host), the
-    core-facing ``i``/``o`` streams with the core's payload layouts (:class:`BridgeLayouts`) and the
-    bus (``bus_addr``, ``bus_w_data``, ``bus_w_en``, ``bus_r_en``, ``bus_r_data``, read data one
-    cycle after ``bus_r_en``, as the core's ``bus``), plus one-cycle ``good_frame``/``bad_frame``
-    strobes for status LEDs.
+    core-facing ``i``/``o`` streams with the core's payload layouts (:class:`BridgeLayouts`), the
+    register ``bus`` (:data:`~deltahw.gateware.core.BusSignature`, joined to the core's with
+    ``wiring.connect``), plus one-cycle ``good_frame``/``bad_frame`` strobes for status LEDs.
 
-    Throughput: one received byte per cycle (so any UART speed), about one transmitted byte per
-    cycle plus escapes; a request is executed after its last byte and CRC arrived (no side effect of
-    a damaged frame), an input frame streams into ``i`` at one element per ``elem_bytes`` cycles.
-    Latency from a request's closing ``END`` to its response's first byte is a few cycles.
+    Throughput: one received byte per cycle (so any UART speed); about one transmitted byte per
+    cycle plus escapes (output bytes one per two cycles); a request runs after its last byte and CRC
+    arrived (no side effect of a damaged frame); an input frame streams into ``i`` at one element
+    per ``elem_bytes`` cycles. Latency from a request's closing ``END`` to its response's first byte
+    is a few cycles. Buffers: ``rx_depth`` bytes of received frames (at most
+    :data:`deltahw.link.DESC_DEPTH` frames) and ``2**out_slots_log2`` timesteps of outputs.
     """
 
     def __init__(self, config: DeltaGRUConfig, *, rx_depth: int = 1024):
@@ -733,11 +682,7 @@ class Bridge(wiring.Component):
             "tx": Out(stream.Signature(8)),
             "i": Out(stream.Signature(lay.input)),
             "o": In(stream.Signature(lay.output)),
-            "bus_addr": Out(8),
-            "bus_w_data": Out(32),
-            "bus_w_en": Out(1),
-            "bus_r_en": Out(1),
-            "bus_r_data": In(32),
+            "bus": Out(BusSignature),
             "good_frame": Out(1),
             "bad_frame": Out(1),
         })
@@ -745,37 +690,28 @@ class Bridge(wiring.Component):
     @property
     def max_input_elements(self) -> int:
         """Elements one INPUT frame can carry (the frame must fit in the receive buffer)."""
-        return (self.rx_depth - 5) // elem_bytes(self.config)
+        return (self.rx_depth - link.FRAME_OVERHEAD - 1) // elem_bytes(self.config)
 
     def elaborate(self, platform):
         m = Module()
         m.submodules.receiver = rcv = _Receiver(self._log2)
-        m.submodules.executor = exe = _Executor(self.config, self._log2, rcv.desc_layout)
-        m.submodules.outframer = ofr = _OutputFramer(self.config)
-        m.submodules.arbiter = arb = _FrameArbiter()
+        m.submodules.slots = slots = _OutputSlots(self.config)
+        m.submodules.executor = exe = _Executor(self.config, self._log2, rcv.desc_layout, slots)
         m.submodules.encoder = enc = FrameEncoder()
 
         wiring.connect(m, wiring.flipped(self.rx), rcv.rx)
         wiring.connect(m, rcv.r, exe.r)
         wiring.connect(m, rcv.desc, exe.desc)
-        wiring.connect(m, exe.rsp, arb.a)
-        wiring.connect(m, ofr.frame, arb.b)
-        wiring.connect(m, arb.o, enc.i)
+        wiring.connect(m, exe.rsp, enc.i)
         wiring.connect(m, enc.o, wiring.flipped(self.tx))
         wiring.connect(m, exe.i, wiring.flipped(self.i))
-        wiring.connect(m, wiring.flipped(self.o), ofr.o)
+        wiring.connect(m, wiring.flipped(self.o), slots.o)
+        wiring.connect(m, exe.bus, wiring.flipped(self.bus))
         m.d.comb += [
-            self.bus_addr.eq(exe.bus_addr), self.bus_w_data.eq(exe.bus_w_data),
-            self.bus_w_en.eq(exe.bus_w_en), self.bus_r_en.eq(exe.bus_r_en),
-            exe.bus_r_data.eq(self.bus_r_data),
+            exe.head.eq(slots.head), exe.tail.eq(slots.tail),
+            slots.release.eq(exe.release), slots.release_pos.eq(exe.release_pos),
+            slots.rd_addr.eq(exe.rd_addr), slots.rd_en.eq(exe.rd_en), exe.rd_data.eq(slots.rd_data),
             self.good_frame.eq(rcv.good_frame), self.bad_frame.eq(rcv.bad_frame),
         ]
         return m
-
-
-def input_frame_elements(config: DeltaGRUConfig, rx_depth: int) -> int:
-    """Whole timesteps' worth of elements that fit in one INPUT frame."""
-    per_frame = (rx_depth - 5) // elem_bytes(config)
-    steps = max(1, per_frame // config.input_size)
-    return steps * config.input_size if per_frame >= config.input_size else per_frame
 
