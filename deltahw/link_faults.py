@@ -90,7 +90,7 @@ class BridgeSim:
     ``monotonic()`` is the simulated time; ``reset_device()`` pulses the bridge's reset.
     """
 
-    def __init__(self, config, *, rx_depth=256, rx_gap=1, read_wait=200, deadline=None):
+    def __init__(self, config, *, rx_depth=256, rx_gap=0, read_wait=200, deadline=None):
         from amaranth.hdl import Module, ResetInserter, Signal
         from amaranth.sim import Simulator
 
