@@ -15,7 +15,7 @@ from amaranth.sim import Simulator
 from deltahw import link as br
 from deltahw.config import DeltaGRUConfig
 from deltahw.gateware.bridge import Bridge
-from deltahw.gateware.core import BusSignature
+from deltahw.gateware.registers import BusSignature
 from deltahw.gateware.uart import UARTRx, UARTTx, uart_divisor
 
 

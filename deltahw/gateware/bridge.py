@@ -19,7 +19,7 @@ from ..link import (
     ESC_ESC, INFO_CLEAR_FRESH, MIN_FRAME, PROTOCOL_VERSION, RSP_ERR, RSP_INFO, RSP_OUTPUT,
     RSP_READ, STATUS_DUPLICATE, STATUS_FRESH, ErrorCode, elem_bytes,
 )
-from .core import BusSignature
+from .registers import BusSignature
 
 __all__ = ["BridgeLayouts", "Bridge", "FrameEncoder", "elem_bytes", "crc_processor"]
 
@@ -657,7 +657,7 @@ class Bridge(wiring.Component):
 
     Ports: ``rx`` (bytes from the host; never back-pressured), ``tx`` (bytes to the host), the
     core-facing ``i``/``o`` streams with the core's payload layouts (:class:`BridgeLayouts`), the
-    register ``bus`` (:data:`~deltahw.gateware.core.BusSignature`, joined to the core's with
+    register ``bus`` (:data:`~deltahw.gateware.registers.BusSignature`, joined to the core's with
     ``wiring.connect``), plus one-cycle ``good_frame``/``bad_frame`` strobes for status LEDs.
 
     Throughput: one received byte per cycle (so any UART speed); about one transmitted byte per
