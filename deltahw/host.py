@@ -483,6 +483,7 @@ class Device:
                 "what its shape implies: another bitstream was loaded; call connect() again."))
         # Outputs: skip what the slots hold, wait for what the core still owes, release it all.
         pos, fed = info["head"], info["fed"]
+        last = self._clock()
         while True:
             want = min(255, (fed - pos) % proto.POS_MOD)
             p, steps, _ = self._call(proto.CMD_OUTPUT, proto.output_payload(pos, want),
@@ -490,6 +491,12 @@ class Device:
             if want == 0:
                 break
             pos = (pos + steps) % proto.POS_MOD
+            if steps:
+                last = self._clock()
+            elif self._clock() - last > self.timeout * (self.retries + 1):
+                raise self._fail(DeviceTimeoutError(
+                    f"{self.name} still owes {want} output timestep(s) of an interrupted run and "
+                    "produces none: the core is stuck; reset the board."))
         self._fed = self._got = self._released = fed
         return status, info
 

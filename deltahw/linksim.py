@@ -50,6 +50,7 @@ class RefDevice:
         from .layout import Layout
 
         self.cfg = config
+        self.r = regmap.by_name(config.num_layers)
         self.lay = Layout(config)
         self.rx_depth = rx_depth
         self.ident = ident
@@ -196,7 +197,7 @@ class RefDevice:
     # ---- the core ----
     def reg_read(self, addr):
         cfg = self.cfg
-        r = regmap.by_name(cfg.num_layers)
+        r = self.r
         if addr == r["ID"].addr:
             return self.ident
         if addr == r["VERSION"].addr:
@@ -210,7 +211,7 @@ class RefDevice:
 
     def reg_write(self, addr, value):
         self.writes.append((addr, value))
-        r = regmap.by_name(self.cfg.num_layers)
+        r = self.r
         if addr == r["PARAM_DATA"].addr:
             sel, a = self.regs[r["PARAM_SEL"].addr], self.regs[r["PARAM_ADDR"].addr]
             kind, lane = sel & 1, sel >> 8
@@ -233,7 +234,7 @@ class RefDevice:
         from .model import LayerParams, QuantizedModel
 
         cfg = self.cfg
-        r = regmap.by_name(cfg.num_layers)
+        r = self.r
         th = dict(theta_x=tuple(self.regs[r[f"THETA_X{l}"].addr] for l in range(cfg.num_layers)),
                   theta_h=tuple(self.regs[r[f"THETA_H{l}"].addr] for l in range(cfg.num_layers)),
                   theta_head=self.regs[r["THETA_HEAD"].addr])
@@ -250,7 +251,7 @@ class RefDevice:
         from .golden import run_golden
 
         cfg = self.cfg
-        r = regmap.by_name(cfg.num_layers)
+        r = self.r
         th = tuple(self.regs[r[f"{n}{l}"].addr] for n in ("THETA_X", "THETA_H")
                    for l in range(cfg.num_layers)) + (self.regs[r["THETA_HEAD"].addr],)
         key = (self.w.tobytes(), self.b.tobytes(), th,
@@ -264,7 +265,7 @@ class RefDevice:
             _GOLDEN_CACHE[key] = y
         y = list(y)
         y += [0] * (-len(y) % self.cfg.act_width)
-        r = regmap.by_name(self.cfg.num_layers)
+        r = self.r
         self.regs[r["TIMESTEPS"].addr] += 1
         data = np.array(y, {1: "i1", 2: "<i2", 4: "<i4"}[self.eb]).tobytes()
         if self.head - self.tail >= self.slots:

