@@ -158,6 +158,7 @@ def host_session(uart, vectors, model_b):
     # Faults on the line during a run, both directions: the outputs must not change.
     before = dict(dev.stats)
     line.count = {"down": 0, "up": 0}
+    line.injected.clear()
     line.schedule = Schedule(faults={("down", 1): "drop", ("up", 2): "damage",
                                      ("down", 3): "garbage", ("up", 4): "dup",
                                      ("down", 5): "truncate", ("up", 6): "drop",
