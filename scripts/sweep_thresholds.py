@@ -35,8 +35,9 @@ from deltahw.util import atomic_write_text  # noqa: E402
 GRIDS = {
     "fsdd": ([0, 32, 64, 96, 128, 192, 256], [0, 16, 32, 64, 96, 128, 160, 192]),
     "watch": ([0, 16, 32, 64, 96, 128, 192], [0, 16, 32, 64, 96, 128, 192, 256]),
-    # 0/1 features (chroma, onset, downbeat): any theta_x up to the feature's jump passes them.
-    "chorales": ([0, 32, 64, 128, 256, 384], [0, 16, 32, 64, 96, 128, 192, 256]),
+    # 0/1 features (chroma, onset, downbeat; a 0-1 jump is 2-2.5 after normalisation): any
+    # theta_x below the jump passes every change, so few theta_x values; long sequences.
+    "chorales": ([0, 64, 256], [0, 32, 64, 96, 128, 192, 256]),
 }
 
 

@@ -358,3 +358,26 @@ def test_fsdd_through_data_files_trains_the_same_network(tmp_path):
     for k in ("delta_trained_test_accuracy", "delta_trained_test_op_reduction",
               "float_dense_test_accuracy", "converted_test_accuracy_same_thresholds"):
         assert sa[k] == sb[k], k
+
+
+def test_shipped_chorales_model_reproduces_its_metrics():
+    """models/chorales: per-timestep classification, H <= 64 (fits the Arty A7 like the others);
+    the golden model reproduces metrics.json from the checkpoint and from the exported folder."""
+    from pathlib import Path
+
+    from deltahw.config import DeltaGRUConfig
+
+    folder = Path(__file__).resolve().parents[1] / "models" / "chorales"
+    metrics = json.loads((folder / "metrics.json").read_text())
+    model = load_model(folder / "model.pt")
+    assert model.config == DeltaGRUConfig.load(folder / "config.json")
+    assert model.config.hidden_size <= 64 and model.config.lanes == 48
+    assert model.meta["task"] == tdata.STEP_CLASSIFICATION
+    exported = load_model(folder / "export")
+    assert exported.config == model.config
+    assert exported.meta["task"] == tdata.STEP_CLASSIFICATION
+    res = golden_eval(model, tdata.load_dataset("chorales"), "test")
+    s = metrics["summary"]
+    assert res["accuracy"] == pytest.approx(s["delta_trained_test_accuracy"], abs=1e-12)
+    assert res["op_reduction"] == pytest.approx(s["delta_trained_test_op_reduction"])
+    assert res["timesteps"] == metrics["dataset"]["test"]["frames"]

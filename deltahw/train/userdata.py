@@ -297,7 +297,7 @@ def from_sequences(items, task: str | None = None, where: str = "the sequences")
 
 
 def as_sequences(source, task: str | None = None, where: str | None = None) -> Sequences:
-    """A path to an ``.npz``, a :class:`Sequences`, a dict / tuple ``(X, lengths, y)``, an
+    """A path to an ``.npz``, a :class:`Sequences`, a dict of ``X``, ``lengths``, ``y``, an
     iterable of ``(x, y)`` pairs or a torch ``Dataset``."""
     if isinstance(source, Sequences):
         if task is not None and source.task != task:
