@@ -218,3 +218,7 @@ def run_cli(body, *args) -> int:
     except Terminated as e:
         print(f"error: {e}; nothing half-written was left behind.", file=sys.stderr, flush=True)
         return 128 + e.signum
+    except OSError as e:  # a file system or device failure no check foresaw: still one sentence
+        where = f" ({e.filename})" if e.filename else ""
+        print(f"error: {e.strerror or e}{where}.", file=sys.stderr, flush=True)
+        return 2

@@ -635,6 +635,12 @@ def run(args) -> dict:
     ``OUT/metrics.json``."""
     if args.threads < 1:
         raise TrainError(f"--threads must be at least 1; got {args.threads}.")
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise TrainError(f"--out {out} is an existing file; expected a folder for the run.")
+    for parent in out.parents:
+        if parent.exists() and not parent.is_dir():
+            raise TrainError(f"--out {out} cannot be created: {parent} is a file, not a folder.")
     if args.dataset is not None and args.dataset not in DATASETS:
         raise TrainError(f"Unknown dataset '{args.dataset}'; choose one of {', '.join(DATASETS)}.")
     ds, builtin = load_data(args.data, args.dataset, args.val_data, args.test_data, args.task,
