@@ -13,6 +13,7 @@ import json
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
+from . import regmap
 from .errors import DeltahwError
 from .numerics import (
     ActivationTable,
@@ -22,7 +23,8 @@ from .numerics import (
     tanh_table,
 )
 
-__all__ = ["ConfigError", "DeltaGRUConfig", "FORMAT_VERSION", "ceil_div", "json_type"]
+__all__ = ["ConfigError", "DeltaGRUConfig", "FORMAT_VERSION", "LIMITS", "MAX_ACC_BITS",
+           "ceil_div", "json_type"]
 
 #: Version of the config/manifest schema; bumped when a field changes meaning.
 FORMAT_VERSION = 1
@@ -30,6 +32,63 @@ FORMAT_VERSION = 1
 
 class ConfigError(DeltahwError, ValueError):
     """A configuration value is out of range or inconsistent."""
+
+
+#: Widest accumulator: the golden model (and the cycle-exact reference) accumulate in torch.int64.
+MAX_ACC_BITS = 64
+
+
+def _limits() -> dict[str, tuple[int, int, str]]:
+    """Allowed range of each size and width of a config, with the reason for its upper end.
+
+    The one place the config's limits are stated. The hardware's limits are derived from the
+    register map (:mod:`deltahw.regmap`: a value the host reads back must fit its register field)
+    and the 32-bit control bus (a parameter is written through PARAM_DATA, a threshold through its
+    register); the generator's own limits (memory and lane counts it is tested up to, the DSP
+    multiplier's operand width, the activation tables) are the remaining bounds; the lower of the
+    two applies.
+    """
+    regs = regmap.by_name(1)
+
+    def field(reg: str, name: str) -> tuple[int, str]:
+        f = regs[reg].field(name)
+        return f.max, f"the {f.width}-bit {reg}.{name} register field"
+
+    bus = regmap.BUS_DATA_BITS
+
+    def tighter(*options):
+        return min(options, key=lambda o: o[0])
+
+    fired_x = regs["FIRED_LAST0"].field("x")
+    out: dict[str, tuple[int, int, str]] = {}
+    out["input_size"] = (1, *tighter(field("SHAPE0", "input_size"),
+                                     (fired_x.max, "the 16-bit FIRED_LAST.x counter"),
+                                     (4096, "the generator's tested range")))
+    out["hidden_size"] = (1, *tighter(field("SHAPE0", "hidden_size"),
+                                      (2048, "the generator's tested range")))
+    out["num_layers"] = (1, *tighter(field("SHAPE1", "num_layers"),
+                                     (regmap.MAX_LAYERS, "the register map's per-layer registers")))
+    out["output_size"] = (0, *field("SHAPE1", "output_size"))
+    lane_sel = regs["PARAM_SEL"].field("lane")
+    out["lanes"] = (3, *tighter(field("SHAPE1", "lanes"),
+                                (lane_sel.max + 1, "the PARAM_SEL.lane register field"),
+                                (1536, "the generator's tested range")))
+    out["lanes_per_bank"] = (1, 64, "the generator's tested range")
+    out["enc_width"] = (1, 64, "the generator's tested range")
+    log2 = regs["SHAPE1"].field("act_width_log2")
+    out["act_width"] = (1, *tighter((1 << log2.max, "the SHAPE1.act_width_log2 register field"),
+                                    (32, "the generator's tested range")))
+    out["act.bits"] = (2, *tighter((bus, f"the {bus}-bit threshold registers"),
+                                   (24, "the activation datapath")))
+    out["weight.bits"] = (2, *tighter((bus, f"the {bus}-bit PARAM_DATA register"),
+                                      (18, "the DSP multipliers' operand width")))
+    out["bias.bits"] = (2, bus, f"the {bus}-bit PARAM_DATA register")
+    out["acc_bits"] = (2, MAX_ACC_BITS, "the golden model's 64-bit integer arithmetic")
+    return out
+
+
+#: ``name -> (lowest, highest, why the highest)`` for every bounded size and width of a config.
+LIMITS = _limits()
 
 
 def json_type(v) -> str:
@@ -149,14 +208,21 @@ class DeltaGRUConfig:
             if not isinstance(v, int) or isinstance(v, bool) or not lo <= v <= hi:
                 raise ConfigError(f"{name} must be an integer from {lo} to {hi}; got {v!r}.")
 
-        check_int("input_size", 1, 4096)
-        check_int("hidden_size", 1, 2048)
-        check_int("num_layers", 1, 8)
-        check_int("output_size", 0, 4096)
-        check_int("lanes", 3, 1536)
-        check_int("lanes_per_bank", 1, 64)
-        check_int("enc_width", 1, 64)
-        check_int("act_width", 1, 32)
+        def check_limit(name, value=None):
+            lo, hi, why = LIMITS[name]
+            v = getattr(self, name) if value is None else value
+            if not isinstance(v, int) or isinstance(v, bool) or not lo <= v <= hi:
+                raise ConfigError(f"{name} must be an integer from {lo} to {hi} ({hi} is set by "
+                                  f"{why}); got {v!r}.")
+
+        for name in ("input_size", "hidden_size", "num_layers", "output_size", "lanes",
+                     "lanes_per_bank", "enc_width", "act_width"):
+            check_limit(name)
+        for fmt in ("act", "weight", "bias"):
+            lo, hi, why = LIMITS[f"{fmt}.bits"]
+            if not lo <= getattr(self, fmt).bits <= hi:
+                raise ConfigError(f"The {fmt} format must have at most {hi} bits ({hi} is set by "
+                                  f"{why}); got {getattr(self, fmt)}.")
         if not _is_pow2(self.enc_width):
             raise ConfigError(
                 f"enc_width must be a power of two (1, 2, 4, ...); got {self.enc_width}."
@@ -177,12 +243,8 @@ class DeltaGRUConfig:
             raise ConfigError(
                 f"lanes_per_bank must divide lanes={self.lanes}; got {self.lanes_per_bank}."
             )
-        if self.act.bits > 24 or self.act.frac < 1:
-            raise ConfigError(
-                f"act format must have at most 24 bits and at least 1 fraction bit; got {self.act}."
-            )
-        if self.weight.bits > 18:
-            raise ConfigError(f"weight format must have at most 18 bits; got {self.weight}.")
+        if self.act.frac < 1:
+            raise ConfigError(f"The act format must have at least 1 fraction bit; got {self.act}.")
         if self.bias.frac > self.acc_frac:
             raise ConfigError(
                 f"bias.frac={self.bias.frac} cannot exceed the accumulator's fraction bits "
@@ -190,9 +252,9 @@ class DeltaGRUConfig:
             )
         for name in ("sigmoid_in", "tanh_in"):
             fmt = getattr(self, name)
-            if fmt.frac > self.act.frac or fmt.bits > 14:
+            if fmt.frac > self.act.frac or not 4 <= fmt.bits <= 14:
                 raise ConfigError(
-                    f"{name} must have at most 14 bits and at most act.frac={self.act.frac} "
+                    f"{name} must have 4 to 14 bits and at most act.frac={self.act.frac} "
                     f"fraction "
                     f"bits; got {fmt}."
                 )
@@ -210,8 +272,14 @@ class DeltaGRUConfig:
                 or not 1 <= self.clock_mhz <= 1000):
             raise ConfigError(f"clock_mhz must be from 1 to 1000; got {self.clock_mhz!r}.")
         need = self.acc_bits_needed
+        lo, hi, why = LIMITS["acc_bits"]
+        if need > hi:
+            raise ConfigError(
+                f"This config needs a {need}-bit accumulator (from its fan-in and its act, weight "
+                f"and bias formats) but at most {hi} bits are supported ({why}); use narrower "
+                "formats or smaller layers.")
         if self.acc_bits is not None:
-            check_int("acc_bits", need, 64)
+            check_int("acc_bits", max(lo, need), hi)
 
     # ----------------------------------------------------------------------------------------------
     def layer_input_size(self, layer: int) -> int:

@@ -40,7 +40,10 @@ class DeltaQueue(wiring.Component):
             raise ValueError(f"A delta queue has 1 or 2 buffers; got {buffers}.")
         self.width, self.depth, self.buffers = width, depth, buffers
         self.index_bits, self.delta_bits = index_bits, delta_bits
-        self.count_bits = depth.bit_length()
+        # At least 2 bits: the controller compares a count with its look-ahead position 1; on a
+        # 1-bit count (depth 1, e.g. I = 1) that comparison is constant and Verilator's lint
+        # rejects the generated Verilog (CMPCONST).
+        self.count_bits = max(2, depth.bit_length())
         super().__init__({
             "w_valid": In(width),
             "w_index": In(data.ArrayLayout(unsigned(index_bits), width)),
