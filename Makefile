@@ -4,9 +4,12 @@ SIM ?= icarus
 CONFIG ?=
 WAVES ?= 0
 BOARD ?= arty_a7
+FUZZ_N ?= 50
+FUZZ_SEED ?=
+FUZZ_OUT ?= fuzz_out
 export PYTHONHASHSEED = 0
 
-.PHONY: help setup demo test unit sim firmware-test lint bench link-faults clean
+.PHONY: help setup demo test unit sim fuzz fuzz-sample firmware-test lint bench link-faults clean
 
 help:
 	@echo "make setup          install system and Python dependencies (Debian, as root)"
@@ -15,6 +18,9 @@ help:
 	@echo "make unit           Python unit tests only (golden model, numerics, gateware blocks)"
 	@echo "make sim            cocotb regression of the RTL vs the golden model"
 	@echo "                    (SIM=icarus|verilator, CONFIG=config.json|model folder, WAVES=1)"
+	@echo "make fuzz           random legal configs through the RTL regression on Verilator"
+	@echo "                    (FUZZ_N=50, FUZZ_SEED=<seed; default from the clock>, FUZZ_OUT=dir;"
+	@echo "                    a failing config is saved in FUZZ_OUT/failures/ for make sim CONFIG=)"
 	@echo "make firmware-test  C driver against a Verilator model of the core"
 	@echo "make bench          benchmarks (golden model speed, RTL cycles vs ideal)"
 	@echo "make link-faults    host link fault-injection campaign (reference device + RTL bridge;"
@@ -34,10 +40,18 @@ unit:
 sim:
 	SIM=$(SIM) CONFIG=$(CONFIG) WAVES=$(WAVES) $(PYTHON) -m pytest -q rtl_tests
 
+fuzz:
+	$(PYTHON) -m deltahw.verify.fuzz --n $(FUZZ_N) $(if $(FUZZ_SEED),--seed $(FUZZ_SEED)) \
+		--out $(FUZZ_OUT) --sim verilator
+
+# The CI sample: two configurations of a fixed seed (reproducible; `make fuzz` varies the seed).
+fuzz-sample:
+	$(MAKE) fuzz FUZZ_N=2 FUZZ_SEED=$(or $(FUZZ_SEED),20261201) FUZZ_OUT=$(FUZZ_OUT)/sample
+
 firmware-test:
 	$(MAKE) -C firmware test PYTHON=$(PYTHON)
 
-test: unit sim firmware-test
+test: unit sim firmware-test fuzz-sample
 
 lint:
 	ruff check deltahw tests rtl_tests scripts
@@ -50,4 +64,4 @@ link-faults:
 	$(PYTHON) -m deltahw.link_faults --out docs/link_faults
 
 clean:
-	rm -rf sim_build rtl_tests/sim_build out build .pytest_cache
+	rm -rf sim_build rtl_tests/sim_build out build .pytest_cache $(FUZZ_OUT)

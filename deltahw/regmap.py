@@ -1,5 +1,9 @@
 """Register map of the accelerator's control bus: the one description used by the RTL register
-block, the Python host driver, the generated C header (``firmware/``) and the docs.
+block (:class:`deltahw.gateware.registers.RegisterBlock` unfolds it), the Python host driver, the
+regression's expectations, the generated C header (``firmware/``), the config's limits
+(:data:`deltahw.config.LIMITS`: a value the host reads back must fit its field) and the docs.
+Fields pack and unpack through :meth:`Register.pack` / :meth:`Register.unpack`, which refuse values
+that do not fit; nothing else states a field's shift or width.
 
 The bus is 32 bits wide and word addressed. A read returns data one cycle after ``r_en``; a write
 takes effect on the cycle ``w_en`` is high. Registers are described by :class:`Register`; the map is

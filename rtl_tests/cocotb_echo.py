@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import random
 
-from deltahw_tb import TB, Expected
+from deltahw.verify.tb import TB, Expected
 
 import cocotb
 

@@ -1,7 +1,8 @@
 """pytest setup of the RTL regression (``rtl_tests/``): import paths, header and timing summary.
 
 Run with ``python -m pytest rtl_tests`` (``SIM=verilator``, ``WAVES=1``, ``CONFIG=path`` select the
-simulator, waveforms and a user's configuration; see ``deltahw_sim.py``).
+simulator, waveforms and a user's configuration; see :mod:`deltahw.verify.sim`, which holds the
+harness so that an installed deltahw can run it too).
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ for p in (str(REPO), str(HERE)):
 
 
 def pytest_report_header(config):
-    import deltahw_sim
+    from deltahw.verify import sim as deltahw_sim
 
     sim = os.environ.get("SIM", "icarus")
     cfg = os.environ.get("CONFIG", "") or "built-in matrix"
@@ -32,7 +33,7 @@ def pytest_report_header(config):
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus, config):
-    deltahw_sim = sys.modules.get("deltahw_sim")
+    deltahw_sim = sys.modules.get("deltahw.verify.sim")
     if deltahw_sim is None:
         return
     _RESULTS = deltahw_sim.RESULTS

@@ -2,7 +2,7 @@
 
 Used by ``test_rtl_toolchain.py`` to check, before the real core is involved, that Amaranth ->
 Verilog -> cocotb works on the selected simulator and that the testbench classes of
-``deltahw_tb.py`` drive and check streams and the register bus correctly (including catching a
+``deltahw.verify.tb`` drive and check streams and the register bus correctly (including catching a
 stream protocol violation).
 
 ``EchoCore``: each ``i`` beat goes through a 4-deep FIFO to ``o`` with every element XORed with

@@ -1,11 +1,12 @@
 """RTL regression of the generated ``deltahw_core``: every scenario on every configuration.
 
-For each configuration (the built-in matrix of ``deltahw_vectors.CASES``, or ``CONFIG=path``):
+For each configuration (the built-in matrix of ``deltahw.verify.vectors.CASES``, or
+``CONFIG=path``):
 
 * the generator's output is deterministic, its ``.mem`` files equal the exporter's and its Verilog
   passes ``verilator --lint-only``;
-* every scenario of ``deltahw_vectors.SCENARIOS`` runs in cocotb against the golden model, bit for
-  bit on every output beat and exactly on the cycle and fired-delta counters.
+* every scenario of ``deltahw.verify.vectors.SCENARIOS`` runs in cocotb against the golden model,
+  bit for bit on every output beat and exactly on the cycle and fired-delta counters.
 """
 
 from __future__ import annotations
@@ -13,11 +14,12 @@ from __future__ import annotations
 import filecmp
 import json
 import tempfile
+import warnings
 from pathlib import Path
 
 import pytest
-from deltahw_sim import _generate, build_core, run_scenario, selected_cases
-from deltahw_vectors import scenarios_for
+from deltahw.verify.sim import _generate, build_core, run_scenario, selected_cases
+from deltahw.verify.vectors import scenarios_for
 
 CASES = selected_cases()
 
@@ -65,6 +67,9 @@ def test_core(case, scenario):
     result = run_scenario(case, scenario)
     rep = result.report
     assert rep["beats_checked"] > 0, "no output beat was checked"
+    for what in result.not_exercised:
+        warnings.warn(f"{case.name}/{scenario} does not exercise {what}.", UserWarning,
+                      stacklevel=1)
 
 
 def test_regression_catches_mismatches():
@@ -74,8 +79,8 @@ def test_regression_catches_mismatches():
     ``FIRED_LAST`` value are changed; the run must report exactly these three, each with its
     sequence and timestep (so a real RTL bug is reported as precisely).
     """
-    from deltahw_sim import SimulationFailed
-    from deltahw_vectors import build_scenario, write_vectors
+    from deltahw.verify.sim import SimulationFailed
+    from deltahw.verify.vectors import build_scenario, write_vectors
 
     case = CASES[0]
     build = build_core(case)

@@ -1,9 +1,9 @@
 """The simulation toolchain and the testbench classes, on a small known design (no core needed).
 
 Amaranth -> Verilog -> ``cocotb_tools.runner`` on the selected simulator (``SIM``), driving
-``echo_design.EchoCore`` with the same :class:`deltahw_tb.TB` the core regression uses: random idle
-cycles, random backpressure, bus writes and reads; and a broken variant whose stream protocol
-violation the testbench must report.
+``echo_design.EchoCore`` with the same :class:`deltahw.verify.tb.TB` the core regression uses:
+random idle cycles, random backpressure, bus writes and reads; and a broken variant whose stream
+protocol violation the testbench must report.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from __future__ import annotations
 import shutil
 
 import pytest
-from deltahw_sim import (
+from deltahw.verify.sim import (
     BUILD_ARGS,
     TIMESCALE,
     _env_without,

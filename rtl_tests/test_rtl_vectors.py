@@ -13,10 +13,11 @@ import json
 import numpy as np
 import pytest
 import torch
-from deltahw_sim import selected_cases
-from deltahw_vectors import CASES as BUILTIN_CASES
-from deltahw_vectors import (
+from deltahw.verify.sim import selected_cases
+from deltahw.verify.vectors import CASES as BUILTIN_CASES
+from deltahw.verify.vectors import (
     SCENARIOS,
+    CoreCase,
     Scenario,
     build_scenario,
     gate_saturation,
@@ -27,7 +28,7 @@ from deltahw_vectors import (
     write_vectors,
 )
 
-from deltahw.config import ceil_div
+from deltahw.config import DeltaGRUConfig, ceil_div
 from deltahw.golden import run_golden
 from deltahw.layout import Layout
 
@@ -119,7 +120,8 @@ def test_scenarios_cover_what_they_claim(case, tmp_path):
             vals += unpack_beat(w, cfg.enc_width, cfg.act.bits)[0]
         sat_vals |= set(vals[: cfg.input_size])
     assert {cfg.act.min_int, cfg.act.max_int} <= sat_vals
-    # Input deltas of exactly theta (fire) and theta - 1 (do not) occur.
+    # Input deltas of exactly theta (fire) and theta - 1 (do not) occur, or the scenario says
+    # which of them this act format cannot produce.
     edge = _sequences(scs["threshold_edge"])[0]
     tx = dict((o["reg"], o["value"]) for o in scs["threshold_edge"].ops if o["op"] == "write")
     theta = tx["THETA_X0"]
@@ -133,17 +135,20 @@ def test_scenarios_cover_what_they_claim(case, tmp_path):
         d = np.abs(x - prev)
         seen |= set(d.tolist())
         prev = np.where(d >= theta, x, prev)
-    assert {theta, theta - 1} <= seen
+    for d in (theta, theta - 1):
+        assert d in seen or any(f"= {d}:" in w for w in scs["threshold_edge"].not_exercised), (
+            f"delta {d} neither produced nor declared as not exercised")
     # A sequence reset in the middle of a run: several streamed sequences back to back.
     mid = [s for s in _sequences(scs["reset_midrun"])]
     assert len(mid) >= 2 and not any(s["lockstep"] for s in mid)
     # The threshold change writes different values per sequence (and per layer when L > 1).
     writes = [(o["reg"], o["value"]) for o in scs["theta_change"].ops if o["op"] == "write"]
     per_seq = len(writes) // 3
-    assert writes[:per_seq] != writes[per_seq: 2 * per_seq]
+    declared = scs["theta_change"].not_exercised
+    assert writes[:per_seq] != writes[per_seq: 2 * per_seq] or declared
     if L > 1:
         b = dict(writes[per_seq: 2 * per_seq])
-        assert b["THETA_X0"] != b["THETA_X1"]
+        assert b["THETA_X0"] != b["THETA_X1"] or declared
     # Parameter writes cover every lane's weight and bias memory.
     lay = Layout(cfg)
     pw = [o for o in scs["param_write"].ops if o["op"] == "param_write"]
@@ -190,3 +195,34 @@ def test_golden_of_vectors_matches_a_fresh_run():
     res = run_golden(m, torch.tensor(x, dtype=torch.int64))
     assert pack_output_beats(cfg, res.outputs[0]) == seq["outputs"]
     assert res.cycles[0].tolist() == seq["cycles"]
+
+
+@pytest.mark.parametrize("kw", [
+    dict(input_size=1, hidden_size=3, lanes=6, act=(8, 3), sigmoid_in=(8, 3), tanh_in=(8, 3)),
+    dict(input_size=2, hidden_size=4, num_layers=2, output_size=1, lanes=6, act=(6, 3),
+         sigmoid_in=(6, 3), tanh_in=(6, 3)),
+    dict(input_size=1, hidden_size=2, lanes=6, act=(2, 1), sigmoid_in=(4, 1), tanh_in=(4, 1)),
+], ids=["I1_q3", "L2_q3", "act2bits"])
+def test_edge_and_theta_change_on_small_formats(kw):
+    """Small I and 3 fraction bits: the stimulus still produces deltas theta and theta - 1 and two
+    different threshold sets, or (a 2-bit act format) says what it cannot exercise."""
+    cfg = DeltaGRUConfig(**kw)
+    case = CoreCase("small_format", cfg, seed=5, timesteps=4)
+    model = make_model(case)
+    edge = build_scenario(case, "threshold_edge", model)
+    theta = next(o["value"] for o in edge.ops if o["op"] == "write" and o["reg"] == "THETA_X0")
+    seen = set(edge.notes["edge_deltas"])
+    for d in (theta, theta - 1):
+        assert d in seen or any(f"= {d}:" in w for w in edge.not_exercised)
+    if cfg.act.bits > 2:
+        assert {theta, theta - 1} <= seen and not edge.not_exercised
+    change = build_scenario(case, "theta_change", model)
+    writes = [(o["reg"], o["value"]) for o in change.ops if o["op"] == "write"]
+    n = len(writes) // 3
+    a, b = dict(writes[:n]), dict(writes[n:2 * n])
+    if cfg.act.bits > 2:
+        assert all(a[k] != b[k] for k in a) and not change.not_exercised
+        if cfg.num_layers > 1:
+            assert b["THETA_X0"] != b["THETA_X1"]
+    else:
+        assert a != b or change.not_exercised

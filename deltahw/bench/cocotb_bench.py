@@ -1,9 +1,9 @@
 """cocotb test of the benchmark: the regression's checks plus a record of the hardware counters.
 
-Runs a vectors document of the RTL regression (``rtl_tests/deltahw_vectors.py`` format, executed by
-``rtl_tests/cocotb_core.py``'s :class:`VectorRunner`, so every output beat is still compared bit for
-bit with the golden model and every lock-step timestep's ``CYCLES_LAST`` / ``FIRED_LAST`` with the
-golden cycle model) and additionally records what the hardware counted:
+Runs a vectors document of the RTL regression (:mod:`deltahw.verify.vectors` format, executed
+by :mod:`deltahw.verify.cocotb_core`'s :class:`VectorRunner`, so every output beat is still
+compared bit for bit with the golden model and every lock-step timestep's ``CYCLES_LAST`` /
+``FIRED_LAST`` with the golden cycle model) and additionally records what the hardware counted:
 
 * lock-step sequences: per timestep ``CYCLES_LAST``, ``FIRED_LAST<l>``, ``FIRED_HEAD_LAST`` and the
   increment of ``MAC_BUSY`` (cycles the MAC array issued work);
@@ -11,7 +11,8 @@ golden cycle model) and additionally records what the hardware counted:
   to the last output beat received, with ``CYCLES_TOTAL`` and ``STALL_TOTAL`` over the same run.
 
 The records go into the report (``DELTAHW_REPORT``) under ``"measured"``. This module is loaded by
-the simulator's Python (the bench puts ``rtl_tests/`` on ``sys.path``); it imports no torch.
+the simulator's Python (as ``deltahw.bench.cocotb_bench``, from the installed package); it imports
+no torch.
 """
 
 from __future__ import annotations
@@ -19,10 +20,10 @@ from __future__ import annotations
 
 from cocotb.triggers import RisingEdge
 from cocotb.utils import get_sim_time
-from cocotb_core import VectorRunner, run_document
-from deltahw_tb import CLOCK_NS, TB
-
 import cocotb
+
+from ..verify.cocotb_core import VectorRunner, run_document
+from ..verify.tb import CLOCK_NS, TB
 
 __all__ = ["BenchRunner", "run_bench"]
 
@@ -56,7 +57,7 @@ class BenchRunner(VectorRunner):
     async def op_timed(self, op: dict) -> None:
         """Stream the sequences named in ``op["sequences"]`` back to back and time the run."""
         await self.sync("before the timed run")
-        await self.tb.bus.write(self.regs["CTRL"], 1)
+        await self.tb.bus.write(self.regs["CTRL"], self.regmap["CTRL"].pack(clear_counters=1))
         self.steps_since_clear = 0
         await RisingEdge(self.tb.dut.clk)
         start = get_sim_time("ns")

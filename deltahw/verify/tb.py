@@ -218,6 +218,25 @@ class BusMaster:
             await ReadOnly()
             return _int(self.r_data, f"bus__r_data (register 0x{addr:02x})")
 
+    async def monitor(self, addr: int, stop: Event, samples: list) -> None:
+        """Read register ``addr`` in every cycle until ``stop`` is set (holding the bus).
+
+        Reads are pipelined (``r_en`` stays high), so ``samples[n]`` is the register's value in the
+        n-th cycle after the monitor took the bus: a per-cycle trace, e.g. of ``STATUS.busy``.
+        """
+        async with self.lock:
+            await RisingEdge(self.clk)
+            self.addr.value = addr
+            self.r_en.value = 1
+            while True:
+                await RisingEdge(self.clk)
+                await ReadOnly()
+                samples.append(_int(self.r_data, f"bus__r_data (register 0x{addr:02x})"))
+                if stop.is_set():
+                    break
+            await RisingEdge(self.clk)
+            self.r_en.value = 0
+
 
 @dataclass
 class Expected:

@@ -276,21 +276,53 @@ def _limit_inputs(cfg: DeltaGRUConfig, T: int, rng: np.random.Generator) -> torc
     return torch.as_tensor(x, dtype=torch.int64)
 
 
+#: Signed steps from the last transmitted value that the threshold-edge scenario takes, as
+#: multiples of (theta, 1): theta, -theta, theta - 1, 1 - theta, theta + 1, -theta - 1, 0.
+_EDGE_STEPS = ((1, 0), (-1, 0), (1, -1), (-1, 1), (1, 1), (-1, -1), (0, 0))
+
+
+def edge_steps_needed() -> int:
+    """Timesteps the threshold-edge stimulus needs so that every element takes every step."""
+    return len(_EDGE_STEPS)
+
+
 def _edge_inputs(cfg: DeltaGRUConfig, theta: int, T: int,
-                 rng: np.random.Generator) -> torch.Tensor:
+                 rng: np.random.Generator) -> tuple[torch.Tensor, set[int], list[str]]:
     """Inputs whose deltas from the last transmitted value are exactly theta, theta - 1, theta + 1.
 
     The encoder fires on ``|x - xhat| >= theta``: a delta of theta must fire, theta - 1 must not.
-    The last transmitted values are tracked here exactly as the encoder updates them.
+    The last transmitted values are tracked here exactly as the encoder updates them. Every element
+    takes every step once in its first :func:`edge_steps_needed` timesteps (in a rotated order, so
+    neighbouring elements differ), then random ones; a step that would leave the act format is
+    taken in the other direction (same magnitude). Returns the inputs, the set of deltas |x - xhat|
+    produced, and what could not be produced for this format (with the reason).
     """
-    steps = np.array([theta, -theta, theta - 1, 1 - theta, theta + 1, -theta - 1, 0])
-    xhat = np.zeros(cfg.input_size, dtype=np.int64)
-    out = np.zeros((T, cfg.input_size), dtype=np.int64)
+    steps = np.array([a * theta + b for a, b in _EDGE_STEPS])
+    lo, hi = cfg.act.min_int, cfg.act.max_int
+    I = cfg.input_size
+    xhat = np.zeros(I, dtype=np.int64)
+    out = np.zeros((T, I), dtype=np.int64)
+    seen: set[int] = set()
     for t in range(T):
-        x = np.clip(xhat + rng.choice(steps, cfg.input_size), cfg.act.min_int, cfg.act.max_int)
+        if t < len(steps):
+            pick = steps[(t + np.arange(I)) % len(steps)]
+        else:
+            pick = rng.choice(steps, I)
+        x = xhat + pick
+        flip = (x < lo) | (x > hi)
+        x = np.where(flip, xhat - pick, x)
+        x = np.clip(x, lo, hi)
         out[t] = x
+        seen |= set(np.abs(x - xhat).tolist())
         xhat = np.where(np.abs(x - xhat) >= theta, x, xhat)
-    return torch.as_tensor(out)
+    missing = []
+    for d, what in ((theta, "theta (must fire)"), (theta - 1, "theta - 1 (must not fire)")):
+        if d < 0:
+            missing.append(f"delta {what}: theta is 0, so every delta fires")
+        elif d not in seen:
+            missing.append(f"delta {what} = {d}: the act format {cfg.act.name()} cannot reach it "
+                           f"from the values it passes through")
+    return torch.as_tensor(out), seen, missing
 
 
 def _quantize(cfg: DeltaGRUConfig, x: np.ndarray) -> torch.Tensor:
@@ -314,9 +346,13 @@ def _thresholds(cfg: DeltaGRUConfig, kind: str) -> dict:
                 "theta_h": tuple(_typical_theta(cfg, 0.04 + 0.02 * l) for l in range(L)),
                 "theta_head": _typical_theta(cfg, 0.03)}
     if kind == "typical2":
-        return {"theta_x": tuple(_typical_theta(cfg, 0.15 - 0.05 * (l % 2)) for l in range(L)),
-                "theta_h": tuple(_typical_theta(cfg, 0.01 + 0.1 * (l % 2)) for l in range(L)),
-                "theta_head": _typical_theta(cfg, 0.12)}
+        # Another set that differs from "typical" in every register, and between layers, by
+        # construction (rounding real thresholds to few fraction bits can make them all 1).
+        top = (1 << cfg.act.bits) - 1
+        t1 = _thresholds(cfg, "typical")
+        return {"theta_x": tuple(min(top, v + 1 + l) for l, v in enumerate(t1["theta_x"])),
+                "theta_h": tuple(min(top, v + 2 + (l % 2)) for l, v in enumerate(t1["theta_h"])),
+                "theta_head": min(top, t1["theta_head"] + 1)}
     raise ValueError(f"Unknown threshold set {kind!r}.")
 
 
@@ -330,6 +366,9 @@ class Scenario:
     idle: float = 0.0
     backpressure: float = 0.0
     notes: dict = field(default_factory=dict)
+    #: What the scenario claims but cannot exercise for this configuration, each with the reason
+    #: (reported as a warning by the regression, never counted as checked).
+    not_exercised: list = field(default_factory=list)
     test_dir_model: QuantizedModel | None = None  # swap_weights: model whose .mem files to load
 
 
@@ -514,11 +553,14 @@ def build_scenario(case: CoreCase, name: str, model: QuantizedModel | None = Non
 
     if name == "threshold_edge":
         m, th = with_theta(base, "typical")
-        x = _edge_inputs(m.config, m.config.theta_x[0], max(3, T // 2 + 1), rng)
+        x, seen, missing = _edge_inputs(m.config, m.config.theta_x[0],
+                                        max(edge_steps_needed(), T // 2 + 1), rng)
         sc.idle, sc.backpressure = 0.3, 0.3
         seq, stats = _sequence_op(m, x, "A", True, rng)
         sc.ops += _theta_writes(m.config, th) + [seq]
         sc.notes.update(stats)
+        sc.notes["edge_deltas"] = sorted(d for d in seen if d <= m.config.theta_x[0] + 1)
+        sc.not_exercised += missing
         return sc
 
     if name == "stream":
@@ -545,6 +587,20 @@ def build_scenario(case: CoreCase, name: str, model: QuantizedModel | None = Non
         sc.ops += _theta_writes(m.config, th) + [{"op": "clear_counters"}, *seqs,
                                                  {"op": "wait_idle"},
                                                  _counter_totals(seqs, stall_zero=False)]
+        # The same sequences again, under heavier backpressure, with STALL_TOTAL checked exactly
+        # against the stall cycles the testbench counts (op_stall_check).
+        again = [_sequence_op(m, gen(m.config, n, rng), f"S{k}", False, rng)[0]
+                 for k, (n, gen) in enumerate(zip(lens, (_smooth_inputs, _dense_inputs,
+                                                         _smooth_inputs)))]
+        # Not reading for as long as the first three timesteps take (plus the input's arrival)
+        # fills the two timesteps of output space: the third timestep must stall.
+        first3 = [c for s in again for c in s["cycles"]][:3]
+        in_beats = ceil_div(m.config.input_size, m.config.enc_width)
+        hold = (2 * sum(first3) + 3 * cycle_model.reset_cycles(m.config)
+                + 3 * (4 * in_beats + 60) + 200)
+        sc.ops.append({"op": "stall_check", "sequences": again, "backpressure": 0.6,
+                       "hold_cycles": hold, "must_stall": True,
+                       "reset_cycles": len(again) * cycle_model.reset_cycles(m.config)})
         sc.notes["sequence_lengths"] = lens
         return sc
 
@@ -559,6 +615,13 @@ def build_scenario(case: CoreCase, name: str, model: QuantizedModel | None = Non
                                       True, rng)
             sc.ops += [{"op": "wait_idle"}, *_theta_writes(m.config, th), seq]
             sc.notes[f"fired_fraction_{label}"] = stats["fired_fraction"]
+        a, b = _thresholds(cfg0, "typical"), _thresholds(cfg0, "typical2")
+        if a == b:
+            sc.not_exercised.append("a threshold change: the act format's largest threshold "
+                                    "leaves no second value")
+        elif cfg0.num_layers > 1 and len(set(b["theta_x"])) == 1:
+            sc.not_exercised.append("different thresholds per layer: the act format's largest "
+                                    "threshold leaves no room")
         return sc
 
     if name == "param_write":

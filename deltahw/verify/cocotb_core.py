@@ -1,6 +1,7 @@
 """cocotb tests of ``deltahw_core``: run one scenario's vectors file against the RTL.
 
-The pytest side (``test_rtl_core.py``) writes the vectors (``deltahw_vectors.py``) and passes the
+The pytest side (``rtl_tests/test_rtl_core.py``, the bench) writes the vectors
+(:mod:`deltahw.verify.vectors`, through :mod:`deltahw.verify.sim`) and passes the
 file in ``DELTAHW_VECTORS``; this module only drives and checks. Every output beat of every
 timestep is compared bit for bit with the golden model's; in lock-step sequences the
 per-timestep registers (``CYCLES_LAST``, ``FIRED_LAST<l>``, ``FIRED_HEAD_LAST``, ``TIMESTEPS``)
@@ -17,12 +18,12 @@ import os
 import time
 from pathlib import Path
 
-from cocotb.triggers import RisingEdge
+from cocotb.triggers import ClockCycles, Event, RisingEdge
 from cocotb.utils import get_sim_time
-from deltahw_tb import CLOCK_NS, TB, Expected
-
 import cocotb
-from deltahw import regmap
+
+from .. import regmap
+from .tb import CLOCK_NS, TB, Expected
 
 #: Compare whole bus words unless a check says otherwise.
 WORD_MASK = (1 << regmap.BUS_DATA_BITS) - 1
@@ -153,6 +154,60 @@ class VectorRunner:
         self.tb.log.info("totals: %d timesteps, %d compute cycles, MAC busy %d, stall %d",
                          op["timesteps"], op["cycles"], busy, stall)
 
+    async def op_stall_check(self, op: dict) -> None:
+        """Stream ``op["sequences"]`` while reading STATUS in every cycle; check STALL_TOTAL.
+
+        Every cycle in which ``STATUS.busy`` is set is a compute cycle (``CYCLES_TOTAL``), a
+        sequence-reset cycle (``op["reset_cycles"]``, from the cycle model) or a stall cycle, so
+        the stall cycles the testbench saw are its busy cycles minus the golden compute and reset
+        cycles; ``STALL_TOTAL`` must have grown by exactly that many.
+        """
+        await self.sync("before the stall check")
+        stall0 = await self.read("STALL_TOTAL")
+        cycles0 = await self.read("CYCLES_TOTAL")
+        samples: list[int] = []
+        stop = Event()
+        mon = cocotb.start_soon(self.tb.bus.monitor(self.regs["STATUS"], stop, samples))
+        await RisingEdge(self.tb.dut.clk)
+        # No output is read for hold_cycles (the core must stall), then with random backpressure.
+        self.tb.set_backpressure(1.0)
+        for seq in op["sequences"]:
+            for t in range(len(seq["inputs"])):
+                self.queue_timestep(seq, t)
+            self.steps_since_clear += len(seq["inputs"])
+        await ClockCycles(self.tb.dut.clk, op["hold_cycles"])
+        self.tb.set_backpressure(op.get("backpressure", self.doc["backpressure"]))
+        await self.tb.wait_outputs(self._timeout(self.pending_cycles, len(self.tb.expected)
+                                                 + self.tb.source.pending), "the stall check")
+        await self.tb.source.wait_idle()
+        self.pending_cycles = 0
+        status = self.regmap["STATUS"]
+        for _ in range(4000):
+            await RisingEdge(self.tb.dut.clk)
+            if samples and not any(status.unpack(samples[-1]).values()):
+                break
+        else:
+            raise AssertionError("stall check: the core did not go idle within 4000 cycles")
+        stop.set()
+        await mon
+        self.tb.set_backpressure(self.doc["backpressure"])
+        busy = sum(status.unpack(w)["busy"] for w in samples)
+        compute = sum(sum(s["cycles"]) for s in op["sequences"])
+        expected = busy - compute - op["reset_cycles"]
+        stall = await self.read("STALL_TOTAL") - stall0
+        cycles = await self.read("CYCLES_TOTAL") - cycles0
+        if cycles != compute:
+            self.error(f"stall check: CYCLES_TOTAL grew by {cycles}, expected {compute}")
+        if stall != expected:
+            self.error(f"stall check: STALL_TOTAL grew by {stall}, expected {expected} (the "
+                       f"testbench saw {busy} busy cycles = {compute} compute + "
+                       f"{op['reset_cycles']} reset + {expected} stall)")
+        if op.get("must_stall") and expected <= 0:
+            self.error("stall check: the testbench saw no stall cycle although no output was "
+                       f"read for {op['hold_cycles']} cycles")
+        self.tb.log.info("stall check: %d busy cycles, %d compute, %d reset, %d stall", busy,
+                         compute, op["reset_cycles"], stall)
+
     async def op_write(self, op: dict) -> None:
         await self.sync(f"before writing {op['reg']}")
         await self.tb.bus.write(self.regs[op["reg"]], op["value"])
@@ -186,7 +241,8 @@ class VectorRunner:
             await getattr(self, f"op_{op['op']}")(op)
         await self.sync("at the end")
         await self.tb.check_nothing_left()
-        await self.check_reg("STATUS", 0, "at the end", 0x7)
+        await self.check_reg("STATUS", 0, "at the end",
+                             sum(f.mask for f in self.regmap["STATUS"].fields))
 
 
 async def run_document(dut, runner_cls, extra=None) -> None:
