@@ -48,6 +48,7 @@ class VectorRunner:
         self.pending_cycles = 0  # compute cycles of streamed timesteps not yet synchronised
         self.steps_since_clear = 0
         self.register_reads = 0
+        self.stall_checks: list[dict] = []  # what each stall_check op saw (for the report)
 
     # --- helpers --------------------------------------------------------------------------------
     def error(self, msg: str) -> None:
@@ -205,6 +206,9 @@ class VectorRunner:
         if op.get("must_stall") and expected <= 0:
             self.error("stall check: the testbench saw no stall cycle although no output was "
                        f"read for {op['hold_cycles']} cycles")
+        self.stall_checks.append({"busy": busy, "compute": compute,
+                                  "reset": op["reset_cycles"], "stall_expected": expected,
+                                  "stall_total": stall})
         self.tb.log.info("stall check: %d busy cycles, %d compute, %d reset, %d stall", busy,
                          compute, op["reset_cycles"], stall)
 
@@ -279,6 +283,7 @@ async def run_document(dut, runner_cls, extra=None) -> None:
         "register_reads": runner.register_reads,
         "sim_cycles": int(get_sim_time("ns") // CLOCK_NS),
         "wall_seconds": round(time.time() - wall, 2),
+        "stall_checks": runner.stall_checks,
     }
     if extra is not None:
         report.update(extra(runner))
