@@ -1,3 +1,4 @@
+# amaranth: UnusedElaboratable=no
 """The register map description (pack/unpack) and the register block built from it."""
 
 import pytest
