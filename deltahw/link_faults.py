@@ -366,7 +366,8 @@ def _schedules(t: _Target, *, sweep_stride: int, n_random: int, seed: int, rotat
     out = []
     for d, direction in enumerate(("down", "up")):
         for i in range(0, t.clean_frames[direction], sweep_stride):
-            kinds = [FAULT_KINDS[(i + 3 * d) % len(FAULT_KINDS)]] if rotate else FAULT_KINDS
+            k = i // sweep_stride  # cycle the kinds over the positions actually swept
+            kinds = [FAULT_KINDS[(k + 3 * d) % len(FAULT_KINDS)]] if rotate else FAULT_KINDS
             for kind in kinds:
                 out.append(("sweep", Schedule(faults={(direction, i): kind})))
     rng = random.Random(seed)
