@@ -46,7 +46,7 @@ class RefDevice:
     """
 
     def __init__(self, config, *, rx_depth=256, ident=regmap.ID_MAGIC, read_wait=0.001,
-                 deadline=None):
+                 byte_time=1e-5, deadline=None):
         from .layout import Layout
 
         self.cfg = config
@@ -60,6 +60,7 @@ class RefDevice:
         self.slots = 1 << link.out_slots_log2(self.step_bytes)
         self.now = 0.0
         self.read_wait = read_wait
+        self.byte_time = byte_time  # line time per byte (1 Mbaud): traffic takes time too
         self.deadline = deadline
         self.silent = False
         self.out = bytearray()
@@ -98,12 +99,14 @@ class RefDevice:
     def read(self, n):
         if not self.out:
             self.now += self.read_wait
-            if self.deadline is not None and self.now > self.deadline:
-                raise Hang(f"simulated time passed {self.deadline} s")
         data, self.out = bytes(self.out[:n]), self.out[n:]
+        self.now += len(data) * self.byte_time
+        if self.deadline is not None and self.now > self.deadline:
+            raise Hang(f"simulated time passed {self.deadline} s")
         return data
 
     def write(self, data):
+        self.now += len(data) * self.byte_time
         if self.silent:
             return
         for raw, ok in self.dec.feed(data):
