@@ -2,7 +2,11 @@
 
 The golden model calls :func:`timestep_cycles` on its fired-delta counts and the RTL's cycle counter
 must give the same number for every timestep (the cocotb regression checks it). The pipeline depths
-below are those of the gateware in ``deltahw/gateware``; change them only together with it.
+below are derived from the latencies the gateware blocks export (``ActivationPipe.LATENCY``,
+``MacArray.READ_LATENCY`` / ``ACC_WRITE_LATENCY``, ``DeltaQueue.READ_LATENCY`` / ``COUNT_LATENCY``):
+change a block's pipeline and its constant, and the core's waits and this model follow.
+``tests/test_gateware.py`` checks that every drain is the minimum: one cycle less breaks the
+bit-exact results.
 
 A timestep runs these phases back to back on one MAC array (the input encoder works ahead on the
 next input vector in parallel, so its time is hidden and not counted):
@@ -17,7 +21,8 @@ next input vector in parallel, so its time is hidden and not counted):
 * per layer: **ACT**, ``ceil(H/A)`` beats of A units, then ``ACT_DRAIN`` while the pipeline drains;
   the h delta encoders (for this layer's next step and for the next layer's or the head's input)
   consume the new h values as they leave the pipeline, so encoding costs no extra cycles;
-* the head: ``ceil(O/A)`` read-out beats and ``OUT_DRAIN``.
+* the head: ``ceil(O/A)`` read-out beats (the read-out pipeline finishes after the timestep
+  closes, ``READOUT_STAGES``).
 
 The timestep closes in its last cycle (the counters latch there) and the next one starts in the
 following cycle if its input vector is there. Cycles spent waiting for the input vector or for
@@ -31,13 +36,17 @@ The ideal for P lanes and A activation units is ``sum_l n_l * ceil(3H/P) + L * c
 from __future__ import annotations
 
 from .config import DeltaGRUConfig, ceil_div
+from .gateware.activation import ActivationPipe
+from .gateware.mac import MacArray
+from .gateware.queue import DeltaQueue
 
 __all__ = [
     "MAC_FETCH",
     "ACC_WRITE_LATENCY",
     "EMPTY_MAC_PHASE",
     "ACT_DRAIN",
-    "OUT_DRAIN",
+    "FETCH_ADDRESS_STAGE",
+    "READOUT_STAGES",
     "column_cost",
     "head_column_cost",
     "mac_drain",
@@ -49,20 +58,29 @@ __all__ = [
     "reset_cycles",
 ]
 
+#: Cycles the controller spends on a MAC phase's first queue entry besides the queue read: its
+#: weight address is registered (the queue -> column address arithmetic gets its own cycle).
+FETCH_ADDRESS_STAGE = 1
 #: Cycles from the start of a MAC phase to the first issue: read the queue counts and put entry 0
 #: on the queue read port, then register its weight address.
-MAC_FETCH = 2
+MAC_FETCH = DeltaQueue.READ_LATENCY + FETCH_ADDRESS_STAGE
 #: Cycles from issuing an accumulator word (read, multiply, add, write back) until a read-out of
 #: that word sees the new sum. Back-to-back updates of the same word are forwarded, so this only
 #: delays the read-out after a MAC phase (``mac_drain``), not the columns.
-ACC_WRITE_LATENCY = 3
+ACC_WRITE_LATENCY = MacArray.ACC_WRITE_LATENCY
 #: Cycles of a MAC phase in which no column fired (the counts are read, nothing is fetched).
 EMPTY_MAC_PHASE = 1
-#: Cycles after the last activation issue until the last h value has been written and its fired
-#: deltas stored in the queues (memory read 1, activation pipeline 6, queue input register 1).
-ACT_DRAIN = 8
-#: Cycles after the last head read-out issue until the last output beat is in the output buffer.
-OUT_DRAIN = 2
+#: Cycles after the last activation issue (cycle c) until the next MAC phase may read the queue
+#: counts: the accumulators are read (``MacArray.READ_LATENCY``), the last beat leaves the
+#: activation pipeline (``ActivationPipe.LATENCY``) at c + 1 + 6, where it is written to the h
+#: memory and delta-encoded into the queues, whose counts include it ``DeltaQueue.COUNT_LATENCY``
+#: cycles later; the drain is every cycle before that one. The h queue read by the next timestep
+#: needs the same drain, so a layer with no next block drains too.
+ACT_DRAIN = (MacArray.READ_LATENCY + ActivationPipe.LATENCY + DeltaQueue.COUNT_LATENCY - 1)
+#: Stages of the head read-out after the accumulator read: the rescaled beat is registered, then
+#: written to the output FIFO. They run on after the timestep closes (nothing the next timestep
+#: does before its own read-out touches them), so the read-out costs only its beats.
+READOUT_STAGES = MacArray.READ_LATENCY + 1
 
 
 def column_cost(config: DeltaGRUConfig) -> int:
@@ -91,7 +109,7 @@ def timestep_phases(config: DeltaGRUConfig, fired_per_layer, fired_head=0) -> di
 
     ``mac_issue``: column issue cycles; ``mac_fixed``: fetch/drain (or the empty-phase cycle) of
     every MAC phase; ``act``: activation beats (+ the head's read-out beats); ``act_fixed``:
-    activation pipeline drains (+ the output drain). ``fired_per_layer`` is a sequence of L counts
+    activation pipeline drains. ``fired_per_layer`` is a sequence of L counts
     (ints, or numpy/torch integer arrays that broadcast); ``fired_head`` likewise.
     """
     cc = column_cost(config)
@@ -107,7 +125,6 @@ def timestep_phases(config: DeltaGRUConfig, fired_per_layer, fired_head=0) -> di
         issue = issue + fired_head * hc
         fixed = fixed + mac_phase_fixed(fired_head, hc)
         act = act + ceil_div(config.output_size, config.act_width)
-        act_fixed = act_fixed + OUT_DRAIN
     return {"mac_issue": issue, "mac_fixed": fixed, "act": act, "act_fixed": act_fixed}
 
 

@@ -108,7 +108,6 @@ def generate(model: QuantizedModel, out, force: bool = False, protect=()) -> dic
                 ),
                 "empty_mac_phase": cycles.EMPTY_MAC_PHASE,
                 "act_drain": cycles.ACT_DRAIN,
-                "out_drain": cycles.OUT_DRAIN,
                 "reset_cycles": cycles.reset_cycles(cfg),
                 "dense_cycles_per_timestep": cycles.timestep_cycles(
                     cfg, cycles.dense_columns(cfg), cfg.hidden_size if cfg.has_head else 0

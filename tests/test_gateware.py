@@ -223,12 +223,13 @@ def test_mac_array_accumulates_columns(shape):
 
 
 # --- whole core -----------------------------------------------------------------------------------
-def simulate_core(model, x_q, firsts, *, backpressure=0.0, idle=0.0, seed=0, thresholds=None):
+def simulate_core(model, x_q, firsts, *, backpressure=0.0, idle=0.0, seed=0, thresholds=None,
+                  drain_trim=None):
     """Run the core in amaranth.sim; returns (outputs (T, W), CYCLES_LAST per timestep)."""
     cfg, lay = model.config, Layout(model.config)
     wb = lay.to_bank_words(lay.lane_weights(model), cfg.weight.bits)
     bb = lay.to_bank_words(lay.lane_biases(model), cfg.bias.bits)
-    dut = DeltaGRUCore(cfg, weight_init=wb, bias_init=bb)
+    dut = DeltaGRUCore(cfg, weight_init=wb, bias_init=bb, drain_trim=drain_trim)
     E, A = cfg.enc_width, cfg.act_width
     regs = regmap.by_name(cfg.num_layers)
     T = x_q.shape[0]
@@ -308,3 +309,4 @@ def test_core_one_beat_vectors_back_to_back():
     g = run_golden(model, x_q)
     assert torch.equal(out, g.outputs[0])
     assert cyc == g.cycles[0].tolist()
+

@@ -261,14 +261,15 @@ def test_cycle_model_composition():
     """The cycle model's phases, written out by hand for one awkward configuration."""
     cfg = DeltaGRUConfig(13, 37, 2, 5, lanes=12, act_width=2)
     # Layer columns: ceil(3*37/12) = 10 cycles, no drain (10 >= 3); head columns: ceil(5/12) = 1
-    # cycle, drain 3 - 1 = 2; activation: ceil(37/2) = 19 beats + 8 drain; read-out 3 beats + 2.
+    # cycle, drain 3 - 1 = 2; activation: ceil(37/2) = 19 beats + 8 drain; read-out 3 beats
+    # (its pipeline runs on after the timestep closes).
     layer0 = 2 + 10 * 10 + 0 + 19 + 8
     layer1 = 2 + 4 * 10 + 0 + 19 + 8
-    head = 2 + 3 * 1 + 2 + 3 + 2
+    head = 2 + 3 * 1 + 2 + 3
     expect = layer0 + layer1 + head
     assert cycles.timestep_cycles(cfg, [10, 4], 3) == expect
     # A MAC phase in which nothing fired is one cycle (the counts are read, nothing fetched).
-    assert cycles.timestep_cycles(cfg, [0, 4], 0) == (1 + 19 + 8) + layer1 + (1 + 3 + 2)
+    assert cycles.timestep_cycles(cfg, [0, 4], 0) == (1 + 19 + 8) + layer1 + (1 + 3)
     phases = cycles.timestep_phases(cfg, [10, 4], 3)
     assert phases["mac_issue"] == 10 * 10 + 4 * 10 + 3
     assert sum(phases.values()) == expect

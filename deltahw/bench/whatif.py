@@ -12,6 +12,10 @@ Changes:
   the next MAC phase includes its fetch (or its empty-phase cycle) and drain;
 * ``act_x2``: twice the activation units (A -> 2A): ceil(H/2A) beats per layer, ceil(O/2A) read-out;
 * ``all``: every change above together.
+
+:func:`act_width_sweep` and :func:`choose_act_width` make the choice of the activation width A
+data-driven: the exact cycle model at every legal A for the same P over real fired counts, with
+the fit check's multiplier and LUT estimate for a part, and the fastest A that fits.
 """
 
 from __future__ import annotations
@@ -19,9 +23,11 @@ from __future__ import annotations
 import numpy as np
 
 from .. import cycles as cyc
+from .. import resources
 from ..config import DeltaGRUConfig, ceil_div
 
-__all__ = ["CHANGES", "OPTIONS", "projected_cycles", "what_if"]
+__all__ = ["CHANGES", "OPTIONS", "projected_cycles", "what_if", "act_width_sweep",
+           "choose_act_width"]
 
 CHANGES = {
     "overlap": "overlap each layer's activation with the next MAC phase (next layer or head)",
@@ -98,3 +104,36 @@ def what_if(cfg: DeltaGRUConfig, fired_layers, fired_head) -> dict:
                   "speedup_bound": z / floor, "latency_gain": today / d,
                   "ideal_cycles": ideal, "over_ideal": d / ideal}
     return out
+
+
+def act_width_sweep(cfg: DeltaGRUConfig, fired_layers, fired_head, part=None) -> list[dict]:
+    """The exact cycle model at every legal activation width A (P a multiple of 3A) for ``cfg``'s
+    P, over the given timesteps' fired counts: mean delta cycles, dense cycles, speedup; with a
+    ``part`` (:data:`deltahw.boards.PARTS` value) also the fit check's multipliers, LUTs and
+    whether it fits. The fired counts do not depend on A (same thresholds, same arithmetic)."""
+    rows, A = [], 1
+    while 3 * A <= cfg.lanes:
+        if cfg.lanes % (3 * A) == 0:
+            c = cfg.replace(act_width=A)
+            layers, fh = _arrays(c, fired_layers, fired_head)
+            mean = float(np.mean(cyc.timestep_cycles(c, layers, fh)))
+            dense = int(cyc.timestep_cycles(c, cyc.dense_columns(c),
+                                            c.hidden_size if c.has_head else 0))
+            row = {"act_width": A, "delta_cycles": mean, "dense_cycles": dense,
+                   "speedup_vs_dense": dense / mean,
+                   "no_fire_cycles": int(cyc.timestep_cycles(c, [0] * c.num_layers, 0))}
+            if part is not None:
+                est = resources.estimate(c, part)
+                row.update(part=part.name, dsps=est.dsps, luts=est.luts,
+                           fits=resources.fits(c, part))
+            rows.append(row)
+        A *= 2
+    return rows
+
+
+def choose_act_width(rows: list[dict]) -> int:
+    """The A with the fewest mean delta cycles among the rows that fit (smallest A on a tie)."""
+    ok = [r for r in rows if r.get("fits", True)]
+    if not ok:
+        raise ValueError("No activation width fits the part.")
+    return min(ok, key=lambda r: (r["delta_cycles"], r["act_width"]))["act_width"]

@@ -37,12 +37,17 @@ def saturate_to(value, bits: int):
 
 
 class ActivationPipe(wiring.Component):
-    """A units per cycle, latency ``ACT_LATENCY``, throughput one beat per cycle, no stalls.
+    """A units per cycle, latency ``LATENCY`` (= ``ACT_LATENCY``), throughput one beat per cycle,
+    no stalls.
 
     Inputs (per beat, with ``valid``): the accumulators ``m_r``, ``m_u``, ``m_cx``, ``m_ch`` and the
     previous hidden state ``h_prev`` of A units, and a ``tag`` carried along (the beat number).
     Outputs: ``h`` (A new hidden values), ``h_prev_out`` is not needed; ``out_valid``/``out_tag``.
     """
+
+    #: Cycles from inputs presented (``valid``) to the result in ``h``; the core's drains and the
+    #: cycle model (:mod:`deltahw.cycles`) are derived from it.
+    LATENCY = ACT_LATENCY
 
     def __init__(self, config: DeltaGRUConfig, tag_bits: int):
         self.config = config

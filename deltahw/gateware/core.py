@@ -38,7 +38,7 @@ from amaranth.lib.wiring import In, Out
 from .. import cycles, regmap
 from ..config import DeltaGRUConfig, ceil_div
 from ..layout import Layout
-from .activation import ACT_LATENCY, ActivationPipe, round_shift, saturate_to
+from .activation import ActivationPipe, round_shift, saturate_to
 from .encoder import DeltaEncoder
 from .mac import MacArray
 from .queue import DeltaQueue
@@ -74,12 +74,17 @@ class DeltaGRUCore(wiring.Component):
     ``weight_init``/``bias_init`` (per-bank word lists, from :mod:`deltahw.export`) initialise the
     parameter memories in simulation; with ``init_files=True`` the generated Verilog instead loads
     ``weights_bank{b}.mem``/``biases_bank{b}.mem`` with ``$readmemh``.
+
+    ``drain_trim`` (tests only) shortens the core's waits by the given cycles, ``{"act": n,
+    "mac": n, "head_mac": n}``: the test that every drain is the minimum that stays bit-exact.
     """
 
     def __init__(
-        self, config: DeltaGRUConfig, *, weight_init=None, bias_init=None, init_files=False
+        self, config: DeltaGRUConfig, *, weight_init=None, bias_init=None, init_files=False,
+        drain_trim=None,
     ):
         self.config = config
+        self.drain_trim = dict(drain_trim or {})
         self.layout = Layout(config)
         self.weight_init, self.bias_init, self.init_files = weight_init, bias_init, init_files
         super().__init__(
@@ -271,7 +276,12 @@ class DeltaGRUCore(wiring.Component):
         groups = [C] * L + ([Ch] if head else [])
         costs = [cycles.column_cost(cfg)] * L + ([cycles.head_column_cost(cfg)] if head else [])
         assert costs == groups, "a column issues one row group per cycle"
-        drains = [cycles.mac_drain(c) for c in costs]
+        trim = self.drain_trim
+        drains = [cycles.mac_drain(c) - trim.get("mac", 0) for c in costs[:L]]
+        if head:
+            drains.append(cycles.mac_drain(costs[L]) - trim.get("head_mac", 0))
+        act_drain = cycles.ACT_DRAIN - trim.get("act", 0)
+        assert min(drains) >= 0 and act_drain >= 1, "a drain cannot be trimmed below zero"
         t_wbase = table([lay.weight_base[b] for b in range(blocks)])
         t_isize = table(in_sizes)
         t_groups = table(groups)
@@ -331,7 +341,10 @@ class DeltaGRUCore(wiring.Component):
             mac.delta.eq(cur_delta),
         ]
 
-        # Activation pipeline and its delay line of (valid, beat).
+        # Activation pipeline and its delay line of (valid, beat): stage 1 holds the accumulator
+        # and h words read at issue, stage LATENCY + 1 the new h values.
+        assert MacArray.READ_LATENCY == 1, "the h memory read (1 cycle) is aligned with MX's"
+        act_lat = ActivationPipe.LATENCY
         m.submodules.act = actp = ActivationPipe(cfg, tag_bits=beat_bits)
         act_issue = Signal()
         act_beat = Signal(beat_bits)
@@ -340,16 +353,16 @@ class DeltaGRUCore(wiring.Component):
                 data.StructLayout({"valid": 1, "beat": beat_bits, "k": len(act_k)}),
                 name=f"act_d{i}",
             )
-            for i in range(ACT_LATENCY + 2)
+            for i in range(act_lat + 2)
         ]
         m.d.comb += [dl[0].valid.eq(act_issue), dl[0].beat.eq(act_beat), dl[0].k.eq(act_k)]
-        for i in range(ACT_LATENCY + 1):
+        for i in range(act_lat + 1):
             m.d.sync += dl[i + 1].eq(dl[i])
         m.d.comb += [mac.mch_addr.eq(t_mchbase[layer] + act_g)]
         for l in range(L):
-            m.d.comb += [h_r[l].addr.eq(act_beat), hhat_r[l].addr.eq(dl[ACT_LATENCY].beat)]
+            m.d.comb += [h_r[l].addr.eq(act_beat), hhat_r[l].addr.eq(dl[act_lat].beat)]
         for t in range(n_targets):
-            m.d.comb += xt_r[t].addr.eq(dl[ACT_LATENCY].beat)
+            m.d.comb += xt_r[t].addr.eq(dl[act_lat].beat)
         # Stage 1: pick each unit's gates out of the lanes of its lane block.
         d1 = dl[1]
         with m.Switch(d1.k):
@@ -370,7 +383,7 @@ class DeltaGRUCore(wiring.Component):
             actp.h_prev.eq(h_prev[layer] if L > 1 else h_r[0].data),
         ]
         # Output stage: write h, delta-encode it twice, emit it if it is the network output.
-        dN = dl[ACT_LATENCY + 1]
+        dN = dl[act_lat + 1]
         unit_ok = Signal(A)
         for i in range(A):
             m.d.comb += unit_ok[i].eq(dN.beat * A + i < H)
@@ -563,7 +576,7 @@ class DeltaGRUCore(wiring.Component):
             with m.State("ACT_DRAIN"):
                 m.d.comb += counting.eq(1)
                 m.d.sync += cnt.eq(cnt + 1)
-                with m.If(cnt == cycles.ACT_DRAIN - 1):
+                with m.If(cnt == act_drain - 1):
                     m.d.sync += [cnt.eq(0), layer.eq(layer + 1)]
                     if head:
                         m.next = "MAC_FETCH"
@@ -580,13 +593,8 @@ class DeltaGRUCore(wiring.Component):
                 with m.Else():
                     m.d.sync += ro_k.eq(ro_k + 1)
                 with m.If(ro_beat == nbo - 1):
-                    m.d.sync += cnt.eq(0)
-                    m.next = "OUT_DRAIN"
-            with m.State("OUT_DRAIN"):
-                m.d.comb += counting.eq(1)
-                m.d.sync += cnt.eq(cnt + 1)
-                with m.If(cnt == cycles.OUT_DRAIN - 1):
-                    m.d.sync += cnt.eq(0)
+                    # The read-out pipeline (cycles.READOUT_STAGES) finishes on its own while
+                    # the next timestep fetches its first column.
                     finish_step()
 
         with m.If(step_done):

@@ -30,7 +30,7 @@ class MacArray(wiring.Component):
     is still writing takes that sum from the pipeline instead (forwarding), so consecutive columns
     may touch the same word every cycle (a head with O <= P). Latency: the write lands at the end of
     the cycle 2 after the issue; a read-out of the word sees it 3 cycles after the issue
-    (``cycles.ACC_WRITE_LATENCY``).
+    (``ACC_WRITE_LATENCY``).
 
     Read-out (when not issuing): ``mx_addr``/``mch_addr`` address all lanes' accumulators;
     ``mx_data``/``mch_data`` hold the words one cycle later (used by activation and head read-out).
@@ -42,6 +42,11 @@ class MacArray(wiring.Component):
     Parameter writes: ``p_we`` writes ``p_data`` into lane ``p_lane`` of the weight (``p_kind`` 0)
     or bias (1) memory at ``p_addr``.
     """
+
+    #: Cycles from ``mx_addr``/``mch_addr`` to ``mx_data``/``mch_data``.
+    READ_LATENCY = 1
+    #: Cycles from an issue until a read-out of the accumulator word it updates sees the new sum.
+    ACC_WRITE_LATENCY = 3
 
     def __init__(self, config: DeltaGRUConfig, *, weight_init=None, bias_init=None,
                  init_files=False):

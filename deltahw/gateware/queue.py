@@ -33,6 +33,12 @@ class DeltaQueue(wiring.Component):
     address (latency 1, one read per cycle). Entries written in a cycle can be read from the next.
     """
 
+    #: Cycles from ``r_addr`` to ``r_index``/``r_delta``.
+    READ_LATENCY = 1
+    #: Cycles from an entry presented on the write inputs until ``count`` includes it (input
+    #: register, then the count register).
+    COUNT_LATENCY = 2
+
     def __init__(self, *, width: int, depth: int, index_bits: int, delta_bits: int, buffers=1):
         if width & (width - 1) or width < 1:
             raise ValueError(f"The queue's write width must be a power of two; got {width}.")
