@@ -39,6 +39,7 @@ from .config import DeltaGRUConfig, ceil_div
 from .gateware.activation import ActivationPipe
 from .gateware.mac import MacArray
 from .gateware.queue import DeltaQueue
+from .gateware.readout import HeadReadout
 
 __all__ = [
     "MAC_FETCH",
@@ -58,8 +59,9 @@ __all__ = [
     "reset_cycles",
 ]
 
-#: Cycles the controller spends on a MAC phase's first queue entry besides the queue read: its
-#: weight address is registered (the queue -> column address arithmetic gets its own cycle).
+#: Cycles the schedule (``deltahw/gateware/schedule.py``) spends on a MAC phase's first queue
+#: entry besides the queue read: its weight address is registered (the queue -> column address
+#: arithmetic gets its own cycle).
 FETCH_ADDRESS_STAGE = 1
 #: Cycles from the start of a MAC phase to the first issue: read the queue counts and put entry 0
 #: on the queue read port, then register its weight address.
@@ -80,7 +82,7 @@ ACT_DRAIN = (MacArray.READ_LATENCY + ActivationPipe.LATENCY + DeltaQueue.COUNT_L
 #: Stages of the head read-out after the accumulator read: the rescaled beat is registered, then
 #: written to the output FIFO. They run on after the timestep closes (nothing the next timestep
 #: does before its own read-out touches them), so the read-out costs only its beats.
-READOUT_STAGES = MacArray.READ_LATENCY + 1
+READOUT_STAGES = MacArray.READ_LATENCY + HeadReadout.LATENCY
 
 
 def column_cost(config: DeltaGRUConfig) -> int:

@@ -1,0 +1,166 @@
+"""Input front end: the input stream delta-encoded into a double-buffered queue, ahead of the core.
+
+It holds up to two input vectors: the one the core computes on (read buffer) and the next one,
+encoded while the current timestep runs. ``i.ready`` falls while both are full.
+"""
+
+from __future__ import annotations
+
+from amaranth import Module, Mux, Signal, signed, unsigned
+from amaranth.lib import data, memory, stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from ..config import DeltaGRUConfig, ceil_div
+from .encoder import DeltaEncoder
+from .queue import DeltaQueue
+
+__all__ = ["InputFrontEnd", "input_layout", "bits_for", "mem_depth"]
+
+
+def input_layout(config: DeltaGRUConfig) -> data.StructLayout:
+    """Payload of the input stream: E elements (element e at bits [e*ab, (e+1)*ab)), then
+    ``first`` (a sequence's first beat)."""
+    return data.StructLayout(
+        {"data": data.ArrayLayout(signed(config.act.bits), config.enc_width), "first": 1}
+    )
+
+
+def mem_depth(n: int) -> int:
+    """Memory depth of at least 2 words (a 1-word memory has a zero-width address in Verilog)."""
+    return max(n, 2)
+
+
+def bits_for(n: int) -> int:
+    """Unsigned width that can hold values 0..n-1 (at least 1)."""
+    return max(1, (n - 1).bit_length())
+
+
+class InputFrontEnd(wiring.Component):
+    """Input encoder and the double-buffered x queue of layer 0.
+
+    Input side: ``i`` takes one beat of E elements per cycle while a buffer is free (ceil(I/E)
+    beats per vector). A beat is compared with the last transmitted input (threshold ``theta``) the
+    cycle after it is accepted and its fired (index, delta) pairs reach the queue
+    (``DeltaQueue.COUNT_LATENCY`` cycles later they are counted). Latency: ``r_full`` rises 2
+    cycles after a vector's last beat is accepted and ``count`` is complete one cycle later, the
+    first cycle in which the core (which starts a timestep the cycle after it sees ``r_full``)
+    reads it. Throughput: one beat per cycle.
+
+    Core side: ``r_full`` says the read buffer holds a complete vector (``r_reset``: it starts a
+    sequence), ``count`` its fired entries, read by position with ``r_addr`` -> ``r_index`` /
+    ``r_delta`` (latency ``DeltaQueue.READ_LATENCY``). A ``release`` pulse hands the buffer back
+    (the core has read all its entries) and switches to the other one.
+    """
+
+    def __init__(self, config: DeltaGRUConfig):
+        self.config = config
+        I = config.input_size
+        self.queue_args = dict(width=config.enc_width, depth=I, index_bits=bits_for(I),
+                               delta_bits=config.delta_bits, buffers=2)
+        count_bits = I.bit_length()
+        super().__init__({
+            "i": In(stream.Signature(input_layout(config))),
+            "theta": In(unsigned(config.act.bits)),
+            "release": In(1),
+            "r_full": Out(1),
+            "r_reset": Out(1),
+            "count": Out(count_bits),
+            "r_addr": In(count_bits),
+            "r_index": Out(bits_for(I)),
+            "r_delta": Out(signed(config.delta_bits)),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        cfg = self.config
+        I, E, ab = cfg.input_size, cfg.enc_width, cfg.act.bits
+        act = signed(ab)
+        nbi = ceil_div(I, E)  # input beats per vector
+        m.submodules.xq0 = xq0 = DeltaQueue(**self.queue_args)
+        m.submodules.enc_in = enc_in = DeltaEncoder(width=E, act_bits=ab)
+        xhat0 = memory.Memory(shape=data.ArrayLayout(act, E), depth=mem_depth(nbi), init=[])
+        m.submodules.xhat0 = xhat0
+        # Transparent: with one beat per vector (E >= I) the next vector reads a word in the same
+        # cycle the previous vector writes it back.
+        xhat0_w = xhat0.write_port()
+        xhat0_r = xhat0.read_port(transparent_for=(xhat0_w,))
+
+        full = [Signal(name="buf_full0"), Signal(name="buf_full1")]
+        reset_tag = [Signal(name="buf_reset0"), Signal(name="buf_reset1")]
+        wbuf = Signal()  # buffer the encoder fills
+        rbuf = Signal()  # buffer the core reads
+        in_beat = Signal(bits_for(nbi))
+        vec_clear = Signal()  # the vector being received starts a sequence
+        release = self.release
+
+        w_full = Mux(wbuf, full[1], full[0])
+        m.d.comb += self.i.ready.eq(~w_full)
+        accept = self.i.valid & self.i.ready
+        is_first_beat = in_beat == 0
+        clear_now = Mux(is_first_beat, self.i.payload.first, vec_clear)
+        m.d.comb += xhat0_r.addr.eq(in_beat)
+        # Stage 1 of the input encoder: compare with the last transmitted values and push.
+        s1 = Signal(
+            data.StructLayout(
+                {
+                    "valid": 1,
+                    "beat": bits_for(nbi),
+                    "buf": 1,
+                    "clear": 1,
+                    "data": data.ArrayLayout(act, E),
+                    "last": 1,
+                    "first": 1,
+                }
+            )
+        )
+        m.d.sync += [
+            s1.valid.eq(accept),
+            s1.beat.eq(in_beat),
+            s1.buf.eq(wbuf),
+            s1.clear.eq(clear_now),
+            s1.data.eq(self.i.payload.data),
+            s1.last.eq(in_beat == nbi - 1),
+            s1.first.eq(is_first_beat),
+        ]
+        with m.If(accept):
+            m.d.sync += vec_clear.eq(clear_now)
+            with m.If(in_beat == nbi - 1):
+                m.d.sync += [in_beat.eq(0), wbuf.eq(~wbuf)]
+            with m.Else():
+                m.d.sync += in_beat.eq(in_beat + 1)
+        in_range = Signal(E)
+        for e in range(E):
+            m.d.comb += in_range[e].eq(s1.beat * E + e < I)
+        m.d.comb += [
+            enc_in.v.eq(s1.data),
+            enc_in.vhat.eq(xhat0_r.data),
+            enc_in.theta.eq(self.theta),
+            enc_in.clear.eq(s1.clear),
+            enc_in.in_range.eq(in_range),
+            xhat0_w.addr.eq(s1.beat),
+            xhat0_w.data.eq(enc_in.new_vhat),
+            xhat0_w.en.eq(s1.valid),
+            xq0.w_valid.eq(Mux(s1.valid, enc_in.fire, 0)),
+            xq0.w_first.eq(s1.valid & s1.first),
+            xq0.w_buf.eq(s1.buf),
+            xq0.w_delta.eq(enc_in.delta),
+        ]
+        for e in range(E):
+            m.d.comb += xq0.w_index[e].eq(s1.beat * E + e)
+        for b in range(2):
+            with m.If(s1.valid & s1.last & (s1.buf == b)):
+                m.d.sync += [full[b].eq(1), reset_tag[b].eq(s1.clear)]
+            with m.Elif(release & (rbuf == b)):
+                m.d.sync += full[b].eq(0)
+        with m.If(release):
+            m.d.sync += rbuf.eq(~rbuf)
+        m.d.comb += [
+            self.r_full.eq(Mux(rbuf, full[1], full[0])),
+            self.r_reset.eq(Mux(rbuf, reset_tag[1], reset_tag[0])),
+            self.count.eq(xq0.count[rbuf]),
+            xq0.r_buf.eq(rbuf),
+            xq0.r_addr.eq(self.r_addr),
+            self.r_index.eq(xq0.r_index),
+            self.r_delta.eq(xq0.r_delta),
+        ]
+        return m

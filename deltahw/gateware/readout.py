@@ -1,0 +1,69 @@
+"""Head read-out: the head's accumulators rescaled to the act format, A outputs per beat."""
+
+from __future__ import annotations
+
+from amaranth import Module, Mux, Signal, signed
+from amaranth.lib import data, wiring
+from amaranth.lib.wiring import In, Out
+
+from ..config import DeltaGRUConfig, ceil_div
+from .activation import round_shift, saturate_to
+from .frontend import bits_for
+
+__all__ = ["HeadReadout", "output_layout"]
+
+
+def output_layout(config: DeltaGRUConfig) -> data.StructLayout:
+    """Payload of the output stream: A elements, then ``last`` (a timestep's final beat)."""
+    return data.StructLayout(
+        {"data": data.ArrayLayout(signed(config.act.bits), config.act_width), "last": 1}
+    )
+
+
+class HeadReadout(wiring.Component):
+    """Rescales beat ``beat`` (A accumulators, lane block ``k`` of the P accumulator words on
+    ``mx_data``) to ``y = sat(rnd(M_o))`` and presents it as an output-FIFO word.
+
+    Protocol: ``issue`` with ``beat``/``k`` in the cycle the controller addresses the accumulator
+    word; ``mx_data`` holds it ``MacArray.READ_LATENCY`` cycles later (the beat's number travels
+    along), and the rescaled beat is on ``out``/``w_en`` ``LATENCY`` cycles after that. Elements
+    past O are 0; ``last`` marks beat ceil(O/A) - 1. Throughput: one beat per cycle, no stalls
+    (the controller checks the FIFO's room before the read-out starts).
+    """
+
+    #: Cycles from ``mx_data`` to ``out``/``w_en`` (the rescale is registered).
+    LATENCY = 1
+
+    def __init__(self, config: DeltaGRUConfig):
+        self.config = config
+        P, A = config.lanes, config.act_width
+        self.nbo = ceil_div(config.output_size, A)
+        self.k_bits = bits_for(max(1, P // A))
+        super().__init__({
+            "issue": In(1),
+            "beat": In(bits_for(self.nbo)),
+            "k": In(self.k_bits),
+            "mx_data": In(data.ArrayLayout(signed(config.acc_bits), P)),
+            "out": Out(output_layout(config)),
+            "w_en": Out(1),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        cfg = self.config
+        P, A, O, ab = cfg.lanes, cfg.act_width, cfg.output_size, cfg.act.bits
+        st = data.StructLayout({"valid": 1, "beat": len(self.beat), "k": self.k_bits})
+        ro1, ro2 = Signal(st), Signal(st)
+        m.d.sync += [ro1.valid.eq(self.issue), ro1.beat.eq(self.beat), ro1.k.eq(self.k),
+                     ro2.eq(ro1)]
+        y = Signal(data.ArrayLayout(signed(ab), A))
+        with m.Switch(ro1.k):
+            for k in range(P // A):
+                with m.Case(k):
+                    for i in range(A):
+                        mv = self.mx_data[A * k + i]
+                        m.d.sync += y[i].eq(saturate_to(round_shift(mv, cfg.weight.frac), ab))
+        for i in range(A):
+            m.d.comb += self.out.data[i].eq(Mux(ro2.beat * A + i < O, y[i], 0))
+        m.d.comb += [self.out.last.eq(ro2.beat == self.nbo - 1), self.w_en.eq(ro2.valid)]
+        return m

@@ -1,0 +1,241 @@
+"""The core's schedule: which phase of which block runs in every cycle of a timestep.
+
+This is the one place in the gateware that decides *when* things happen; the datapath in
+:mod:`deltahw.gateware.core` only does what the strobes below say. The cycle model
+(:mod:`deltahw.cycles`) counts exactly the cycles of this state machine, and its waits come from
+there (derived from the blocks' exported latencies). To change the schedule, change this file and
+:mod:`deltahw.cycles` together; the regression compares the two on every timestep.
+
+A timestep, per block b (layers 0..L-1, then the head if any), in order:
+
+* ``MAC_FETCH`` (1 cycle): the block's queue counts ``nx`` + ``nh`` are read (``latch_fired``) and
+  entry 0 is put on the queue read port; nothing fired: the phase ends here
+  (``cycles.EMPTY_MAC_PHASE``).
+* ``MAC_FETCH2`` (1 cycle): entry 0 is taken (``take``: its weight address is registered), entry 1
+  addressed (``cycles.MAC_FETCH`` = 2 cycles in all before the first issue).
+* ``MAC_RUN``: ``issue`` for every row group ``g`` of every fired column, ``groups`` cycles per
+  column, no bubbles (one entry of look-ahead on the queue read port).
+* ``MAC_DRAIN``: ``cycles.mac_drain(groups)`` cycles until the last column's sums are readable.
+* ``ACT_RUN`` (layers): ceil(H/A) activation beats (``act_issue``, ``act_beat``, ``act_k``; the
+  accumulator word ``rd_group``), then ``ACT_DRAIN`` (``cycles.ACT_DRAIN``) until the new h values
+  and their fired deltas are in the queues; the next block starts after it.
+* ``OUT_RUN`` (head): ceil(O/A) read-out beats (``ro_issue``, ``ro_beat``, ``ro_k``); the
+  timestep closes with the last one (``step_done``).
+* Without a head the timestep closes with the last layer's activation drain.
+
+Before the phase that writes the output FIFO (the head's read-out, or the last layer's activation)
+the schedule waits in ``WAIT_OUT`` until there is room for a timestep (``out_room``): stall cycles
+(``stalling``), not compute cycles (``counting``). A new input vector with ``r_reset`` first runs
+the ``RESET`` phase (``cycles.reset_cycles``: accumulators <- biases, states cleared, ``resetting``
+with ``reset_addr``). The timestep closes in its last cycle and the next one starts in the
+following cycle when its input vector is in (``r_full``); ``release`` hands the input vector back
+at the end of layer 0's MAC phase.
+
+Latency and throughput: one state per cycle, no internal pipelining; the outputs are
+combinational from the state (``fetch_index`` and the strobes) or registers (``block``, ``g``,
+beat counters).
+"""
+
+from __future__ import annotations
+
+from amaranth import Array, Const, Module, Mux, Signal
+from amaranth.lib import wiring
+from amaranth.lib.wiring import In, Out
+
+from .. import cycles
+from ..config import DeltaGRUConfig, ceil_div
+from ..layout import Layout
+from .frontend import bits_for
+
+__all__ = ["Schedule"]
+
+
+class Schedule(wiring.Component):
+    """The controller state machine (see the module docstring for the phases).
+
+    ``drain_trim`` (tests only): shorten the waits by the given cycles, ``{"act": n, "mac": n,
+    "head_mac": n}``, to show that each is the minimum that stays bit-exact.
+    """
+
+    def __init__(self, config: DeltaGRUConfig, *, drain_trim=None):
+        self.config = config
+        self.drain_trim = dict(drain_trim or {})
+        L, P, A = config.num_layers, config.lanes, config.act_width
+        nb = ceil_div(config.hidden_size, A)
+        nbo = ceil_div(config.output_width, A)
+        super().__init__({
+            # status from the datapath
+            "r_full": In(1),
+            "r_reset": In(1),
+            "nx": In(16),  # fired entries in the current block's x queue
+            "nh": In(16),  # ... and in its h queue
+            "out_room": In(1),
+            # where the timestep is
+            "block": Out(range(L + 1)),  # L = the head
+            "release": Out(1),
+            "resetting": Out(1),
+            "reset_addr": Out(16),
+            # MAC phase
+            "latch_fired": Out(1),
+            "fetch_index": Out(16),  # entry (x entries, then h entries) put on the read port
+            "take": Out(1),  # the entry addressed in the previous cycle becomes the column
+            "issue": Out(1),
+            "g": Out(16),  # row group of the current column
+            # activation and read-out
+            "rd_group": Out(16),  # accumulator word read by the current beat
+            "act_issue": Out(1),
+            "act_beat": Out(bits_for(nb)),
+            "act_k": Out(bits_for(max(1, P // (3 * A)))),
+            "ro_issue": Out(1),
+            "ro_beat": Out(bits_for(nbo)),
+            "ro_k": Out(bits_for(max(1, P // A))),
+            # accounting
+            "counting": Out(1),
+            "stalling": Out(1),
+            "step_done": Out(1),
+        })
+
+    def elaborate(self, platform):  # noqa: C901 - one state machine, read top to bottom
+        m = Module()
+        cfg = self.config
+        L, P, A, head = cfg.num_layers, cfg.lanes, cfg.act_width, cfg.has_head
+        lay = Layout(cfg)
+        nb = ceil_div(cfg.hidden_size, A)
+        nbo = ceil_div(cfg.output_width, A)
+
+        def table(values):
+            width = max(1, max(int(v).bit_length() for v in values))
+            return Array(Const(int(v), width) for v in values)
+
+        costs = [cycles.column_cost(cfg)] * L + ([cycles.head_column_cost(cfg)] if head else [])
+        assert costs == [lay.groups] * L + ([lay.head_groups] if head else []), (
+            "a column issues one row group per cycle")
+        trim = self.drain_trim
+        drains = [cycles.mac_drain(c) - trim.get("mac", 0) for c in costs[:L]]
+        if head:
+            drains.append(cycles.mac_drain(costs[L]) - trim.get("head_mac", 0))
+        act_drain = cycles.ACT_DRAIN - trim.get("act", 0)
+        assert min(drains) >= 0 and act_drain >= 1, "a drain cannot be trimmed below zero"
+        t_groups, t_drain = table(costs), table(drains)
+
+        block, g = self.block, self.g
+        nx, nh = self.nx, self.nh
+        n_total = nx + nh
+        e = Signal(16)  # entry whose column is being swept
+        cnt = Signal(16)  # drain counter
+        act_beat, act_k, rd_group = self.act_beat, self.act_k, self.rd_group
+        ro_beat, ro_k = self.ro_beat, self.ro_k
+        final_block = L if head else L - 1
+
+        def fetch(index):
+            m.d.comb += self.fetch_index.eq(index)
+
+        def start_step():
+            """Leave the timestep's last cycle (or IDLE): start the next one if its input is in."""
+            m.d.sync += [block.eq(0), ro_beat.eq(0), ro_k.eq(0)]
+            with m.If(self.r_full):
+                with m.If(self.r_reset):
+                    m.d.sync += self.reset_addr.eq(0)
+                    m.next = "RESET"
+                with m.Else():
+                    m.next = "MAC_FETCH"
+            with m.Else():
+                m.next = "IDLE"
+
+        def finish_step():
+            m.d.comb += self.step_done.eq(1)
+            start_step()
+
+        def mac_done():
+            """The block's MAC phase ends this cycle: on to its activation or read-out."""
+            with m.If(block == 0):
+                m.d.comb += self.release.eq(1)  # the input vector's queue has been read
+            with m.If((block == final_block) & ~self.out_room):
+                m.next = "WAIT_OUT"
+            with m.Elif(block == L):
+                m.next = "OUT_RUN"
+            with m.Else():
+                m.next = "ACT_RUN"
+
+        with m.FSM(name="ctrl"):
+            with m.State("IDLE"):
+                start_step()
+            with m.State("RESET"):
+                m.d.comb += self.resetting.eq(1)
+                m.d.sync += self.reset_addr.eq(self.reset_addr + 1)
+                with m.If(self.reset_addr == cycles.reset_cycles(cfg) - 1):
+                    m.next = "MAC_FETCH"
+            with m.State("MAC_FETCH"):
+                m.d.comb += [self.counting.eq(1), self.latch_fired.eq(1)]
+                fetch(0)
+                m.d.sync += [e.eq(0), g.eq(0), cnt.eq(0), rd_group.eq(0), act_k.eq(0),
+                             act_beat.eq(0)]
+                with m.If(n_total == 0):
+                    mac_done()  # cycles.EMPTY_MAC_PHASE
+                with m.Else():
+                    m.next = "MAC_FETCH2"
+            with m.State("MAC_FETCH2"):
+                m.d.comb += [self.counting.eq(1), self.take.eq(1)]
+                fetch(1)
+                m.next = "MAC_RUN"
+            with m.State("MAC_RUN"):
+                m.d.comb += [self.counting.eq(1), self.issue.eq(1)]
+                # The entry taken in a column's last cycle was addressed the cycle before: in
+                # the column's previous cycle, or (one-cycle columns) in the previous column's.
+                last_g = g == t_groups[block] - 1
+                fetch(Mux(last_g, e + 2, e + 1))
+                with m.If(last_g):
+                    m.d.sync += [g.eq(0), e.eq(e + 1)]
+                    m.d.comb += self.take.eq(1)
+                    with m.If(e + 1 == n_total):
+                        with m.If(t_drain[block] == 0):
+                            mac_done()
+                        with m.Else():
+                            m.next = "MAC_DRAIN"
+                with m.Else():
+                    m.d.sync += g.eq(g + 1)
+            with m.State("MAC_DRAIN"):
+                # Until the last column's first accumulator word is readable (cycles.mac_drain).
+                m.d.comb += self.counting.eq(1)
+                m.d.sync += cnt.eq(cnt + 1)
+                with m.If(cnt == t_drain[block] - 1):
+                    m.d.sync += cnt.eq(0)
+                    mac_done()
+            with m.State("WAIT_OUT"):
+                m.d.comb += self.stalling.eq(1)
+                with m.If(self.out_room):
+                    m.next = "OUT_RUN" if head else "ACT_RUN"
+            with m.State("ACT_RUN"):
+                m.d.comb += [self.counting.eq(1), self.act_issue.eq(1)]
+                m.d.sync += act_beat.eq(act_beat + 1)
+                with m.If(act_k == P // (3 * A) - 1):
+                    m.d.sync += [act_k.eq(0), rd_group.eq(rd_group + 1)]
+                with m.Else():
+                    m.d.sync += act_k.eq(act_k + 1)
+                with m.If(act_beat == nb - 1):
+                    m.d.sync += cnt.eq(0)
+                    m.next = "ACT_DRAIN"
+            with m.State("ACT_DRAIN"):
+                m.d.comb += self.counting.eq(1)
+                m.d.sync += cnt.eq(cnt + 1)
+                with m.If(cnt == act_drain - 1):
+                    m.d.sync += [cnt.eq(0), block.eq(block + 1)]
+                    if head:
+                        m.next = "MAC_FETCH"
+                    else:
+                        with m.If(block == L - 1):
+                            finish_step()
+                        with m.Else():
+                            m.next = "MAC_FETCH"
+            with m.State("OUT_RUN"):
+                m.d.comb += [self.counting.eq(1), self.ro_issue.eq(1)]
+                m.d.sync += ro_beat.eq(ro_beat + 1)
+                with m.If(ro_k == P // A - 1):
+                    m.d.sync += [ro_k.eq(0), rd_group.eq(rd_group + 1)]
+                with m.Else():
+                    m.d.sync += ro_k.eq(ro_k + 1)
+                with m.If(ro_beat == nbo - 1):
+                    # The read-out pipeline (cycles.READOUT_STAGES) finishes on its own while
+                    # the next timestep fetches its first column.
+                    finish_step()
+        return m
