@@ -19,7 +19,7 @@ from deltahw import cycles
 from deltahw.bench import report as bench_report
 from deltahw.bench import run as bench_run
 from deltahw.bench.rtl import decompose
-from deltahw.bench.whatif import projected_cycles, what_if
+from deltahw.bench.whatif import act_width_sweep, choose_act_width, projected_cycles, what_if
 from deltahw.config import DeltaGRUConfig
 from deltahw.golden import run_golden
 from deltahw.model import load_model, save_checkpoint
@@ -209,3 +209,31 @@ def test_a_cycle_mismatch_is_reported_not_averaged(small_model):
     seq["dense"] = dict(run, model_cycles=run["cycles"])
     summary = bench_run._rtl_summary(cfg, {"sequences": [seq]})
     assert summary["matches_cycle_model"] is False
+
+
+def test_act_width_sweep_is_the_cycle_model_at_every_legal_width(small_model):
+    """The data-driven choice of A: every legal A (P a multiple of 3A, A a power of two), the
+    cycle model's mean over the given timesteps at each, and the fastest A that fits the part."""
+    from deltahw.boards import PARTS
+
+    cfg = small_model.config.replace(lanes=48, act_width=2)
+    rng = np.random.default_rng(1)
+    fl = np.stack([rng.integers(0, cfg.layer_input_size(l) + cfg.hidden_size + 1, 40)
+                   for l in range(cfg.num_layers)], axis=1)
+    fh = rng.integers(0, cfg.hidden_size + 1, 40)
+    rows = act_width_sweep(cfg, fl, fh)
+    assert [r["act_width"] for r in rows] == [1, 2, 4, 8, 16]
+    for r in rows:
+        c = cfg.replace(act_width=r["act_width"])
+        want = [cycles.timestep_cycles(c, list(map(int, a)), int(b)) for a, b in zip(fl, fh)]
+        assert r["delta_cycles"] == pytest.approx(float(np.mean(want)))
+        assert r["dense_cycles"] == cycles.timestep_cycles(c, cycles.dense_columns(c),
+                                                           c.hidden_size)
+    assert choose_act_width(rows) == 16  # more units, fewer beats: fastest when nothing limits
+    part = PARTS["xc7a35t"]
+    fitted = act_width_sweep(cfg, fl, fh, part)
+    assert all("fits" in r and "dsps" in r for r in fitted)
+    ok = [r for r in fitted if r["fits"]]
+    assert choose_act_width(fitted) == min(ok, key=lambda r: r["delta_cycles"])["act_width"]
+    with pytest.raises(ValueError):
+        choose_act_width([dict(r, fits=False) for r in fitted])
