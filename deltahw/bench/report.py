@@ -29,7 +29,7 @@ PHASE_LABELS = {
     "mac_fixed": f"MAC: fetch + drain per MAC phase ({cyc.EMPTY_MAC_PHASE} "
                  f"cycle{'s' if cyc.EMPTY_MAC_PHASE != 1 else ''} when nothing fired)",
     "act": "activation beats (ceil(H/A) per layer, + head read-out ceil(O/A))",
-    "act_fixed": "activation pipeline drain (+ output drain)",
+    "act_fixed": "activation pipeline drain",
 }
 
 
@@ -556,7 +556,7 @@ def _discussion(results: dict) -> list[str]:
             + f") and {fixed:.1f} cycles that do not, or hardly, shrink with sparsity "
             f"({ph['act']:.0f} activation beats = ceil(H/A) = {ceil_div(H, A)} per layer"
             + (f" + {ceil_div(cfg.output_size, A)} head read-out beats" if cfg.has_head else "")
-            + f", {ph['act_fixed']:.0f} activation and output drain, {ph['mac_fixed']:.1f} MAC "
+            + f", {ph['act_fixed']:.0f} activation drain, {ph['mac_fixed']:.1f} MAC "
             f"fetch + drain: {phase} in which something fired, {cyc.EMPTY_MAC_PHASE} per phase "
             f"in which nothing did). That part is {100 * fixed / total:.0f} % of a delta "
             f"timestep but only {100 * _fixed(r['phases_mean_dense']) / dense:.0f} % of a dense "
@@ -590,7 +590,7 @@ def _discussion(results: dict) -> list[str]:
         "encoders consume h as it leaves the activation pipeline, so they cost nothing either.",
         "",
         "The measured/ideal ratio is the price of the fixed overheads the ideal bound leaves out "
-        "(the fetch and drain of every MAC phase, the activation pipeline and output drains); at "
+        "(the fetch and drain of every MAC phase, the activation pipeline drains); at "
         "high sparsity the ideal bound itself is dominated by the ceil(H/A) activation beats, so "
         "the ratio grows as fewer columns fire.", "",
         "What would raise the speedup. Already in the hardware: a column costs ceil(3H/P) cycles "
@@ -641,7 +641,7 @@ def _discussion(results: dict) -> list[str]:
             "the phase's first fired delta is in its queue: a smaller step than the overlap "
             "above, whose bound includes it.",
             f"4. **A shorter activation pipeline**: its drain ({cyc.ACT_DRAIN} cycles per layer; "
-            f"activation and output drain per timestep: {act_fixed} cycles) is paid on every "
+            f"activation drain per timestep: {act_fixed} cycles) is paid on every "
             "timestep; fewer register stages trade clock frequency for cycles (not in the "
             "table).",
             "5. Skipping the activation of units whose accumulators did not change would make "

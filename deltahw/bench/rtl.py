@@ -69,7 +69,7 @@ def decompose(config: DeltaGRUConfig, fired_layers, fired_head) -> dict:
     issue columns (ceil(3H/P) per fired layer column, ceil(O/P) per fired head column);
     ``mac_fixed``, fetch and drain of every MAC phase (one cycle for a phase in which nothing
     fired); ``act``, ceil(H/A) activation beats per layer (+ the head's ceil(O/A) read-out beats);
-    ``act_fixed``, the activation pipeline drains (+ the output drain). They add up to
+    ``act_fixed``, the activation pipeline drains. They add up to
     :func:`deltahw.cycles.timestep_cycles`, and ``mac_issue + act`` is
     :func:`deltahw.cycles.ideal_cycles` (both checked).
     """
