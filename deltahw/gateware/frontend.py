@@ -55,9 +55,9 @@ class InputFrontEnd(wiring.Component):
     def __init__(self, config: DeltaGRUConfig):
         self.config = config
         I = config.input_size
-        self.queue_args = dict(width=config.enc_width, depth=I, index_bits=bits_for(I),
-                               delta_bits=config.delta_bits, buffers=2)
-        count_bits = I.bit_length()
+        self.queue = DeltaQueue(width=config.enc_width, depth=I, index_bits=bits_for(I),
+                                delta_bits=config.delta_bits, buffers=2)
+        count_bits = self.queue.count_bits
         super().__init__({
             "i": In(stream.Signature(input_layout(config))),
             "theta": In(unsigned(config.act.bits)),
@@ -76,7 +76,7 @@ class InputFrontEnd(wiring.Component):
         I, E, ab = cfg.input_size, cfg.enc_width, cfg.act.bits
         act = signed(ab)
         nbi = ceil_div(I, E)  # input beats per vector
-        m.submodules.xq0 = xq0 = DeltaQueue(**self.queue_args)
+        m.submodules.xq0 = xq0 = self.queue
         m.submodules.enc_in = enc_in = DeltaEncoder(width=E, act_bits=ab)
         xhat0 = memory.Memory(shape=data.ArrayLayout(act, E), depth=mem_depth(nbi), init=[])
         m.submodules.xhat0 = xhat0
