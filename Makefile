@@ -2,6 +2,7 @@
 PYTHON ?= python3
 SIM ?= icarus
 CONFIG ?=
+INPUT ?=
 WAVES ?= 0
 BOARD ?= arty_a7
 FUZZ_N ?= 50
@@ -13,11 +14,14 @@ export PYTHONHASHSEED = 0
 
 help:
 	@echo "make setup          install system and Python dependencies (Debian, as root)"
-	@echo "make demo           export the shipped model, generate its RTL, build for $(BOARD)"
+	@echo "make demo           export the shipped fsdd model, generate its RTL, build it for $(BOARD)"
 	@echo "make test           unit tests + RTL regression (Icarus) + co-simulation tests"
 	@echo "make unit           Python unit tests only (golden model, numerics, gateware blocks)"
 	@echo "make sim            cocotb regression of the RTL vs the golden model"
 	@echo "                    (SIM=icarus|verilator, CONFIG=config.json|model folder, WAVES=1)"
+	@echo "make sim CONFIG=model INPUT=x.npy"
+	@echo "                    your own float input (T, I) or (B, T, I) through the model's RTL"
+	@echo "                    on Verilator: outputs to x.rtl.npy, hardware counters to x.rtl.json"
 	@echo "make fuzz           random legal configs through the RTL regression on Verilator"
 	@echo "                    (FUZZ_N=50, FUZZ_SEED=<seed; default from the clock>, FUZZ_OUT=dir;"
 	@echo "                    a failing config is saved in FUZZ_OUT/failures/ for make sim CONFIG=)"
@@ -29,16 +33,24 @@ help:
 setup:
 	bash scripts/setup.sh
 
+# One model end to end: the shipped fsdd network is exported, its RTL generated and linted, and
+# the same export built for the board.
 demo:
-	$(PYTHON) -m deltahw.export models/example/model.pt --out out/example
-	$(PYTHON) -m deltahw.generate out/example --out out/example_rtl --lint
-	$(PYTHON) -m deltahw.build --board $(BOARD) --out out/build_$(BOARD)
+	$(PYTHON) -m deltahw.export models/fsdd/model.pt --out out/fsdd
+	$(PYTHON) -m deltahw.generate out/fsdd --out out/fsdd_rtl --lint
+	$(PYTHON) -m deltahw.build --board $(BOARD) --model out/fsdd --out out/build_$(BOARD)
 
 unit:
 	$(PYTHON) -m pytest -q tests
 
 sim:
+ifneq ($(strip $(INPUT)),)
+	$(if $(strip $(CONFIG)),,$(error make sim INPUT=... needs CONFIG=<model folder or checkpoint>))
+	$(PYTHON) -m deltahw.simulate $(CONFIG) --input $(INPUT) \
+		--output $(basename $(INPUT)).rtl.npy --stats $(basename $(INPUT)).rtl.json
+else
 	SIM=$(SIM) CONFIG=$(CONFIG) WAVES=$(WAVES) $(PYTHON) -m pytest -q rtl_tests
+endif
 
 fuzz:
 	$(PYTHON) -m deltahw.verify.fuzz --n $(FUZZ_N) $(if $(FUZZ_SEED),--seed $(FUZZ_SEED)) \

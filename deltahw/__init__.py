@@ -2,6 +2,10 @@
 
 Main entry points:
 
+* :class:`deltahw.DeltaNetwork` (:mod:`deltahw.api`) - the Python API: one object from a torch
+  module, state dict, checkpoint or exported folder, with ``predict``, ``simulate``, ``export``,
+  ``generate``, ``build``, ``calibrate`` and ``summary`` (``docs/api.md``).
+
 * :class:`deltahw.config.DeltaGRUConfig` - network shape, fixed-point formats, hardware parameters.
 * :func:`deltahw.model.load_model` - import a ``torch.nn.GRU``, a state dict, a deltahw checkpoint
 or
@@ -19,3 +23,14 @@ import os as _os
 _os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 __version__ = "0.1.0"
+__all__ = ["DeltaNetwork", "__version__"]
+
+
+def __getattr__(name):
+    # Imported on first use, so that ``import deltahw`` stays light and sets OMP_WAIT_POLICY
+    # before anything imports torch.
+    if name == "DeltaNetwork":
+        from .api import DeltaNetwork
+
+        return DeltaNetwork
+    raise AttributeError(f"module 'deltahw' has no attribute {name!r}")

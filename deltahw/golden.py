@@ -604,6 +604,7 @@ def add_model_arguments(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--config", help="JSON config (formats, thresholds, lanes) for a plain GRU")
     ap.add_argument("--theta-x", help="input-delta thresholds in real units, e.g. 0.05 or 0.05,0.1")
     ap.add_argument("--theta-h", help="hidden-delta thresholds in real units")
+    ap.add_argument("--theta-head", help="the head's input-delta threshold in real units")
     add_loading_arguments(ap)
 
 
@@ -623,8 +624,12 @@ def model_from_arguments(args) -> QuantizedModel:
                        trust_pickle=args.trust_pickle)
     tx = _parse_thresholds(args.theta_x, model.config, "--theta-x")
     th = _parse_thresholds(args.theta_h, model.config, "--theta-h")
-    if tx or th:
-        model = model.with_config(model.config.with_thresholds(theta_x=tx, theta_h=th))
+    to = _parse_thresholds(getattr(args, "theta_head", None), model.config, "--theta-head")
+    if to is not None and len(to) != 1:
+        raise ConfigError(f"--theta-head takes one threshold; got {args.theta_head}.")
+    if tx or th or to:
+        model = model.with_config(model.config.with_thresholds(
+            theta_x=tx, theta_h=th, theta_head=to[0] if to else None))
     return model
 
 

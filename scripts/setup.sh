@@ -16,6 +16,8 @@ if [ ${#need_apt[@]} -gt 0 ]; then
 fi
 
 PY=${PYTHON:-python3}
+# Installing as root into the system Python is what this script is for: silence pip's warning.
+export PIP_ROOT_USER_ACTION=ignore
 echo "setup: installing Python packages (torch pinned to 2.13.0 CPU)"
 # torch first, pinned, so nothing pulls a CUDA build.
 $PY -m pip install -q "torch==2.13.0"
