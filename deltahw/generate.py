@@ -38,9 +38,12 @@ from .model import LayerParams, QuantizedModel, load_model
 from .util import run_cli
 
 __all__ = ["generate", "verilog_source", "zero_model", "lint", "LintError", "verilator_bin", "main",
-           "TOP_NAME"]
+           "TOP_NAME", "INTERFACES", "top_name"]
 
 TOP_NAME = "deltahw_core"
+#: ``--interface``: the core's native ports (default), or AXI4-Stream + AXI4-Lite
+#: (:mod:`deltahw.gateware.axi`, top module ``deltahw_axi``).
+INTERFACES = ("native", "axi")
 
 
 def zero_model(config: DeltaGRUConfig) -> QuantizedModel:
@@ -56,14 +59,32 @@ def zero_model(config: DeltaGRUConfig) -> QuantizedModel:
     return QuantizedModel(config, layers, head_w, head_b, meta={"weights": "zeros"})
 
 
-def verilog_source(config: DeltaGRUConfig) -> str:
+def top_name(interface: str = "native") -> str:
+    if interface not in INTERFACES:
+        raise ConfigError(
+            f"Unknown interface {interface!r}; expected one of {', '.join(INTERFACES)}."
+        )
+    if interface == "axi":
+        from .gateware.axi import AXI_TOP_NAME
+
+        return AXI_TOP_NAME
+    return TOP_NAME
+
+
+def verilog_source(config: DeltaGRUConfig, interface: str = "native") -> str:
     """Verilog of the core for ``config`` (parameters come from the .mem files at elaboration)."""
     from amaranth.back import verilog
 
+    if interface == "axi":
+        from .gateware.axi import DeltaGRUAxiTop, axi_ports
+
+        top = DeltaGRUAxiTop(config, init_files=True)
+        return verilog.convert(top, name=top_name(interface), ports=axi_ports(top),
+                               emit_src=False)
     from .gateware.core import DeltaGRUCore
 
     core = DeltaGRUCore(config, init_files=True)
-    return verilog.convert(core, name=TOP_NAME, emit_src=False)
+    return verilog.convert(core, name=top_name(interface), emit_src=False)
 
 
 def check_buildable(config: DeltaGRUConfig) -> None:
@@ -79,16 +100,19 @@ def check_buildable(config: DeltaGRUConfig) -> None:
             raise ConfigError("A layer has more than 65535 columns; the counters are 16 bits.")
 
 
-def generate(model: QuantizedModel, out, force: bool = False, protect=()) -> dict:
+def generate(model: QuantizedModel, out, force: bool = False, protect=(),
+             interface: str = "native") -> dict:
     """Write the RTL, init files and manifest for ``model`` into ``out`` (replaced atomically).
 
     An existing ``out`` is replaced only if an earlier generate wrote it (or with ``force``).
+    ``interface``: ``native`` (top ``deltahw_core``) or ``axi`` (top ``deltahw_axi``).
     """
     cfg = model.config
     check_buildable(cfg)
+    top = top_name(interface)
     with output_dir(out, "generate", force=force, protect=protect) as tmp:
-        source = verilog_source(cfg)
-        (tmp / f"{TOP_NAME}.v").write_text(source)
+        source = verilog_source(cfg, interface)
+        (tmp / f"{top}.v").write_text(source)
         from .gateware.ram import VERILOG_RAM_PATH
 
         shutil.copyfile(VERILOG_RAM_PATH, tmp / VERILOG_RAM_PATH.name)
@@ -96,8 +120,9 @@ def generate(model: QuantizedModel, out, force: bool = False, protect=()) -> dic
         (tmp / "deltahw_regs.h").write_text(regmap.c_header(cfg.num_layers))
         manifest = build_manifest(model, files)
         manifest["rtl"] = {
-            "top": TOP_NAME,
-            "sources": [f"{TOP_NAME}.v", VERILOG_RAM_PATH.name],
+            "top": top,
+            "interface": interface,
+            "sources": [f"{top}.v", VERILOG_RAM_PATH.name],
             "cycle_model": {
                 "column_cost": cycles.column_cost(cfg),
                 "head_column_cost": cycles.head_column_cost(cfg) if cfg.has_head else None,
@@ -114,6 +139,10 @@ def generate(model: QuantizedModel, out, force: bool = False, protect=()) -> dic
                 ),
             },
         }
+        if interface == "axi":
+            from .gateware.axi import stream_geometry
+
+            manifest["rtl"]["axi"] = stream_geometry(cfg)
         write_manifest(tmp, manifest)
     return manifest
 
@@ -139,13 +168,14 @@ def lint(folder) -> None:
     import subprocess
 
     folder = Path(folder)
+    top = json.loads((folder / "manifest.json").read_text())["rtl"].get("top", TOP_NAME)
     cmd = [
         str(verilator_bin()),
         "--lint-only",
         *LINT_WAIVERS,
         "--top-module",
-        TOP_NAME,
-        f"{TOP_NAME}.v",
+        top,
+        f"{top}.v",
         "deltahw_sdp_ram.v",
     ]
     try:
@@ -192,6 +222,9 @@ def main(argv=None) -> int:
     ap.add_argument("--force", action="store_true",
                     help="replace an existing --out folder even if deltahw did not write it")
     ap.add_argument("--lint", action="store_true", help="run verilator --lint-only on the result")
+    ap.add_argument("--interface", choices=INTERFACES, default="native",
+                    help="native stream/register-bus ports (default) or AXI4-Stream + AXI4-Lite "
+                    "(top module deltahw_axi; see deltahw/gateware/axi.py)")
     for name in ("lanes", "lanes-per-bank", "enc-width", "act-width"):
         ap.add_argument(
             f"--{name}", type=int, help=f"override the config's {name.replace('-', '_')}"
@@ -210,13 +243,15 @@ def _run(args) -> int:
     model = load_model_or_config(args.model, allow_clipping=args.allow_clipping,
                                  trust_pickle=args.trust_pickle, **hw)
     print(f"generating {model.config.summary()}", flush=True)
-    manifest = generate(model, args.out, force=args.force, protect=[args.model])
+    manifest = generate(model, args.out, force=args.force, protect=[args.model],
+                        interface=args.interface)
     if args.lint:
         lint(args.out)
         print("verilator --lint-only: clean")
     cm = manifest["rtl"]["cycle_model"]
     print(
-        f"wrote {args.out}/{TOP_NAME}.v, {len(manifest['files'])} .mem files, manifest.json; "
+        f"wrote {args.out}/{manifest['rtl']['top']}.v, {len(manifest['files'])} .mem files, "
+        "manifest.json; "
         f"dense timestep = {cm['dense_cycles_per_timestep']} cycles"
     )
     return 0

@@ -219,3 +219,31 @@ def c_header(num_layers: int, guard: str = "DELTAHW_REGS_H") -> str:
             lines.append(f"#define DELTAHW_{r.name}_{f.name.upper()}_WIDTH {f.width}u")
     lines += ["", f"#endif /* {guard} */", ""]
     return "\n".join(lines)
+
+
+# ------------------------------------------------------------------------------------------------
+# Registers of the AXI4 wrapper (deltahw.gateware.axi): a window of words after the core's 256.
+# On the AXI4-Lite slave, byte address = word address x 4 for both windows.
+__all__ += ["AXI_WRAPPER_BASE", "axi_register_map", "axi_by_name"]
+
+#: First word address of the AXI wrapper's registers (byte address 0x400).
+AXI_WRAPPER_BASE = 0x100
+_IRQ_FIELDS = (
+    Field("timestep_done", 0, 1, "a timestep's last output beat left on m_axis"),
+    Field("sequence_done", 1, 1, "... and its input packet had TUSER[1] (sequence end)"),
+    Field("framing_error", 2, 1, "an input TLAST was missing or not on a timestep's last beat"),
+)
+
+
+def axi_register_map() -> list[Register]:
+    """The AXI wrapper's registers (word addresses from :data:`AXI_WRAPPER_BASE`)."""
+    return [
+        Register("IRQ_STATUS", AXI_WRAPPER_BASE, "rw",
+                 "Interrupt events (sticky); write 1 to a bit to clear it.", _IRQ_FIELDS),
+        Register("IRQ_ENABLE", AXI_WRAPPER_BASE + 1, "rw",
+                 "Events that drive the irq output (irq = OR of STATUS & ENABLE).", _IRQ_FIELDS),
+    ]
+
+
+def axi_by_name() -> dict[str, Register]:
+    return {r.name: r for r in axi_register_map()}
