@@ -27,11 +27,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from deltahw_sim import BUILD_ARGS, TIMESCALE, _make_overrides, _verilator_on_path, simulator
-from deltahw_vectors import CASES, _sequence_op, _smooth_inputs, make_model
 
 from deltahw import regmap
 from deltahw.config import ceil_div
+from deltahw.verify.sim import (
+    BUILD_ARGS,
+    TIMESCALE,
+    _make_overrides,
+    _verilator_on_path,
+    simulator,
+)
+from deltahw.verify.vectors import CASES, _sequence_op, _smooth_inputs, make_model
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
