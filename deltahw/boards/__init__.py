@@ -9,6 +9,7 @@ rate. :class:`BoardTop` puts :class:`~deltahw.boards.top.UARTTop` on the board's
 from dataclasses import dataclass, field
 
 from amaranth.hdl import ClockDomain, Elaboratable, Module
+from amaranth.lib import io
 
 from ..gateware.uart import uart_divisor
 from .clocking import ClockGen
@@ -116,14 +117,20 @@ class BoardTop(Elaboratable):
     def elaborate(self, platform):
         m = Module()
         m.domains.sync = self.clockgen.domain = ClockDomain("sync")
+        # Pins through io buffers (platform.request without dir="-" is deprecated in Amaranth 0.5).
         if self.board.reset is not None:
-            self.clockgen.reset = platform.request(self.board.reset, 0).i
+            m.submodules.reset_buf = rst = io.Buffer("i", platform.request(self.board.reset, 0,
+                                                                           dir="-"))
+            self.clockgen.reset = rst.i
         m.submodules.clockgen = self.clockgen
         m.submodules.top = top = UARTTop(self.config, divisor=self.divisor,
                                          clock_hz=self.clock_hz, init_files=True,
                                          rx_depth=self.rx_depth)
-        uart = platform.request("uart", 0)
-        m.d.comb += [top.uart_rx.eq(uart.rx.i), uart.tx.o.eq(top.uart_tx)]
+        uart = platform.request("uart", 0, dir="-")
+        m.submodules.uart_rx = rx = io.Buffer("i", uart.rx)
+        m.submodules.uart_tx = tx = io.Buffer("o", uart.tx)
+        m.d.comb += [top.uart_rx.eq(rx.i), tx.o.eq(top.uart_tx)]
         for n in range(min(self.board.led_count, len(top.leds))):
-            m.d.comb += platform.request("led", n).o.eq(top.leds[n])
+            m.submodules[f"led{n}"] = led = io.Buffer("o", platform.request("led", n, dir="-"))
+            m.d.comb += led.o.eq(top.leds[n])
         return m

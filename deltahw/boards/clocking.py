@@ -6,6 +6,7 @@ cannot be reached within ``tolerance``.
 """
 
 from amaranth.hdl import ClockDomain, Const, Elaboratable, Instance, Module, Signal
+from amaranth.lib import io
 from amaranth.lib.cdc import ResetSynchronizer
 
 __all__ = ["mmcm_params", "ecp5_pll_params", "ClockGen"]
@@ -86,7 +87,8 @@ class ClockGen(Elaboratable):
     def elaborate(self, platform):
         m = Module()
         cd = self.domain
-        clk_in = platform.request(self.osc, 0).i
+        m.submodules.osc_buf = osc = io.Buffer("i", platform.request(self.osc, 0, dir="-"))
+        clk_in = osc.i
         locked = Signal(init=1)
         p = self.params
         if p is None:
