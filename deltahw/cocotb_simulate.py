@@ -1,19 +1,19 @@
 """cocotb test of :func:`deltahw.simulate.simulate_rtl`: run a user's sequences, keep what came out.
 
-Runs a vectors document of the RTL regression's format (``rtl_tests/deltahw_vectors.py``) with the
+Runs a vectors document of the RTL regression's format (:mod:`deltahw.verify.vectors`) with the
 benchmark's runner (:class:`deltahw.bench.cocotb_bench.BenchRunner`: every output beat is compared
 bit for bit with the golden model, every lock-step timestep's ``CYCLES_LAST`` / ``FIRED_LAST`` /
 ``MAC_BUSY`` with the cycle model, and the counters read are recorded) and also records every output
 payload the core emitted, in order, so the caller gets the hardware's own outputs back. Loaded by
-the simulator's Python (``rtl_tests/`` on ``sys.path``); it imports no torch.
+the simulator's Python; it imports no torch.
 """
 
 from __future__ import annotations
 
 import cocotb
-from cocotb_core import run_document
 
 from deltahw.bench.cocotb_bench import BenchRunner
+from deltahw.verify.cocotb_core import run_document
 
 __all__ = ["RecordingRunner", "run_simulate"]
 

@@ -1,8 +1,8 @@
 """Push a user's own input through the generated RTL: ``python -m deltahw.simulate MODEL --input
 x.npy --output y.npy [--sim verilator]`` and :func:`simulate_rtl`.
 
-The model's RTL is generated and compiled once (the RTL regression's build cache,
-``rtl_tests/sim_build/<sim>/sim_<name>``, reused while the generated files are unchanged), then
+The model's RTL is generated and compiled once (the RTL regression's build cache of
+:mod:`deltahw.verify.sim`, ``sim_build/<sim>/sim_<name>``, reused while unchanged), then
 each sequence runs in lock-step through the cocotb harness: the testbench checks every output beat
 against the bit-exact golden model and every timestep's ``CYCLES_LAST``, ``FIRED_LAST<l>``,
 ``FIRED_HEAD_LAST`` and ``MAC_BUSY`` against the cycle model, and records what the hardware
@@ -55,8 +55,8 @@ def _harness():
     try:
         sim_mod, vec = _rtl_imports()
     except ImportError as e:
-        raise SimulationError(f"The RTL simulation harness (rtl_tests/ of the deltahw source tree) "
-                              f"cannot be imported: {e}.") from None
+        raise SimulationError(f"The RTL simulation harness (deltahw.verify) cannot be imported: "
+                              f"{e}.") from None
     return sim_mod, vec, _simulator_env
 
 
