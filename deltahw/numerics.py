@@ -191,7 +191,10 @@ def _make_table(kind: str, fn, in_bits: int, in_frac: int, out_frac: int) -> Act
 # regenerating 2**in_bits entries on every timestep (config.sigmoid / config.tanh are properties).
 @functools.lru_cache(maxsize=64)
 def sigmoid_table(in_bits: int, in_frac: int, out_frac: int) -> ActivationTable:
-    return _make_table("sigmoid", lambda v: 1.0 / (1.0 + math.exp(-v)), in_bits, in_frac, out_frac)
+    # Below -700, exp(-v) overflows a double; sigmoid is < 1e-304 there, which rounds to 0 in any
+    # output format (found by make fuzz: a 12-bit index with 1 fraction bit reaches -1024).
+    return _make_table("sigmoid", lambda v: 1.0 / (1.0 + math.exp(-v)) if v > -700 else 0.0,
+                       in_bits, in_frac, out_frac)
 
 
 @functools.lru_cache(maxsize=64)

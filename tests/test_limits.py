@@ -87,3 +87,21 @@ def test_generate_lint_failure_is_a_clear_error(tmp_path, monkeypatch, capsys):
     err = capsys.readouterr().err
     assert "error: verilator --lint-only failed on" in err
     assert "something is wrong" in err and "Traceback" not in err
+
+
+def test_wide_sigmoid_index_range_builds_its_table():
+    """make fuzz (seed 7301, config 3): sigmoid_in Q11.1 indexes down to -1024, where exp overflowed
+    (OverflowError from a legal config). The table saturates to 0 and 2**act.frac instead."""
+    cfg = DeltaGRUConfig(16, 4, act=(9, 5), sigmoid_in=(12, 1), tanh_in=(7, 4))
+    vals = cfg.sigmoid.values
+    assert min(vals) == 0 and max(vals) == 1 << cfg.act.frac
+    # Unchanged wherever the plain formula worked (here: the default formats).
+    import math
+
+    default = DeltaGRUConfig(4, 8)
+    fmt = default.sigmoid_in
+    size = 1 << fmt.bits
+    plain = [math.floor(1.0 / (1.0 + math.exp(-((a - size if a >= size // 2 else a)
+                                                 / 2.0**fmt.frac))) * 2.0**default.act.frac + 0.5)
+             for a in range(size)]
+    assert list(default.sigmoid.values) == plain
