@@ -9,7 +9,7 @@ import pytest
 import torch
 from amaranth.sim import Simulator
 
-from deltahw import regmap
+from deltahw import cycles, regmap
 from deltahw.config import DeltaGRUConfig, ceil_div
 from deltahw.gateware.activation import ACT_LATENCY, ActivationPipe
 from deltahw.gateware.core import DeltaGRUCore
@@ -224,8 +224,9 @@ def test_mac_array_accumulates_columns(shape):
 
 # --- whole core -----------------------------------------------------------------------------------
 def simulate_core(model, x_q, firsts, *, backpressure=0.0, idle=0.0, seed=0, thresholds=None,
-                  drain_trim=None):
-    """Run the core in amaranth.sim; returns (outputs (T, W), CYCLES_LAST per timestep)."""
+                  drain_trim=None, fired=None):
+    """Run the core in amaranth.sim; returns (outputs (T, W), CYCLES_LAST per timestep). With a
+    list ``fired``, FIRED_LAST0 and FIRED_HEAD_LAST of every timestep are appended to it."""
     cfg, lay = model.config, Layout(model.config)
     wb = lay.to_bank_words(lay.lane_weights(model), cfg.weight.bits)
     bb = lay.to_bank_words(lay.lane_biases(model), cfg.bias.bits)
@@ -272,6 +273,14 @@ def simulate_core(model, x_q, firsts, *, backpressure=0.0, idle=0.0, seed=0, thr
             ctx.set(dut.bus.r_en, 0)
             await ctx.delay(1e-9)
             cyc.append(ctx.get(dut.bus.r_data))
+            if fired is not None:
+                for name in ("FIRED_LAST0", "FIRED_HEAD_LAST"):
+                    ctx.set(dut.bus.addr, regs[name].addr)
+                    ctx.set(dut.bus.r_en, 1)
+                    await ctx.tick()
+                    ctx.set(dut.bus.r_en, 0)
+                    await ctx.delay(1e-9)
+                    fired.append(ctx.get(dut.bus.r_data))
 
     run(dut, feeder, reader, deadline=400_000)
     assert len(outs) == T, "the core did not produce every timestep's output"
@@ -310,3 +319,34 @@ def test_core_one_beat_vectors_back_to_back():
     assert torch.equal(out, g.outputs[0])
     assert cyc == g.cycles[0].tolist()
 
+
+
+@pytest.mark.parametrize("drain", ["act", "mac", "head_mac"])
+def test_each_drain_is_the_minimum(drain):
+    """The waits the schedule derives from the blocks' latencies (``deltahw.cycles``:
+    ``ACT_DRAIN``, ``mac_drain`` of the layers and of the head) are each the minimum: the exact
+    core matches the golden model, and the same core with that one wait a cycle shorter does not
+    (outputs or fired-column counters). Dense thresholds (every delta fires, so the last
+    activation beat and the last column always matter) and C = ceil(3H/P) = ceil(O/P) = 1 (so
+    both MAC drains are nonzero)."""
+    model = small_model(I=2, H=2, O=3, lanes=6, act_width=1, enc_width=1, theta=0)
+    cfg = model.config
+    assert cycles.mac_drain(cycles.column_cost(cfg)) > 0
+    assert cycles.mac_drain(cycles.head_column_cost(cfg)) > 0
+    T = 4
+    x = torch.randn(T, cfg.input_size, generator=torch.Generator().manual_seed(7))
+    x_q, _ = model.quantize_input(x)
+    firsts = [t == 0 for t in range(T)]
+    g = run_golden(model, x_q)
+    want_fired = []
+    for t in range(T):
+        want_fired += [int(g.fired_x[0, t, 0]) | (int(g.fired_h[0, t, 0]) << 16),
+                       int(g.fired_head[0, t])]
+    fired = []
+    out, cyc = simulate_core(model, x_q, firsts, fired=fired)
+    assert torch.equal(out, g.outputs[0]) and cyc == g.cycles[0].tolist()
+    assert fired == want_fired
+    short_fired = []
+    short, _ = simulate_core(model, x_q, firsts, drain_trim={drain: 1}, fired=short_fired)
+    assert not (torch.equal(short, g.outputs[0]) and short_fired == want_fired), (
+        f"the {drain} drain is longer than needed")
