@@ -9,6 +9,8 @@ import numpy as np
 import pytest
 import torch
 
+from deltahw import cycles, resources
+from deltahw.boards import PARTS
 from deltahw.config import DeltaGRUConfig
 from deltahw.golden import run_golden
 from deltahw.model import load_model, quantize_gru
@@ -194,7 +196,9 @@ def test_shipped_metrics_are_reproduced_by_the_golden_model():
         model = load_model(folder / "model.pt")
         cfg = DeltaGRUConfig.load(folder / "config.json")
         assert cfg == model.config
-        assert cfg.lanes == 48 and cfg.act_width == 4 and cfg.enc_width == 8
+        assert cfg.lanes == 48 and cfg.enc_width == 8
+        # The shipped act width is the one its validation data chose (and 16 fits the Arty).
+        assert cfg.act_width == metrics["act_width_choice"]["act_width"] == 16
         exported = load_model(folder / "export")
         assert exported.config == model.config
         res = golden_eval(model, tdata.load_dataset(name), "test")
@@ -233,6 +237,24 @@ def test_smoke_training_writes_a_loadable_checkpoint(tmp_path):
     assert res["accuracy"] > 0.3  # far above chance (0.1) after a few seconds of training
     assert model.input_mean is not None and model.meta["task"] == "classification"
     assert model.meta["dataset_name"] == "fsdd"
+    # The activation width was chosen from the validation split: at the chosen A the cycle model's
+    # mean over the validation timesteps is no worse than at any other width that fits the Arty.
+    choice = metrics["act_width_choice"]
+    assert choice["part"] == "xc7a35t" and cfg.act_width == choice["act_width"]
+    ds = tdata.load_dataset("fsdd")
+    xq, lengths, _ = golden_inputs(model, ds, "val")
+    r = run_golden(model, xq, lengths)
+    fired = (r.fired_x + r.fired_h)[r.mask][:, 0]
+
+    def mean_cycles(A):
+        c = cfg.replace(act_width=A)
+        return float(cycles.timestep_cycles(c, [fired], r.fired_head[r.mask]).float().mean())
+
+    legal = [A for A in (1, 2, 4, 8, 16) if cfg.lanes % (3 * A) == 0
+             and resources.fits(cfg.replace(act_width=A), PARTS["xc7a35t"])]
+    assert cfg.act_width in legal and len(legal) > 1
+    assert all(mean_cycles(cfg.act_width) <= mean_cycles(A) for A in legal)
+    assert load_model(out / "dense.pt").config.act_width in legal
 
 
 def test_training_is_deterministic_and_resumes_identically(tmp_path, monkeypatch):

@@ -27,7 +27,7 @@ from .. import resources
 from ..config import DeltaGRUConfig, ceil_div
 
 __all__ = ["CHANGES", "OPTIONS", "projected_cycles", "what_if", "act_width_sweep",
-           "choose_act_width"]
+           "choose_act_width", "act_width_for_data"]
 
 CHANGES = {
     "overlap": "overlap each layer's activation with the next MAC phase (next layer or head)",
@@ -137,3 +137,21 @@ def choose_act_width(rows: list[dict]) -> int:
     if not ok:
         raise ValueError("No activation width fits the part.")
     return min(ok, key=lambda r: (r["delta_cycles"], r["act_width"]))["act_width"]
+
+
+def act_width_for_data(model, x_q, lengths, part) -> tuple[int, list[dict]]:
+    """The activation width A for ``model`` on a part, chosen from real data.
+
+    ``x_q`` (B, T, I) are quantized inputs with ``lengths`` (B,): the golden model gives each real
+    timestep's fired columns, :func:`act_width_sweep` the exact cycle model at every legal A with
+    the fit check for ``part`` (a :data:`deltahw.boards.PARTS` value), and :func:`choose_act_width`
+    the fastest A that fits. Returns (A, the sweep rows).
+    """
+    from ..golden import run_golden
+
+    r = run_golden(model, x_q, lengths)
+    m = r.mask
+    fl = (r.fired_x + r.fired_h)[m].numpy()
+    fh = r.fired_head[m].numpy()
+    rows = act_width_sweep(model.config, fl, fh, part)
+    return choose_act_width(rows), rows

@@ -43,6 +43,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..bench.whatif import act_width_for_data
+from ..boards import PARTS
 from ..errors import DeltahwError
 from ..config import ConfigError, DeltaGRUConfig
 from ..model import CHECKPOINT_KIND, load_model, quantize_gru, save_checkpoint
@@ -56,7 +58,8 @@ from .data import (
     DatasetError,
     load_dataset,
 )
-from .evaluate import _Tally, float_dense_metrics, golden_eval, primary_metric, to_lsb
+from .evaluate import (_Tally, float_dense_metrics, golden_eval, golden_inputs, primary_metric,
+                       to_lsb)
 from .module import DeltaGRU
 from .userdata import make_dataset
 
@@ -103,7 +106,20 @@ def auto_schedule(n_train: int) -> dict:
 
 
 #: Hardware parameters of the shipped models (Arty A7-35T).
-HW_DEFAULTS = dict(lanes=48, lanes_per_bank=4, act_width=4, enc_width=8)
+HW_DEFAULTS = dict(lanes=48, lanes_per_bank=4, act_width="auto", enc_width=8)
+#: The part an ``act_width="auto"`` choice must fit (the Arty A7-35T, the primary board).
+DEFAULT_PART = "xc7a35t"
+
+
+def _act_width_arg(text: str):
+    """``--act-width``: a power of two, or ``auto`` (chosen from the validation data)."""
+    if text == "auto":
+        return text
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected a power of two or 'auto'; got {text!r}") from None
 
 STATE_NAME = "train_state.pt"
 
@@ -338,8 +354,15 @@ def build_parser() -> argparse.ArgumentParser:
                     help="use only this many training sequences (smoke tests)")
     ap.add_argument("--quiet", action="store_true", help="no progress bar")
     for name, val in HW_DEFAULTS.items():
-        ap.add_argument(f"--{name.replace('_', '-')}", type=int, default=val,
-                        help=f"hardware parameter {name} (default {val})")
+        auto = name == "act_width"
+        ap.add_argument(f"--{name.replace('_', '-')}", type=_act_width_arg if auto else int,
+                        default=val,
+                        help=(f"hardware parameter {name} (default {val}"
+                              + ("; auto: the fastest width that fits --part, from the cycle "
+                                 "model over the validation split's fired columns)" if auto
+                                 else ")")))
+    ap.add_argument("--part", default=DEFAULT_PART, choices=sorted(PARTS),
+                    help=f"FPGA part an automatic act width must fit (default {DEFAULT_PART})")
     return ap
 
 
@@ -417,6 +440,10 @@ def _digest(ds: Dataset) -> str:
 
 def _config(opts: dict, ds: Dataset, hw: dict) -> tuple[DeltaGRUConfig, DeltaGRUConfig]:
     """(dense config with zero thresholds, delta config with the target thresholds)."""
+    if hw.get("act_width") == "auto":
+        # Chosen at the end (_finish) from the validation data; 1 is legal for every lane count
+        # and changes nothing in training.
+        hw = dict(hw, act_width=1)
     try:
         base = DeltaGRUConfig(input_size=ds.input_size, hidden_size=opts["hidden"],
                               num_layers=opts["layers"], output_size=ds.output_size, **hw)
@@ -585,7 +612,8 @@ def fit(data=None, task: str | None = None, out=None, *, val_data=None, test_dat
         dataset: str | None = None, init=None, layers: int = 1, seed: int = 0,
         split_seed: int = 0, quantize: bool = True, no_pretrain: bool = False,
         dense_only: bool = False, resume: bool = False, threads: int = 1, quiet: bool = True,
-        limit: int = 0, hardware: dict | None = None, **options) -> FitResult:
+        limit: int = 0, hardware: dict | None = None, part: str = DEFAULT_PART,
+        **options) -> FitResult:
     """Train a delta network on ``data`` and write it to ``out``; the Python form of the CLI.
 
     Args:
@@ -599,7 +627,10 @@ def fit(data=None, task: str | None = None, out=None, *, val_data=None, test_dat
         init: fine-tune this dense network instead of running the dense stage: a path (deltahw
             checkpoint or ``torch.nn.GRU`` state dict), a state dict, or a module.
         hardware: hardware parameters (``lanes``, ``lanes_per_bank``, ``act_width``,
-            ``enc_width``; default :data:`HW_DEFAULTS`).
+            ``enc_width``; default :data:`HW_DEFAULTS`). ``act_width="auto"`` (the default)
+            picks the fastest activation width that fits ``part`` from the cycle model over the
+            validation split's fired columns (:func:`deltahw.bench.whatif.act_width_for_data`).
+        part: the :data:`deltahw.boards.PARTS` name an automatic act width must fit.
         **options: any of :data:`OPTIONS` (``hidden``, ``theta_x``, ``dense_epochs``, ...),
             thresholds in real units; unset ones take the defaults (``docs/training.md``).
 
@@ -620,12 +651,14 @@ def fit(data=None, task: str | None = None, out=None, *, val_data=None, test_dat
             raise TrainError(f"Unknown hardware parameter {k!r}; expected one of "
                              f"{', '.join(HW_DEFAULTS)}.")
         hw[k] = v
+    if part not in PARTS:
+        raise TrainError(f"Unknown part {part!r}; expected one of {', '.join(sorted(PARTS))}.")
     ds, builtin = load_data(data, dataset, val_data, test_data, task, split_seed)
     given = dict(options, layers=layers, seed=seed, split_seed=split_seed, quantize=quantize,
                  init=init, no_pretrain=no_pretrain, dense_only=dense_only, limit=limit)
     opts = _resolve(given, ds, builtin)
     metrics = _train(opts, ds, Path(out), hw, init=init, resume=resume, threads=threads,
-                     quiet=quiet)
+                     quiet=quiet, part=part)
     ckpt = Path(out) / ("dense.pt" if dense_only else "model.pt")
     return FitResult(Path(out), ckpt, metrics, ds)
 
@@ -654,17 +687,20 @@ def run(args) -> dict:
     opts = _resolve(given, ds, builtin)
     hw = {k: getattr(args, k) for k in HW_DEFAULTS}
     return _train(opts, ds, Path(args.out), hw, init=args.init, resume=args.resume,
-                  threads=args.threads, quiet=args.quiet)
+                  threads=args.threads, quiet=args.quiet, part=args.part)
 
 
 def _train(opts: dict, ds: Dataset, out: Path, hw: dict, init=None, resume: bool = False,
-           threads: int = 1, quiet: bool = True) -> dict:
+           threads: int = 1, quiet: bool = True, part: str = DEFAULT_PART) -> dict:
     torch.set_num_threads(threads)
     torch.use_deterministic_algorithms(True)
+    auto_part = PARTS[part] if hw.get("act_width") == "auto" else None
     base, target = _config(opts, ds, hw)
     state_path = out / STATE_NAME
     fingerprint = {k: v for k, v in opts.items()}
     fingerprint["config"] = target.to_dict()
+    if auto_part is not None:
+        fingerprint["act_width_auto_part"] = auto_part.name
 
     # Arrays (a --limit keeps the first N training sequences, for smoke tests).
     train_arr = _arrays(ds, "train", base)
@@ -761,7 +797,12 @@ def _train(opts: dict, ds: Dataset, out: Path, hw: dict, init=None, resume: bool
         m = primary_metric(ds.task)
         meta = _meta(ds, opts, "dense", {"best_epoch": best["epoch"],
                                           f"val_{m}_float": best[f"val_{m}"]})
-        save_checkpoint(out / "dense.pt", base, gru, head, ds.mean, ds.std, meta)
+        dense_cfg = base
+        if auto_part is not None:
+            dq = _quantized(gru, head, base, ds)
+            xq, lengths, _ = golden_inputs(dq, ds, "val")
+            dense_cfg = base.replace(act_width=act_width_for_data(dq, xq, lengths, auto_part)[0])
+        save_checkpoint(out / "dense.pt", dense_cfg, gru, head, ds.mean, ds.std, meta)
         state.update(stage="delta", epoch=0, dense={"gru": gru, "head": head,
                                                       "source": str(out / "dense.pt")})
         for k in ("model", "opt", "best"):
@@ -847,7 +888,7 @@ def _train(opts: dict, ds: Dataset, out: Path, hw: dict, init=None, resume: bool
     bar.close()
     net.load_state_dict(best["model"])
     net.config = target
-    metrics = _finish(out, ds, base, target, net, state, best, opts)
+    metrics = _finish(out, ds, base, target, net, state, best, opts, auto_part)
     state_path.unlink(missing_ok=True)
     return metrics
 
@@ -918,12 +959,24 @@ def _finish_dense_only(out: Path, ds, base, gru, head, state) -> dict:
     return metrics
 
 
-def _finish(out: Path, ds, base, target, net: DeltaGRU, state, best, opts) -> dict:
+def _finish(out: Path, ds, base, target, net: DeltaGRU, state, best, opts,
+            auto_part=None) -> dict:
     dense = state["dense"]
     m = primary_metric(ds.task)
     fl = _float_dense(dense, ds) if dense["head"] is not None else {"source": dense["source"]}
     meta = _meta(ds, opts, "delta", {"best_epoch": best["epoch"], "float_dense": fl})
     model = _quantized(net.gru_state_dict(), net.head_state_dict(), target, ds, meta)
+    choice = None
+    if auto_part is not None:
+        # The activation width changes no result (same arithmetic, same fired columns), only the
+        # cycles: chosen on the validation split, the fastest that fits the part.
+        xq, lengths, _ = golden_inputs(model, ds, "val")
+        A, rows = act_width_for_data(model, xq, lengths, auto_part)
+        target = target.replace(act_width=A)
+        model = model.with_config(target)
+        choice = {"act_width": A, "part": auto_part.name, "data": "validation split",
+                  "rule": "fewest mean cycles per timestep (deltahw.cycles) among the widths "
+                          "that fit the part (deltahw.resources.fits)", "sweep": rows}
     trained = {s: golden_eval(model, ds, s) for s in ("val", "test")}
     converted = {}
     if dense["head"] is not None:
@@ -964,6 +1017,7 @@ def _finish(out: Path, ds, base, target, net: DeltaGRU, state, best, opts) -> di
         "float_dense": fl,
         "golden_delta_trained": trained,
         "golden_dense_converted": converted,
+        "act_width_choice": choice,
         "training": {"options": {k: v for k, v in opts.items()}, "best_delta_epoch": best["epoch"],
                      "seconds": state["seconds"], "cpu_seconds": state["cpu_seconds"],
                      "history": state["history"]},
