@@ -183,7 +183,9 @@ class DeltaGRUConfig:
             if not isinstance(val, (list, tuple)):
                 raise ConfigError(
                     f"{name} must be a list of integer thresholds in LSBs, one per layer (or one "
-                    f"for all layers); got {val!r}."
+                    f"for all layers); got {val!r}. For thresholds in real units use "
+                    f"deltahw.DeltaNetwork(..., {name}=...) or the CLIs' "
+                    f"--{name.replace('_', '-')}."
                 )
             val = tuple(val)
             if len(val) == 0:

@@ -33,6 +33,7 @@ from .model import QuantizedModel, load_exported
 from .util import run_cli
 
 __all__ = [
+    "chosen_lines",
     "export_model",
     "load_exported",
     "ManifestError",
@@ -66,6 +67,24 @@ def clipping_lines(report: dict) -> list[str]:
         for name, v in report.items()
         if v.get("clipped")
     ]
+
+
+def chosen_lines(config) -> list[str]:
+    """What the tool chose for the user, and how to change it (for the CLI summaries)."""
+    lsb = config.act.lsb
+    tx = ",".join(f"{v * lsb:g}" for v in config.theta_x)
+    th = ",".join(f"{v * lsb:g}" for v in config.theta_h)
+    out = [f"  thresholds (real units): theta_x={tx} theta_h={th}"
+           + (f" theta_head={config.theta_head * lsb:g}" if config.has_head else "")
+           + " (--theta-x/--theta-h/--theta-head; or choose them on your data with "
+             "python -m deltahw.calibrate)"]
+    if not any(config.theta_x) and not any(config.theta_h) and not config.theta_head:
+        out.append("  all thresholds are 0: every delta fires, so the hardware does the dense "
+                   "work (op reduction 1x)")
+    out.append(f"  hardware: P={config.lanes} MAC lanes, {config.lanes_per_bank} lanes per "
+               f"bank, E={config.enc_width} encoder lanes, A={config.act_width} activation units "
+               "(--lanes, --lanes-per-bank, --enc-width, --act-width)")
+    return out
 
 
 def main(argv=None) -> int:
@@ -106,6 +125,8 @@ def _run(args) -> int:
     worst = max((v["max_abs_error"] for v in rep.values()), default=0.0)
     g = manifest["geometry"]
     print(f"exported {model.config.summary()}")
+    for line in chosen_lines(model.config):
+        print(line)
     print(
         f"  {g['weight_banks']} weight banks x {g['weight_depth']} words x "
         f"{g['weight_word_bits']} bits; {clipped} parameters clipped; max quantization error "

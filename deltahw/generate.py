@@ -33,6 +33,7 @@ from . import cycles, regmap
 from .artifacts import build_manifest, output_dir, write_bank_files, write_manifest
 from .config import ConfigError, DeltaGRUConfig, json_type
 from .errors import DeltahwError
+from .export import chosen_lines
 from .layout import Layout
 from .model import LayerParams, QuantizedModel, load_model
 from .util import run_cli
@@ -243,6 +244,8 @@ def _run(args) -> int:
     model = load_model_or_config(args.model, allow_clipping=args.allow_clipping,
                                  trust_pickle=args.trust_pickle, **hw)
     print(f"generating {model.config.summary()}", flush=True)
+    for line in chosen_lines(model.config):
+        print(line, flush=True)
     manifest = generate(model, args.out, force=args.force, protect=[args.model],
                         interface=args.interface)
     if args.lint:

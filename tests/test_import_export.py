@@ -548,6 +548,25 @@ def test_export_cli_in_process(tmp_path, checkpoint, capsys):
     assert_same_golden(model, back, random_inputs(2, 10, 13, seed=8, smooth=True))
 
 
+def test_export_cli_says_what_it_chose(tmp_path, capsys):
+    # A plain torch.nn.GRU gets the defaults: the CLI names them and how to change them.
+    gru, _ = make_gru(5, 16, 1, seed=4)
+    torch.save(gru.state_dict(), tmp_path / "sd.pt")
+    assert export_main([str(tmp_path / "sd.pt"), "--out", str(tmp_path / "out")]) == 0
+    text = capsys.readouterr().out
+    cfg = load_exported(tmp_path / "out").config
+    assert "thresholds (real units): theta_x=0 theta_h=0" in text and "calibrate" in text
+    assert "all thresholds are 0: every delta fires" in text
+    assert (f"hardware: P={cfg.lanes} MAC lanes, {cfg.lanes_per_bank} lanes per bank, "
+            f"E={cfg.enc_width} encoder lanes, A={cfg.act_width} activation units") in text
+    assert "--act-width" in text
+    capsys.readouterr()
+    assert export_main([str(tmp_path / "sd.pt"), "--out", str(tmp_path / "out2"),
+                        "--theta-x", "0.25"]) == 0
+    text = capsys.readouterr().out
+    assert "theta_x=0.25 theta_h=0" in text and "every delta fires" not in text
+
+
 def test_export_cli_plain_state_dict_with_config(tmp_path):
     gru, _ = make_gru(6, 9, 2, seed=3)
     torch.save(gru.state_dict(), tmp_path / "sd.pt")
