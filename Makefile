@@ -10,7 +10,8 @@ FUZZ_SEED ?=
 FUZZ_OUT ?= fuzz_out
 export PYTHONHASHSEED = 0
 
-.PHONY: help setup demo test unit sim fuzz fuzz-sample firmware-test lint bench link-faults clean
+.PHONY: help setup demo test unit sim fuzz fuzz-sample firmware-test soc-sim soc-sim-small soc-build lint \
+	bench link-faults clean
 
 help:
 	@echo "make setup          install system and Python dependencies (Debian, as root)"
@@ -26,6 +27,12 @@ help:
 	@echo "                    (FUZZ_N=50, FUZZ_SEED=<seed; default from the clock>, FUZZ_OUT=dir;"
 	@echo "                    a failing config is saved in FUZZ_OUT/failures/ for make sim CONFIG=)"
 	@echo "make firmware-test  C driver against a Verilator model of the core"
+	@echo "make soc-sim        the RISC-V SoC (LiteX, VexRiscv, the fsdd core, UART) in LiteX's"
+	@echo "                    Verilator simulation: the firmware loads the weights, runs an fsdd"
+	@echo "                    test utterance, and every output and counter is checked against the"
+	@echo "                    golden and cycle models (SOC_OUT=build/soc-sim; ~10 min)"
+	@echo "make soc-sim-small  the same with the small example model (~6 min)"
+	@echo "make soc-build      the SoC's Vivado build tree for the Arty A7 + open synthesis"
 	@echo "make bench          benchmarks (golden model speed, RTL cycles vs ideal)"
 	@echo "make link-faults    host link fault-injection campaign (reference device + RTL bridge;"
 	@echo "                    report in docs/link_faults/)"
@@ -64,6 +71,16 @@ firmware-test:
 	$(MAKE) -C firmware test PYTHON=$(PYTHON)
 
 test: unit sim firmware-test fuzz-sample
+
+SOC_OUT ?= build/soc-sim
+soc-sim:
+	$(PYTHON) -m deltahw.soc.sim models/fsdd/export --out $(SOC_OUT) --run --force
+
+soc-sim-small:
+	$(PYTHON) -m deltahw.soc.sim models/example/export --out $(SOC_OUT)-small --run --force
+
+soc-build:
+	$(PYTHON) -m deltahw.build --board arty_a7 --soc --out build/arty_a7-soc --force
 
 lint:
 	ruff check deltahw tests rtl_tests scripts

@@ -533,6 +533,13 @@ def main(argv=None) -> int:
                     help="replace an existing --out folder even if deltahw did not write it")
     ap.add_argument("--no-synth", action="store_true",
                     help="stop after writing the build tree and the report")
+    ap.add_argument("--soc", action="store_true",
+                    help="build the RISC-V SoC instead of the UART-bridge top: LiteX, VexRiscv, "
+                         "the core on the Wishbone bus, the board's UART and the C driver as "
+                         "firmware (arty_a7; see deltahw/soc/)")
+    ap.add_argument("--bram-init", action="store_true",
+                    help="with --soc: the block RAMs start with the weights and the firmware "
+                         "does not load them (default: zero RAMs, loaded by the firmware)")
     add_loading_arguments(ap)
     args = ap.parse_args(argv)
     if args.model and args.model_option and args.model != args.model_option:
@@ -549,6 +556,10 @@ def main(argv=None) -> int:
 
 def _main(args) -> int:
     t0 = time.monotonic()
+    if args.soc:
+        return _soc_main(args, t0)
+    if args.bram_init:
+        raise BuildError("--bram-init applies to --soc builds only.", code=2)
     report = build(args)
     out = Path(report["build_dir"])
     log(f"[5/5] wrote {out / 'report.json'} and {out / 'report.md'}")
@@ -570,6 +581,48 @@ def _main(args) -> int:
               f"{timing['target_mhz']:g} MHz clock; rebuild with --clock-mhz "
               f"{int(fmax) if fmax else '<lower>'} or fewer lanes.", file=sys.stderr, flush=True)
         return 3
+    log(f"done in {time.monotonic() - t0:.0f} s")
+    return 0
+
+
+def _soc_main(args, t0) -> int:
+    """``--soc``: the LiteX SoC's Vivado tree and firmware (deltahw.soc.sim.build_soc)."""
+    if args.board != "arty_a7":
+        raise BuildError(f"--soc is available for arty_a7; got --board {args.board}.", code=2)
+    for opt in ("lanes", "baud"):
+        if getattr(args, opt) is not None:
+            raise BuildError(f"--{opt} does not apply to --soc builds (the SoC UART runs at "
+                             "115200 baud; the lanes come from the model).", code=2)
+    from .soc.litex_soc import UART_BAUD
+    from .soc.sim import build_soc, default_sequence
+
+    board = get_board(args.board)
+    try:
+        variant = board.resolve_variant(args.variant)
+    except ValueError as e:
+        raise BuildError(str(e), code=2) from None
+    clock_mhz = board.default_clock_mhz if args.clock_mhz is None else args.clock_mhz
+    _check_clock_and_baud(board, clock_mhz, UART_BAUD)
+    model_path = Path(args.model) if args.model else default_model()
+    log(f"loading model {model_path}")
+    try:
+        model = load_model(model_path, allow_clipping=args.allow_clipping,
+                           trust_pickle=args.trust_pickle)
+    except DeltahwError as e:
+        raise BuildError(f"Cannot use model {model_path}: {e}", code=2) from None
+    x_q, seq = default_sequence(model)
+    out = Path(args.out or f"build/{board.name}-{variant}-soc").absolute()
+    report = build_soc(model, out, target="arty_a7", load=not args.bram_init, x_q=x_q,
+                       sequence=seq, sys_clk_hz=clock_mhz * 1e6, force=args.force,
+                       protect=[model_path], variant=f"a7-{variant}", synth=not args.no_synth)
+    log(f"wrote {out} (report.json, report.md; Vivado: sh {report['vivado']['script']} in "
+        f"{report['vivado']['folder']})")
+    for key in ("utilisation_soc", "utilisation_bare_core"):
+        util = report.get(key)
+        if util:
+            log(f"      {key}: " + ", ".join(
+                f"{k} {util[k]['used']:g}/{util[k]['total']}" for k in ("luts", "ffs", "bram",
+                                                                       "dsps")))
     log(f"done in {time.monotonic() - t0:.0f} s")
     return 0
 
