@@ -217,9 +217,9 @@ def parse_nextpnr_log(text: str) -> dict:
 def predicted_performance(config: DeltaGRUConfig, clock_mhz: float) -> dict:
     """Cycles per timestep (dense, i.e. every delta fires, and the no-change floor) and latency."""
     cols = cycles.dense_columns(config)
-    head = config.hidden_size if config.has_head else 0
-    dense = int(cycles.timestep_cycles(config, cols, head))
-    floor = int(cycles.timestep_cycles(config, [0] * config.num_layers, 0))
+    dense = cycles.dense_cycles(config)
+    floor = int(cycles.timestep_cycles(config, [0] * config.num_layers, 0, fired_x0=0,
+                                       first=False))
     macs = sum(3 * config.hidden_size * c for c in cols) + config.hidden_size * config.output_size
     return {
         "clock_mhz": clock_mhz,

@@ -8,26 +8,40 @@ change a block's pipeline and its constant, and the core's waits and this model 
 ``tests/test_gateware.py`` checks that every drain is the minimum: one cycle less breaks the
 bit-exact results.
 
-A timestep runs these phases back to back on one MAC array (the input encoder works ahead on the
-next input vector in parallel, so its time is hidden and not counted):
+A timestep runs these phases on one MAC array (the input encoder works ahead on the next input
+vector in parallel, so its time is hidden and not counted):
 
-* per block (layer l, then the head if any): a **MAC** phase over the block's n fired columns
-  (x then h deltas). With n > 0 it costs ``MAC_FETCH`` cycles to fetch the first queue entry, then
-  ``cost`` cycles per column back to back (``cost = ceil(3H/P)`` for a layer, ``ceil(O/P)`` for
-  the head: the accumulators forward their sums, so a column may touch the words the previous one
-  is still writing), then ``mac_drain(cost) = max(0, ACC_WRITE_LATENCY - cost)`` cycles until
-  the last column's first accumulator word is readable. With n = 0 it costs ``EMPTY_MAC_PHASE``
-  cycle (reading the queue counts);
+* per block (layer l, then the head if any): a **MAC** phase over the block's n fired columns.
+  With n > 0 it costs ``MAC_FETCH`` cycles to fetch the first queue entry, then ``cost`` cycles per
+  column back to back (``cost = ceil(3H/P)`` for a layer, ``ceil(O/P)`` for the head: the
+  accumulators forward their sums, so a column may touch the words the previous one is still
+  writing), then ``mac_drain(cost) = max(0, ACC_WRITE_LATENCY - cost)`` cycles until the last
+  column's first accumulator word is readable. With n = 0 it costs ``EMPTY_MAC_PHASE`` cycle
+  (reading the queue counts). Layers 1.. sweep their x then h columns in one phase; layer 0 has
+  two: the **x phase** over the input deltas (:func:`x_phase`), then the **h phase** over its
+  recurrent deltas;
 * per layer: **ACT**, ``ceil(H/A)`` beats of A units, then ``ACT_DRAIN`` while the pipeline drains;
   the h delta encoders (for this layer's next step and for the next layer's or the head's input)
   consume the new h values as they leave the pipeline, so encoding costs no extra cycles;
 * the head: ``ceil(O/A)`` read-out beats (the read-out pipeline finishes after the timestep
   closes, ``READOUT_STAGES``).
 
-The timestep closes in its last cycle (the counters latch there) and the next one starts in the
-following cycle if its input vector is there. Cycles spent waiting for the input vector or for
-output back-pressure are stall cycles, counted separately by the hardware and not part of this
-model.
+**Overlap across timesteps.** Layer 0's x columns of timestep t+1 do not depend on h_t, so while
+the last layer's activation of timestep t drains, the x phase of t+1 already runs on the MAC
+array (the accumulator words it writes were all read by layer 0's activation beats of t). The
+drain's ``ACT_DRAIN`` cycles belong to timestep t; the x phase's cycles past them (if it is
+longer) to timestep t+1. So a timestep that is not the first of its sequence pays
+``max(0, x_phase - ACT_DRAIN)`` for its x phase, the first one (after the sequence reset, with
+nothing to overlap) the whole x phase. When the next input vector is not in when the last
+activation beat issues, the schedule falls back: drain, head, read-out, close the timestep; the
+next timestep's x phase then runs alone, and its first ``min(x_phase, ACT_DRAIN)`` cycles are
+**stall** cycles (the overlap the late input lost), not compute cycles. So the compute cycles of
+every timestep are a function of its fired counts and of whether it starts a sequence only,
+whatever the input timing; the input timing shows in ``STALL_TOTAL``.
+
+The timestep closes in its last cycle (the counters latch there). Cycles spent waiting for output
+back-pressure, or lost to a late input as above, are stall cycles, counted separately by the
+hardware and not part of this model; cycles waiting with nothing to do are not counted at all.
 
 The ideal for P lanes and A activation units is ``sum_l n_l * ceil(3H/P) + L * ceil(H/A)``
 (+ head: ``n_o * ceil(O/P) + ceil(O/A)``): MAC and activation work only, no fetch or drain.
@@ -52,8 +66,11 @@ __all__ = [
     "head_column_cost",
     "mac_drain",
     "mac_phase_fixed",
+    "x_phase",
+    "x_phase_hidden",
     "timestep_phases",
     "timestep_cycles",
+    "dense_cycles",
     "ideal_cycles",
     "dense_columns",
     "reset_cycles",
@@ -106,20 +123,53 @@ def mac_phase_fixed(n, cost: int):
     return EMPTY_MAC_PHASE + fired * (MAC_FETCH + mac_drain(cost) - EMPTY_MAC_PHASE)
 
 
-def timestep_phases(config: DeltaGRUConfig, fired_per_layer, fired_head=0) -> dict:
+def x_phase(config: DeltaGRUConfig, fired_x0):
+    """Cycles of layer 0's x phase with ``fired_x0`` fired input columns, run alone."""
+    cc = column_cost(config)
+    return fired_x0 * cc + mac_phase_fixed(fired_x0, cc)
+
+
+def x_phase_hidden(config: DeltaGRUConfig, fired_x0, first):
+    """Cycles of layer 0's x phase hidden behind the previous timestep's last activation drain:
+    ``min(x_phase, ACT_DRAIN)``, 0 on the first timestep of a sequence (``first``: bool, or a bool
+    array/tensor that broadcasts). Without overlap (a late input) the same cycles are stall
+    cycles; either way they are not compute cycles of the timestep."""
+    xp = x_phase(config, fired_x0)
+    hidden = xp - (xp - ACT_DRAIN) * (xp > ACT_DRAIN)  # min() that works on ints and arrays
+    return hidden * (1 - _as_int(first))
+
+
+def _as_int(flag):
+    """A bool (or bool numpy array / torch tensor) as 0/1 integers."""
+    if isinstance(flag, (bool, int)):
+        return int(flag)
+    if hasattr(flag, "long"):  # torch
+        return flag.long()
+    return flag.astype("int64")
+
+
+def timestep_phases(config: DeltaGRUConfig, fired_per_layer, fired_head=0, *, fired_x0,
+                    first) -> dict:
     """The cycles of one timestep split into phases that add up to :func:`timestep_cycles`.
 
     ``mac_issue``: column issue cycles; ``mac_fixed``: fetch/drain (or the empty-phase cycle) of
-    every MAC phase; ``act``: activation beats (+ the head's read-out beats); ``act_fixed``:
-    activation pipeline drains. ``fired_per_layer`` is a sequence of L counts
-    (ints, or numpy/torch integer arrays that broadcast); ``fired_head`` likewise.
+    every MAC phase (layer 0's x and h phases counted separately); ``act``: activation beats (+
+    the head's read-out beats); ``act_fixed``: activation pipeline drains; ``overlap`` (<= 0):
+    minus the cycles of layer 0's x phase hidden behind the previous timestep's drain
+    (:func:`x_phase_hidden`). ``fired_per_layer`` is a sequence of L counts (x + h columns of each
+    layer; ints, or numpy/torch integer arrays that broadcast); ``fired_head`` likewise;
+    ``fired_x0`` the x columns of layer 0 (part of ``fired_per_layer[0]``); ``first``: the
+    timestep starts a sequence.
     """
     cc = column_cost(config)
     nb = ceil_div(config.hidden_size, config.act_width)
     issue, fixed, act, act_fixed = 0, 0, 0, 0
-    for n in fired_per_layer:
+    for l, n in enumerate(fired_per_layer):
         issue = issue + n * cc
-        fixed = fixed + mac_phase_fixed(n, cc)
+        if l == 0:  # the x phase, then the h phase
+            fixed = fixed + mac_phase_fixed(fired_x0, cc) + mac_phase_fixed(n - fired_x0, cc)
+        else:
+            fixed = fixed + mac_phase_fixed(n, cc)
         act = act + nb
         act_fixed = act_fixed + ACT_DRAIN
     if config.has_head:
@@ -127,16 +177,26 @@ def timestep_phases(config: DeltaGRUConfig, fired_per_layer, fired_head=0) -> di
         issue = issue + fired_head * hc
         fixed = fixed + mac_phase_fixed(fired_head, hc)
         act = act + ceil_div(config.output_size, config.act_width)
-    return {"mac_issue": issue, "mac_fixed": fixed, "act": act, "act_fixed": act_fixed}
+    return {"mac_issue": issue, "mac_fixed": fixed, "act": act, "act_fixed": act_fixed,
+            "overlap": -x_phase_hidden(config, fired_x0, first)}
 
 
-def timestep_cycles(config: DeltaGRUConfig, fired_per_layer, fired_head=0):
-    """Compute cycles of one timestep from the fired columns of each layer (x + h) and of the head.
+def timestep_cycles(config: DeltaGRUConfig, fired_per_layer, fired_head=0, *, fired_x0, first):
+    """Compute cycles of one timestep from the fired columns of each layer (x + h), of the head,
+    and of layer 0's x columns (``fired_x0``); ``first``: the timestep starts a sequence.
 
-    ``fired_per_layer`` is a sequence of L counts (ints or broadcastable integer tensors).
+    All arguments may be ints or broadcastable integer (bool for ``first``) arrays/tensors.
     """
-    p = timestep_phases(config, fired_per_layer, fired_head)
-    return p["mac_issue"] + p["mac_fixed"] + p["act"] + p["act_fixed"]
+    p = timestep_phases(config, fired_per_layer, fired_head, fired_x0=fired_x0, first=first)
+    return p["mac_issue"] + p["mac_fixed"] + p["act"] + p["act_fixed"] + p["overlap"]
+
+
+def dense_cycles(config: DeltaGRUConfig) -> int:
+    """Cycles of a timestep in which every delta fires (Theta = 0), inside a sequence (not its
+    first timestep): the reference the speedups are measured against."""
+    cols = dense_columns(config)
+    return int(timestep_cycles(config, cols, config.hidden_size if config.has_head else 0,
+                               fired_x0=cols[0] - config.hidden_size, first=False))
 
 
 def ideal_cycles(config: DeltaGRUConfig, fired_per_layer, fired_head=0):

@@ -135,9 +135,7 @@ def generate(model: QuantizedModel, out, force: bool = False, protect=(),
                 "empty_mac_phase": cycles.EMPTY_MAC_PHASE,
                 "act_drain": cycles.ACT_DRAIN,
                 "reset_cycles": cycles.reset_cycles(cfg),
-                "dense_cycles_per_timestep": cycles.timestep_cycles(
-                    cfg, cycles.dense_columns(cfg), cfg.hidden_size if cfg.has_head else 0
-                ),
+                "dense_cycles_per_timestep": cycles.dense_cycles(cfg),
             },
         }
         if interface == "axi":

@@ -59,10 +59,7 @@ class GoldenResult:
         steps = int(m.sum())
         macs, dense = int(self.macs[m].sum()), int(self.dense_macs[m].sum())
         cyc = self.cycles[m]
-        cols = cycles.dense_columns(config)
-        dense_cyc = cycles.timestep_cycles(
-            config, cols, config.hidden_size if config.has_head else 0
-        )
+        dense_cyc = cycles.dense_cycles(config)
         out = {
             "timesteps": steps,
             "macs": macs,
@@ -176,8 +173,11 @@ def run_golden(
     macs = (n_layer * 3 * H).sum(-1) + fired_head * cfg.output_size
     dense = sum(3 * H * c for c in cycles.dense_columns(cfg)) + H * cfg.output_size
     dense_macs = torch.full((B, T), dense, dtype=torch.int64)
+    # Every sequence starts at t = 0 (nothing to overlap its x phase with).
+    first = (torch.arange(T) == 0).expand(B, T)
     cyc = torch.as_tensor(
-        cycles.timestep_cycles(cfg, [n_layer[..., l] for l in range(L)], fired_head))
+        cycles.timestep_cycles(cfg, [n_layer[..., l] for l in range(L)], fired_head,
+                               fired_x0=fired_x[..., 0], first=first))
     if padded:
         dense_macs = torch.where(mask, dense_macs, 0)
         cyc = torch.where(mask, cyc, 0)

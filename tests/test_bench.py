@@ -117,17 +117,25 @@ def test_measured_cycles_equal_the_golden_cycle_model(quick_report):
     xq, _ = model.quantize_input(torch.from_numpy(x))
     sample = r["sample"]
     assert len(sample["sequence_indices"]) == 2 and r["timesteps"] == sum(sample["timesteps_used"])
-    expected, fired, fired_head = [], [], []
+    expected, fired, fired_head, x0, first = [], [], [], [], []
     for i, n in zip(sample["sequence_indices"], sample["timesteps_used"]):
         g = run_golden(model, xq[i, :n])
         expected += g.cycles[0].tolist()
         fired += (g.fired_x + g.fired_h)[0].tolist()
         fired_head += g.fired_head[0].tolist()
+        x0 += g.fired_x[0, :, 0].tolist()
+        first += [t == 0 for t in range(n)]
     assert pt["delta_cycles"] == expected
     assert pt["fired_layers"] == fired
     assert pt["fired_head"] == fired_head
-    dense = cycles.timestep_cycles(cfg, cycles.dense_columns(cfg), cfg.hidden_size)
-    assert pt["dense_cycles"] == [dense] * len(expected)
+    assert pt["fired_x0"] == x0 and pt["first"] == first
+    # Lock-step dense run: each sequence's first timestep runs its x phase alone.
+    dense = [cycles.timestep_cycles(cfg, cycles.dense_columns(cfg), cfg.hidden_size,
+                                    fired_x0=cfg.input_size, first=f) for f in first]
+    assert pt["dense_cycles"] == dense
+    assert set(dense) <= {cycles.dense_cycles(cfg),
+                          cycles.dense_cycles(cfg) + cycles.x_phase_hidden(cfg, cfg.input_size,
+                                                                           False)}
     ideal = [cycles.ideal_cycles(cfg, f, h) for f, h in zip(fired, fired_head)]
     assert pt["ideal_cycles"] == ideal
     # The headline ratios follow from the per-timestep values.
@@ -156,10 +164,14 @@ def test_cycle_decomposition_and_projections_match_the_cycle_model(small_model):
     fl[:5] = 0  # timesteps in which nothing fires: every MAC phase is an empty one
     fh[:5] = 0
     fl[5:10, 0] = 0  # one empty layer phase
-    parts = decompose(cfg, fl, fh)
+    x0 = np.minimum(fl[:, 0], rng.integers(0, cfg.input_size + 1, 50))
+    first = np.arange(50) % 7 == 0
+    kw = {"fired_x0": x0, "first": first}
+    parts = decompose(cfg, fl, fh, **kw)
     assert set(parts) == set(bench_report.PHASE_LABELS) == {"mac_issue", "mac_fixed", "act",
-                                                             "act_fixed"}
-    want = [cycles.timestep_cycles(cfg, list(map(int, a)), int(b)) for a, b in zip(fl, fh)]
+                                                             "act_fixed", "overlap"}
+    want = [cycles.timestep_cycles(cfg, list(map(int, a)), int(b), fired_x0=int(x),
+                                   first=bool(f)) for a, b, x, f in zip(fl, fh, x0, first)]
     assert (sum(parts.values()) == np.asarray(want)).all()
     for k, v in parts.items():
         assert v.shape == (50,), k
@@ -167,18 +179,21 @@ def test_cycle_decomposition_and_projections_match_the_cycle_model(small_model):
     assert (parts["mac_issue"] + parts["act"] == np.asarray(ideal)).all()
     # Per timestep, each of the phases the same as deltahw.cycles.timestep_phases gives.
     for t in (0, 5, 20):
-        ph = cycles.timestep_phases(cfg, list(map(int, fl[t])), int(fh[t]))
+        ph = cycles.timestep_phases(cfg, list(map(int, fl[t])), int(fh[t]), fired_x0=int(x0[t]),
+                                    first=bool(first[t]))
         assert {k: int(v[t]) for k, v in parts.items()} == ph
     blocks = cfg.num_layers + cfg.has_head
-    assert parts["mac_fixed"][0] == blocks * cycles.EMPTY_MAC_PHASE and parts["mac_issue"][0] == 0
-    w = what_if(cfg, fl, fh)
+    # (layer 0 has two MAC phases: x and h)
+    assert (parts["mac_fixed"][0] == (blocks + 1) * cycles.EMPTY_MAC_PHASE
+            and parts["mac_issue"][0] == 0)
+    assert parts["overlap"][0] == -cycles.EMPTY_MAC_PHASE * (not first[0])
+    w = what_if(cfg, fl, fh, **kw)
     assert set(w) == {"today", "overlap", "act_x2", "all"}
     assert w["today"]["delta_cycles"] == pytest.approx(float(np.mean(want)))
     assert w["today"]["ideal_cycles"] == pytest.approx(float(np.mean(ideal)))
-    assert w["today"]["no_fire_cycles"] == cycles.timestep_cycles(cfg, [0] * cfg.num_layers, 0)
-    dense = cycles.timestep_cycles(cfg, cycles.dense_columns(cfg),
-                                   cfg.hidden_size if cfg.has_head else 0)
-    assert w["today"]["dense_cycles"] == dense
+    assert w["today"]["no_fire_cycles"] == cycles.timestep_cycles(cfg, [0] * cfg.num_layers, 0,
+                                                                  fired_x0=0, first=False)
+    assert w["today"]["dense_cycles"] == cycles.dense_cycles(cfg)
     for k in ("overlap", "act_x2", "all"):
         assert w[k]["delta_cycles"] < w["today"]["delta_cycles"], k
         assert w[k]["dense_cycles"] < w["today"]["dense_cycles"], k
@@ -189,22 +204,26 @@ def test_projected_overlap_hides_the_shorter_of_activation_and_next_mac_phase(sm
     cfg = small_model.config
     fl = np.array([[0] * cfg.num_layers, cycles.dense_columns(cfg)])
     fh = np.array([0, cfg.hidden_size if cfg.has_head else 0])
-    base = projected_cycles(cfg, fl, fh)
-    over = projected_cycles(cfg, fl, fh, overlap=True)
+    kw = {"fired_x0": np.array([0, cfg.input_size]), "first": np.array([False, False])}
+    base = projected_cycles(cfg, fl, fh, **kw)
+    over = projected_cycles(cfg, fl, fh, overlap=True, **kw)
     act = -(-cfg.hidden_size // cfg.act_width) + cycles.ACT_DRAIN
     cc, hc = cycles.column_cost(cfg), cycles.head_column_cost(cfg)
     for t in range(2):
-        nxt = [int(n) * cc + cycles.mac_phase_fixed(int(n), cc) for n in fl[t, 1:]]
+        hidden = [min(act, int(n) * cc + cycles.mac_phase_fixed(int(n), cc)) for n in fl[t, 1:]]
         if cfg.has_head:
-            nxt.append(int(fh[t]) * hc + cycles.mac_phase_fixed(int(fh[t]), hc))
-        assert base[t] - over[t] == sum(min(act, m) for m in nxt)
+            # The next timestep's x phase already takes part of the last layer's drain.
+            free = act - cycles.x_phase_hidden(cfg, int(kw["fired_x0"][t]), False)
+            hidden.append(min(free, int(fh[t]) * hc + cycles.mac_phase_fixed(int(fh[t]), hc)))
+        assert base[t] - over[t] == sum(hidden)
 
 
 def test_a_cycle_mismatch_is_reported_not_averaged(small_model):
     cfg = small_model.config
     seq = {"timesteps": 2}
     run = {"cycles": [50, 60], "model_cycles": [50, 61], "fired_layers": [[1, 1], [2, 2]],
-           "fired_head": [0, 1], "mac_busy": [1, 2]}
+           "fired_x": [[1, 0], [1, 1]], "first": [True, False], "fired_head": [0, 1],
+           "mac_busy": [1, 2]}
     seq["delta"] = run
     seq["dense"] = dict(run, model_cycles=run["cycles"])
     summary = bench_run._rtl_summary(cfg, {"sequences": [seq]})
@@ -221,17 +240,19 @@ def test_act_width_sweep_is_the_cycle_model_at_every_legal_width(small_model):
     fl = np.stack([rng.integers(0, cfg.layer_input_size(l) + cfg.hidden_size + 1, 40)
                    for l in range(cfg.num_layers)], axis=1)
     fh = rng.integers(0, cfg.hidden_size + 1, 40)
-    rows = act_width_sweep(cfg, fl, fh)
+    kw = {"fired_x0": np.minimum(fl[:, 0], 3), "first": np.arange(40) % 10 == 0}
+    rows = act_width_sweep(cfg, fl, fh, **kw)
     assert [r["act_width"] for r in rows] == [1, 2, 4, 8, 16]
     for r in rows:
         c = cfg.replace(act_width=r["act_width"])
-        want = [cycles.timestep_cycles(c, list(map(int, a)), int(b)) for a, b in zip(fl, fh)]
+        want = [cycles.timestep_cycles(c, list(map(int, a)), int(b), fired_x0=int(x),
+                                       first=bool(f))
+                for a, b, x, f in zip(fl, fh, kw["fired_x0"], kw["first"])]
         assert r["delta_cycles"] == pytest.approx(float(np.mean(want)))
-        assert r["dense_cycles"] == cycles.timestep_cycles(c, cycles.dense_columns(c),
-                                                           c.hidden_size)
+        assert r["dense_cycles"] == cycles.dense_cycles(c)
     assert choose_act_width(rows) == 16  # more units, fewer beats: fastest when nothing limits
     part = PARTS["xc7a35t"]
-    fitted = act_width_sweep(cfg, fl, fh, part)
+    fitted = act_width_sweep(cfg, fl, fh, part, **kw)
     assert all("fits" in r and "dsps" in r for r in fitted)
     ok = [r for r in fitted if r["fits"]]
     assert choose_act_width(fitted) == min(ok, key=lambda r: r["delta_cycles"])["act_width"]

@@ -224,9 +224,11 @@ def test_mac_array_accumulates_columns(shape):
 
 # --- whole core -----------------------------------------------------------------------------------
 def simulate_core(model, x_q, firsts, *, backpressure=0.0, idle=0.0, seed=0, thresholds=None,
-                  drain_trim=None, fired=None):
+                  drain_trim=None, fired=None, lockstep=False, totals=None):
     """Run the core in amaranth.sim; returns (outputs (T, W), CYCLES_LAST per timestep). With a
-    list ``fired``, FIRED_LAST0 and FIRED_HEAD_LAST of every timestep are appended to it."""
+    list ``fired``, FIRED_LAST0 and FIRED_HEAD_LAST of every timestep are appended to it. With
+    ``lockstep`` each input vector is sent only after the previous timestep's counters were
+    read; with a dict ``totals`` it receives CYCLES_TOTAL, STALL_TOTAL and MAC_BUSY at the end."""
     cfg, lay = model.config, Layout(model.config)
     wb = lay.to_bank_words(lay.lane_weights(model), cfg.weight.bits)
     bb = lay.to_bank_words(lay.lane_biases(model), cfg.bias.bits)
@@ -240,6 +242,8 @@ def simulate_core(model, x_q, firsts, *, backpressure=0.0, idle=0.0, seed=0, thr
 
     async def feeder(ctx):
         for t in range(T):
+            while lockstep and len(cyc) < t:
+                await ctx.tick()
             v = x_q[t].tolist() + [0] * (nbi * E - cfg.input_size)
             for b in range(nbi):
                 while rng.random() < idle:
@@ -281,6 +285,15 @@ def simulate_core(model, x_q, firsts, *, backpressure=0.0, idle=0.0, seed=0, thr
                     ctx.set(dut.bus.r_en, 0)
                     await ctx.delay(1e-9)
                     fired.append(ctx.get(dut.bus.r_data))
+        if totals is not None:
+            await ctx.tick().repeat(40)  # (nothing is left to run: the core idles)
+            for name in ("CYCLES_TOTAL", "STALL_TOTAL", "MAC_BUSY"):
+                ctx.set(dut.bus.addr, regs[name].addr)
+                ctx.set(dut.bus.r_en, 1)
+                await ctx.tick()
+                ctx.set(dut.bus.r_en, 0)
+                await ctx.delay(1e-9)
+                totals[name] = ctx.get(dut.bus.r_data)
 
     run(dut, feeder, reader, deadline=400_000)
     assert len(outs) == T, "the core did not produce every timestep's output"
@@ -350,3 +363,34 @@ def test_each_drain_is_the_minimum(drain):
     short, _ = simulate_core(model, x_q, firsts, drain_trim={drain: 1}, fired=short_fired)
     assert not (torch.equal(short, g.outputs[0]) and short_fired == want_fired), (
         f"the {drain} drain is longer than needed")
+
+
+@pytest.mark.parametrize("O", [3, 0], ids=["head", "no_head"])
+def test_overlap_streamed_and_lockstep(O):
+    """The next timestep's x phase overlaps the last activation drain when its input is there.
+
+    Streamed (every input vector ahead): every timestep but the first overlaps, so no cycle is a
+    stall and CYCLES_LAST / CYCLES_TOTAL equal the cycle model. Lock-step (each input sent only
+    after the previous timestep was read): the same outputs and the same CYCLES_LAST (the compute
+    cycles do not depend on the input timing), and the x phases run alone: their hidden part
+    (``cycles.x_phase_hidden``) shows as STALL_TOTAL, exactly."""
+    model = small_model(I=5, H=7, L=2, O=O, lanes=12, act_width=2, enc_width=2, theta=20)
+    cfg = model.config
+    T = 6
+    x = torch.randn(T, cfg.input_size, generator=torch.Generator().manual_seed(3))
+    x_q, _ = model.quantize_input(x)
+    firsts = [t == 0 for t in range(T)]
+    g = run_golden(model, x_q)
+    hidden = cycles.x_phase_hidden(cfg, g.fired_x[0, :, 0], torch.arange(T) == 0)
+    assert int(hidden[1:].min()) > 0
+    runs = {}
+    for mode in ("streamed", "lockstep"):
+        tot = {}
+        out, cyc = simulate_core(model, x_q, firsts, lockstep=mode == "lockstep", totals=tot)
+        assert torch.equal(out, g.outputs[0]), mode
+        assert cyc == g.cycles[0].tolist(), mode
+        assert tot["CYCLES_TOTAL"] == int(g.cycles[0].sum()), mode
+        runs[mode] = tot
+    assert runs["streamed"]["STALL_TOTAL"] == 0
+    assert runs["lockstep"]["STALL_TOTAL"] == int(hidden.sum())
+    assert runs["streamed"]["MAC_BUSY"] == runs["lockstep"]["MAC_BUSY"]

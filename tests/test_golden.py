@@ -196,7 +196,12 @@ def test_theta_zero_equals_dense_fixed_point_gru(I, H, L, O):
     assert res.fired_x[..., 0].eq(I).all() and res.fired_h.eq(H).all()
     assert torch.equal(res.macs, res.dense_macs)
     fired_head = H if O else 0
-    assert res.cycles.eq(cycles.timestep_cycles(model.config, dense_cols, fired_head)).all()
+    # Every sequence's first timestep runs its x phase alone; the others are the dense reference.
+    first = cycles.timestep_cycles(model.config, dense_cols, fired_head, fired_x0=I, first=True)
+    assert res.cycles[:, 0].eq(first).all()
+    assert res.cycles[:, 1:].eq(cycles.dense_cycles(model.config)).all()
+    assert cycles.dense_cycles(model.config) == cycles.timestep_cycles(
+        model.config, dense_cols, fired_head, fired_x0=I, first=False) < first
 
 
 def test_theta_zero_with_saturating_weights_and_inputs():
@@ -251,8 +256,11 @@ def test_delta_golden_equals_column_reference(I, H, L, O, theta_x, theta_h, thet
         n = ref["fired_x"] + ref["fired_h"]
         macs = (n * 3 * H).sum(-1) + ref["fired_head"] * O
         assert torch.equal(res.macs[b], macs)
-        expect = cycles.timestep_cycles(cfg, [n[:, l] for l in range(L)], ref["fired_head"])
-        assert torch.equal(res.cycles[b], torch.as_tensor(expect).expand(x_q.shape[1]))
+        T = x_q.shape[1]
+        expect = cycles.timestep_cycles(cfg, [n[:, l] for l in range(L)], ref["fired_head"],
+                                        fired_x0=ref["fired_x"][:, 0],
+                                        first=torch.arange(T) == 0)
+        assert torch.equal(res.cycles[b], torch.as_tensor(expect).expand(T))
     if max(theta_x) < 1000:
         assert res.macs.sum() < res.dense_macs.sum()  # smooth inputs: the delta network saves work
 
@@ -260,20 +268,30 @@ def test_delta_golden_equals_column_reference(I, H, L, O, theta_x, theta_h, thet
 def test_cycle_model_composition():
     """The cycle model's phases, written out by hand for one awkward configuration."""
     cfg = DeltaGRUConfig(13, 37, 2, 5, lanes=12, act_width=2)
+    assert cycles.ACT_DRAIN == 8 and cycles.MAC_FETCH == 2 and cycles.ACC_WRITE_LATENCY == 3
     # Layer columns: ceil(3*37/12) = 10 cycles, no drain (10 >= 3); head columns: ceil(5/12) = 1
     # cycle, drain 3 - 1 = 2; activation: ceil(37/2) = 19 beats + 8 drain; read-out 3 beats
-    # (its pipeline runs on after the timestep closes).
-    layer0 = 2 + 10 * 10 + 0 + 19 + 8
+    # (its pipeline runs on after the timestep closes). Layer 0 (6 x + 4 h columns here) runs an
+    # x phase and an h phase; inside a sequence the x phase hides behind the previous timestep's
+    # last drain for up to 8 cycles.
+    x_phase = 2 + 6 * 10 + 0
+    layer0 = x_phase + (2 + 4 * 10 + 0) + 19 + 8
     layer1 = 2 + 4 * 10 + 0 + 19 + 8
     head = 2 + 3 * 1 + 2 + 3
     expect = layer0 + layer1 + head
-    assert cycles.timestep_cycles(cfg, [10, 4], 3) == expect
-    # A MAC phase in which nothing fired is one cycle (the counts are read, nothing fetched).
-    assert cycles.timestep_cycles(cfg, [0, 4], 0) == (1 + 19 + 8) + layer1 + (1 + 3)
-    phases = cycles.timestep_phases(cfg, [10, 4], 3)
+    assert cycles.timestep_cycles(cfg, [10, 4], 3, fired_x0=6, first=True) == expect
+    assert cycles.timestep_cycles(cfg, [10, 4], 3, fired_x0=6, first=False) == expect - 8
+    # A short x phase hides entirely (a MAC phase in which nothing fired is one cycle: the counts
+    # are read, nothing fetched).
+    assert cycles.timestep_cycles(cfg, [0, 4], 0, fired_x0=0, first=True) == (
+        1 + 1 + 19 + 8) + layer1 + (1 + 3)
+    assert cycles.timestep_cycles(cfg, [0, 4], 0, fired_x0=0, first=False) == (
+        1 + 19 + 8) + layer1 + (1 + 3)
+    phases = cycles.timestep_phases(cfg, [10, 4], 3, fired_x0=6, first=False)
     assert phases["mac_issue"] == 10 * 10 + 4 * 10 + 3
-    assert sum(phases.values()) == expect
-    assert cycles.ideal_cycles(cfg, [10, 4], 3) < expect
+    assert phases["overlap"] == -8
+    assert sum(phases.values()) == expect - 8
+    assert cycles.ideal_cycles(cfg, [10, 4], 3) < expect - 8
 
 
 # --------------------------------------------------------------------------------------------------

@@ -62,14 +62,16 @@ def useful_macs(config: DeltaGRUConfig, fired_layers, fired_head) -> np.ndarray:
     return fl.sum(-1) * 3 * config.hidden_size + fh * config.output_size
 
 
-def decompose(config: DeltaGRUConfig, fired_layers, fired_head) -> dict:
+def decompose(config: DeltaGRUConfig, fired_layers, fired_head, *, fired_x0, first) -> dict:
     """Split the cycles of each timestep into the phases of :mod:`deltahw.cycles` (arrays over T).
 
     The parts are :func:`deltahw.cycles.timestep_phases`: ``mac_issue``, the cycles the lanes
     issue columns (ceil(3H/P) per fired layer column, ceil(O/P) per fired head column);
     ``mac_fixed``, fetch and drain of every MAC phase (one cycle for a phase in which nothing
     fired); ``act``, ceil(H/A) activation beats per layer (+ the head's ceil(O/A) read-out beats);
-    ``act_fixed``, the activation pipeline drains. They add up to
+    ``act_fixed``, the activation pipeline drains; ``overlap`` (<= 0), the cycles of layer 0's
+    x phase hidden behind the previous timestep's drain. ``fired_x0`` (T,) are layer 0's x
+    columns, ``first`` (T,) whether the timestep starts a sequence. They add up to
     :func:`deltahw.cycles.timestep_cycles`, and ``mac_issue + act`` is
     :func:`deltahw.cycles.ideal_cycles` (both checked).
     """
@@ -77,10 +79,12 @@ def decompose(config: DeltaGRUConfig, fired_layers, fired_head) -> dict:
     fl = np.asarray(fired_layers, dtype=np.int64).reshape(-1, cfg.num_layers)
     fh = np.broadcast_to(np.asarray(fired_head, dtype=np.int64), fl.shape[:1])
     layers = [fl[:, l] for l in range(cfg.num_layers)]
+    kw = {"fired_x0": np.broadcast_to(np.asarray(fired_x0, dtype=np.int64), fh.shape),
+          "first": np.broadcast_to(np.asarray(first, dtype=bool), fh.shape)}
     parts = {k: np.broadcast_to(np.asarray(v, dtype=np.int64), fh.shape).copy()
-             for k, v in cyc.timestep_phases(cfg, layers, fh).items()}
+             for k, v in cyc.timestep_phases(cfg, layers, fh, **kw).items()}
     total = sum(parts.values())
-    if not np.array_equal(total, cyc.timestep_cycles(cfg, layers, fh)):
+    if not np.array_equal(total, cyc.timestep_cycles(cfg, layers, fh, **kw)):
         raise AssertionError("deltahw.cycles.timestep_phases does not add up to timestep_cycles.")
     if not np.array_equal(parts["mac_issue"] + parts["act"], cyc.ideal_cycles(cfg, layers, fh)):
         raise AssertionError("The MAC issue and activation phases are no longer the ideal bound "
@@ -210,6 +214,7 @@ def measure_rtl(name: str, model, model_path, sequences, sim: str = "verilator",
                           "fired_x": [[f[0] for f in step] for step in rec["fired"]],
                           "fired_h": [[f[1] for f in step] for step in rec["fired"]],
                           "fired_layers": fired, "fired_head": rec["fired_head"],
+                          "first": [t == 0 for t in range(len(rec["cycles"]))],
                           "mac_busy": rec["mac_busy"]}
         out["sequences"].append(entry)
     if timed:

@@ -9,7 +9,9 @@ Changes:
 
 * ``overlap``: a layer's activation phase (ceil(H/A) beats + ``ACT_DRAIN``) overlaps the next MAC
   phase (the next layer's, or the head's), hiding min(activation, next MAC phase) per boundary;
-  the next MAC phase includes its fetch (or its empty-phase cycle) and drain;
+  the next MAC phase includes its fetch (or its empty-phase cycle) and drain. At the last layer's
+  boundary the cycles the next timestep's x phase already hides behind the drain
+  (:func:`deltahw.cycles.x_phase_hidden`, part of today's schedule) are not available again;
 * ``act_x2``: twice the activation units (A -> 2A): ceil(H/2A) beats per layer, ceil(O/2A) read-out;
 * ``all``: every change above together.
 
@@ -49,56 +51,63 @@ def _act_beats(cfg: DeltaGRUConfig, A: int) -> tuple[int, int]:
     return ceil_div(cfg.hidden_size, A), (ceil_div(cfg.output_size, A) if cfg.has_head else 0)
 
 
-def _arrays(cfg: DeltaGRUConfig, fired_layers, fired_head):
+def _arrays(cfg: DeltaGRUConfig, fired_layers, fired_head, fired_x0, first):
     fl = np.asarray(fired_layers, dtype=np.int64).reshape(-1, cfg.num_layers)
     fh = np.broadcast_to(np.asarray(fired_head, dtype=np.int64), fl.shape[:1])
-    return [fl[:, l] for l in range(cfg.num_layers)], fh
+    x0 = np.broadcast_to(np.asarray(fired_x0, dtype=np.int64), fl.shape[:1])
+    fs = np.broadcast_to(np.asarray(first, dtype=bool), fl.shape[:1])
+    return [fl[:, l] for l in range(cfg.num_layers)], fh, x0, fs
 
 
-def projected_cycles(cfg: DeltaGRUConfig, fired_layers, fired_head, overlap=False,
-                     act_mult=1) -> np.ndarray:
+def projected_cycles(cfg: DeltaGRUConfig, fired_layers, fired_head, *, fired_x0, first,
+                     overlap=False, act_mult=1) -> np.ndarray:
     """Cycles per timestep under the changes; with no change it equals ``timestep_cycles``.
 
-    ``fired_layers`` is (T, L) fired columns (x + h) per layer, ``fired_head`` (T,).
+    ``fired_layers`` is (T, L) fired columns (x + h) per layer, ``fired_head`` (T,), ``fired_x0``
+    (T,) layer 0's x columns, ``first`` (T,) the timestep starts a sequence.
     """
-    layers, fh = _arrays(cfg, fired_layers, fired_head)
-    ph = cyc.timestep_phases(cfg, layers, fh)
+    layers, fh, x0, fs = _arrays(cfg, fired_layers, fired_head, fired_x0, first)
+    ph = cyc.timestep_phases(cfg, layers, fh, fired_x0=x0, first=fs)
     layer_beats, head_beats = _act_beats(cfg, cfg.act_width * act_mult)
-    total = (ph["mac_issue"] + ph["mac_fixed"] + ph["act_fixed"]
+    total = (ph["mac_issue"] + ph["mac_fixed"] + ph["act_fixed"] + ph["overlap"]
              + cfg.num_layers * layer_beats + head_beats)
     if overlap:
         # The MAC phase that follows each layer's activation: the next layer's, then the head's.
         cc = cyc.column_cost(cfg)
         nxt = [n * cc + cyc.mac_phase_fixed(n, cc) for n in layers[1:]]
-        if cfg.has_head:
-            hc = cyc.head_column_cost(cfg)
-            nxt.append(fh * hc + cyc.mac_phase_fixed(fh, hc))
         act = layer_beats + cyc.ACT_DRAIN
         for m in nxt:
             total = total - np.minimum(act, m)
+        if cfg.has_head:
+            hc = cyc.head_column_cost(cfg)
+            free = act - cyc.x_phase_hidden(cfg, x0, fs)  # the drain is partly taken
+            total = total - np.minimum(free, fh * hc + cyc.mac_phase_fixed(fh, hc))
     return np.broadcast_to(np.asarray(total, dtype=np.int64), fh.shape).copy()
 
 
-def what_if(cfg: DeltaGRUConfig, fired_layers, fired_head) -> dict:
+def what_if(cfg: DeltaGRUConfig, fired_layers, fired_head, *, fired_x0, first) -> dict:
     """Mean delta and dense cycles per timestep, the speedup, the latency gain over today's
     design and the ratio to the ideal bound of the changed hardware (same P, its A)."""
-    layers, fh = _arrays(cfg, fired_layers, fired_head)
+    layers, fh, x0, fs = _arrays(cfg, fired_layers, fired_head, fired_x0, first)
     fl = np.stack(layers, axis=1)
     dense_fl = np.asarray([cyc.dense_columns(cfg)], dtype=np.int64)
     dense_fh = np.asarray([cfg.hidden_size if cfg.has_head else 0], dtype=np.int64)
-    base = projected_cycles(cfg, fl, fh)
-    if not np.array_equal(base, cyc.timestep_cycles(cfg, layers, fh)):
+    dense_kw = {"fired_x0": np.asarray([cfg.input_size]), "first": np.asarray([False])}
+    floor_kw = {"fired_x0": np.asarray([0]), "first": np.asarray([False])}
+    base = projected_cycles(cfg, fl, fh, fired_x0=x0, first=fs)
+    if not np.array_equal(base, cyc.timestep_cycles(cfg, layers, fh, fired_x0=x0, first=fs)):
         raise AssertionError("whatif.projected_cycles no longer matches deltahw.cycles; update it.")
-    issue = float(np.mean(cyc.timestep_phases(cfg, layers, fh)["mac_issue"]))
+    issue = float(np.mean(cyc.timestep_phases(cfg, layers, fh, fired_x0=x0,
+                                              first=fs)["mac_issue"]))
     today = float(base.mean())
     out = {}
     for k, kw in OPTIONS.items():
-        d = float(projected_cycles(cfg, fl, fh, **kw).mean())
+        d = float(projected_cycles(cfg, fl, fh, fired_x0=x0, first=fs, **kw).mean())
         layer_beats, head_beats = _act_beats(cfg, cfg.act_width * kw.get("act_mult", 1))
         ideal = issue + cfg.num_layers * layer_beats + head_beats
-        z = float(projected_cycles(cfg, dense_fl, dense_fh, **kw)[0])
+        z = float(projected_cycles(cfg, dense_fl, dense_fh, **dense_kw, **kw)[0])
         floor = float(projected_cycles(cfg, np.zeros_like(dense_fl), np.zeros_like(dense_fh),
-                                       **kw)[0])
+                                       **floor_kw, **kw)[0])
         out[k] = {"description": CHANGES.get(k, "the current design"), "delta_cycles": d,
                   "dense_cycles": z, "speedup_vs_dense": z / d, "no_fire_cycles": floor,
                   "speedup_bound": z / floor, "latency_gain": today / d,
@@ -106,7 +115,8 @@ def what_if(cfg: DeltaGRUConfig, fired_layers, fired_head) -> dict:
     return out
 
 
-def act_width_sweep(cfg: DeltaGRUConfig, fired_layers, fired_head, part=None) -> list[dict]:
+def act_width_sweep(cfg: DeltaGRUConfig, fired_layers, fired_head, part=None, *, fired_x0,
+                    first) -> list[dict]:
     """The exact cycle model at every legal activation width A (P a multiple of 3A) for ``cfg``'s
     P, over the given timesteps' fired counts: mean delta cycles, dense cycles, speedup; with a
     ``part`` (:data:`deltahw.boards.PARTS` value) also the fit check's multipliers, LUTs and
@@ -115,13 +125,13 @@ def act_width_sweep(cfg: DeltaGRUConfig, fired_layers, fired_head, part=None) ->
     while 3 * A <= cfg.lanes:
         if cfg.lanes % (3 * A) == 0:
             c = cfg.replace(act_width=A)
-            layers, fh = _arrays(c, fired_layers, fired_head)
-            mean = float(np.mean(cyc.timestep_cycles(c, layers, fh)))
-            dense = int(cyc.timestep_cycles(c, cyc.dense_columns(c),
-                                            c.hidden_size if c.has_head else 0))
+            layers, fh, x0, fs = _arrays(c, fired_layers, fired_head, fired_x0, first)
+            mean = float(np.mean(cyc.timestep_cycles(c, layers, fh, fired_x0=x0, first=fs)))
+            dense = cyc.dense_cycles(c)
             row = {"act_width": A, "delta_cycles": mean, "dense_cycles": dense,
                    "speedup_vs_dense": dense / mean,
-                   "no_fire_cycles": int(cyc.timestep_cycles(c, [0] * c.num_layers, 0))}
+                   "no_fire_cycles": int(cyc.timestep_cycles(c, [0] * c.num_layers, 0,
+                                                             fired_x0=0, first=False))}
             if part is not None:
                 est = resources.estimate(c, part)
                 row.update(part=part.name, dsps=est.dsps, luts=est.luts,

@@ -198,9 +198,8 @@ class DeltaGRUCore(wiring.Component):
         # sits on the read ports and its weight address is registered (``take``) in the column's
         # last cycle, so the queue -> column address arithmetic never shares a cycle with the
         # BRAM address.
-        index = sched.fetch_index  # entry of the concatenated x then h lists
-        m.d.comb += [q_raddr.eq(Mux(index < nx, index, index - nx)), front.r_addr.eq(q_raddr)]
-        m.d.sync += fetch_h.eq(index >= nx)
+        m.d.comb += [q_raddr.eq(sched.q_addr), front.r_addr.eq(q_raddr)]
+        m.d.sync += fetch_h.eq(sched.q_h)
         for q in hq + xq:
             m.d.comb += q.r_addr.eq(q_raddr)
         x_idx = Array([front.r_index] + [q.r_index for q in xq])
@@ -236,14 +235,18 @@ class DeltaGRUCore(wiring.Component):
         assert MacArray.READ_LATENCY == 1, "the h memory read (1 cycle) is aligned with MX's"
         act_lat = ActivationPipe.LATENCY
         m.submodules.act = actp = ActivationPipe(cfg, tag_bits=beat_bits)
+        # The layer travels along: while the last layer drains, the schedule's block is already
+        # layer 0 (the next timestep's overlapped x phase).
         dl = [
             Signal(
-                data.StructLayout({"valid": 1, "beat": beat_bits, "k": len(act_k)}),
+                data.StructLayout({"valid": 1, "beat": beat_bits, "k": len(act_k),
+                                   "layer": range(L + 1)}),
                 name=f"act_d{i}",
             )
             for i in range(act_lat + 2)
         ]
-        m.d.comb += [dl[0].valid.eq(act_issue), dl[0].beat.eq(act_beat), dl[0].k.eq(act_k)]
+        m.d.comb += [dl[0].valid.eq(act_issue), dl[0].beat.eq(act_beat), dl[0].k.eq(act_k),
+                     dl[0].layer.eq(layer)]
         for i in range(act_lat + 1):
             m.d.sync += dl[i + 1].eq(dl[i])
         m.d.comb += [mac.mch_addr.eq(t_mchbase[layer] + act_g)]
@@ -268,10 +271,11 @@ class DeltaGRUCore(wiring.Component):
         m.d.comb += [
             actp.valid.eq(d1.valid),
             actp.tag.eq(d1.beat),
-            actp.h_prev.eq(h_prev[layer] if L > 1 else h_r[0].data),
+            actp.h_prev.eq(h_prev[d1.layer] if L > 1 else h_r[0].data),
         ]
         # Output stage: write h, delta-encode it twice, emit it if it is the network output.
         dN = dl[act_lat + 1]
+        act_layer = dN.layer  # the layer whose beat leaves the pipeline
         unit_ok = Signal(A)
         for i in range(A):
             m.d.comb += unit_ok[i].eq(dN.beat * A + i < H)
@@ -280,8 +284,8 @@ class DeltaGRUCore(wiring.Component):
         hhat_data = Array([p.data.as_value() for p in hhat_r])
         m.d.comb += [
             enc_h.v.eq(actp.h),
-            enc_h.vhat.eq(hhat_data[layer] if L > 1 else hhat_r[0].data),
-            enc_h.theta.eq(Array(theta_h)[layer] if L > 1 else theta_h[0]),
+            enc_h.vhat.eq(hhat_data[act_layer] if L > 1 else hhat_r[0].data),
+            enc_h.theta.eq(Array(theta_h)[act_layer] if L > 1 else theta_h[0]),
             enc_h.in_range.eq(unit_ok),
         ]
         if n_targets:
@@ -289,8 +293,8 @@ class DeltaGRUCore(wiring.Component):
             tgt_theta = Array(theta_x[1:] + ([theta_head] if head else []))
             m.d.comb += [
                 enc_x.v.eq(actp.h),
-                enc_x.vhat.eq(xt_data[layer]),
-                enc_x.theta.eq(tgt_theta[layer]),
+                enc_x.vhat.eq(xt_data[act_layer]),
+                enc_x.theta.eq(tgt_theta[act_layer]),
                 enc_x.in_range.eq(unit_ok),
             ]
         act_out = Signal()  # an activation beat leaves the pipeline this cycle
@@ -305,7 +309,7 @@ class DeltaGRUCore(wiring.Component):
             for i in range(A):
                 m.d.comb += q.w_index[i].eq(enc_beat * A + i)
         for l in range(L):
-            sel = act_out & (layer == l)
+            sel = act_out & (act_layer == l)
             m.d.comb += [
                 h_w[l].addr.eq(Mux(resetting, reset_addr, dN.beat)),
                 h_w[l].data.eq(Mux(resetting, 0, actp.h)),
@@ -318,7 +322,7 @@ class DeltaGRUCore(wiring.Component):
                 hq[l].w_first.eq((sel & (dN.beat == 0)) | (resetting & (reset_addr == 0))),
             ]
         for t in range(n_targets):
-            sel = act_out & (layer == t)
+            sel = act_out & (act_layer == t)
             m.d.comb += [
                 xt_w[t].addr.eq(Mux(resetting, reset_addr, dN.beat)),
                 xt_w[t].data.eq(Mux(resetting, 0, enc_x.new_vhat)),
@@ -329,7 +333,7 @@ class DeltaGRUCore(wiring.Component):
             ]
         out_push_act = Signal()
         if not head:
-            m.d.comb += out_push_act.eq(act_out & (layer == L - 1))
+            m.d.comb += out_push_act.eq(act_out & (act_layer == L - 1))
             for i in range(A):
                 m.d.comb += out_data.data[i].eq(Mux(unit_ok[i], actp.h[i], 0))
             m.d.comb += [out_data.last.eq(dN.beat == nb - 1), ofifo.w_en.eq(out_push_act)]
@@ -356,14 +360,16 @@ class DeltaGRUCore(wiring.Component):
             cnt.stalling.eq(sched.stalling),
             cnt.step_done.eq(sched.step_done),
             cnt.issue.eq(sched.issue),
+            cnt.counting_next.eq(sched.counting_next),
             cnt.latch_fired.eq(sched.latch_fired),
+            cnt.latch_x0.eq(sched.latch_x0),
             cnt.block.eq(layer),
-            cnt.nx.eq(nx),
-            cnt.nh.eq(nh),
+            cnt.nx.eq(sched.n_x),
+            cnt.nh.eq(sched.n_h),
             cnt.clear.eq(regs.strobe("CTRL") & regs["CTRL"].clear_counters),
         ]
         busy = Signal()
-        m.d.comb += busy.eq(sched.counting | sched.stalling | resetting)
+        m.d.comb += busy.eq(sched.counting | sched.counting_next | sched.stalling | resetting)
         status = regs["STATUS"]
         m.d.comb += [
             status.busy.eq(busy),

@@ -8,9 +8,9 @@ there (derived from the blocks' exported latencies). To change the schedule, cha
 
 A timestep, per block b (layers 0..L-1, then the head if any), in order:
 
-* ``MAC_FETCH`` (1 cycle): the block's queue counts ``nx`` + ``nh`` are read (``latch_fired``) and
-  entry 0 is put on the queue read port; nothing fired: the phase ends here
-  (``cycles.EMPTY_MAC_PHASE``).
+* ``MAC_FETCH`` (1 cycle): the phase's queue counts are read (``latch_fired``, or ``latch_x0`` for
+  layer 0's x phase) and entry 0 is put on the queue read port (``q_addr`` of the x or the h
+  queue, ``q_h``); nothing fired: the phase ends here (``cycles.EMPTY_MAC_PHASE``).
 * ``MAC_FETCH2`` (1 cycle): entry 0 is taken (``take``: its weight address is registered), entry 1
   addressed (``cycles.MAC_FETCH`` = 2 cycles in all before the first issue).
 * ``MAC_RUN``: ``issue`` for every row group ``g`` of every fired column, ``groups`` cycles per
@@ -23,16 +23,39 @@ A timestep, per block b (layers 0..L-1, then the head if any), in order:
   timestep closes with the last one (``step_done``).
 * Without a head the timestep closes with the last layer's activation drain.
 
+Layer 0 runs two MAC phases: its **x phase** (the input deltas; ``release`` hands the input vector
+back at its end), then its **h phase**; layers 1.. sweep x then h entries in one phase; the head's
+phase reads its x queue only.
+
+**Overlap across timesteps** (``cycles`` module docstring): in the cycle of the last layer's last
+activation beat, if the next input vector is in and does not start a new sequence, the next
+timestep's x phase starts (``X`` mode ``OVL``) in the next cycle, while the activation pipeline
+drains; a segment counter ``seg`` counts the drain's ``ACT_DRAIN`` cycles alongside. When both are
+done: the head's MAC phase and read-out of this timestep (the timestep closes), then the next
+timestep's h phase; without a head the timestep closes in the drain's last cycle (``seg`` =
+``ACT_DRAIN`` - 1) and the h phase follows the x phase. The accumulator words the x phase writes
+were all read by layer 0's activation beats (each beat reads its word in its issue cycle; the
+first x issue comes ``cycles.MAC_FETCH`` cycles after the last beat); the h and head queues are
+complete when their phases read their counts (after the drain, as without overlap).
+
+Cycle accounting (``counting``: a compute cycle of the running timestep; ``counting_next``: of the
+next one; ``stalling``): in the overlapped x phase the first ``ACT_DRAIN`` cycles are the running
+timestep's (its drain), the rest the next one's (``counting_next`` before the head closes the
+running timestep, ``counting`` after the close without a head). Fallback when the input is late
+(``LATE``): drain, head, read-out, close; when the input comes, its x phase runs alone and its
+first ``ACT_DRAIN`` cycles are stall cycles (the overlap that was lost). After a sequence reset
+(``FIRST``) the x phase is all compute. So the compute cycles of a timestep never depend on the
+input timing (``cycles.timestep_cycles``).
+
 Before the phase that writes the output FIFO (the head's read-out, or the last layer's activation)
 the schedule waits in ``WAIT_OUT`` until there is room for a timestep (``out_room``): stall cycles
-(``stalling``), not compute cycles (``counting``). A new input vector with ``r_reset`` first runs
-the ``RESET`` phase (``cycles.reset_cycles``: accumulators <- biases, states cleared, ``resetting``
-with ``reset_addr``). The timestep closes in its last cycle and the next one starts in the
-following cycle when its input vector is in (``r_full``); ``release`` hands the input vector back
-at the end of layer 0's MAC phase.
+(``stalling``), not compute cycles. A new input vector with ``r_reset`` first runs the ``RESET``
+phase (``cycles.reset_cycles``: accumulators <- biases, states cleared, ``resetting`` with
+``reset_addr``); it never overlaps (the reset reloads every accumulator). With nothing to do the
+schedule waits in ``IDLE`` (not counted).
 
 Latency and throughput: one state per cycle, no internal pipelining; the outputs are
-combinational from the state (``fetch_index`` and the strobes) or registers (``block``, ``g``,
+combinational from the state (``q_addr``/``q_h`` and the strobes) or registers (``block``, ``g``,
 beat counters).
 """
 
@@ -76,8 +99,12 @@ class Schedule(wiring.Component):
             "resetting": Out(1),
             "reset_addr": Out(16),
             # MAC phase
-            "latch_fired": Out(1),
-            "fetch_index": Out(16),  # entry (x entries, then h entries) put on the read port
+            "latch_fired": Out(1),  # a MAC phase reads its counts (not layer 0's x phase)
+            "latch_x0": Out(1),  # layer 0's x phase reads its count
+            "n_x": Out(16),  # x entries the current phase sweeps (0 in layer 0's h phase)
+            "n_h": Out(16),  # h entries the current phase sweeps (0 in layer 0's x phase)
+            "q_addr": Out(16),  # entry put on the queue read port ...
+            "q_h": Out(1),  # ... of the h queue (else the x queue)
             "take": Out(1),  # the entry addressed in the previous cycle becomes the column
             "issue": Out(1),
             "g": Out(16),  # row group of the current column
@@ -91,9 +118,11 @@ class Schedule(wiring.Component):
             "ro_k": Out(bits_for(max(1, P // A))),
             # accounting
             "counting": Out(1),
+            "counting_next": Out(1),  # a compute cycle of the next timestep (overlap)
             "stalling": Out(1),
             "step_done": Out(1),
         })
+
 
     def elaborate(self, platform):  # noqa: C901 - one state machine, read top to bottom
         m = Module()
@@ -110,6 +139,10 @@ class Schedule(wiring.Component):
         costs = [cycles.column_cost(cfg)] * L + ([cycles.head_column_cost(cfg)] if head else [])
         assert costs == [lay.groups] * L + ([lay.head_groups] if head else []), (
             "a column issues one row group per cycle")
+        # The overlapped x phase may write an accumulator word in the cycle after its first issue
+        # at the earliest; the last activation beat read its word in its own issue cycle, which
+        # is at least MAC_FETCH + 1 cycles earlier.
+        assert cycles.MAC_FETCH >= 1 and cycles.ACC_WRITE_LATENCY >= 1
         trim = self.drain_trim
         drains = [cycles.mac_drain(c) - trim.get("mac", 0) for c in costs[:L]]
         if head:
@@ -119,26 +152,46 @@ class Schedule(wiring.Component):
         t_groups, t_drain = table(costs), table(drains)
 
         block, g = self.block, self.g
-        nx, nh = self.nx, self.nh
-        n_total = nx + nh
+        px, ph = Signal(), Signal()  # the phase sweeps the block's x / h entries
+        m.d.comb += [self.n_x.eq(Mux(px, self.nx, 0)), self.n_h.eq(Mux(ph, self.nh, 0))]
+        n_x = self.n_x
+        n_total = self.n_x + self.n_h
         e = Signal(16)  # entry whose column is being swept
         cnt = Signal(16)  # drain counter
         act_beat, act_k, rd_group = self.act_beat, self.act_k, self.rd_group
         ro_beat, ro_k = self.ro_beat, self.ro_k
         final_block = L if head else L - 1
+        # Layer 0's x phase: xseg, its mode, the segment counter (saturating at act_drain).
+        OVL, LATE, FIRST = 0, 1, 2
+        xseg = Signal()
+        xmode = Signal(2)
+        seg = Signal(range(act_drain + 1))
+        x_done = Signal()  # the next timestep's x phase already ran (overlapped)
 
         def fetch(index):
-            m.d.comb += self.fetch_index.eq(index)
+            q_h = index >= n_x
+            m.d.comb += [self.q_h.eq(q_h), self.q_addr.eq(Mux(q_h, index - n_x, index))]
+
+        def begin_mac(blk, use_x, use_h, mode=None):
+            """Start a MAC phase of block ``blk`` next cycle (``mode``: layer 0's x phase)."""
+            m.d.sync += [block.eq(blk), px.eq(use_x), ph.eq(use_h), xseg.eq(mode is not None)]
+            if mode is not None:
+                m.d.sync += [xmode.eq(mode), seg.eq(0)]
+            if isinstance(blk, int) and blk == 0 and not use_x:  # layer 0's h phase
+                m.d.sync += x_done.eq(0)
+            m.next = "MAC_FETCH"
 
         def start_step():
             """Leave the timestep's last cycle (or IDLE): start the next one if its input is in."""
-            m.d.sync += [block.eq(0), ro_beat.eq(0), ro_k.eq(0)]
-            with m.If(self.r_full):
+            m.d.sync += [ro_beat.eq(0), ro_k.eq(0)]
+            with m.If(x_done):
+                begin_mac(0, 0, 1)
+            with m.Elif(self.r_full):
                 with m.If(self.r_reset):
-                    m.d.sync += self.reset_addr.eq(0)
+                    m.d.sync += [self.reset_addr.eq(0), block.eq(0)]
                     m.next = "RESET"
                 with m.Else():
-                    m.next = "MAC_FETCH"
+                    begin_mac(0, 1, 0, LATE)
             with m.Else():
                 m.next = "IDLE"
 
@@ -146,11 +199,43 @@ class Schedule(wiring.Component):
             m.d.comb += self.step_done.eq(1)
             start_step()
 
+        def account():
+            """Whose cycle this is (module docstring, cycle accounting)."""
+            early = seg < act_drain
+            with m.If(xseg):
+                m.d.sync += seg.eq(Mux(early, seg + 1, seg))
+                with m.Switch(xmode):
+                    with m.Case(OVL):
+                        m.d.comb += [self.counting.eq(early | (not head)),
+                                     self.counting_next.eq(~early & head)]
+                        if not head:  # the running timestep closes with its drain
+                            m.d.comb += self.step_done.eq(seg == act_drain - 1)
+                    with m.Case(LATE):
+                        m.d.comb += [self.stalling.eq(early), self.counting.eq(~early)]
+                    with m.Default():
+                        m.d.comb += self.counting.eq(1)
+            with m.Else():
+                m.d.comb += self.counting.eq(1)
+
+        def after_segment():
+            """The overlapped x phase and the drain are both done (this cycle)."""
+            if head:
+                begin_mac(L, 1, 1)
+            else:
+                begin_mac(0, 0, 1)
+
         def mac_done():
-            """The block's MAC phase ends this cycle: on to its activation or read-out."""
-            with m.If(block == 0):
+            """The MAC phase ends this cycle: on to the next phase."""
+            with m.If(xseg):
                 m.d.comb += self.release.eq(1)  # the input vector's queue has been read
-            with m.If((block == final_block) & ~self.out_room):
+                with m.If(xmode == OVL):
+                    with m.If(seg >= act_drain - 1):
+                        after_segment()
+                    with m.Else():
+                        m.next = "X_WAIT"
+                with m.Else():
+                    begin_mac(0, 0, 1)
+            with m.Elif((block == final_block) & ~self.out_room):
                 m.next = "WAIT_OUT"
             with m.Elif(block == L):
                 m.next = "OUT_RUN"
@@ -164,22 +249,26 @@ class Schedule(wiring.Component):
                 m.d.comb += self.resetting.eq(1)
                 m.d.sync += self.reset_addr.eq(self.reset_addr + 1)
                 with m.If(self.reset_addr == cycles.reset_cycles(cfg) - 1):
-                    m.next = "MAC_FETCH"
+                    begin_mac(0, 1, 0, FIRST)
             with m.State("MAC_FETCH"):
-                m.d.comb += [self.counting.eq(1), self.latch_fired.eq(1)]
+                account()
+                m.d.comb += [self.latch_fired.eq(~xseg), self.latch_x0.eq(xseg)]
                 fetch(0)
-                m.d.sync += [e.eq(0), g.eq(0), cnt.eq(0), rd_group.eq(0), act_k.eq(0),
-                             act_beat.eq(0)]
+                m.d.sync += [e.eq(0), g.eq(0), cnt.eq(0)]
+                with m.If(~xseg):  # (the overlapped x phase runs after the last beat)
+                    m.d.sync += [rd_group.eq(0), act_k.eq(0), act_beat.eq(0)]
                 with m.If(n_total == 0):
                     mac_done()  # cycles.EMPTY_MAC_PHASE
                 with m.Else():
                     m.next = "MAC_FETCH2"
             with m.State("MAC_FETCH2"):
-                m.d.comb += [self.counting.eq(1), self.take.eq(1)]
+                account()
+                m.d.comb += self.take.eq(1)
                 fetch(1)
                 m.next = "MAC_RUN"
             with m.State("MAC_RUN"):
-                m.d.comb += [self.counting.eq(1), self.issue.eq(1)]
+                account()
+                m.d.comb += self.issue.eq(1)
                 # The entry taken in a column's last cycle was addressed the cycle before: in
                 # the column's previous cycle, or (one-cycle columns) in the previous column's.
                 last_g = g == t_groups[block] - 1
@@ -196,11 +285,16 @@ class Schedule(wiring.Component):
                     m.d.sync += g.eq(g + 1)
             with m.State("MAC_DRAIN"):
                 # Until the last column's first accumulator word is readable (cycles.mac_drain).
-                m.d.comb += self.counting.eq(1)
+                account()
                 m.d.sync += cnt.eq(cnt + 1)
                 with m.If(cnt == t_drain[block] - 1):
                     m.d.sync += cnt.eq(0)
                     mac_done()
+            with m.State("X_WAIT"):
+                # The overlapped x phase is done; the activation pipeline still drains.
+                account()
+                with m.If(seg >= act_drain - 1):
+                    after_segment()
             with m.State("WAIT_OUT"):
                 m.d.comb += self.stalling.eq(1)
                 with m.If(self.out_room):
@@ -214,19 +308,25 @@ class Schedule(wiring.Component):
                     m.d.sync += act_k.eq(act_k + 1)
                 with m.If(act_beat == nb - 1):
                     m.d.sync += cnt.eq(0)
-                    m.next = "ACT_DRAIN"
+                    # The last layer's last beat: overlap the next timestep's x phase with the
+                    # drain if its input vector is in (and continues the sequence).
+                    with m.If((block == L - 1) & self.r_full & ~self.r_reset):
+                        m.d.sync += x_done.eq(1)
+                        begin_mac(0, 1, 0, OVL)
+                    with m.Else():
+                        m.next = "ACT_DRAIN"
             with m.State("ACT_DRAIN"):
                 m.d.comb += self.counting.eq(1)
                 m.d.sync += cnt.eq(cnt + 1)
                 with m.If(cnt == act_drain - 1):
-                    m.d.sync += [cnt.eq(0), block.eq(block + 1)]
+                    m.d.sync += cnt.eq(0)
                     if head:
-                        m.next = "MAC_FETCH"
+                        begin_mac(block + 1, 1, 1)
                     else:
                         with m.If(block == L - 1):
                             finish_step()
                         with m.Else():
-                            m.next = "MAC_FETCH"
+                            begin_mac(block + 1, 1, 1)
             with m.State("OUT_RUN"):
                 m.d.comb += [self.counting.eq(1), self.ro_issue.eq(1)]
                 m.d.sync += ro_beat.eq(ro_beat + 1)

@@ -143,8 +143,7 @@ def scenarios_for(case: CoreCase) -> tuple[str, ...]:
 
 def _timesteps_for(cfg: DeltaGRUConfig, budget_cycles: int = 12_000) -> int:
     """Sequence length whose dense run costs about ``budget_cycles`` compute cycles (4 to 16)."""
-    dense = cycle_model.timestep_cycles(cfg, cycle_model.dense_columns(cfg),
-                                        cfg.hidden_size if cfg.has_head else 0)
+    dense = cycle_model.dense_cycles(cfg)
     return max(4, min(16, budget_cycles // max(1, dense)))
 
 
@@ -410,8 +409,9 @@ def _sequence_op(model: QuantizedModel, x_q: torch.Tensor, label: str, lockstep:
         "fired_h": res.fired_h[0].tolist(),
         "fired_head": fired_head,
         # MAC_BUSY counts column issue cycles: the cycle model's issue phase, exactly.
-        "mac_busy": [int(cycle_model.timestep_phases(cfg, f, fh)["mac_issue"])
-                     for f, fh in zip(fired, fired_head)],
+        "mac_busy": [int(cycle_model.timestep_phases(
+            cfg, f, fh, fired_x0=int(res.fired_x[0, t, 0]), first=t == 0)["mac_issue"])
+                     for t, (f, fh) in enumerate(zip(fired, fired_head))],
     }
     stats = {
         "timesteps": T,
