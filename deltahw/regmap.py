@@ -149,7 +149,8 @@ def register_map(num_layers: int) -> list[Register]:
         Register("CYCLES_LAST", 0x10, "r", "Compute cycles of the last finished timestep."),
         Register("CYCLES_TOTAL", 0x11, "r", "Compute cycles since the counters were cleared."),
         Register("STALL_TOTAL", 0x12, "r",
-                 "Cycles a timestep was waiting for output space since the counters were cleared."),
+                 "Cycles lost to the streams since the counters were cleared: waiting for output "
+                 "space, and the overlap a late input vector lost (deltahw.cycles)."),
         Register("TIMESTEPS", 0x13, "r", "Timesteps finished since the counters were cleared."),
         Register("MAC_BUSY", 0x14, "r", "Cycles the MAC array issued work since cleared."),
         Register("FIRED_HEAD_LAST", 0x15, "r", "Deltas fired into the head in the last timestep."),

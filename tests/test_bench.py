@@ -188,13 +188,13 @@ def test_cycle_decomposition_and_projections_match_the_cycle_model(small_model):
             and parts["mac_issue"][0] == 0)
     assert parts["overlap"][0] == -cycles.EMPTY_MAC_PHASE * (not first[0])
     w = what_if(cfg, fl, fh, **kw)
-    assert set(w) == {"today", "overlap", "act_x2", "all"}
+    assert set(w) == {"today", "overlap", "act_x2", "head_unit", "all"}
     assert w["today"]["delta_cycles"] == pytest.approx(float(np.mean(want)))
     assert w["today"]["ideal_cycles"] == pytest.approx(float(np.mean(ideal)))
     assert w["today"]["no_fire_cycles"] == cycles.timestep_cycles(cfg, [0] * cfg.num_layers, 0,
                                                                   fired_x0=0, first=False)
     assert w["today"]["dense_cycles"] == cycles.dense_cycles(cfg)
-    for k in ("overlap", "act_x2", "all"):
+    for k in ("overlap", "act_x2", "head_unit", "all"):
         assert w[k]["delta_cycles"] < w["today"]["delta_cycles"], k
         assert w[k]["dense_cycles"] < w["today"]["dense_cycles"], k
     assert w["all"]["delta_cycles"] <= min(w[k]["delta_cycles"] for k in w)

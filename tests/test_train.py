@@ -245,10 +245,13 @@ def test_smoke_training_writes_a_loadable_checkpoint(tmp_path):
     xq, lengths, _ = golden_inputs(model, ds, "val")
     r = run_golden(model, xq, lengths)
     fired = (r.fired_x + r.fired_h)[r.mask][:, 0]
+    x0 = r.fired_x[..., 0][r.mask]
+    first = (torch.arange(r.mask.shape[1]) == 0).expand_as(r.mask)[r.mask]
 
     def mean_cycles(A):
         c = cfg.replace(act_width=A)
-        return float(cycles.timestep_cycles(c, [fired], r.fired_head[r.mask]).float().mean())
+        return float(cycles.timestep_cycles(c, [fired], r.fired_head[r.mask], fired_x0=x0,
+                                            first=first).float().mean())
 
     legal = [A for A in (1, 2, 4, 8, 16) if cfg.lanes % (3 * A) == 0
              and resources.fits(cfg.replace(act_width=A), PARTS["xc7a35t"])]

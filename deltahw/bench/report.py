@@ -637,17 +637,21 @@ def _discussion(results: dict) -> list[str]:
             "accumulator memories of the two phases to be separate (they are: per layer).",
             "2. **More activation units A**: ceil(H/A) beats per layer are paid on every "
             "timestep whatever fires; each unit costs two multipliers and two table ROMs.",
-            f"3. **Fetch the next MAC phase's first queue entry during the activation drain**: "
+            "3. **The head on its own MAC unit**: the head's MAC phase and read-out run beside "
+            "the next timestep's layers instead of between them (an upper bound: the next "
+            "timestep never waits); needs a separate head weight memory (bank layout, export and "
+            "loading change).",
+            f"4. **Fetch the next MAC phase's first queue entry during the activation drain**: "
             f"the {cyc.MAC_FETCH}-cycle fetch that opens every MAC phase with fired columns "
             f"(MAC fetch + drain per delta timestep: {mac_fixed} cycles) could run while the "
             f"previous layer's activation drains ({cyc.ACT_DRAIN} cycles per layer), as soon as "
             "the phase's first fired delta is in its queue: a smaller step than the overlap "
             "above, whose bound includes it.",
-            f"4. **A shorter activation pipeline**: its drain ({cyc.ACT_DRAIN} cycles per layer; "
+            f"5. **A shorter activation pipeline**: its drain ({cyc.ACT_DRAIN} cycles per layer; "
             f"activation drain per timestep: {act_fixed} cycles) is paid on every "
             "timestep; fewer register stages trade clock frequency for cycles (not in the "
             "table).",
-            "5. Skipping the activation of units whose accumulators did not change would make "
+            "6. Skipping the activation of units whose accumulators did not change would make "
             "that phase sparse too, but every fired column touches every unit of a GRU layer, "
             "so it only helps in timesteps where nothing fired.", ""]
     return out

@@ -13,6 +13,9 @@ Changes:
   boundary the cycles the next timestep's x phase already hides behind the drain
   (:func:`deltahw.cycles.x_phase_hidden`, part of today's schedule) are not available again;
 * ``act_x2``: twice the activation units (A -> 2A): ceil(H/2A) beats per layer, ceil(O/2A) read-out;
+* ``head_unit``: the head on its own MAC unit (its own weight memory), its MAC phase and read-out
+  running beside the next timestep's layers: they leave the timestep entirely (an upper bound:
+  it assumes the next timestep never waits for them);
 * ``all``: every change above together.
 
 :func:`act_width_sweep` and :func:`choose_act_width` make the choice of the activation width A
@@ -34,6 +37,7 @@ __all__ = ["CHANGES", "OPTIONS", "projected_cycles", "what_if", "act_width_sweep
 CHANGES = {
     "overlap": "overlap each layer's activation with the next MAC phase (next layer or head)",
     "act_x2": "twice the activation units (A -> 2A)",
+    "head_unit": "the head on its own MAC unit, beside the next timestep's layers",
     "all": "all of the above",
 }
 
@@ -42,7 +46,8 @@ OPTIONS = {
     "today": {},
     "overlap": {"overlap": True},
     "act_x2": {"act_mult": 2},
-    "all": {"overlap": True, "act_mult": 2},
+    "head_unit": {"head_unit": True},
+    "all": {"overlap": True, "act_mult": 2, "head_unit": True},
 }
 
 
@@ -60,7 +65,7 @@ def _arrays(cfg: DeltaGRUConfig, fired_layers, fired_head, fired_x0, first):
 
 
 def projected_cycles(cfg: DeltaGRUConfig, fired_layers, fired_head, *, fired_x0, first,
-                     overlap=False, act_mult=1) -> np.ndarray:
+                     overlap=False, act_mult=1, head_unit=False) -> np.ndarray:
     """Cycles per timestep under the changes; with no change it equals ``timestep_cycles``.
 
     ``fired_layers`` is (T, L) fired columns (x + h) per layer, ``fired_head`` (T,), ``fired_x0``
@@ -78,10 +83,13 @@ def projected_cycles(cfg: DeltaGRUConfig, fired_layers, fired_head, *, fired_x0,
         act = layer_beats + cyc.ACT_DRAIN
         for m in nxt:
             total = total - np.minimum(act, m)
-        if cfg.has_head:
+        if cfg.has_head and not head_unit:
             hc = cyc.head_column_cost(cfg)
             free = act - cyc.x_phase_hidden(cfg, x0, fs)  # the drain is partly taken
             total = total - np.minimum(free, fh * hc + cyc.mac_phase_fixed(fh, hc))
+    if head_unit and cfg.has_head:
+        hc = cyc.head_column_cost(cfg)
+        total = total - (fh * hc + cyc.mac_phase_fixed(fh, hc) + head_beats)
     return np.broadcast_to(np.asarray(total, dtype=np.int64), fh.shape).copy()
 
 
@@ -157,11 +165,15 @@ def act_width_for_data(model, x_q, lengths, part) -> tuple[int, list[dict]]:
     the fit check for ``part`` (a :data:`deltahw.boards.PARTS` value), and :func:`choose_act_width`
     the fastest A that fits. Returns (A, the sweep rows).
     """
+    import torch
+
     from ..golden import run_golden
 
     r = run_golden(model, x_q, lengths)
     m = r.mask
     fl = (r.fired_x + r.fired_h)[m].numpy()
     fh = r.fired_head[m].numpy()
-    rows = act_width_sweep(model.config, fl, fh, part)
+    x0 = r.fired_x[..., 0][m].numpy()
+    first = (torch.arange(m.shape[1]) == 0).expand_as(m)[m].numpy()
+    rows = act_width_sweep(model.config, fl, fh, part, fired_x0=x0, first=first)
     return choose_act_width(rows), rows

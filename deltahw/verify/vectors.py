@@ -408,6 +408,10 @@ def _sequence_op(model: QuantizedModel, x_q: torch.Tensor, label: str, lockstep:
         "fired_x": res.fired_x[0].tolist(),
         "fired_h": res.fired_h[0].tolist(),
         "fired_head": fired_head,
+        # Stall cycles each timestep costs when its input vector comes late (lock-step): the
+        # part of its x phase that would have hidden behind the previous timestep's drain.
+        "lost_overlap": [int(cycle_model.x_phase_hidden(cfg, int(res.fired_x[0, t, 0]), t == 0))
+                         for t in range(T)],
         # MAC_BUSY counts column issue cycles: the cycle model's issue phase, exactly.
         "mac_busy": [int(cycle_model.timestep_phases(
             cfg, f, fh, fired_x0=int(res.fired_x[0, t, 0]), first=t == 0)["mac_issue"])
@@ -452,12 +456,16 @@ def gate_saturation(model: QuantizedModel, x_q: torch.Tensor) -> dict:
 
 
 def _counter_totals(seq_ops: list[dict], stall_zero: bool) -> dict:
+    """A ``totals`` op. ``stall_zero``: the output is always read and streamed inputs come in
+    time, so the only stall cycles are the overlap that lock-step sequences lose (each of their
+    timesteps' ``lost_overlap``): ``STALL_TOTAL`` is checked exactly against that."""
     return {
         "op": "totals",
         "timesteps": sum(len(s["cycles"]) for s in seq_ops),
         "cycles": sum(sum(s["cycles"]) for s in seq_ops),
         "mac_busy": sum(sum(s["mac_busy"]) for s in seq_ops),
         "stall_zero": stall_zero,
+        "stall": sum(sum(s["lost_overlap"]) for s in seq_ops if s["lockstep"]),
     }
 
 
