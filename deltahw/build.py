@@ -537,9 +537,10 @@ def main(argv=None) -> int:
                     help="build the RISC-V SoC instead of the UART-bridge top: LiteX, VexRiscv, "
                          "the core on the Wishbone bus, the board's UART and the C driver as "
                          "firmware (arty_a7; see deltahw/soc/)")
-    ap.add_argument("--bram-init", action="store_true",
-                    help="with --soc: the block RAMs start with the weights and the firmware "
-                         "does not load them (default: zero RAMs, loaded by the firmware)")
+    ap.add_argument("--load-weights", action="store_true",
+                    help="with --soc: the block RAMs start at zero and the firmware loads every "
+                         "weight and bias from its ROM (a 128 KB ROM for fsdd: needs the A7-100T; "
+                         "default: the block RAMs start with the weights, as in the UART build)")
     add_loading_arguments(ap)
     args = ap.parse_args(argv)
     if args.model and args.model_option and args.model != args.model_option:
@@ -558,8 +559,8 @@ def _main(args) -> int:
     t0 = time.monotonic()
     if args.soc:
         return _soc_main(args, t0)
-    if args.bram_init:
-        raise BuildError("--bram-init applies to --soc builds only.", code=2)
+    if args.load_weights:
+        raise BuildError("--load-weights applies to --soc builds only.", code=2)
     report = build(args)
     out = Path(report["build_dir"])
     log(f"[5/5] wrote {out / 'report.json'} and {out / 'report.md'}")
@@ -612,7 +613,7 @@ def _soc_main(args, t0) -> int:
         raise BuildError(f"Cannot use model {model_path}: {e}", code=2) from None
     x_q, seq = default_sequence(model)
     out = Path(args.out or f"build/{board.name}-{variant}-soc").absolute()
-    report = build_soc(model, out, target="arty_a7", load=not args.bram_init, x_q=x_q,
+    report = build_soc(model, out, target="arty_a7", load=args.load_weights, x_q=x_q,
                        sequence=seq, sys_clk_hz=clock_mhz * 1e6, force=args.force,
                        protect=[model_path], variant=f"a7-{variant}", synth=not args.no_synth)
     log(f"wrote {out} (report.json, report.md; Vivado: sh {report['vivado']['script']} in "
