@@ -24,15 +24,20 @@ torch.set_num_threads(1)
 
 
 def run(dut, *benches, deadline=None, clock=True):
+    """Simulate until every bench has returned; with a ``deadline`` (cycles), fail if one is
+    still running then (a background watchdog: it does not keep the simulation going)."""
     sim = Simulator(dut)
     if clock:
         sim.add_clock(1e-8)
     for b in benches:
         sim.add_testbench(b)
     if deadline:
-        sim.run_until(deadline * 1e-8)
-    else:
-        sim.run()
+        async def watchdog(ctx):
+            await ctx.delay(deadline * 1e-8)
+            raise AssertionError(f"the simulation did not finish within {deadline} cycles")
+
+        sim.add_testbench(watchdog, background=True)
+    sim.run()
 
 
 # --- delta encoder --------------------------------------------------------------------------------
