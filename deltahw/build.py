@@ -211,7 +211,24 @@ def parse_nextpnr_log(text: str) -> dict:
                          r"([\d.]+) MHz\)", text):
         fmax[m.group(1)] = {"fmax_mhz": float(m.group(2)), "pass": m.group(3) == "PASS",
                             "target_mhz": float(m.group(4))}
-    return {"cells": util, "clocks": fmax}
+    return {"cells": util, "clocks": fmax, "critical_path": parse_critical_path(text)}
+
+
+def parse_critical_path(text: str) -> dict | None:
+    """The first clock-to-clock critical path of a nextpnr log: its start and end points, the
+    cells it passes through and its logic / routing delay (None if the log has no report)."""
+    start = text.find("Critical path report for clock")
+    if start < 0:
+        return None
+    m = re.search(r"([\d.]+) ns logic, ([\d.]+) ns routing", text[start:])
+    if not m:
+        return None
+    block = text[start:start + m.start()]
+    sources = re.findall(r"Source\s+(\S+)", block)
+    sinks = re.findall(r"Sink\s+(\S+)", block)
+    return {"from": sources[0] if sources else None, "to": sinks[-1] if sinks else None,
+            "through": sources, "logic_ns": float(m.group(1)),
+            "routing_ns": float(m.group(2))}
 
 
 def predicted_performance(config: DeltaGRUConfig, clock_mhz: float) -> dict:
@@ -453,10 +470,15 @@ def _trellis_flow(args, out, part, platform, top, report, clock_mhz):
     clocks = parsed["clocks"]
     # The design clock is the fastest constrained clock that nextpnr reports.
     fmax = min((c["fmax_mhz"] for c in clocks.values()), default=None)
+    crit = parsed["critical_path"]
     report["timing"] = {"clocks": clocks, "fmax_mhz": fmax, "target_mhz": top.clock_hz / 1e6,
-                        "met": fmax is not None and fmax >= top.clock_hz / 1e6}
+                        "met": fmax is not None and fmax >= top.clock_hz / 1e6,
+                        "critical_path": crit}
     log(f"      done in {elapsed:.0f} s; post-route Fmax {fmax} MHz at a "
         f"{top.clock_hz / 1e6:g} MHz target")
+    if crit:
+        log(f"      critical path: {crit['from']} -> {crit['to']} ({crit['logic_ns']} ns logic, "
+            f"{crit['routing_ns']} ns routing; {len(crit['through'])} cells)")
 
 
 def write_reports(report: dict, out: Path) -> None:

@@ -91,7 +91,7 @@ ACC_WRITE_LATENCY = MacArray.ACC_WRITE_LATENCY
 EMPTY_MAC_PHASE = 1
 #: Cycles after the last activation issue (cycle c) until the next MAC phase may read the queue
 #: counts: the accumulators are read (``MacArray.READ_LATENCY``), the last beat leaves the
-#: activation pipeline (``ActivationPipe.LATENCY``) at c + 1 + 6, where it is written to the h
+#: activation pipeline (``ActivationPipe.LATENCY``) at c + 1 + LATENCY, where it is written to the h
 #: memory and delta-encoded into the queues, whose counts include it ``DeltaQueue.COUNT_LATENCY``
 #: cycles later; the drain is every cycle before that one. The h queue read by the next timestep
 #: needs the same drain, so a layer with no next block drains too.

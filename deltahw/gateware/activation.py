@@ -17,10 +17,7 @@ from amaranth.lib.wiring import In, Out
 
 from ..config import DeltaGRUConfig
 
-__all__ = ["ActivationPipe", "ACT_LATENCY", "round_shift", "saturate_to"]
-
-#: Cycles from inputs presented (``valid``) to the result in ``h`` (``out_valid``).
-ACT_LATENCY = 6
+__all__ = ["ActivationPipe", "ACT_LATENCY", "round_shift", "saturate_to", "round_saturate"]
 
 
 def round_shift(value, shift: int):
@@ -36,18 +33,54 @@ def saturate_to(value, bits: int):
     return Mux(value > hi, hi, Mux(value < lo, lo, value))
 
 
+def round_saturate(value, shift: int, bits: int):
+    """``saturate_to(round_shift(value, shift), bits)`` with one carry chain in series, not two.
+
+    The overflow tests compare ``value`` itself with constants (``round_shift(v, s) > hi`` exactly
+    when ``v >= ((hi + 1) << s) - half``), so they run beside the rounding adder instead of after
+    it; only the final two-level select follows.
+    """
+    lo, hi = -(1 << (bits - 1)), (1 << (bits - 1)) - 1
+    if shift > 0:
+        half = 1 << (shift - 1)
+        over = value >= ((hi + 1) << shift) - half
+        under = value < (lo << shift) - half
+    else:
+        k = -shift
+        over = value > (hi >> k)
+        under = value < -((-lo) >> k)
+    return Mux(over, hi, Mux(under, lo, round_shift(value, shift)))
+
+
 class ActivationPipe(wiring.Component):
-    """A units per cycle, latency ``LATENCY`` (= ``ACT_LATENCY``), throughput one beat per cycle,
-    no stalls.
+    """A units per cycle, latency ``LATENCY``, throughput one beat per cycle, no stalls.
 
     Inputs (per beat, with ``valid``): the accumulators ``m_r``, ``m_u``, ``m_cx``, ``m_ch`` and the
     previous hidden state ``h_prev`` of A units, and a ``tag`` carried along (the beat number).
-    Outputs: ``h`` (A new hidden values), ``h_prev_out`` is not needed; ``out_valid``/``out_tag``.
+    Outputs: ``h`` (A new hidden values, registered), ``out_valid``/``out_tag``, ``LATENCY`` cycles
+    after the inputs.
+
+    Pipeline (one register stage per line; each stage holds at most one carry chain, block RAM
+    read or multiplier in series, so the unit is never the critical path of the design):
+
+    1. sigmoid table indices of M_r, M_u and the act-format M_cx, M_ch (round and saturate);
+    2. sigmoid tables read (block RAM, registered address);
+    3. r, u registered out of the table RAM;
+    4. r x ch (multiplier);
+    5. (cx << af | half) + r x ch, i.e. cx + rnd(r x ch) before the shift (the rounding constant
+       rides in the empty low bits of cx, so one adder);
+    6. pre_c: shift and saturate;
+    7. tanh table index (round and saturate);
+    8. tanh table read;
+    9. h_prev - c (c straight out of the table RAM);
+    10. u x (h_prev - c) (multiplier);
+    11. (c << af | half) + u x (h_prev - c);
+    12. h: shift and saturate.
     """
 
-    #: Cycles from inputs presented (``valid``) to the result in ``h``; the core's drains and the
-    #: cycle model (:mod:`deltahw.cycles`) are derived from it.
-    LATENCY = ACT_LATENCY
+    #: Cycles from inputs presented (``valid``) to the result in ``h`` (``out_valid``); the core's
+    #: drains and the cycle model (:mod:`deltahw.cycles`) are derived from it.
+    LATENCY = 12
 
     def __init__(self, config: DeltaGRUConfig, tag_bits: int):
         self.config = config
@@ -74,58 +107,87 @@ class ActivationPipe(wiring.Component):
         sig, tnh = cfg.sigmoid, cfg.tanh
         gate = unsigned(af + 1)  # sigmoid outputs 0 .. 2**af
         act = signed(ab)
+        LAT = self.LATENCY
 
         # valid/tag travel down the pipeline next to the data.
-        valids = [self.valid] + [Signal(name=f"valid{i}") for i in range(1, ACT_LATENCY + 1)]
-        tags = [self.tag] + [
-            Signal.like(self.tag, name=f"tag{i}") for i in range(1, ACT_LATENCY + 1)
-        ]
-        for i in range(ACT_LATENCY):
+        valids = [self.valid] + [Signal(name=f"valid{i}") for i in range(1, LAT + 1)]
+        tags = [self.tag] + [Signal.like(self.tag, name=f"tag{i}") for i in range(1, LAT + 1)]
+        for i in range(LAT):
             m.d.sync += [valids[i + 1].eq(valids[i]), tags[i + 1].eq(tags[i])]
-        m.d.comb += [self.out_valid.eq(valids[ACT_LATENCY]), self.out_tag.eq(tags[ACT_LATENCY])]
+        m.d.comb += [self.out_valid.eq(valids[LAT]), self.out_tag.eq(tags[LAT])]
 
         def index(value, frac_in, table):
-            idx = round_shift(value, frac_in - table.in_frac)
-            return saturate_to(idx, table.in_bits)[: table.in_bits]
+            return round_saturate(value, frac_in - table.in_frac, table.in_bits)[: table.in_bits]
 
+        def delay(value, n, name):
+            """``value`` delayed by ``n`` register stages."""
+            for k in range(n):
+                nxt = Signal.like(value, name=f"{name}_d{k + 1}")
+                m.d.sync += nxt.eq(value)
+                value = nxt
+            return value
+
+        half = 1 << (af - 1) if af > 0 else 0
+        rch_bits = ab + af + 2
+        prod_bits = ab + af + 3
         for i in range(A):
+            n = f"u{i}"
             smem = memory.Memory(
                 shape=gate, depth=sig.size, init=[v & ((1 << (af + 1)) - 1) for v in sig.values]
             )
             tmem = memory.Memory(shape=signed(tnh.out_bits), depth=tnh.size, init=list(tnh.values))
             m.submodules[f"sigmoid{i}"], m.submodules[f"tanh{i}"] = smem, tmem
             rr, ru, rc = smem.read_port(), smem.read_port(), tmem.read_port()
-            # Stage 0 (inputs): table indices for r and u; scale cx and ch to the act format.
-            m.d.comb += [
-                rr.addr.eq(index(self.m_r[i], cfg.acc_frac, sig)),
-                ru.addr.eq(index(self.m_u[i], cfg.acc_frac, sig)),
-            ]
-            cx1, ch1, h1 = Signal(act), Signal(act), Signal(act)
+            # 1. table indices; cx, ch in the act format.
+            ir1 = Signal(sig.in_bits, name=f"{n}_ir1")
+            iu1 = Signal(sig.in_bits, name=f"{n}_iu1")
+            cx1, ch1 = Signal(act, name=f"{n}_cx1"), Signal(act, name=f"{n}_ch1")
             m.d.sync += [
-                cx1.eq(saturate_to(round_shift(self.m_cx[i], wf), ab)),
-                ch1.eq(saturate_to(round_shift(self.m_ch[i], wf), ab)),
-                h1.eq(self.h_prev[i]),
+                ir1.eq(index(self.m_r[i], cfg.acc_frac, sig)),
+                iu1.eq(index(self.m_u[i], cfg.acc_frac, sig)),
+                cx1.eq(round_saturate(self.m_cx[i], wf, ab)),
+                ch1.eq(round_saturate(self.m_ch[i], wf, ab)),
             ]
-            # Stage 1: r, u out of the ROM; r * ch registered.
-            rch2 = Signal(signed(ab + af + 2))
-            u2, cx2, h2 = Signal(gate), Signal(act), Signal(act)
-            m.d.sync += [rch2.eq(rr.data * ch1), u2.eq(ru.data), cx2.eq(cx1), h2.eq(h1)]
-            # Stage 2: pre_c (registered: the rounding, add and saturation chains are long).
-            pre_c3 = Signal(act)
-            u3a, h3a = Signal(gate), Signal(act)
-            m.d.sync += [
-                pre_c3.eq(saturate_to(cx2 + round_shift(rch2, af), ab)),
-                u3a.eq(u2),
-                h3a.eq(h2),
-            ]
-            # Stage 3: the tanh table index.
-            m.d.comb += rc.addr.eq(index(pre_c3, af, tnh))
-            u3, h3 = Signal(gate), Signal(act)
-            m.d.sync += [u3.eq(u3a), h3.eq(h3a)]
-            # Stage 4: c out of the ROM; u * (h_prev - c) registered.
-            c4 = Signal(signed(tnh.out_bits))
-            prod4 = Signal(signed(ab + af + 3))
-            m.d.sync += [c4.eq(rc.data), prod4.eq(u3 * (h3 - rc.data))]
-            # Stage 5: the new h.
-            m.d.sync += self.h[i].eq(saturate_to(c4 + round_shift(prod4, af), ab))
+            h1 = delay(self.h_prev[i], 1, f"{n}_h")
+            # 2. sigmoid tables (registered address: the data appear in stage 2).
+            m.d.comb += [rr.addr.eq(ir1), ru.addr.eq(iu1)]
+            # 3. r, u out of the table RAM into registers.
+            r3, u3 = Signal(gate, name=f"{n}_r3"), Signal(gate, name=f"{n}_u3")
+            m.d.sync += [r3.eq(rr.data), u3.eq(ru.data)]
+            ch3 = delay(ch1, 2, f"{n}_ch")
+            # 4. r x ch.
+            rch4 = Signal(signed(rch_bits), name=f"{n}_rch4")
+            m.d.sync += rch4.eq(r3 * ch3)
+            # 5. cx + rnd(r x ch) before the shift: cx << af has zero low bits, so the rounding
+            # constant is concatenated, not added.
+            cx4 = delay(cx1, 3, f"{n}_cx")
+            sum5 = Signal(signed(ab + af + 2), name=f"{n}_sum5")
+            m.d.sync += sum5.eq(((cx4 << af) | half) + rch4)
+            # 6. pre_c = saturate(sum >> af).
+            pre6 = Signal(act, name=f"{n}_pre6")
+            m.d.sync += pre6.eq(saturate_to(sum5 >> af, ab))
+            # 7. tanh table index.
+            ic7 = Signal(tnh.in_bits, name=f"{n}_ic7")
+            m.d.sync += ic7.eq(index(pre6, af, tnh))
+            # 8. tanh table (data in stage 8).
+            m.d.comb += rc.addr.eq(ic7)
+            # 9. h_prev - c, straight from the table RAM's output.
+            h8 = delay(h1, 7, f"{n}_h")
+            c9 = Signal(signed(tnh.out_bits), name=f"{n}_c9")
+            diff9 = Signal(signed(max(ab, tnh.out_bits) + 1), name=f"{n}_diff9")
+            m.d.sync += [c9.eq(rc.data), diff9.eq(h8 - rc.data)]
+            # 10. u x (h_prev - c).
+            u9 = delay(u3, 6, f"{n}_u")
+            prod10 = Signal(signed(prod_bits), name=f"{n}_prod10")
+            m.d.sync += prod10.eq(u9 * diff9)
+            c10 = delay(c9, 1, f"{n}_c")
+            # 11. c + rnd(u x (h_prev - c)) before the shift.
+            sum11 = Signal(signed(prod_bits + 1), name=f"{n}_sum11")
+            m.d.sync += sum11.eq(((c10 << af) | half) + prod10)
+            # 12. h = saturate(sum >> af).
+            m.d.sync += self.h[i].eq(saturate_to(sum11 >> af, ab))
         return m
+
+
+#: Cycles from inputs presented (``valid``) to the result in ``h`` (``out_valid``).
+ACT_LATENCY = ActivationPipe.LATENCY

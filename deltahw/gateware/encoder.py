@@ -4,11 +4,18 @@ For each element: ``d = v - vhat``; it fires when ``|d| >= theta`` (so theta 0 f
 the network is the dense GRU); where it fires the delta is ``d`` and the last-transmitted value
 becomes ``v``, elsewhere the delta is 0 and ``vhat`` is kept. ``clear`` treats ``vhat`` as 0 (the
 first vector of a sequence) and ``in_range`` masks padding elements past the vector's end.
+
+Timing: the fire decision is the only part of the encoder that can sit on a loop (an input
+encoder reads back a last-transmitted word the cycle after it wrote it), so it is built from
+comparisons that each take one carry chain: ``|d| >= theta`` is ``d >= theta or d <= -theta``
+(two chains side by side after the subtraction, instead of subtraction, negation and comparison
+in series), and with ``ahead=True`` the bounds ``v - theta`` and ``v + theta`` are computed and
+registered a cycle early, so the loop is ``vhat <= v - theta or vhat >= v + theta``: one chain.
 """
 
 from __future__ import annotations
 
-from amaranth import Module, Mux, signed, unsigned
+from amaranth import Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -16,11 +23,20 @@ __all__ = ["DeltaEncoder"]
 
 
 class DeltaEncoder(wiring.Component):
-    """Compares ``width`` elements per cycle. Purely combinational (latency 0); the surrounding
-    pipeline registers its inputs and outputs."""
+    """Compares ``width`` elements per cycle. Latency 0 from ``vhat``, ``clear`` and ``in_range``
+    to ``fire``, ``delta`` and ``new_vhat`` (combinational); the surrounding pipeline registers its
+    inputs and outputs. Throughput: one vector of ``width`` elements per cycle.
 
-    def __init__(self, *, width: int, act_bits: int):
-        self.width, self.act_bits = width, act_bits
+    ``ahead=False``: ``v`` and ``theta`` belong to the same cycle as ``vhat``.
+    ``ahead=True``: ``v`` and ``theta`` are presented one cycle earlier (the encoder registers ``v``
+    and its bounds ``v -/+ theta``, every cycle, unconditionally), which takes the subtraction
+    off the ``vhat`` -> ``new_vhat`` path. ``LATENCY_V`` gives that offset.
+    """
+
+    def __init__(self, *, width: int, act_bits: int, ahead: bool = False):
+        self.width, self.act_bits, self.ahead = width, act_bits, ahead
+        #: Cycles from ``v``/``theta`` to the outputs (0, or 1 with ``ahead``).
+        self.LATENCY_V = int(ahead)
         super().__init__({
             "v": In(data.ArrayLayout(signed(act_bits), width)),
             "vhat": In(data.ArrayLayout(signed(act_bits), width)),
@@ -34,14 +50,32 @@ class DeltaEncoder(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
+        ab = self.act_bits
+        bound = signed(ab + 2)  # v -/+ theta: v in [-2^(ab-1), 2^(ab-1)), theta in [0, 2^ab)
+        neg_theta = Signal(signed(ab + 1))
+        m.d.comb += neg_theta.eq(-self.theta)
         for i in range(self.width):
-            old = Mux(self.clear, 0, self.vhat[i])
-            d = self.v[i] - old
-            mag = Mux(d < 0, -d, d)
-            fire = self.in_range[i] & (mag >= self.theta)
+            if self.ahead:
+                v = Signal(signed(ab), name=f"v{i}")
+                lo, hi = Signal(bound, name=f"lo{i}"), Signal(bound, name=f"hi{i}")
+                m.d.sync += [v.eq(self.v[i]), lo.eq(self.v[i] - self.theta),
+                             hi.eq(self.v[i] + self.theta)]
+            else:
+                v = self.v[i]
+            old = Signal(signed(ab), name=f"old{i}")
+            m.d.comb += old.eq(Mux(self.clear, 0, self.vhat[i]))
+            d = Signal(signed(ab + 1), name=f"d{i}")
+            m.d.comb += d.eq(v - old)
+            if self.ahead:
+                # |v - old| >= theta  <=>  old <= v - theta  or  old >= v + theta
+                big = (old <= lo) | (old >= hi)
+            else:
+                big = (d >= self.theta) | (d <= neg_theta)
+            fire = Signal(name=f"fire{i}")
+            m.d.comb += fire.eq(self.in_range[i] & big)
             m.d.comb += [
                 self.fire[i].eq(fire),
                 self.delta[i].eq(Mux(fire, d, 0)),
-                self.new_vhat[i].eq(Mux(fire, self.v[i], old)),
+                self.new_vhat[i].eq(Mux(fire, v, old)),
             ]
         return m

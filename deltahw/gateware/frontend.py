@@ -77,7 +77,9 @@ class InputFrontEnd(wiring.Component):
         act = signed(ab)
         nbi = ceil_div(I, E)  # input beats per vector
         m.submodules.xq0 = xq0 = self.queue
-        m.submodules.enc_in = enc_in = DeltaEncoder(width=E, act_bits=ab)
+        # `ahead`: the encoder takes the beat's values (and theta) in the accept cycle, with s1, so
+        # its read-compare-write loop through xhat0 is one compare chain (Fmax).
+        m.submodules.enc_in = enc_in = DeltaEncoder(width=E, act_bits=ab, ahead=True)
         xhat0 = memory.Memory(shape=data.ArrayLayout(act, E), depth=mem_depth(nbi), init=[])
         m.submodules.xhat0 = xhat0
         # Transparent: with one beat per vector (E >= I) the next vector reads a word in the same
@@ -107,7 +109,6 @@ class InputFrontEnd(wiring.Component):
                     "beat": bits_for(nbi),
                     "buf": 1,
                     "clear": 1,
-                    "data": data.ArrayLayout(act, E),
                     "last": 1,
                     "first": 1,
                 }
@@ -118,7 +119,6 @@ class InputFrontEnd(wiring.Component):
             s1.beat.eq(in_beat),
             s1.buf.eq(wbuf),
             s1.clear.eq(clear_now),
-            s1.data.eq(self.i.payload.data),
             s1.last.eq(in_beat == nbi - 1),
             s1.first.eq(is_first_beat),
         ]
@@ -132,7 +132,7 @@ class InputFrontEnd(wiring.Component):
         for e in range(E):
             m.d.comb += in_range[e].eq(s1.beat * E + e < I)
         m.d.comb += [
-            enc_in.v.eq(s1.data),
+            enc_in.v.eq(self.i.payload.data),  # registered inside (LATENCY_V = 1)
             enc_in.vhat.eq(xhat0_r.data),
             enc_in.theta.eq(self.theta),
             enc_in.clear.eq(s1.clear),

@@ -25,12 +25,13 @@ class MacArray(wiring.Component):
 
     Issue (one row group of one column per cycle): with ``issue`` high, every lane reads weight word
     ``w_addr`` and accumulator ``acc_addr`` (MX) or ``ch_addr`` (MCH, c-gate lanes when ``use_ch``),
-    multiplies the weight by ``delta`` and writes the sum back two cycles later. Throughput: one
-    issue per cycle, any address sequence: an issue that reads a word one of the two previous issues
-    is still writing takes that sum from the pipeline instead (forwarding), so consecutive columns
-    may touch the same word every cycle (a head with O <= P). Latency: the write lands at the end of
-    the cycle 2 after the issue; a read-out of the word sees it 3 cycles after the issue
-    (``ACC_WRITE_LATENCY``).
+    registers the weight out of the block RAM, multiplies it by ``delta`` (multiplier inputs and
+    output registered) and writes the sum back three cycles after the issue. Throughput: one issue
+    per cycle, any address sequence: an issue that reads a word one of the three previous issues is
+    still writing takes that sum from the pipeline instead (forwarding), so consecutive columns may
+    touch the same word every cycle (a head with O <= P). Latency: the write lands at the end of the
+    cycle 3 after the issue; a read-out of the word sees it ``ACC_WRITE_LATENCY`` cycles after the
+    issue (``cycles.ACC_WRITE_LATENCY`` is this constant).
 
     Read-out (when not issuing): ``mx_addr``/``mch_addr`` address all lanes' accumulators;
     ``mx_data``/``mch_data`` hold the words one cycle later (used by activation and head read-out).
@@ -46,7 +47,7 @@ class MacArray(wiring.Component):
     #: Cycles from ``mx_addr``/``mch_addr`` to ``mx_data``/``mch_data``.
     READ_LATENCY = 1
     #: Cycles from an issue until a read-out of the accumulator word it updates sees the new sum.
-    ACC_WRITE_LATENCY = 3
+    ACC_WRITE_LATENCY = 4
 
     def __init__(self, config: DeltaGRUConfig, *, weight_init=None, bias_init=None,
                  init_files=False):
@@ -112,6 +113,8 @@ class MacArray(wiring.Component):
                 biases.append(br.r_data[i * bb:(i + 1) * bb].as_signed())
 
         # ---- pipeline registers shared by all lanes ----------------------------------------------
+        # Stage k holds the issue of k cycles ago: 1 weight out of the block RAM (registered into
+        # w2), 2 multiply (into prod3), 3 add and write back.
         s1 = Signal(data.StructLayout({"valid": 1, "use_ch": 1, "acc": self.mxbits,
                                        "ch": self.mchbits, "delta": signed(cfg.delta_bits)}))
         s2 = Signal.like(s1)
@@ -119,17 +122,31 @@ class MacArray(wiring.Component):
         m.d.sync += [s1.valid.eq(self.issue), s1.use_ch.eq(self.use_ch),
                      s1.acc.eq(self.acc_addr), s1.ch.eq(self.ch_addr), s1.delta.eq(self.delta),
                      s2.eq(s1), s3.eq(s2)]
-        # Forwarding: the issue in stage 1 read its word before the issues in stage 2 (writing at
-        # the end of this cycle) and stage 3 (written at the end of the previous cycle, after the
-        # read) had stored their sums. If either updates the same word, take its sum instead
-        # (stage 2 first: it already includes stage 3's when both match).
-        def same_word(s, kind_matters):
+
+        # Forwarding: an issue reads its accumulator word when it is issued, but the three issues
+        # before it have not written theirs yet (they write in their stage 3). Their sums are taken
+        # from the pipeline instead: the issue 3 before from `total4` when entering stage 2, the
+        # issues 1 and 2 before from `total` / `total4` when entering stage 3 (the most recent
+        # first: it already includes the older ones). The match flags are computed a cycle ahead
+        # and registered, so the wide selects are driven straight from flip-flops.
+        def same_word(a, b, kind_matters):
             if not kind_matters:  # r/u lanes always update MX at `acc`
-                return s.valid & (s.acc == s1.acc)
-            return s.valid & (s.use_ch == s1.use_ch) & Mux(s1.use_ch, s.ch == s1.ch,
-                                                           s.acc == s1.acc)
-        fwd2_mx, fwd3_mx = same_word(s2, False), same_word(s3, False)
-        fwd2_c, fwd3_c = same_word(s2, True), same_word(s3, True)
+                return a.valid & (a.acc == b.acc)
+            return a.valid & (a.use_ch == b.use_ch) & Mux(b.use_ch, a.ch == b.ch, a.acc == b.acc)
+
+        issue_now = Signal.like(s1)
+        m.d.comb += [issue_now.valid.eq(self.issue), issue_now.use_ch.eq(self.use_ch),
+                     issue_now.acc.eq(self.acc_addr), issue_now.ch.eq(self.ch_addr)]
+        fwd = {}
+        for kind in (False, True):
+            f1, f2, f3 = Signal(name=f"fwd1_{int(kind)}"), Signal(name=f"fwd2_{int(kind)}"), \
+                Signal(name=f"fwd3_{int(kind)}")
+            m.d.sync += [
+                f3.eq(same_word(s3, issue_now, kind)),  # issue t-3, used entering stage 2
+                f1.eq(same_word(s2, s1, kind)),         # issue t-1, used entering stage 3
+                f2.eq(same_word(s3, s1, kind)),         # issue t-2, used entering stage 3
+            ]
+            fwd[kind] = (f1, f2, f3)
         load1 = Signal()
         load_addr1 = Signal(self.babits)
         m.d.sync += [load1.eq(self.load), load_addr1.eq(self.load_addr)]
@@ -155,30 +172,39 @@ class MacArray(wiring.Component):
                 mch_words.append(ch_r.data)
                 with m.If(s1.use_ch):
                     m.d.comb += old1.eq(ch_r.data)
-            # Stage 1 -> 2: the product is registered (DSP MREG), the old sum travels alongside.
-            prod2 = Signal(signed(cfg.weight.bits + cfg.delta_bits), name=f"prod2_{p}")
+            f1, f2, f3 = fwd[is_c]
+            # Stage 1 -> 2: the weight leaves the block RAM into a register (w2); the old sum
+            # travels alongside.
+            w2 = Signal(signed(wb), name=f"w2_{p}")
             old2 = Signal(acc_shape, name=f"old2_{p}")
-            # Both sums are signed; the memory write keeps the low acc_bits (no overflow, see
-            # numerics.accumulator_bits_needed).
+            # Stage 2 -> 3: the product is registered (multiplier inputs and output both in
+            # flip-flops).
+            prod3 = Signal(signed(cfg.weight.bits + cfg.delta_bits), name=f"prod3_{p}")
+            old3 = Signal(acc_shape, name=f"old3_{p}")
+            # Stage 3: both sums are signed; the memory write keeps the low acc_bits (no overflow,
+            # see numerics.accumulator_bits_needed).
             total = Signal(acc_shape, name=f"total_{p}")
-            total3 = Signal(acc_shape, name=f"total3_{p}")
-            m.d.comb += total.eq(old2 + prod2)
-            m.d.sync += total3.eq(total)
-            fwd2, fwd3 = (fwd2_c, fwd3_c) if is_c else (fwd2_mx, fwd3_mx)
-            m.d.sync += [prod2.eq(weights[p] * s1.delta),
-                         old2.eq(Mux(fwd2, total, Mux(fwd3, total3, old1)))]
+            total4 = Signal(acc_shape, name=f"total4_{p}")
+            m.d.comb += total.eq(old3 + prod3)
+            m.d.sync += [
+                w2.eq(weights[p]),
+                old2.eq(Mux(f3, total4, old1)),
+                prod3.eq(w2 * s2.delta),
+                old3.eq(Mux(f1, total, Mux(f2, total4, old2))),
+                total4.eq(total),
+            ]
             bias_val = biases[p] << bias_shift
-            to_ch = s2.use_ch if is_c else 0
+            to_ch = s3.use_ch if is_c else 0
             m.d.comb += [
-                mx_w.addr.eq(Mux(load1, load_addr1, s2.acc)),
+                mx_w.addr.eq(Mux(load1, load_addr1, s3.acc)),
                 mx_w.data.eq(Mux(load1, bias_val, total)),
-                mx_w.en.eq(Mux(load1, load_to_mx, s2.valid & ~to_ch)),
+                mx_w.en.eq(Mux(load1, load_to_mx, s3.valid & ~to_ch)),
             ]
             if is_c:
                 m.d.comb += [
-                    ch_w.addr.eq(Mux(load1, load_ch_addr, s2.ch)),
+                    ch_w.addr.eq(Mux(load1, load_ch_addr, s3.ch)),
                     ch_w.data.eq(Mux(load1, bias_val, total)),
-                    ch_w.en.eq(Mux(load1, ~load_to_mx, s2.valid & s2.use_ch)),
+                    ch_w.en.eq(Mux(load1, ~load_to_mx, s3.valid & s3.use_ch)),
                 ]
         # One assignment of the whole read-out vector (per-lane slices make Icarus re-evaluate the
         # full vector on every lane's change: 25x slower simulation of a 48-lane array).

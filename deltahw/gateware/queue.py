@@ -12,7 +12,7 @@ MAC array reads the other (``r_buf``), which lets the input encoder work on x_{t
 
 from __future__ import annotations
 
-from amaranth import Const, Module, Mux, Signal, signed, unsigned
+from amaranth import Array, Cat, Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, memory, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -67,7 +67,10 @@ class DeltaQueue(wiring.Component):
         m = Module()
         K = self.width
         kbits = (K - 1).bit_length()
-        words = -(-self.depth // K)
+        # Words per buffer, rounded up to a power of two so that the buffer select is the top
+        # address bit (no adder between the read address and the memory).
+        words = 1 << max(0, (-(-self.depth // K) - 1).bit_length())
+        wbits = max(0, (words - 1).bit_length())
         entry = data.StructLayout({"index": unsigned(self.index_bits),
                                    "delta": signed(self.delta_bits)})
         # Input register stage.
@@ -82,12 +85,30 @@ class DeltaQueue(wiring.Component):
         count = Signal(self.count_bits)
         m.d.comb += count.eq(Mux(w_first, 0, self.count[wbuf]))
 
-        # prefix[i] = number of fired elements before element i; n = total fired this cycle.
-        prefix = [Signal(range(K + 1), name=f"prefix{i}") for i in range(K + 1)]
-        m.d.comb += prefix[0].eq(0)
-        for i in range(K):
-            m.d.comb += prefix[i + 1].eq(prefix[i] + w_valid[i])
-        n = prefix[K]
+        # prefix[i] = number of fired elements before element i (mod K is all that is needed);
+        # n = total fired this cycle. Each is a small lookup table of the valid bits (LUT logic
+        # two levels deep), not a chain of adders.
+        def popcount(bits, width, name):
+            out = Signal(range(width + 1), name=name)
+            if width == 0:
+                return out
+            if width > 6:  # two tables and one small adder
+                lo = popcount(bits, 6, f"{name}_lo")
+                hi = popcount(bits[6:], width - 6, f"{name}_hi")
+                m.d.comb += out.eq(lo + hi)
+                return out
+            table = Array(Const(bin(v).count("1"), len(out)) for v in range(1 << width))
+            m.d.comb += out.eq(table[bits[:width]])
+            return out
+
+        prefix = [popcount(w_valid, i, f"prefix{i}") for i in range(K)]
+        n = popcount(w_valid, K, "n")
+        c0 = count[:kbits] if kbits else Const(0, 1)
+        # Element i goes to bank (count + prefix[i]) mod K, at word (count + prefix[i]) // K: the
+        # words of the banks below count mod K are one further than those at or above it.
+        base = Signal(wbits + 1, name="w_base")
+        base1 = Signal(wbits + 1, name="w_base1")
+        m.d.comb += [base.eq(count >> kbits), base1.eq((count >> kbits) + 1)]
 
         r_bank = Signal(max(1, kbits))
         m.d.sync += r_bank.eq(self.r_addr[:kbits] if kbits else 0)
@@ -96,20 +117,32 @@ class DeltaQueue(wiring.Component):
             mem = memory.Memory(shape=entry, depth=max(words * self.buffers, 2), init=[])
             m.submodules[f"bank{b}"] = mem
             wp, rp = mem.write_port(), mem.read_port()
-            # Bank b takes the j-th fired element of this cycle, j = (b - count) mod K.
-            j = Signal(max(1, kbits), name=f"j{b}")
-            m.d.comb += j.eq((b - count)[:kbits] if kbits else 0)
-            pos = Signal(self.count_bits + 1, name=f"pos{b}")
-            m.d.comb += pos.eq(count + j)
-            m.d.comb += [
-                wp.en.eq(j < n),
-                wp.addr.eq(wbuf * words + (pos >> kbits)),
-            ]
+            # j = (b - count) mod K: this bank takes the j-th fired element of this cycle. The
+            # select of each element is one-hot over the fired ones, so an AND-OR picks the data.
+            j = Const(b, max(1, kbits)) - c0 if kbits else Const(0, 1)
+            jj = Signal(max(1, kbits), name=f"j{b}")
+            m.d.comb += jj.eq(j)
+            sels = []
             for i in range(K):
-                with m.If(w_valid[i] & (prefix[i] == j)):
-                    m.d.comb += [wp.data.index.eq(w_index[i]),
-                                 wp.data.delta.eq(w_delta[i])]
-            m.d.comb += rp.addr.eq(rbuf * words + (self.r_addr >> kbits))
+                sel = Signal(name=f"sel{b}_{i}")
+                m.d.comb += sel.eq(w_valid[i] & (prefix[i] == jj) if kbits else w_valid[i])
+                sels.append(sel)
+            word = Mux(c0 > b, base1, base) if kbits else base
+            addr = word[:wbits] if wbits else Const(0, 1)
+            if self.buffers == 2:
+                addr = Cat(addr, wbuf) if wbits else wbuf
+            m.d.comb += [wp.en.eq(Cat(*sels).any()), wp.addr.eq(addr)]
+            idx = 0
+            dlt = 0
+            for i in range(K):
+                idx = idx | Mux(sels[i], w_index[i], 0)
+                dlt = dlt | Mux(sels[i], w_delta[i].as_unsigned(), 0)
+            m.d.comb += [wp.data.index.eq(idx), wp.data.delta.eq(dlt)]
+            raddr = self.r_addr >> kbits
+            raddr = raddr[:wbits] if wbits else Const(0, 1)
+            if self.buffers == 2:
+                raddr = Cat(raddr, rbuf) if wbits else rbuf
+            m.d.comb += rp.addr.eq(raddr)
             read_words.append(rp.data)
         with m.Switch(r_bank):
             for b in range(K):
