@@ -133,3 +133,22 @@ Info: Max frequency for clock '$glbnet$clk': 61.23 MHz (PASS at 50.00 MHz)
     assert parsed["cells"]["TRELLIS_COMB"] == {"used": 11839, "total": 83640}
     assert parsed["clocks"]["$glbnet$clk"] == {"fmax_mhz": 61.23, "pass": True,
                                                "target_mhz": 50.0}
+    assert parsed["critical_path"] is None  # no critical path report in this log
+    # nextpnr's critical path report (layout of nextpnr-ecp5 0.7+).
+    crit_log = log + """Info: Critical path report for clock '$glbnet$clk' (posedge -> posedge):
+Info:       type curr  total name
+Info:   clk-to-q  0.52  0.52 Source top.core.mac.rd_mx_TRELLIS_FF_Q.Q
+Info:    routing  2.10  2.62 Net top.core.mac.rd_mx[0] (20,30) -> (41,52)
+Info:                          Sink top.core.mac.mx7.ram_DPR16X4.RAD0
+Info:      logic  0.24  2.86 Source top.core.mac.mx7.ram_DPR16X4.DO0
+Info:    routing  0.90  3.76 Net top.core.mac.old2_7[0] (41,52) -> (42,52)
+Info:                          Sink top.core.mac.old3_7_TRELLIS_FF_Q.DI
+Info:      setup  0.00  3.76 Sink top.core.mac.old3_7_TRELLIS_FF_Q.DI
+Info: 0.76 ns logic, 3.00 ns routing
+"""
+    crit = build.parse_nextpnr_log(crit_log)["critical_path"]
+    assert crit == {"from": "top.core.mac.rd_mx_TRELLIS_FF_Q.Q",
+                    "to": "top.core.mac.old3_7_TRELLIS_FF_Q.DI",
+                    "through": ["top.core.mac.rd_mx_TRELLIS_FF_Q.Q",
+                                "top.core.mac.mx7.ram_DPR16X4.DO0"],
+                    "logic_ns": 0.76, "routing_ns": 3.0}

@@ -41,13 +41,16 @@ def run(dut, *benches, deadline=None, clock=True):
 
 
 # --- delta encoder --------------------------------------------------------------------------------
-@pytest.mark.parametrize("ahead", [False, True], ids=["same_cycle", "ahead"])
-def test_encoder_matches_reference(ahead):
+@pytest.mark.parametrize("mode", ["same_cycle", "ahead", "vhat_ahead"])
+def test_encoder_matches_reference(mode):
     """Every output against the golden encoder; with ``ahead`` the encoder takes ``v`` and
-    ``theta`` one cycle before ``vhat`` (``LATENCY_V`` = 1), so they are presented a cycle early."""
+    ``theta`` one cycle before ``vhat`` (``LATENCY_V`` = 1), with ``vhat_ahead`` it takes
+    ``vhat``, ``clear`` and ``theta`` one cycle before ``v`` (``LATENCY_VHAT`` = 1); the early
+    inputs are presented a cycle early and overwritten with the next vector's."""
     K, ab = 4, 16
-    dut = DeltaEncoder(width=K, act_bits=ab, ahead=ahead)
-    assert dut.LATENCY_V == int(ahead)
+    ahead, vhat_ahead = mode == "ahead", mode == "vhat_ahead"
+    dut = DeltaEncoder(width=K, act_bits=ab, ahead=ahead, vhat_ahead=vhat_ahead)
+    assert (dut.LATENCY_V, dut.LATENCY_VHAT) == (int(ahead), int(vhat_ahead))
     rng = random.Random(1)
     lim = 1 << (ab - 1)
     cases = []
@@ -60,15 +63,28 @@ def test_encoder_matches_reference(ahead):
 
     async def tb(ctx):
         for v, vh, theta, clear, in_range in cases:
-            ctx.set(dut.v, v)
-            ctx.set(dut.theta, theta)
             if ahead:
+                ctx.set(dut.v, v)
+                ctx.set(dut.theta, theta)
                 await ctx.tick()
                 # What is presented now belongs to the next vector: the outputs must not use it.
                 ctx.set(dut.v, [0] * K)
                 ctx.set(dut.theta, 0)
-            ctx.set(dut.vhat, vh)
-            ctx.set(dut.clear, clear)
+            elif vhat_ahead:
+                ctx.set(dut.vhat, vh)
+                ctx.set(dut.clear, clear)
+                ctx.set(dut.theta, theta)
+                await ctx.tick()
+                ctx.set(dut.vhat, [rng.randrange(-lim, lim) for _ in range(K)])
+                ctx.set(dut.clear, 0)
+                ctx.set(dut.theta, 0)
+            else:
+                ctx.set(dut.theta, theta)
+            if not ahead:
+                ctx.set(dut.v, v)
+            if not vhat_ahead:
+                ctx.set(dut.vhat, vh)
+                ctx.set(dut.clear, clear)
             ctx.set(dut.in_range, in_range)
             await ctx.delay(1e-9)
             base = torch.tensor([0] * K if clear else vh)
@@ -79,7 +95,7 @@ def test_encoder_matches_reference(ahead):
             assert list(ctx.get(dut.delta)) == torch.where(f, d, 0).tolist()
             assert list(ctx.get(dut.new_vhat)) == torch.where(f, nv, base).tolist()
 
-    run(dut, tb, clock=ahead)
+    run(dut, tb, clock=ahead or vhat_ahead)
 
 
 # --- delta queue ----------------------------------------------------------------------------------
@@ -218,12 +234,13 @@ def test_mac_array_accumulates_columns(shape):
                 ctx.set(dut.delta, d)
                 await ctx.tick()
         ctx.set(dut.issue, 0)
-        await ctx.tick().repeat(3)
+        # The first read-out addresses its word ACC_WRITE_LATENCY cycles after the last issue.
+        await ctx.tick().repeat(MacArray.ACC_WRITE_LATENCY - 1)
         rows, got_mx, got_mch = lay.gru_row_index(), {}, {}
         for g in range(C):
             ctx.set(dut.mx_addr, g)
             ctx.set(dut.mch_addr, g)
-            await ctx.tick()
+            await ctx.tick().repeat(MacArray.READ_LATENCY)
             for lane in range(cfg.lanes):
                 r = int(rows[g, lane])
                 if r >= 0:

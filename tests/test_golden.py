@@ -268,31 +268,33 @@ def test_delta_golden_equals_column_reference(I, H, L, O, theta_x, theta_h, thet
 def test_cycle_model_composition():
     """The cycle model's phases, written out by hand for one awkward configuration."""
     cfg = DeltaGRUConfig(13, 37, 2, 5, lanes=12, act_width=2)
-    assert cycles.ACT_DRAIN == 14 and cycles.MAC_FETCH == 2 and cycles.ACC_WRITE_LATENCY == 4
-    # Layer columns: ceil(3*37/12) = 10 cycles, no drain (10 >= 4); head columns: ceil(5/12) = 1
-    # cycle, drain 4 - 1 = 3 (weight register, multiplier, add); activation: ceil(37/2) = 19
-    # beats + 14 drain (accumulator read 1, 12 pipeline stages, queue count 2, minus the cycle
-    # the counts are read in); read-out 3 beats (its pipeline runs on after the timestep closes).
-    # Layer 0 (6 x + 4 h columns here) runs an x phase and an h phase; inside a sequence the x
-    # phase hides behind the previous timestep's last drain for up to 14 cycles.
+    assert cycles.ACT_DRAIN == 15 and cycles.MAC_FETCH == 2 and cycles.ACC_WRITE_LATENCY == 3
+    # Layer columns: ceil(3*37/12) = 10 cycles, no drain (10 >= 3); head columns: ceil(5/12) = 1
+    # cycle, drain 3 - 1 = 2 (the write lands 3 cycles after the issue: weight register,
+    # multiplier, add; a read-out addressing the word then sees it); activation: ceil(37/2) = 19
+    # beats + 15 drain (accumulator read 2: address register and memory, 12 pipeline stages,
+    # queue count 2, minus the cycle the counts are read in); read-out 3 beats (its pipeline runs
+    # on after the timestep closes). Layer 0 (6 x + 4 h columns here) runs an x phase and an h
+    # phase; inside a sequence the x phase hides behind the previous timestep's last drain for up
+    # to 15 cycles.
     x_phase = 2 + 6 * 10 + 0
-    layer0 = x_phase + (2 + 4 * 10 + 0) + 19 + 14
-    layer1 = 2 + 4 * 10 + 0 + 19 + 14
-    head = 2 + 3 * 1 + 3 + 3
+    layer0 = x_phase + (2 + 4 * 10 + 0) + 19 + 15
+    layer1 = 2 + 4 * 10 + 0 + 19 + 15
+    head = 2 + 3 * 1 + 2 + 3
     expect = layer0 + layer1 + head
     assert cycles.timestep_cycles(cfg, [10, 4], 3, fired_x0=6, first=True) == expect
-    assert cycles.timestep_cycles(cfg, [10, 4], 3, fired_x0=6, first=False) == expect - 14
+    assert cycles.timestep_cycles(cfg, [10, 4], 3, fired_x0=6, first=False) == expect - 15
     # A short x phase hides entirely (a MAC phase in which nothing fired is one cycle: the counts
     # are read, nothing fetched).
     assert cycles.timestep_cycles(cfg, [0, 4], 0, fired_x0=0, first=True) == (
-        1 + 1 + 19 + 14) + layer1 + (1 + 3)
+        1 + 1 + 19 + 15) + layer1 + (1 + 3)
     assert cycles.timestep_cycles(cfg, [0, 4], 0, fired_x0=0, first=False) == (
-        1 + 19 + 14) + layer1 + (1 + 3)
+        1 + 19 + 15) + layer1 + (1 + 3)
     phases = cycles.timestep_phases(cfg, [10, 4], 3, fired_x0=6, first=False)
     assert phases["mac_issue"] == 10 * 10 + 4 * 10 + 3
-    assert phases["overlap"] == -14
-    assert sum(phases.values()) == expect - 14
-    assert cycles.ideal_cycles(cfg, [10, 4], 3) < expect - 14
+    assert phases["overlap"] == -15
+    assert sum(phases.values()) == expect - 15
+    assert cycles.ideal_cycles(cfg, [10, 4], 3) < expect - 15
 
 
 # --------------------------------------------------------------------------------------------------

@@ -172,9 +172,6 @@ class DeltaGRUCore(wiring.Component):
         blocks = L + 1 if head else L
         in_sizes = [cfg.layer_input_size(l) for l in range(L)] + ([0] if head else [])
         groups = [C] * L + ([lay.head_groups] if head else [])
-        t_wbase = table([lay.weight_base[b] for b in range(blocks)])
-        t_isize = table(in_sizes)
-        t_groups = table(groups)
         t_mxbase = table([lay.mx_base[b] for b in range(blocks)])
         t_mchbase = table([C * min(b, L - 1) for b in range(blocks)])
 
@@ -202,15 +199,32 @@ class DeltaGRUCore(wiring.Component):
         m.d.sync += fetch_h.eq(sched.q_h)
         for q in hq + xq:
             m.d.comb += q.r_addr.eq(q_raddr)
-        x_idx = Array([front.r_index] + [q.r_index for q in xq])
         x_dl = Array([front.r_delta] + [q.r_delta for q in xq])
-        h_idx = Array([q.r_index for q in hq] + ([Const(0, 1)] if head else []))
         h_dl = Array([q.r_delta for q in hq] + ([Const(0, 1)] if head else []))
-        q_index = Mux(fetch_h, h_idx[layer], x_idx[layer])
         q_delta = Mux(fetch_h, h_dl[layer], x_dl[layer])
-        col = q_index + Mux(fetch_h, t_isize[layer], 0)
-        # Column -> word address (registered by take, so the multiplier has a cycle).
-        fetched_base = t_wbase[layer] + col * t_groups[layer]
+
+        # Column -> word address, registered by take. Per block and queue, the entry's index
+        # times the block's (constant) row groups as shifts and adds plus a constant base, side
+        # by side; then one select: no multiplier and no adder after the select.
+        def times(value, k):
+            terms = [value << i for i in range(k.bit_length()) if k >> i & 1]
+            out = terms[0]
+            for term in terms[1:]:
+                out = out + term
+            return out
+
+        x_sources = [front.r_index] + [q.r_index for q in xq]
+        x_base, h_base = [], []
+        for b in range(blocks):
+            x_base.append(Signal(mac.wabits + 1, name=f"x_base{b}"))
+            m.d.comb += x_base[b].eq(lay.weight_base[b] + times(x_sources[b], groups[b]))
+            if b < L:
+                h_base.append(Signal(mac.wabits + 1, name=f"h_base{b}"))
+                col0 = lay.weight_base[b] + in_sizes[b] * groups[b]  # the layer's first h column
+                m.d.comb += h_base[b].eq(col0 + times(hq[b].r_index, groups[b]))
+            else:
+                h_base.append(Const(0, 1))  # the head has no h columns
+        fetched_base = Mux(fetch_h, Array(h_base)[layer], Array(x_base)[layer])
         with m.If(sched.take):
             m.d.sync += [cur_base.eq(fetched_base), cur_delta.eq(q_delta), cur_h.eq(fetch_h)]
 
@@ -230,9 +244,11 @@ class DeltaGRUCore(wiring.Component):
         # ---- activation --------------------------------------------------------------------------
         act_issue, act_beat, act_k, act_g = (sched.act_issue, sched.act_beat, sched.act_k,
                                              sched.rd_group)
-        # Activation pipeline and its delay line of (valid, beat): stage 1 holds the accumulator
-        # and h words read at issue, stage LATENCY + 1 the new h values.
-        assert MacArray.READ_LATENCY == 1, "the h memory read (1 cycle) is aligned with MX's"
+        # Activation pipeline and its delay line of (valid, beat): stage R (the accumulator read
+        # latency) holds the accumulator words read at issue and the h words (addressed a cycle
+        # later: the h memory's read takes one), stage R + LATENCY the new h values.
+        rd_lat = MacArray.READ_LATENCY
+        assert rd_lat >= 1, "the h memory read (1 cycle) is aligned with MX's"
         act_lat = ActivationPipe.LATENCY
         m.submodules.act = actp = ActivationPipe(cfg, tag_bits=beat_bits)
         # The layer travels along: while the last layer drains, the schedule's block is already
@@ -243,19 +259,23 @@ class DeltaGRUCore(wiring.Component):
                                    "layer": range(L + 1)}),
                 name=f"act_d{i}",
             )
-            for i in range(act_lat + 2)
+            for i in range(act_lat + rd_lat + 1)
         ]
         m.d.comb += [dl[0].valid.eq(act_issue), dl[0].beat.eq(act_beat), dl[0].k.eq(act_k),
                      dl[0].layer.eq(layer)]
-        for i in range(act_lat + 1):
+        for i in range(act_lat + rd_lat):
             m.d.sync += dl[i + 1].eq(dl[i])
         m.d.comb += [mac.mch_addr.eq(t_mchbase[layer] + act_g)]
+        # The h encoders take the last transmitted values a cycle ahead of the new h (vhat_ahead,
+        # so only a compare follows the pipeline's output), read with one cycle of latency.
+        vhat_at = rd_lat + act_lat - DeltaEncoder.VHAT_AHEAD_LATENCY - 1
         for l in range(L):
-            m.d.comb += [h_r[l].addr.eq(act_beat), hhat_r[l].addr.eq(dl[act_lat].beat)]
+            m.d.comb += [h_r[l].addr.eq(dl[rd_lat - 1].beat),
+                         hhat_r[l].addr.eq(dl[vhat_at].beat)]
         for t in range(n_targets):
-            m.d.comb += xt_r[t].addr.eq(dl[act_lat].beat)
-        # Stage 1: pick each unit's gates out of the lanes of its lane block.
-        d1 = dl[1]
+            m.d.comb += xt_r[t].addr.eq(dl[vhat_at].beat)
+        # Stage R: pick each unit's gates out of the lanes of its lane block.
+        d1 = dl[rd_lat]
         with m.Switch(d1.k):
             for k in range(P // (3 * A)):
                 with m.Case(k):
@@ -274,18 +294,20 @@ class DeltaGRUCore(wiring.Component):
             actp.h_prev.eq(h_prev[d1.layer] if L > 1 else h_r[0].data),
         ]
         # Output stage: write h, delta-encode it twice, emit it if it is the network output.
-        dN = dl[act_lat + 1]
+        dN = dl[act_lat + rd_lat]
         act_layer = dN.layer  # the layer whose beat leaves the pipeline
+        # The beat whose last transmitted values the h encoders take (a cycle ahead of dN).
+        pre_layer = dl[act_lat + rd_lat - DeltaEncoder.VHAT_AHEAD_LATENCY].layer
         unit_ok = Signal(A)
         for i in range(A):
             m.d.comb += unit_ok[i].eq(dN.beat * A + i < H)
-        m.submodules.enc_h = enc_h = DeltaEncoder(width=A, act_bits=ab)
-        m.submodules.enc_x = enc_x = DeltaEncoder(width=A, act_bits=ab)
+        m.submodules.enc_h = enc_h = DeltaEncoder(width=A, act_bits=ab, vhat_ahead=True)
+        m.submodules.enc_x = enc_x = DeltaEncoder(width=A, act_bits=ab, vhat_ahead=True)
         hhat_data = Array([p.data.as_value() for p in hhat_r])
         m.d.comb += [
             enc_h.v.eq(actp.h),
-            enc_h.vhat.eq(hhat_data[act_layer] if L > 1 else hhat_r[0].data),
-            enc_h.theta.eq(Array(theta_h)[act_layer] if L > 1 else theta_h[0]),
+            enc_h.vhat.eq(hhat_data[pre_layer] if L > 1 else hhat_r[0].data),
+            enc_h.theta.eq(Array(theta_h)[pre_layer] if L > 1 else theta_h[0]),
             enc_h.in_range.eq(unit_ok),
         ]
         if n_targets:
@@ -293,8 +315,8 @@ class DeltaGRUCore(wiring.Component):
             tgt_theta = Array(theta_x[1:] + ([theta_head] if head else []))
             m.d.comb += [
                 enc_x.v.eq(actp.h),
-                enc_x.vhat.eq(xt_data[act_layer]),
-                enc_x.theta.eq(tgt_theta[act_layer]),
+                enc_x.vhat.eq(xt_data[pre_layer]),
+                enc_x.theta.eq(tgt_theta[pre_layer]),
                 enc_x.in_range.eq(unit_ok),
             ]
         act_out = Signal()  # an activation beat leaves the pipeline this cycle

@@ -11,6 +11,9 @@ comparisons that each take one carry chain: ``|d| >= theta`` is ``d >= theta or 
 (two chains side by side after the subtraction, instead of subtraction, negation and comparison
 in series), and with ``ahead=True`` the bounds ``v - theta`` and ``v + theta`` are computed and
 registered a cycle early, so the loop is ``vhat <= v - theta or vhat >= v + theta``: one chain.
+With ``vhat_ahead=True`` it is the other way round (for encoders whose ``v`` arrives late, from a
+pipeline, and whose ``vhat`` can be read a cycle early): ``vhat -/+ theta`` are registered and the
+fire decision is ``v <= vhat - theta or v >= vhat + theta``, one chain after ``v``.
 """
 
 from __future__ import annotations
@@ -31,12 +34,23 @@ class DeltaEncoder(wiring.Component):
     ``ahead=True``: ``v`` and ``theta`` are presented one cycle earlier (the encoder registers ``v``
     and its bounds ``v -/+ theta``, every cycle, unconditionally), which takes the subtraction
     off the ``vhat`` -> ``new_vhat`` path. ``LATENCY_V`` gives that offset.
+    ``vhat_ahead=True``: ``vhat``, ``clear`` and ``theta`` are presented one cycle earlier (the
+    encoder registers the old value and its bounds), which takes the subtraction off the ``v`` ->
+    ``fire`` path. ``LATENCY_VHAT`` gives that offset.
     """
 
-    def __init__(self, *, width: int, act_bits: int, ahead: bool = False):
-        self.width, self.act_bits, self.ahead = width, act_bits, ahead
+    #: Cycles by which ``vhat``/``clear``/``theta`` lead ``v`` with ``vhat_ahead``.
+    VHAT_AHEAD_LATENCY = 1
+
+    def __init__(self, *, width: int, act_bits: int, ahead: bool = False,
+                 vhat_ahead: bool = False):
+        if ahead and vhat_ahead:
+            raise ValueError("DeltaEncoder: ahead and vhat_ahead exclude each other.")
+        self.width, self.act_bits, self.ahead, self.vhat_ahead = width, act_bits, ahead, vhat_ahead
         #: Cycles from ``v``/``theta`` to the outputs (0, or 1 with ``ahead``).
         self.LATENCY_V = int(ahead)
+        #: Cycles from ``vhat``/``clear``/``theta`` to the outputs (0, or 1 with ``vhat_ahead``).
+        self.LATENCY_VHAT = self.VHAT_AHEAD_LATENCY if vhat_ahead else 0
         super().__init__({
             "v": In(data.ArrayLayout(signed(act_bits), width)),
             "vhat": In(data.ArrayLayout(signed(act_bits), width)),
@@ -63,12 +77,21 @@ class DeltaEncoder(wiring.Component):
             else:
                 v = self.v[i]
             old = Signal(signed(ab), name=f"old{i}")
-            m.d.comb += old.eq(Mux(self.clear, 0, self.vhat[i]))
+            if self.vhat_ahead:
+                old_now = Mux(self.clear, 0, self.vhat[i])
+                olo, ohi = Signal(bound, name=f"olo{i}"), Signal(bound, name=f"ohi{i}")
+                m.d.sync += [old.eq(old_now), olo.eq(old_now - self.theta),
+                             ohi.eq(old_now + self.theta)]
+            else:
+                m.d.comb += old.eq(Mux(self.clear, 0, self.vhat[i]))
             d = Signal(signed(ab + 1), name=f"d{i}")
             m.d.comb += d.eq(v - old)
             if self.ahead:
                 # |v - old| >= theta  <=>  old <= v - theta  or  old >= v + theta
                 big = (old <= lo) | (old >= hi)
+            elif self.vhat_ahead:
+                # |v - old| >= theta  <=>  v <= old - theta  or  v >= old + theta
+                big = (v <= olo) | (v >= ohi)
             else:
                 big = (d >= self.theta) | (d <= neg_theta)
             fire = Signal(name=f"fire{i}")

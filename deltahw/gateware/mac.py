@@ -27,14 +27,20 @@ class MacArray(wiring.Component):
     ``w_addr`` and accumulator ``acc_addr`` (MX) or ``ch_addr`` (MCH, c-gate lanes when ``use_ch``),
     registers the weight out of the block RAM, multiplies it by ``delta`` (multiplier inputs and
     output registered) and writes the sum back three cycles after the issue. Throughput: one issue
-    per cycle, any address sequence: an issue that reads a word one of the three previous issues is
+    per cycle, any address sequence: an issue that reads a word one of the two previous issues is
     still writing takes that sum from the pipeline instead (forwarding), so consecutive columns may
     touch the same word every cycle (a head with O <= P). Latency: the write lands at the end of the
-    cycle 3 after the issue; a read-out of the word sees it ``ACC_WRITE_LATENCY`` cycles after the
-    issue (``cycles.ACC_WRITE_LATENCY`` is this constant).
+    cycle 3 after the issue; a read-out of the word addressed ``ACC_WRITE_LATENCY`` cycles after the
+    issue sees it (``cycles.ACC_WRITE_LATENCY`` is this constant).
 
     Read-out (when not issuing): ``mx_addr``/``mch_addr`` address all lanes' accumulators;
-    ``mx_data``/``mch_data`` hold the words one cycle later (used by activation and head read-out).
+    ``mx_data``/``mch_data`` hold the words ``READ_LATENCY`` cycles later (used by activation and
+    head read-out).
+
+    Timing: the accumulator memories are LUT RAM, one cell per 4 bits of every lane (hundreds of
+    cells), so their read address comes straight from flip-flops: the issue's (or read-out's)
+    address is registered, and the memory is read in the following cycle (``READ_LATENCY`` 2; an
+    issue reads its old sum one cycle after it is issued, when the issue 3 before has written).
 
     Bias load (sequence reset): ``load`` with ``load_addr`` reads bias word ``load_addr`` and one
     cycle later writes it, aligned to the accumulator format, to MX (addresses below the MX depth)
@@ -44,10 +50,12 @@ class MacArray(wiring.Component):
     or bias (1) memory at ``p_addr``.
     """
 
-    #: Cycles from ``mx_addr``/``mch_addr`` to ``mx_data``/``mch_data``.
-    READ_LATENCY = 1
-    #: Cycles from an issue until a read-out of the accumulator word it updates sees the new sum.
-    ACC_WRITE_LATENCY = 4
+    #: Cycles from ``mx_addr``/``mch_addr`` to ``mx_data``/``mch_data`` (address register, then
+    #: the memory's read register).
+    READ_LATENCY = 2
+    #: Cycles from an issue until a read-out addressing the accumulator word it updates sees the
+    #: new sum (written at the end of the cycle 3 after the issue, read one cycle after addressing).
+    ACC_WRITE_LATENCY = 3
 
     def __init__(self, config: DeltaGRUConfig, *, weight_init=None, bias_init=None,
                  init_files=False):
@@ -123,30 +131,31 @@ class MacArray(wiring.Component):
                      s1.acc.eq(self.acc_addr), s1.ch.eq(self.ch_addr), s1.delta.eq(self.delta),
                      s2.eq(s1), s3.eq(s2)]
 
-        # Forwarding: an issue reads its accumulator word when it is issued, but the three issues
-        # before it have not written theirs yet (they write in their stage 3). Their sums are taken
-        # from the pipeline instead: the issue 3 before from `total4` when entering stage 2, the
-        # issues 1 and 2 before from `total` / `total4` when entering stage 3 (the most recent
-        # first: it already includes the older ones). The match flags are computed a cycle ahead
-        # and registered, so the wide selects are driven straight from flip-flops.
+        # Forwarding: an issue reads its accumulator word in stage 1 (address registered at the
+        # issue), when the issue 3 before has just written its own; the two issues before it have
+        # not (they write in their stage 3). Their sums are taken from the pipeline instead, from
+        # `total` / `total4` when entering stage 3 (the most recent first: it already includes the
+        # older one). The match flags are computed a cycle ahead and registered, so the wide
+        # selects are driven straight from flip-flops.
         def same_word(a, b, kind_matters):
             if not kind_matters:  # r/u lanes always update MX at `acc`
                 return a.valid & (a.acc == b.acc)
             return a.valid & (a.use_ch == b.use_ch) & Mux(b.use_ch, a.ch == b.ch, a.acc == b.acc)
 
-        issue_now = Signal.like(s1)
-        m.d.comb += [issue_now.valid.eq(self.issue), issue_now.use_ch.eq(self.use_ch),
-                     issue_now.acc.eq(self.acc_addr), issue_now.ch.eq(self.ch_addr)]
         fwd = {}
         for kind in (False, True):
-            f1, f2, f3 = Signal(name=f"fwd1_{int(kind)}"), Signal(name=f"fwd2_{int(kind)}"), \
-                Signal(name=f"fwd3_{int(kind)}")
+            f1, f2 = Signal(name=f"fwd1_{int(kind)}"), Signal(name=f"fwd2_{int(kind)}")
             m.d.sync += [
-                f3.eq(same_word(s3, issue_now, kind)),  # issue t-3, used entering stage 2
                 f1.eq(same_word(s2, s1, kind)),         # issue t-1, used entering stage 3
                 f2.eq(same_word(s3, s1, kind)),         # issue t-2, used entering stage 3
             ]
-            fwd[kind] = (f1, f2, f3)
+            fwd[kind] = (f1, f2)
+        # The shared read addresses (issue or read-out), registered: the memories are read from
+        # flip-flops in the next cycle.
+        rd_mx = Signal(self.mxbits)
+        rd_ch = Signal(self.mchbits)
+        m.d.sync += [rd_mx.eq(Mux(self.issue, self.acc_addr, self.mx_addr)),
+                     rd_ch.eq(Mux(self.issue, self.ch_addr, self.mch_addr))]
         load1 = Signal()
         load_addr1 = Signal(self.babits)
         m.d.sync += [load1.eq(self.load), load_addr1.eq(self.load_addr)]
@@ -160,23 +169,23 @@ class MacArray(wiring.Component):
             mx = memory.Memory(shape=acc_shape, depth=max(lay.mx_depth, 2), init=[])
             m.submodules[f"mx{p}"] = mx
             mx_r, mx_w = mx.read_port(), mx.write_port()
-            m.d.comb += mx_r.addr.eq(Mux(self.issue, self.acc_addr, self.mx_addr))
+            m.d.comb += mx_r.addr.eq(rd_mx)
             mx_words.append(mx_r.data)
-            old1 = Signal(acc_shape, name=f"old1_{p}")
-            m.d.comb += old1.eq(mx_r.data)
+            # The old sum, out of the memory in stage 2.
+            old2 = Signal(acc_shape, name=f"old2_{p}")
+            m.d.comb += old2.eq(mx_r.data)
             if is_c:
                 mch = memory.Memory(shape=acc_shape, depth=max(lay.mch_depth, 2), init=[])
                 m.submodules[f"mch{p}"] = mch
                 ch_r, ch_w = mch.read_port(), mch.write_port()
-                m.d.comb += ch_r.addr.eq(Mux(self.issue, self.ch_addr, self.mch_addr))
+                m.d.comb += ch_r.addr.eq(rd_ch)
                 mch_words.append(ch_r.data)
-                with m.If(s1.use_ch):
-                    m.d.comb += old1.eq(ch_r.data)
-            f1, f2, f3 = fwd[is_c]
-            # Stage 1 -> 2: the weight leaves the block RAM into a register (w2); the old sum
-            # travels alongside.
+                with m.If(s2.use_ch):
+                    m.d.comb += old2.eq(ch_r.data)
+            f1, f2 = fwd[is_c]
+            # Stage 1 -> 2: the weight leaves the block RAM into a register (w2) while the old
+            # sum is read.
             w2 = Signal(signed(wb), name=f"w2_{p}")
-            old2 = Signal(acc_shape, name=f"old2_{p}")
             # Stage 2 -> 3: the product is registered (multiplier inputs and output both in
             # flip-flops).
             prod3 = Signal(signed(cfg.weight.bits + cfg.delta_bits), name=f"prod3_{p}")
@@ -188,7 +197,6 @@ class MacArray(wiring.Component):
             m.d.comb += total.eq(old3 + prod3)
             m.d.sync += [
                 w2.eq(weights[p]),
-                old2.eq(Mux(f3, total4, old1)),
                 prod3.eq(w2 * s2.delta),
                 old3.eq(Mux(f1, total, Mux(f2, total4, old2))),
                 total4.eq(total),

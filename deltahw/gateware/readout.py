@@ -7,8 +7,9 @@ from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
 from ..config import DeltaGRUConfig, ceil_div
-from .activation import round_shift, saturate_to
+from .activation import round_saturate
 from .frontend import bits_for
+from .mac import MacArray
 
 __all__ = ["HeadReadout", "output_layout"]
 
@@ -29,10 +30,14 @@ class HeadReadout(wiring.Component):
     along), and the rescaled beat is on ``out``/``w_en`` ``LATENCY`` cycles after that. Elements
     past O are 0; ``last`` marks beat ceil(O/A) - 1. Throughput: one beat per cycle, no stalls
     (the controller checks the FIFO's room before the read-out starts).
+
+    Pipeline: 1. the beat's A words are selected out of the P lanes (a P/A:1 select) and
+    registered; 2. round and saturate (one carry chain, the overflow tests beside the rounding
+    adder), registered.
     """
 
-    #: Cycles from ``mx_data`` to ``out``/``w_en`` (the rescale is registered).
-    LATENCY = 1
+    #: Cycles from ``mx_data`` to ``out``/``w_en`` (select, then rescale, each registered).
+    LATENCY = 2
 
     def __init__(self, config: DeltaGRUConfig):
         self.config = config
@@ -53,17 +58,26 @@ class HeadReadout(wiring.Component):
         cfg = self.config
         P, A, O, ab = cfg.lanes, cfg.act_width, cfg.output_size, cfg.act.bits
         st = data.StructLayout({"valid": 1, "beat": len(self.beat), "k": self.k_bits})
-        ro1, ro2 = Signal(st), Signal(st)
-        m.d.sync += [ro1.valid.eq(self.issue), ro1.beat.eq(self.beat), ro1.k.eq(self.k),
-                     ro2.eq(ro1)]
-        y = Signal(data.ArrayLayout(signed(ab), A))
-        with m.Switch(ro1.k):
+        # Delay line of the issued beats: dl[i] holds the issue of i cycles ago; the words are on
+        # mx_data at dl[R] (R = MacArray.READ_LATENCY), the result leaves at dl[R + LATENCY].
+        R = MacArray.READ_LATENCY
+        dl = [Signal(st, name=f"ro{i}") for i in range(R + self.LATENCY + 1)]
+        m.d.comb += [dl[0].valid.eq(self.issue), dl[0].beat.eq(self.beat), dl[0].k.eq(self.k)]
+        for i in range(R + self.LATENCY):
+            m.d.sync += dl[i + 1].eq(dl[i])
+        # 1. select the beat's lane block.
+        sel = Signal(data.ArrayLayout(signed(cfg.acc_bits), A))
+        with m.Switch(dl[R].k):
             for k in range(P // A):
                 with m.Case(k):
                     for i in range(A):
-                        mv = self.mx_data[A * k + i]
-                        m.d.sync += y[i].eq(saturate_to(round_shift(mv, cfg.weight.frac), ab))
+                        m.d.sync += sel[i].eq(self.mx_data[A * k + i])
+        # 2. round and saturate.
+        y = Signal(data.ArrayLayout(signed(ab), A))
         for i in range(A):
-            m.d.comb += self.out.data[i].eq(Mux(ro2.beat * A + i < O, y[i], 0))
-        m.d.comb += [self.out.last.eq(ro2.beat == self.nbo - 1), self.w_en.eq(ro2.valid)]
+            m.d.sync += y[i].eq(round_saturate(sel[i], cfg.weight.frac, ab))
+        out = dl[R + self.LATENCY]
+        for i in range(A):
+            m.d.comb += self.out.data[i].eq(Mux(out.beat * A + i < O, y[i], 0))
+        m.d.comb += [self.out.last.eq(out.beat == self.nbo - 1), self.w_en.eq(out.valid)]
         return m
