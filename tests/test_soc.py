@@ -85,6 +85,9 @@ def test_console_check_accepts_golden_and_rejects_any_difference():
     for bad in ({"t": 2, "dy": 1}, {"t": 4, "dc": -1}):
         with pytest.raises(SocError, match="timestep"):
             compare(_console(g, 5, **bad), g, 5, 3, load=True)
+    with pytest.raises(SocError, match="STALL_TOTAL 0 != cycle model 3"):
+        compare(_console(g, 5), g, 5, 3, load=True, expected_stall=3)
+    assert compare(_console(g, 5), g, 5, 3, load=True, expected_stall=0)["counters"]["stall"] == 0
     with pytest.raises(SocError, match="timestep 4 was not printed"):
         compare(_console(g, 4), g, 5, 3, load=True)
     with pytest.raises(SocError, match="parameter load"):

@@ -37,7 +37,8 @@ from ..artifacts import output_dir, write_bank_files
 from ..errors import DeltahwError
 from ..util import atomic_write_text, run_cli
 
-__all__ = ["SocError", "build_soc", "parse_console", "compare", "default_sequence", "main",
+__all__ = ["SocError", "build_soc", "parse_console", "compare", "lockstep_stall",
+           "default_sequence", "main",
            "REPORT_KIND", "SIM_CLOCK_HZ"]
 
 #: report.json kind of an SoC folder (shared with board builds, so deltahw.build may replace it).
@@ -185,7 +186,8 @@ def build_soc(model, out: Path, *, target="sim", load=True, x_q=None, sequence="
             (tmp / "console.txt").write_text(console)
             report["run_seconds"] = round(secs, 1)
             golden = run_golden(model, x_q)
-            report.update(compare(console, golden, x_q.shape[0], cfg.output_width, load))
+            report.update(compare(console, golden, x_q.shape[0], cfg.output_width, load,
+                                  expected_stall=lockstep_stall(cfg, golden)))
         report["total_seconds"] = round(time.monotonic() - t_start, 1)
         atomic_write_text(tmp / "report.json", json.dumps(report, indent=2) + "\n")
         atomic_write_text(tmp / "report.md", _markdown(report))
@@ -287,10 +289,21 @@ def parse_console(text: str) -> dict:
     return res
 
 
-def compare(console: str, golden, steps: int, width: int, load: bool) -> dict:
+def lockstep_stall(config, golden) -> int:
+    """STALL_TOTAL of a run fed one timestep at a time (the firmware sends the next input only
+    after reading the previous output): every timestep after the first loses the overlap of its
+    layer-0 x phase with the previous activation drain (:func:`deltahw.cycles.x_phase_hidden`)."""
+    from .. import cycles
+
+    fired = golden.fired_x[0, :, 0].tolist()
+    return sum(int(cycles.x_phase_hidden(config, int(f), t == 0)) for t, f in enumerate(fired))
+
+
+def compare(console: str, golden, steps: int, width: int, load: bool,
+            expected_stall: int | None = None) -> dict:
     """Check the console against the golden model (outputs) and the cycle model (CYCLES_LAST per
-    timestep, CYCLES_TOTAL, TIMESTEPS); returns the result fields of the report. Raises
-    :class:`SocError` listing what differs."""
+    timestep, CYCLES_TOTAL, TIMESTEPS and, if given, STALL_TOTAL); returns the result fields of
+    the report. Raises :class:`SocError` listing what differs."""
     p = parse_console(console)
     want_y = golden.outputs[0].tolist()
     want_c = [int(c) for c in golden.cycles[0].tolist()]
@@ -324,6 +337,9 @@ def compare(console: str, golden, steps: int, width: int, load: bool) -> dict:
             errors.append(f"CYCLES_TOTAL {c['total']} != cycle model {sum(want_c)}")
         if c["timesteps"] != steps:
             errors.append(f"TIMESTEPS {c['timesteps']} != {steps}")
+        if expected_stall is not None and c["stall"] != expected_stall:
+            errors.append(f"STALL_TOTAL {c['stall']} != cycle model {expected_stall} (lock-step "
+                          "feeding)")
     if p["done"] is None or p["done"]["rc"] != 0:
         errors.append(f"the firmware did not finish cleanly ({p['done']})")
     cpu = [s["cpu"] for s in p["steps"]]
