@@ -197,8 +197,9 @@ def test_shipped_metrics_are_reproduced_by_the_golden_model():
         cfg = DeltaGRUConfig.load(folder / "config.json")
         assert cfg == model.config
         assert cfg.lanes == 48 and cfg.enc_width == 8
-        # The shipped act width is the one its validation data chose (and 16 fits the Arty).
-        assert cfg.act_width == metrics["act_width_choice"]["act_width"] == 16
+        # The shipped act width is the one its validation data chose for the Arty A7-35T (16
+        # would be faster but does not fit its LUTs: docs/benchmarks/fmax).
+        assert cfg.act_width == metrics["act_width_choice"]["act_width"] == 8
         exported = load_model(folder / "export")
         assert exported.config == model.config
         res = golden_eval(model, tdata.load_dataset(name), "test")

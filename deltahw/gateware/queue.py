@@ -89,9 +89,9 @@ class DeltaQueue(wiring.Component):
         # n = total fired this cycle. Each is a small lookup table of the valid bits (LUT logic
         # two levels deep), not a chain of adders.
         def popcount(bits, width, name):
+            if width == 0:  # nothing before element 0 (a 0-bit signal would not lint)
+                return Const(0, 1)
             out = Signal(range(width + 1), name=name)
-            if width == 0:
-                return out
             if width > 6:  # two tables and one small adder
                 lo = popcount(bits, 6, f"{name}_lo")
                 hi = popcount(bits[6:], width - 6, f"{name}_hi")
@@ -127,7 +127,8 @@ class DeltaQueue(wiring.Component):
                 sel = Signal(name=f"sel{b}_{i}")
                 m.d.comb += sel.eq(w_valid[i] & (prefix[i] == jj) if kbits else w_valid[i])
                 sels.append(sel)
-            word = Mux(c0 > b, base1, base) if kbits else base
+            # c0 > K - 1 never holds: the last bank always takes the base word.
+            word = Mux(c0 > b, base1, base) if kbits and b < K - 1 else base
             addr = word[:wbits] if wbits else Const(0, 1)
             if self.buffers == 2:
                 addr = Cat(addr, wbuf) if wbits else wbuf
