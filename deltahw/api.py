@@ -16,7 +16,6 @@ the module the command line uses (:mod:`deltahw.golden`, :mod:`deltahw.simulate`
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
 import numpy as np
@@ -39,11 +38,10 @@ class APIError(DeltahwError, ValueError):
     """A bad argument to the Python API."""
 
 
-def _lsb_list(value, n: int, fmt, name: str) -> tuple:
-    vals = list(value) if isinstance(value, (list, tuple)) else [value] * n
-    if len(vals) != n:
-        raise APIError(f"{name} needs one threshold per layer ({n}) or one for all; got "
-                       f"{len(vals)}.")
+def _lsb_list(value, fmt, name: str) -> tuple:
+    """Real-unit thresholds (one, or one per layer) as act-format LSBs; the config checks the
+    count (one for all layers, or one per layer)."""
+    vals = list(value) if isinstance(value, (list, tuple)) else [value]
     try:
         return tuple(threshold_to_lsb(v, fmt) for v in vals)
     except ValueError as e:
@@ -116,9 +114,11 @@ class DeltaNetwork:
     def with_thresholds(self, theta_x=None, theta_h=None, theta_head=None) -> DeltaNetwork:
         """A copy with other thresholds (real units; ``None`` keeps the current one)."""
         c = self.config
-        tx = None if theta_x is None else _lsb_list(theta_x, c.num_layers, c.act, "theta_x")
-        th = None if theta_h is None else _lsb_list(theta_h, c.num_layers, c.act, "theta_h")
-        to = None if theta_head is None else _lsb_list(theta_head, 1, c.act, "theta_head")[0]
+        tx = None if theta_x is None else _lsb_list(theta_x, c.act, "theta_x")
+        th = None if theta_h is None else _lsb_list(theta_h, c.act, "theta_h")
+        if isinstance(theta_head, (list, tuple)) and len(theta_head) != 1:
+            raise APIError(f"theta_head takes one threshold; got {len(theta_head)}.")
+        to = None if theta_head is None else _lsb_list(theta_head, c.act, "theta_head")[0]
         new = c.with_thresholds(theta_x=tx, theta_h=th, theta_head=to)
         return self._copy(self.model.with_config(new))
 
@@ -214,22 +214,15 @@ class DeltaNetwork:
         return Path(out)
 
     def build(self, board: str, out, variant: str | None = None, synth: bool = True,
-              clock_mhz: float | None = None) -> dict:
-        """Fit check, build tree and synthesis / bitstream for ``board`` (``python -m
-        deltahw.build``); returns the build report. The model is exported next to ``out``
-        (``<out>.model``) for the build to read."""
-        from .build import build, write_reports
+              clock_mhz: float | None = None, force: bool = False) -> dict:
+        """Fit check, build tree and synthesis / bitstream for ``board`` into ``out``
+        (:func:`deltahw.build.build_model`, what ``python -m deltahw.build`` runs after loading
+        its model); returns the build report (also ``report.json`` / ``report.md`` in ``out``)."""
+        from .build import build_model
 
-        out = Path(out)
-        src = out.with_name(out.name + ".model")
-        self.export(src)
-        args = argparse.Namespace(board=board, variant=variant, model=str(src), lanes=None,
-                                  clock_mhz=clock_mhz, baud=None, output=str(out), out=str(out),
-                                  no_synth=not synth, force=False, allow_clipping=False,
-                                  trust_pickle=False)
-        report = build(args)
-        write_reports(report, Path(report["build_dir"]))
-        return report
+        source = self.source if isinstance(self.source, (str, Path)) else None
+        return build_model(self.model, board, variant=variant, out=out, clock_mhz=clock_mhz,
+                           force=force, synth=synth, source=source)
 
     def calibrate(self, data, max_loss: float = 1.0, test_data=None, out=None,
                   progress=print) -> DeltaNetwork:

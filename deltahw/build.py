@@ -55,7 +55,7 @@ from .model import load_model
 from .resources import FitError, check_fit
 from .util import atomic_write_text, run_cli
 
-__all__ = ["main", "default_model", "BuildError", "TOP_NAME", "parse_yosys_stat",
+__all__ = ["main", "build_model", "default_model", "BuildError", "TOP_NAME", "parse_yosys_stat",
            "parse_nextpnr_log", "predicted_performance"]
 
 TOP_NAME = "deltahw_top"
@@ -281,31 +281,52 @@ def _check_clock_and_baud(board, clock_mhz, baud) -> None:
                          f"least {MIN_DIVISOR} clock cycles per bit); got {baud}.", code=2)
 
 
-def build(args) -> dict:
+def _board_settings(board: str, variant, clock_mhz, baud):
+    """The board, its variant, clock and baud rate (the board's defaults for ``None``), checked."""
     try:
-        board = get_board(args.board)
-        variant = board.resolve_variant(args.variant)
+        board = get_board(board)
+        variant = board.resolve_variant(variant)
     except ValueError as e:
         raise BuildError(str(e), code=2) from None
-    part = board.part(variant)
-    out = Path(args.out or f"build/{board.name}-{variant}").absolute()
-    clock_mhz = board.default_clock_mhz if args.clock_mhz is None else args.clock_mhz
-    baud = board.default_baud if args.baud is None else args.baud
+    clock_mhz = board.default_clock_mhz if clock_mhz is None else clock_mhz
+    baud = board.default_baud if baud is None else baud
     _check_clock_and_baud(board, clock_mhz, baud)
+    return board, variant, clock_mhz, baud
 
-    # 1. model
+
+def build(args) -> dict:
+    """The command line's build: load ``args.model`` (step 1), then :func:`build_model`."""
+    _board_settings(args.board, args.variant, args.clock_mhz, args.baud)  # before the model
     model_path = Path(args.model) if args.model else default_model()
     log(f"[1/5] loading model {model_path}")
-    overrides = {}
-    if args.lanes is not None:
-        overrides["lanes"] = args.lanes
     try:
         model = load_model(model_path, allow_clipping=args.allow_clipping,
                            trust_pickle=args.trust_pickle)
-        cfg = model.config.replace(clock_mhz=clock_mhz, **overrides)
-        model = model.with_config(cfg)
     except DeltahwError as e:
         raise BuildError(f"Cannot use model {model_path}: {e}", code=2) from None
+    return build_model(model, args.board, variant=args.variant, out=args.out,
+                       clock_mhz=args.clock_mhz, baud=args.baud, lanes=args.lanes,
+                       force=args.force, synth=not args.no_synth, source=model_path)
+
+
+def build_model(model, board: str, *, variant=None, out=None, clock_mhz=None, baud=None,
+                lanes=None, force: bool = False, synth: bool = True, source=None) -> dict:
+    """Fit check, build tree, synthesis or bitstream and reports of ``model`` for ``board``
+    (steps 2-5 of ``python -m deltahw.build``; :meth:`deltahw.DeltaNetwork.build` calls it).
+
+    ``out`` (default ``build/BOARD-VARIANT``) is written atomically; an existing folder is replaced
+    only if it is an earlier build (or with ``force``). ``source``: where the model came from
+    (recorded in the report, and never replaced). Returns the report (also written as
+    ``report.json`` and ``report.md`` in ``out``).
+    """
+    board, variant, clock_mhz, baud = _board_settings(board, variant, clock_mhz, baud)
+    part = board.part(variant)
+    out = Path(out or f"build/{board.name}-{variant}").absolute()
+    overrides = {} if lanes is None else {"lanes": lanes}
+    try:
+        model = model.with_config(model.config.replace(clock_mhz=clock_mhz, **overrides))
+    except DeltahwError as e:
+        raise BuildError(f"Cannot use model {source}: {e}", code=2) from None
     cfg = model.config
     log(f"      {cfg.summary()}")
 
@@ -325,10 +346,11 @@ def build(args) -> dict:
         raise BuildError(str(e), code=2) from None
 
     # 3.-5. in a temporary folder, renamed to `out` at the end
-    with output_dir(out, "build", force=args.force, protect=[model_path]) as tmp:
+    protect = [] if source is None or not isinstance(source, (str, Path)) else [source]
+    with output_dir(out, "build", force=force, protect=protect) as tmp:
         try:
-            report = _build_tree_and_run(args, board, variant, part, model, est, top, tmp, out,
-                                         model_path, baud)
+            report = _build_tree_and_run(synth, board, variant, part, model, est, top, tmp, out,
+                                         source, baud)
         except BuildError as e:
             if e.log is not None and Path(e.log).is_file():
                 kept = out.with_name(f"{out.name}.failed.log")
@@ -338,7 +360,7 @@ def build(args) -> dict:
     return report
 
 
-def _build_tree_and_run(args, board, variant, part, model, est, top, tmp, out, model_path,
+def _build_tree_and_run(synth, board, variant, part, model, est, top, tmp, out, model_path,
                         baud) -> dict:
     cfg = model.config
     clock_mhz = top.clock_hz / 1e6
@@ -377,7 +399,8 @@ def _build_tree_and_run(args, board, variant, part, model, est, top, tmp, out, m
     report = {
         "kind": REPORT_KIND,
         "board": board.name, "title": board.title, "variant": variant, "part": part.name,
-        "model": str(model_path), "config": cfg.to_dict(), "layout": Layout(cfg).geometry(),
+        "model": None if model_path is None else str(model_path), "config": cfg.to_dict(),
+        "layout": Layout(cfg).geometry(),
         "clock_mhz": clock_mhz, "baud": baud, "uart_divisor": top.divisor,
         "elem_bytes": elem_bytes(cfg), "estimate": est.as_dict(), "leds": list(LED_NAMES),
         "performance": predicted_performance(cfg, clock_mhz),
@@ -386,17 +409,17 @@ def _build_tree_and_run(args, board, variant, part, model, est, top, tmp, out, m
 
     # 4. tools
     if board.flow == "vivado":
-        _xilinx_flow(args, tmp, part, platform, top, report)
+        _xilinx_flow(synth, tmp, part, platform, top, report)
     else:
-        _trellis_flow(args, tmp, part, platform, top, report, clock_mhz)
+        _trellis_flow(synth, tmp, part, platform, top, report, clock_mhz)
     # 5. reports, inside the folder before it is renamed into place
     write_reports(report, tmp)
     return report
 
 
-def _xilinx_flow(args, out, part, platform, top, report):
+def _xilinx_flow(synth, out, part, platform, top, report):
     vivado = shutil.which("vivado") or os.environ.get("AMARANTH_ENV_VIVADO")
-    if args.no_synth:
+    if not synth:
         log("[4/5] skipping synthesis (--no-synth)")
         report["flow"] = "none"
         return
@@ -437,8 +460,8 @@ def _xilinx_flow(args, out, part, platform, top, report):
 VERILOG_RAM_NAME = "deltahw_sdp_ram.v"
 
 
-def _trellis_flow(args, out, part, platform, top, report, clock_mhz):
-    if args.no_synth:
+def _trellis_flow(synth, out, part, platform, top, report, clock_mhz):
+    if not synth:
         log("[4/5] skipping synthesis and place-and-route (--no-synth)")
         report["flow"] = "none"
         return

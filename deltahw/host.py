@@ -18,8 +18,11 @@ progress. A device reset after ``connect()`` is always reported (:class:`DeviceR
 ``connect()`` is called again. After any other error the next call resynchronises by itself. The
 driver does not import Amaranth.
 
-``python -m deltahw.host --port PORT info | load MODEL | run MODEL --input x.npy`` is the command
-line front end.
+``python -m deltahw.host --port PORT info | load MODEL | run MODEL --input x.npy [--labels y.npy]``
+is the command line front end; with ``--labels`` it reports the model's task metric on the
+device's outputs (accuracy at the last timestep, per-timestep accuracy, or RMSE / MAE in the
+data's units: :class:`deltahw.train.evaluate.TaskTally`, the implementation training and the
+bench use).
 """
 
 import argparse
@@ -687,6 +690,70 @@ def _error_name(err: int) -> str:
         return f"error {err}"
 
 
+class HostInputError(DeltahwError, ValueError):
+    """A ``run`` input or labels file that cannot be used."""
+
+
+def _run_inputs(path) -> np.ndarray:
+    """The float inputs of ``run``: one sequence (T, I) (or (1, T, I))."""
+    from .golden import load_inputs
+
+    x = load_inputs(path)
+    if x.ndim == 3 and x.shape[0] == 1:
+        x = x[0]
+    if x.ndim != 2:
+        raise HostInputError(f"{path} has shape {x.shape}; run takes one sequence (T, I).")
+    return x
+
+
+def _run_labels(path, model, T: int):
+    """The targets of one sequence for the model's task, checked against it."""
+    import torch
+
+    from .train.data import CLASSIFICATION, STEP_REGRESSION, task_of
+
+    task, O = task_of(model.meta), model.config.output_size
+    try:
+        y = np.load(path, allow_pickle=False)
+    except (ValueError, OSError, EOFError) as e:
+        raise HostInputError(f"{path} is not a readable .npy file of numbers: {e}.") from None
+    if not isinstance(y, np.ndarray) or y.dtype.kind not in "biuf":
+        raise HostInputError(f"{path} must hold one numeric .npy array.")
+    if task == STEP_REGRESSION:
+        if y.shape == (T,) and O == 1:
+            y = y[:, None]
+        if y.shape != (T, O) or not np.isfinite(y).all():
+            raise HostInputError(f"{path} has shape {y.shape}; the model's task is {task}: "
+                                 f"expected finite targets of shape ({T}, {O}), one row per "
+                                 "timestep in the data's units.")
+        return torch.from_numpy(y.astype(np.float64))
+    want = () if task == CLASSIFICATION else (T,)
+    if task == CLASSIFICATION and y.shape == (1,):
+        y = y.reshape(())
+    if y.shape != want or y.dtype.kind == "f" and not np.array_equal(y, np.round(y)):
+        raise HostInputError(f"{path} has shape {y.shape} (dtype {y.dtype}); the model's task is "
+                             f"{task}: expected "
+                             + ("one integer class label." if task == CLASSIFICATION else
+                                f"{T} integer class labels, one per timestep."))
+    y = y.astype(np.int64)
+    if y.min() < 0 or y.max() >= O:
+        raise HostInputError(f"{path} holds the label {int(y.max() if y.max() >= O else y.min())}"
+                             f"; the model has {O} classes (0..{O - 1}).")
+    return torch.from_numpy(y)
+
+
+def _task_line(model, outputs, y) -> str:
+    """The model's task metric of one sequence's device outputs (raw integers, (T, W))."""
+    import torch
+
+    from .train.evaluate import metrics_text, model_tally
+
+    tally = model_tally(model)
+    out = torch.as_tensor(np.asarray(outputs)).double()[None] * model.config.act.lsb
+    tally.add(out, torch.tensor([out.shape[1]]), y[None])
+    return f"{tally.task}: {metrics_text(tally.result(), tally.task)} (the device's outputs)"
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m deltahw.host",
                                  description="Talk to a deltahw board over its UART.")
@@ -702,12 +769,21 @@ def main(argv=None) -> int:
     p.add_argument("model")
     p.add_argument("--input", required=True)
     p.add_argument("--load", action="store_true", help="load the model's weights first")
+    p.add_argument("--labels", help="the sequence's targets (.npy), to report the model's task "
+                   "metric: one class label (sequence classification), T labels (per-timestep "
+                   "classification) or (T, O) targets in the data's units (per-timestep "
+                   "regression)")
     args = ap.parse_args(argv)
     try:
+        x = y = None
         if args.cmd in ("load", "run"):
             from .model import load_model
 
             model = load_model(args.model)  # checked before the device is touched
+        if args.cmd == "run":
+            x = _run_inputs(args.input)
+            if args.labels:
+                y = _run_labels(args.labels, model, len(x))
         with Device.open(args.port, baud=args.baud, timeout=args.timeout) as dev:
             if args.cmd == "info":
                 print(f"shape: {dev.shape}")
@@ -723,13 +799,15 @@ def main(argv=None) -> int:
 
                 from .golden import run_golden
 
-                x_q, clipped = model.quantize_input(torch.from_numpy(np.load(args.input)))
+                x_q, clipped = model.quantize_input(torch.from_numpy(x))
                 res = dev.run(x_q.numpy())
                 gold = run_golden(model, x_q).outputs[0].numpy()
                 same = np.array_equal(res.outputs, gold)
                 print(f"{len(res.outputs)} timesteps in {res.seconds:.3f} s; outputs "
                       f"{'match' if same else 'DIFFER from'} the golden model")
                 print(f"counters: {res.counters}")
+                if y is not None:
+                    print(_task_line(model, res.outputs, y))
                 return 0 if same else 1
     except DeltahwError as e:  # DeviceError, and a model or input that cannot be used
         print(f"error: {e}", file=sys.stderr)

@@ -78,3 +78,21 @@ def test_predict_simulate_export_generate(gru_and_head, tmp_path):
     assert s["cycles"]["dense_cycles_per_timestep"] > s["cycles"]["min_cycles_per_timestep"]
     assert any(r["luts"] > 0 for r in s["resources"].values())
     assert load_model(out).config.theta_head == 5
+
+
+def test_build_without_synthesis_writes_the_tree_from_the_object(tmp_path):
+    """``DeltaNetwork.build`` builds from the object itself (no export written next to ``out``)
+    through the build command's own function; the report records the model's config."""
+    import json
+
+    torch.manual_seed(0)
+    net = DeltaNetwork(torch.nn.GRU(3, 8, batch_first=True), theta_x=0.1, lanes=6,
+                       act_width=1, enc_width=2, verbose=False)
+    report = net.build("ulx3s", tmp_path / "b", synth=False)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["b"]
+    saved = json.loads((tmp_path / "b" / "report.json").read_text())
+    assert saved["config"] == report["config"]
+    assert saved["config"]["theta_x"] == [26] and saved["config"]["lanes"] == 6
+    assert saved["flow"] == "none" and saved["model"] is None
+    with pytest.raises(Exception, match=r"theta_x needs one threshold per layer \(1\); got 2"):
+        net.with_thresholds(theta_x=[0.1, 0.2])

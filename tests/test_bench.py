@@ -29,17 +29,17 @@ from conftest import make_gru, random_inputs
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
-def _tiny_model_folder(folder):
+def _tiny_model_folder(folder, meta=None, labels=(0, 1, 0)):
     """A random I=3, H=8, O=2 delta-GRU (6 lanes) with smooth test inputs and labels."""
     gru, head = make_gru(3, 8, 1, 2, seed=7, scale=2.0)
     cfg = DeltaGRUConfig(3, 8, 1, 2, theta_x=(10,), theta_h=(6,), theta_head=4, lanes=6,
                          lanes_per_bank=3, act_width=1, enc_width=2)
     folder.mkdir(parents=True)
     save_checkpoint(folder / "model.pt", cfg, gru.state_dict(), head.state_dict(),
-                    meta={"test": "bench smoke"})
+                    meta=meta or {"test": "bench smoke"})
     x = random_inputs(3, 10, 3, seed=5, scale=1.0, smooth=True).float().numpy()
     np.save(folder / "input.npy", x)
-    (folder / "labels.json").write_text(json.dumps([0, 1, 0]))
+    (folder / "labels.json").write_text(json.dumps(list(labels)))
     return folder
 
 
@@ -258,3 +258,60 @@ def test_act_width_sweep_is_the_cycle_model_at_every_legal_width(small_model):
     assert choose_act_width(fitted) == min(ok, key=lambda r: r["delta_cycles"])["act_width"]
     with pytest.raises(ValueError):
         choose_act_width([dict(r, fits=False) for r in fitted])
+
+
+def _golden_phase(folder):
+    import argparse
+
+    args = argparse.Namespace(lanes=[6], quick=True, no_synth=True, ecp5_sweep=[],
+                              ecp5_all_lanes=False)
+    spec = bench_run.resolve_model(str(folder))
+    return bench_run.golden_phase(spec, args, bench_run.Progress(1)).out["golden"]
+
+
+@pytest.mark.parametrize("task", ["classification", "timestep-classification",
+                                  "timestep-regression"])
+def test_golden_phase_reports_the_task_metric(tmp_path, task):
+    """The bench's golden phase reports the model's task metric, per timestep for per-timestep
+    tasks, with the model's thresholds and at Theta = 0; expected values computed here by hand
+    from the golden model's outputs."""
+    B, T = 3, 10
+    rng = np.random.default_rng(3)
+    meta = {"task": task}
+    if task == "classification":
+        labels = [0, 1, 0]
+    elif task == "timestep-classification":
+        labels = rng.integers(0, 2, (B, T)).tolist()
+    else:
+        labels = rng.normal(5.0, 2.0, (B, T, 2)).tolist()
+        meta.update(target_mean=[5.0, 4.0], target_std=[2.0, 0.5])
+    folder = _tiny_model_folder(tmp_path / "tiny", meta, labels)
+    model = load_model(folder / "model.pt")
+    x = np.load(folder / "input.npy")
+    xq, _ = model.quantize_input(torch.from_numpy(x))
+    g = _golden_phase(folder)
+    assert g["task"] == task
+    y = np.asarray(labels)
+    for key, m in (("metrics", model), ("metrics_theta0", model.with_config(
+            model.config.with_thresholds(theta_x=(0,), theta_h=(0,), theta_head=0)))):
+        out = run_golden(m, xq).outputs.numpy() * model.config.act.lsb  # (B, T, 2)
+        if task == "classification":
+            want = float(np.mean(out[:, -1].argmax(-1) == y))
+        elif task == "timestep-classification":
+            want = float(np.mean(out.argmax(-1) == y))
+        else:
+            pred = out * np.array([2.0, 0.5]) + np.array([5.0, 4.0])
+            assert g[key]["rmse"] == pytest.approx(float(np.sqrt(np.mean((pred - y) ** 2))))
+            assert g[key]["mae"] == pytest.approx(float(np.mean(np.abs(pred - y))))
+            assert g["accuracy"] is None
+            continue
+        assert g[key]["accuracy"] == pytest.approx(want)
+        assert g["accuracy" if key == "metrics" else "accuracy_theta0"] == pytest.approx(want)
+    report = "\n".join(bench_report._golden_section({"models": {"tiny": {
+        "golden": {**g, "theta_x_real": [0.1], "theta_h_real": [0.1], "training_metrics": None},
+        "data": {"dataset": None, "inputs": "input.npy"}, "config": model.config.to_dict()}}}))
+    if task == "timestep-regression":
+        assert f"RMSE {g['metrics']['rmse']:.4g}" in report
+    elif task == "timestep-classification":
+        assert "per timestep" in report
+

@@ -282,3 +282,63 @@ def test_input_validation(model):
 def test_config_check_uses_elem_bytes():
     cfg = DeltaGRUConfig(input_size=3, hidden_size=2, lanes=6, act_width=1, lanes_per_bank=3)
     assert link.elem_bytes(cfg) == 2
+
+
+@pytest.mark.parametrize("task", ["classification", "timestep-classification",
+                                  "timestep-regression"])
+def test_cli_run_reports_the_task_metric(model, task, tmp_path, monkeypatch, capsys):
+    """``python -m deltahw.host run MODEL --input x.npy --labels y.npy`` on the reference device:
+    the model's task metric of the device's outputs, per timestep for the per-timestep tasks
+    (expected values computed here by hand from the golden model's outputs)."""
+    from deltahw import host
+    from deltahw.export import export_model
+
+    T, lsb = 9, model.config.act.lsb
+    rng = np.random.default_rng(4)
+    meta = {"task": task}
+    if task == "classification":
+        y = np.array(2)
+    elif task == "timestep-classification":
+        y = rng.integers(0, 3, T)
+    else:
+        y = rng.normal(1.0, 3.0, (T, 3))
+        meta.update(target_mean=[1.0, 0.0, -1.0], target_std=[3.0, 1.0, 0.5])
+    m = model.with_config(model.config)
+    m.meta = meta
+    export_model(m, tmp_path / "exp")
+    g = torch.Generator().manual_seed(0)
+    x = torch.cumsum(torch.randn(T, 5, generator=g) * 0.3, 0).numpy()
+    np.save(tmp_path / "x.npy", x)
+    np.save(tmp_path / "y.npy", y)
+
+    def fake_open(port, **kw):
+        _, _, dev = connect(model)
+        dev.connect()
+        return dev
+
+    monkeypatch.setattr(host.Device, "open", staticmethod(fake_open))
+    args = ["--port", "sim", "run", str(tmp_path / "exp"), "--input", str(tmp_path / "x.npy"),
+            "--labels", str(tmp_path / "y.npy"), "--load"]
+    assert host.main(args) == 0
+    text = capsys.readouterr().out
+    assert "outputs match the golden model" in text
+    out = run_golden(model, model.quantize_input(torch.from_numpy(x))[0]).outputs[0].numpy() * lsb
+    if task == "classification":
+        assert "classification: accuracy 100.00 %" in text if out[-1].argmax() == 2 else \
+            "classification: accuracy 0.00 %" in text
+    elif task == "timestep-classification":
+        assert f"per-timestep accuracy {100 * np.mean(out.argmax(-1) == y):.2f} %" in text
+    else:
+        pred = out * np.array([3.0, 1.0, 0.5]) + np.array([1.0, 0.0, -1.0])
+        rmse, mae = np.sqrt(np.mean((pred - y) ** 2)), np.mean(np.abs(pred - y))
+        assert f"RMSE {rmse:.4g}, MAE {mae:.4g} (data units" in text
+    # Labels that do not fit the task: one sentence, before the device is touched.
+    np.save(tmp_path / "bad.npy", np.zeros((T + 1, 3)) if task == "timestep-regression"
+            else np.full(T if task != "classification" else (), 7))
+    monkeypatch.setattr(host.Device, "open", None)  # never reached
+    args[-2] = str(tmp_path / "bad.npy")
+    assert host.main(args) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1
+    assert ("expected finite targets of shape (9, 3)" in err if task == "timestep-regression"
+            else "the model has 3 classes (0..2)" in err)

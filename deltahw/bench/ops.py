@@ -1,8 +1,9 @@
-"""Operation reduction, accuracy and the cycle model over a whole test split (golden model).
+"""Operation reduction, the task's metric and the cycle model over a test split (golden model).
 
 Everything here runs the bit-exact integer golden model (:func:`deltahw.golden.run_golden`) on the
-integer inputs the hardware sees. Accuracy (argmax of the head at each sequence's last timestep) is
-:func:`deltahw.train.evaluate.golden_eval`'s definition; the per-timestep fired-delta counts give
+integer inputs the hardware sees. The task's metric (accuracy at the last timestep, per-timestep
+accuracy, or RMSE / MAE in data units) is counted by :class:`deltahw.train.evaluate.TaskTally`, the
+implementation training and calibration use; the per-timestep fired-delta counts give
 the cycle model's cycles (:mod:`deltahw.cycles`, the RTL matches it exactly) for every test
 timestep, at the model's lane count and at any other.
 """
@@ -17,7 +18,7 @@ from ..config import DeltaGRUConfig
 from ..golden import run_golden
 from .rtl import decompose, ideal_per_step, useful_macs
 
-__all__ = ["split_stats", "accuracy", "cycle_stats", "dense_config"]
+__all__ = ["split_stats", "cycle_stats", "dense_config"]
 
 
 def dense_config(config: DeltaGRUConfig) -> DeltaGRUConfig:
@@ -25,8 +26,13 @@ def dense_config(config: DeltaGRUConfig) -> DeltaGRUConfig:
     return config.with_thresholds(theta_x=(0,) * L, theta_h=(0,) * L, theta_head=0)
 
 
-def split_stats(model, x_q: torch.Tensor, lengths: torch.Tensor, chunk: int = 256) -> dict:
+def split_stats(model, x_q: torch.Tensor, lengths: torch.Tensor, chunk: int = 256,
+                targets=None, tally=None) -> dict:
     """Golden run over a padded split: last-step outputs and per-timestep counts of real steps.
+
+    With ``targets`` (the split's, as :meth:`deltahw.train.data.Dataset.targets` gives them) and a
+    ``tally`` (:func:`deltahw.train.evaluate.model_tally`), every chunk's outputs are counted into
+    the tally, whose ``result()`` is then the task's metrics.
 
     Returns ``last`` (B, W) outputs at each sequence's last timestep and flat arrays over the real
     timesteps (sequence-major): ``fired_layers`` (N, L) x + h fired columns, ``fired_head`` (N,),
@@ -39,6 +45,8 @@ def split_stats(model, x_q: torch.Tensor, lengths: torch.Tensor, chunk: int = 25
         res = run_golden(model, x_q[a: a + chunk, : int(ln.max())], ln)
         idx = torch.arange(res.outputs.shape[0])
         lasts.append(res.outputs[idx, ln - 1])
+        if tally is not None:
+            tally.add(res.outputs.double() * model.config.act.lsb, ln, targets[a: a + chunk])
         m = res.mask
         fl.append((res.fired_x + res.fired_h)[m])
         fh.append(res.fired_head[m])
@@ -52,13 +60,6 @@ def split_stats(model, x_q: torch.Tensor, lengths: torch.Tensor, chunk: int = 25
     return {"last": torch.cat(lasts), "fired_layers": cat(fl), "fired_head": cat(fh),
             "fired_x0": cat(x0), "first": cat(first),
             "macs": cat(macs), "dense_macs": cat(dense), "cycles": cat(cycles), "seq": cat(seq)}
-
-
-def accuracy(stats: dict, labels) -> float | None:
-    if labels is None:
-        return None
-    y = torch.as_tensor(labels)
-    return float((stats["last"].argmax(-1) == y).double().mean())
 
 
 def cycle_stats(config: DeltaGRUConfig, fired_layers, fired_head, cycles=None, *, fired_x0,

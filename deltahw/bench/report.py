@@ -64,6 +64,18 @@ def _pct(v, none="-"):
     return none if v is None else f"{100 * v:.1f} %"
 
 
+def _metric(g: dict, key: str = "metrics") -> str:
+    """The task's metric in a table cell: accuracy (per timestep for per-timestep tasks: the
+    definition is in the section's text), or RMSE / MAE in the data's units."""
+    m = g.get(key)
+    if m is None:  # results of an older run, or no labels
+        return _pct(g.get("accuracy" if key == "metrics" else "accuracy_theta0"))
+    if m["metric"] == "rmse":
+        return f"RMSE {m['rmse']:.4g} / MAE {m['mae']:.4g}"
+    return _pct(m["accuracy"]) + (" per timestep" if g.get("task") == "timestep-classification"
+                                  else "")
+
+
 # --------------------------------------------------------------------------------------------------
 # Plots
 def plot_cycles(name: str, m: dict) -> bytes:
@@ -217,7 +229,7 @@ def _shipped(m: dict) -> dict:
 
 
 def _summary_table(results: dict) -> list[str]:
-    lines = ["| model | network | test accuracy (delta / Theta = 0) | op reduction | RTL speedup "
+    lines = ["| model | network | test metric (delta / Theta = 0) | op reduction | RTL speedup "
              "over dense | lane utilisation (delta / dense) | measured / ideal cycles | cycles "
              "per timestep (mean, p99; dense) | latency per timestep |",
              "|---|---|---|---:|---:|---:|---:|---:|---|"]
@@ -230,8 +242,8 @@ def _summary_table(results: dict) -> list[str]:
             e = sh["perf_ecp5_fmax"]
             lat.append(f"{e['latency_us_mean']:.2f} us @ {e['clock_mhz']:.1f} MHz ECP5 "
                        "(post-route Fmax)")
-        acc = (f"{_pct(g['accuracy'])} / {_pct(g['accuracy_theta0'])}"
-               if g["accuracy"] is not None else "- (no labels)")
+        acc = (f"{_metric(g)} / {_metric(g, 'metrics_theta0')}"
+               if g.get("metrics") or g["accuracy"] is not None else "- (no labels)")
         lines.append(
             f"| {name} | {_network(m)} | {acc} | {g['op_reduction']:.2f}x "
             f"| **{r['speedup_vs_dense']:.2f}x** | {_pct(r['lane_utilisation'])} / "
@@ -247,10 +259,13 @@ def _golden_section(results: dict) -> list[str]:
            "RTL reproduces bit for bit) on every test sequence, with the model's own thresholds "
            "and with Theta = 0 (the same fixed-point weights run densely: the hardware's dense "
            "mode, not a dense-trained network; the float accuracy of the dense-trained network "
-           "from training is quoted next to it). Accuracy: argmax of the head at each "
-           "sequence's last timestep.", "",
+           "from training is quoted next to it). The metric is the task's "
+           "(`deltahw.train.evaluate.TaskTally`, as in training): accuracy is the argmax of the "
+           "head at each sequence's last timestep for sequence classification and at every "
+           "timestep (counted over all timesteps) for per-timestep classification; RMSE / MAE "
+           "are over every timestep, in the data's units.", "",
            "| model | data | sequences / timesteps | Theta_x / Theta_h / Theta_head (real) | "
-           "accuracy delta | accuracy Theta = 0 | float dense (training) | op reduction | MACs "
+           "metric delta | metric Theta = 0 | float dense (training) | op reduction | MACs "
            "per timestep (delta / dense) | fired columns per layer |",
            "|---|---|---:|---|---:|---:|---:|---:|---:|---|"]
     for name, m in results["models"].items():
@@ -265,7 +280,7 @@ def _golden_section(results: dict) -> list[str]:
         fired = ", ".join(_pct(f) for f in g["fired_fraction_per_layer"])
         out.append(
             f"| {name} | {data} | {g['sequences']} / {g['timesteps']} | {th} "
-            f"| {_pct(g['accuracy'])} | {_pct(g['accuracy_theta0'])} "
+            f"| {_metric(g)} | {_metric(g, 'metrics_theta0')} "
             f"| {_pct(tm.get('float_dense_test_accuracy'))} | **{g['op_reduction']:.2f}x** "
             f"| {g['macs_per_timestep']:.0f} / {g['dense_macs_per_timestep']:.0f} | {fired} |")
     out.append("")

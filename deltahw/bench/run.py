@@ -2,7 +2,8 @@
 
 Steps, for each model (default: the shipped ``fsdd`` and ``watch``; any model folder works):
 
-1. golden model on the whole test split: accuracy (model thresholds, and Theta = 0), operation
+1. golden model on the whole test split: the task's metric (accuracy at the last timestep,
+   per-timestep accuracy, or RMSE / MAE; model thresholds, and Theta = 0), operation
    reduction, and the cycle model's cycles for every test timestep;
 2. RTL in simulation on a sample of test sequences (:mod:`deltahw.bench.rtl`): cycles per timestep
    from the hardware counters, delta and dense (Theta = 0), checked against the cycle model;
@@ -367,6 +368,9 @@ class _Work:
 
 
 def golden_phase(spec: ModelSpec, args, prog: Progress) -> _Work:
+    from ..train.data import task_of
+    from ..train.evaluate import METRIC_DEFINITIONS, metrics_text, model_tally
+
     model = load_model(spec.model_path)
     cfg = model.config
     rel = (spec.model_path.relative_to(REPO) if spec.model_path.is_relative_to(REPO)
@@ -377,14 +381,22 @@ def golden_phase(spec: ModelSpec, args, prog: Progress) -> _Work:
     t0 = time.time()
     xq, lengths, y, data_info = _test_data(spec, model)
     out["data"] = data_info
-    st = ops.split_stats(model, xq, lengths)
-    dense_model = model.with_config(ops.dense_config(cfg))
-    st0 = ops.split_stats(dense_model, xq, lengths)
+    task = data_info.get("task") or task_of(model.meta)
+    tally, tally0 = (model_tally(model, task), model_tally(model, task)) if (
+        y is not None and cfg.has_head) else (None, None)
+    st = ops.split_stats(model, xq, lengths, targets=y, tally=tally)
+    if tally0 is not None:  # the metric at Theta = 0 (the same weights run densely)
+        ops.split_stats(model.with_config(ops.dense_config(cfg)), xq, lengths, targets=y,
+                        tally=tally0)
     n = len(st["cycles"])
+    met = tally.result() if tally else None
+    met0 = tally0.result() if tally0 else None
     golden = {
         "sequences": int(xq.shape[0]), "timesteps": n,
-        "accuracy": ops.accuracy(st, y), "accuracy_theta0": ops.accuracy(st0, y),
-        "accuracy_definition": "argmax of the head output at each sequence's last timestep",
+        "task": task, "metrics": met, "metrics_theta0": met0,
+        "accuracy": met.get("accuracy") if met else None,
+        "accuracy_theta0": met0.get("accuracy") if met0 else None,
+        "accuracy_definition": METRIC_DEFINITIONS[task],
         "op_reduction": float(st["dense_macs"].sum() / st["macs"].sum()),
         "macs_per_timestep": float(st["macs"].mean()),
         "dense_macs_per_timestep": float(st["dense_macs"].mean()),
@@ -405,10 +417,9 @@ def golden_phase(spec: ModelSpec, args, prog: Progress) -> _Work:
     out["cycle_model"]["histogram_source"] = "whole test split"
     out["what_if"] = what_if(cfg, st["fired_layers"], st["fired_head"], fired_x0=st["fired_x0"],
                              first=st["first"])
-    acc = golden["accuracy"]
     prog.log(f"    {n} test timesteps: op reduction {golden['op_reduction']:.2f}x"
-             + (f", accuracy {100 * acc:.2f} % (Theta = 0: "
-                f"{100 * golden['accuracy_theta0']:.2f} %)" if acc is not None else "")
+             + (f", {metrics_text(met, task)} (Theta = 0: {metrics_text(met0, task)})"
+                if met is not None else "")
              + f"; cycle model: {out['cycle_model']['mean_cycles']:.1f} cycles/timestep, "
              f"{out['cycle_model']['speedup_vs_dense']:.2f}x over dense")
     out["_test_cycles"] = st["cycles"]  # for the distribution plot (not written to JSON)

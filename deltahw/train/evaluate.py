@@ -36,6 +36,10 @@ __all__ = [
     "golden_inputs",
     "golden_eval",
     "task_metrics",
+    "TaskTally",
+    "model_tally",
+    "metrics_text",
+    "METRIC_DEFINITIONS",
     "primary_metric",
     "float_dense_eval",
     "float_dense_metrics",
@@ -63,13 +67,27 @@ def golden_inputs(model: QuantizedModel, ds: Dataset, split: str):
     return xq, lengths, ds.targets(s)
 
 
+#: What each task's metric counts (reports state it next to the figures).
+METRIC_DEFINITIONS = {
+    CLASSIFICATION: "accuracy: argmax of the head output at each sequence's last timestep",
+    STEP_CLASSIFICATION: "per-timestep accuracy: argmax of the head output at every real "
+                         "timestep, over all real timesteps",
+    STEP_REGRESSION: "RMSE and MAE of the de-normalised head output at every real timestep, over "
+                     "all real timesteps and outputs, in the data's units",
+}
+
+
 def primary_metric(task: str) -> str:
     """``accuracy`` for the classification tasks, ``rmse`` for regression."""
     return "rmse" if task == STEP_REGRESSION else "accuracy"
 
 
-class _Tally:
-    """Accumulates a task's metric over chunks of sequences (outputs in real units)."""
+class TaskTally:
+    """Accumulates a task's metric over chunks of sequences (outputs in real units).
+
+    The one implementation of the task metrics: training, the calibration, the bench and the host
+    driver all count through it.
+    """
 
     def __init__(self, task: str, t_mean=None, t_std=None):
         self.task = task
@@ -113,6 +131,28 @@ class _Tally:
                 "rmse_per_output": per.tolist(), "mae_per_output": (self.ae / n).tolist()}
 
 
+_Tally = TaskTally  # the name the training code imports
+
+
+def model_tally(model: QuantizedModel, task: str | None = None) -> TaskTally:
+    """A :class:`TaskTally` for ``model``'s task (``meta["task"]`` unless ``task`` is given), with
+    the model's stored target statistics for regression."""
+    from .data import task_of
+
+    meta = getattr(model, "meta", None) or {}
+    task = task or task_of(meta)
+    return TaskTally(task, meta.get("target_mean"), meta.get("target_std"))
+
+
+def metrics_text(result: dict, task: str) -> str:
+    """A task's metrics as a short phrase (CLI and bench lines)."""
+    if task == STEP_REGRESSION:
+        return (f"RMSE {result['rmse']:.4g}, MAE {result['mae']:.4g} (data units, over every "
+                "timestep)")
+    what = "per-timestep accuracy" if task == STEP_CLASSIFICATION else "accuracy"
+    return f"{what} {100 * result['accuracy']:.2f} %"
+
+
 def _target_stats(model: QuantizedModel | None, ds: Dataset):
     meta = getattr(model, "meta", None) or {}
     if meta.get("target_std") is not None:
@@ -123,7 +163,7 @@ def _target_stats(model: QuantizedModel | None, ds: Dataset):
 def task_metrics(task: str, outputs: torch.Tensor, lengths: torch.Tensor, y: torch.Tensor,
                  t_mean=None, t_std=None) -> dict:
     """The task's metrics of real-valued head outputs (B, T, O) against targets ``y``."""
-    t = _Tally(task, t_mean, t_std)
+    t = TaskTally(task, t_mean, t_std)
     t.add(outputs, lengths, y)
     return t.result()
 
@@ -141,7 +181,7 @@ def golden_eval(model: QuantizedModel, ds: Dataset, split: str = "test", inputs=
             "Evaluating a task needs a model with a linear head (output_size > 0)."
         )
     xq, lengths, y = inputs if inputs is not None else golden_inputs(model, ds, split)
-    tally = _Tally(ds.task, *_target_stats(model, ds))
+    tally = TaskTally(ds.task, *_target_stats(model, ds))
     macs = dense = steps = 0
     fx = np.zeros(cfg.num_layers)
     fh = np.zeros(cfg.num_layers)
