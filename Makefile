@@ -45,7 +45,7 @@ setup:
 demo:
 	$(PYTHON) -m deltahw.export models/fsdd/model.pt --out out/fsdd
 	$(PYTHON) -m deltahw.generate out/fsdd --out out/fsdd_rtl --lint
-	$(PYTHON) -m deltahw.build --board $(BOARD) --model out/fsdd --out out/build_$(BOARD)
+	$(PYTHON) -m deltahw.build out/fsdd --board $(BOARD) --out out/build_$(BOARD)
 
 unit:
 	$(PYTHON) -m pytest -q tests

@@ -1,3 +1,6 @@
+# amaranth: UnusedElaboratable=no
+# (a board top made for a build that then fails, e.g. is interrupted, is never elaborated:
+# Amaranth's unused-elaboratable warning would only add noise to the error)
 """Board builds: ``python -m deltahw.build [MODEL] --board arty_a7 [--variant 35|100] [--out DIR]``.
 
 Steps (each prints a progress line):

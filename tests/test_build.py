@@ -1,3 +1,4 @@
+# amaranth: UnusedElaboratable=no
 """Board build flow: fit check, build tree, report, tool-output parsers and clocking (no synthesis).
 
 The full flows (open synthesis for xc7, bitstream for ECP5) take minutes and run as commands in CI:

@@ -1,3 +1,5 @@
+# amaranth: UnusedElaboratable=no
+# (the clock generator of a board top that is never elaborated, see deltahw/build.py)
 """Boards deltahw builds for: platform classes, FPGA part totals and the board top level.
 
 A :class:`Board` names its ``amaranth-boards`` platform per variant, the oscillator, the build
