@@ -147,10 +147,11 @@ class DeltaNetwork:
         if not explicit_thresholds:
             th += " (0: every delta fires, op reduction 1x, like the dense GRU)"
         hw = (f"hardware P={c.lanes} lanes, E={c.enc_width}, A={c.act_width}"
-              + ("" if explicit_hardware else " (the defaults; the shipped models use 48/8/4)"))
+              + ("" if explicit_hardware else " (the config's defaults; the shipped models use "
+                                               "P=48, E=8 and the A training chose for them, 8)"))
         return (f"deltahw: imported a plain torch GRU ({c.summary()}): {th}; {hw}. Change them "
                 f"with DeltaNetwork(..., theta_x=0.1, theta_h=0.1, theta_head=0.1, lanes=48, "
-                f"enc_width=8, act_width=4), net.with_thresholds(...), or choose thresholds on "
+                f"enc_width=8, act_width=8), net.with_thresholds(...), or choose thresholds on "
                 f"validation data with net.calibrate(data) (python -m deltahw.calibrate; the "
                 f"command lines take --theta-x/--theta-h/--theta-head and --lanes etc.).")
 
