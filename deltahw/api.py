@@ -158,11 +158,14 @@ class DeltaNetwork:
     # ------------------------------------------------------------------------------ running
     def quantize(self, x) -> torch.Tensor:
         """Float inputs (T, I) or (B, T, I) -> int64 act-format inputs (normalised if stored)."""
+        return self._quantize(x)[0]
+
+    def _quantize(self, x) -> tuple:
+        """(int64 inputs, number of input values saturated to the act format)."""
         try:
-            x_q, _ = self.model.quantize_input(torch.as_tensor(np.asarray(x)))
+            return self.model.quantize_input(torch.as_tensor(np.asarray(x)))
         except ValueError as e:
             raise APIError(str(e)) from None
-        return x_q
 
     def run(self, x, lengths=None) -> GoldenResult:
         """The golden model with all its statistics (:class:`~deltahw.golden.GoldenResult`)."""
@@ -181,13 +184,14 @@ class DeltaNetwork:
 
         Returns ``{"outputs": array like predict's, "cycles", "fired_x", "fired_h",
         "fired_head", "mac_busy": per sequence and timestep, the hardware counters,
-        "sim_cycles", "simulator"}``. The testbench has checked every output beat against the
-        golden model and every counter against the cycle model; a difference raises
+        "sim_cycles", "simulator", "input_saturated": input values saturated on quantization}``
+        (``python -m deltahw.simulate`` writes these). The testbench has checked every output beat
+        against the golden model and every counter against the cycle model; a difference raises
         :class:`deltahw.simulate.SimulationError`.
         """
         from .simulate import simulate_rtl
 
-        x_q = self.quantize(x)
+        x_q, clipped = self._quantize(x)
         seqs = [x_q] if x_q.dim() == 2 else list(x_q)
         res = simulate_rtl(self.model, seqs, sim=sim, log=log)
         y = torch.stack(res.outputs)
@@ -195,7 +199,8 @@ class DeltaNetwork:
         out = y.numpy() if raw else (y.double() * self.config.act.lsb).numpy()
         return {"outputs": out, "cycles": res.cycles, "fired_x": res.fired_x,
                 "fired_h": res.fired_h, "fired_head": res.fired_head, "mac_busy": res.mac_busy,
-                "sim_cycles": res.sim_cycles, "simulator": res.simulator}
+                "sim_cycles": res.sim_cycles, "simulator": res.simulator,
+                "input_saturated": clipped}
 
     # ------------------------------------------------------------------------------ artefacts
     def export(self, out) -> Path:

@@ -175,39 +175,33 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
 
     def body():
-        inp = Path(args.input)
-        if not inp.is_file():
-            raise SimulationError(f"The input file {inp} does not exist.")
-        x = np.load(inp, allow_pickle=False)
-        if not np.issubdtype(x.dtype, np.floating):
-            raise SimulationError(f"--input must hold floats (they are quantized on entry); got "
-                                  f"dtype {x.dtype}.")
-        model = model_from_arguments(args)
-        try:
-            x_q, clipped = model.quantize_input(torch.from_numpy(x))
-        except ValueError as e:
-            raise SimulationError(str(e)) from None
-        squeeze = x_q.dim() == 2
-        seqs = [x_q] if squeeze else list(x_q)
-        res = simulate_rtl(model, seqs, sim=args.sim)
-        y = torch.stack(res.outputs)
-        y = y[0] if squeeze else y
+        from .api import DeltaNetwork
+        from .golden import load_inputs
+
+        from .util import check_output_file
+
+        x = load_inputs(args.input)  # every check before the (long) simulation
+        for path, what in ((args.output, "--output file"), (args.stats, "--stats file")):
+            if path:
+                check_output_file(Path(path), what)
+        net = DeltaNetwork(model_from_arguments(args))
+        res = net.simulate(x, sim=args.sim, raw=args.raw)
         if args.output:
-            out = y.numpy() if args.raw else (y.double() * model.config.act.lsb).numpy()
             buf = io.BytesIO()
-            np.save(buf, out)
+            np.save(buf, res["outputs"])
             atomic_write_bytes(Path(args.output), buf.getvalue())
         if args.stats:
             atomic_write_text(Path(args.stats), json.dumps(
-                {"config": model.config.to_dict(), "simulator": res.simulator,
-                 "sim_cycles": res.sim_cycles, "input_saturated": clipped,
+                {"config": net.config.to_dict(), "simulator": res["simulator"],
+                 "sim_cycles": res["sim_cycles"], "input_saturated": res["input_saturated"],
                  "per_sequence": [{"cycles": c, "fired_x": fx, "fired_h": fh, "fired_head": fo,
                                    "mac_busy": mb} for c, fx, fh, fo, mb in
-                                  zip(res.cycles, res.fired_x, res.fired_h, res.fired_head,
-                                      res.mac_busy)]}, indent=1))
-        steps = sum(len(c) for c in res.cycles)
-        mean = sum(sum(c) for c in res.cycles) / max(1, steps)
-        print(f"{steps} timesteps through the RTL ({res.simulator}): {mean:.1f} cycles/timestep "
+                                  zip(res["cycles"], res["fired_x"], res["fired_h"],
+                                      res["fired_head"], res["mac_busy"])]}, indent=1))
+        cycles = res["cycles"]
+        steps = sum(len(c) for c in cycles)
+        mean = sum(sum(c) for c in cycles) / max(1, steps)
+        print(f"{steps} timesteps through the RTL ({res['simulator']}): {mean:.1f} cycles/timestep "
               f"(CYCLES_LAST), outputs bit-exact with the golden model"
               + (f"; wrote {args.output}" if args.output else ""))
         return 0

@@ -70,6 +70,16 @@ def test_predict_simulate_export_generate(gru_and_head, tmp_path):
     out = net.export(tmp_path / "exp")
     back = DeltaNetwork(out, verbose=False)
     assert back.config == net.config and np.array_equal(back.predict(x), y)
+    # The command line (make sim CONFIG=... INPUT=x.npy) is the same call on the exported folder.
+    from deltahw.simulate import main as simulate_main
+
+    np.save(tmp_path / "x.npy", x)
+    assert simulate_main([str(out), "--input", str(tmp_path / "x.npy"), "--output",
+                          str(tmp_path / "y.npy"), "--stats", str(tmp_path / "s.json")]) == 0
+    assert np.array_equal(np.load(tmp_path / "y.npy"), y)
+    stats = json.loads((tmp_path / "s.json").read_text())
+    assert [s["cycles"] for s in stats["per_sequence"]] == ref.cycles.tolist()
+    assert stats["simulator"] == "verilator" and stats["input_saturated"] == 0
     rtl = net.generate(tmp_path / "rtl")
     man = json.loads((rtl / "manifest.json").read_text())
     assert man["config"]["theta_x"] == [13] and (rtl / "deltahw_core.v").is_file()
