@@ -79,7 +79,7 @@ def test_too_large_model_is_refused_before_synthesis(tmp_path, capsys):
 
 def test_fit_error_names_multipliers():
     cfg = DeltaGRUConfig(input_size=4, hidden_size=48, lanes=144, lanes_per_bank=4)
-    with pytest.raises(FitError, match=r"multipliers \(DSP48E1\): needs 149, the part has 90"):
+    with pytest.raises(FitError, match=r"multipliers \(DSP48E1\): needs 148, the part has 90"):
         check_fit(cfg, PARTS["xc7a35t"])
     assert estimate(cfg, PARTS["xc7a100t"]).dsps <= PARTS["xc7a100t"].dsps
 

@@ -1,0 +1,38 @@
+"""The fit check's estimate against recorded open-synthesis results
+(``docs/benchmarks/fit_check.json``).
+
+The measurements are data from real builds (not computed by the estimator); the estimate must stay
+within 10 % of them on LUTs and FFs, and equal them on block RAM and multipliers, on both families.
+"""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from deltahw.boards import PARTS
+from deltahw.model import load_model
+from deltahw.resources import estimate
+
+REPO = Path(__file__).resolve().parent.parent
+DATA = json.loads((REPO / "docs" / "benchmarks" / "fit_check.json").read_text())
+ROWS = DATA["measurements"]
+
+
+@pytest.fixture(scope="module")
+def config():
+    return load_model(REPO / DATA["model"]).config
+
+
+@pytest.mark.parametrize("row", ROWS, ids=[f"{r['part']}-A{r['act_width']}" for r in ROWS])
+def test_estimate_within_10_percent(config, row):
+    est = estimate(config.replace(act_width=row["act_width"]), PARTS[row["part"]])
+    for key in ("luts", "ffs"):
+        err = getattr(est, key) / row[key] - 1
+        assert abs(err) <= 0.10, f"{key}: estimate {getattr(est, key)} vs {row[key]} ({err:+.1%})"
+    assert est.bram == row["bram"]
+    assert est.dsps == row["dsps"]
+
+
+def test_both_families_covered():
+    assert {PARTS[r["part"]].family for r in ROWS} == {"xc7", "ecp5"}
