@@ -1,3 +1,4 @@
+# amaranth: UnusedElaboratable=no
 """Bridge and UART against their Python references (Amaranth simulator).
 
 The bridge is driven byte by byte (as the UART receiver would) with frames built by the protocol
