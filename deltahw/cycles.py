@@ -26,6 +26,16 @@ vector in parallel, so its time is hidden and not counted):
 * the head: ``ceil(O/A)`` read-out beats (the read-out pipeline finishes after the timestep
   closes, ``READOUT_STAGES``).
 
+**Read-out overlapped with the next h phase.** The read-out beats read the head's accumulator
+words; the first cycles of a MAC phase (reading the queue counts, fetching the first entry) touch
+no accumulator. So when the next timestep's x phase already ran (overlapped, below), its layer-0 h
+phase starts during the read-out's last beats: ``min(ceil(O/A), fetch)`` of them, ``fetch`` being
+``MAC_FETCH`` if any h column fired, else the ``EMPTY_MAC_PHASE`` cycle
+(:func:`readout_hidden`). The h queue is complete (its count is final since the drain before the
+head's phase). Those cycles belong to the timestep that reads out (its read-out beats); the next
+timestep's h phase is that much shorter. A sequence's first timestep has nothing to overlap with;
+a late input loses this overlap too (stall cycles, :func:`lost_overlap`).
+
 **Overlap across timesteps.** Layer 0's x columns of timestep t+1 do not depend on h_t, so while
 the last layer's activation of timestep t drains, the x phase of t+1 already runs on the MAC
 array (the accumulator words it writes were all read by layer 0's activation beats of t). The
@@ -37,7 +47,8 @@ activation beat issues, the schedule falls back: drain, head, read-out, close th
 next timestep's x phase then runs alone, and its first ``min(x_phase, ACT_DRAIN)`` cycles are
 **stall** cycles (the overlap the late input lost), not compute cycles. So the compute cycles of
 every timestep are a function of its fired counts and of whether it starts a sequence only,
-whatever the input timing; the input timing shows in ``STALL_TOTAL``.
+whatever the input timing; the input timing shows in ``STALL_TOTAL`` (:func:`lost_overlap` per late
+timestep).
 
 The timestep closes in its last cycle (the counters latch there). Cycles spent waiting for output
 back-pressure, or lost to a late input as above, are stall cycles, counted separately by the
@@ -68,6 +79,8 @@ __all__ = [
     "mac_phase_fixed",
     "x_phase",
     "x_phase_hidden",
+    "readout_hidden",
+    "lost_overlap",
     "timestep_phases",
     "timestep_cycles",
     "dense_cycles",
@@ -139,6 +152,26 @@ def x_phase_hidden(config: DeltaGRUConfig, fired_x0, first):
     return hidden * (1 - _as_int(first))
 
 
+def readout_hidden(config: DeltaGRUConfig, fired_h0, first):
+    """Cycles of layer 0's h phase hidden behind the previous timestep's head read-out (module
+    docstring): ``min(ceil(O/A), MAC_FETCH)`` when ``fired_h0`` > 0 h columns fired, else
+    ``min(ceil(O/A), EMPTY_MAC_PHASE)``; 0 without a head or on the first timestep of a
+    sequence. Ints, or numpy/torch arrays that broadcast (``first`` bool)."""
+    if not config.has_head:
+        return 0 * fired_h0
+    nbo = ceil_div(config.output_size, config.act_width)
+    full, empty = min(nbo, MAC_FETCH), min(nbo, EMPTY_MAC_PHASE)
+    hidden = empty + (full - empty) * (fired_h0 > 0)
+    return hidden * (1 - _as_int(first))
+
+
+def lost_overlap(config: DeltaGRUConfig, fired_x0, fired_h0, first):
+    """Stall cycles of a timestep whose input vector came late (after the previous timestep's
+    last activation beat): the overlaps it lost, :func:`x_phase_hidden` and
+    :func:`readout_hidden` (0 on a sequence's first timestep)."""
+    return x_phase_hidden(config, fired_x0, first) + readout_hidden(config, fired_h0, first)
+
+
 def _as_int(flag):
     """A bool (or bool numpy array / torch tensor) as 0/1 integers."""
     if isinstance(flag, (bool, int)):
@@ -178,7 +211,7 @@ def timestep_phases(config: DeltaGRUConfig, fired_per_layer, fired_head=0, *, fi
         fixed = fixed + mac_phase_fixed(fired_head, hc)
         act = act + ceil_div(config.output_size, config.act_width)
     return {"mac_issue": issue, "mac_fixed": fixed, "act": act, "act_fixed": act_fixed,
-            "overlap": -x_phase_hidden(config, fired_x0, first)}
+            "overlap": -lost_overlap(config, fired_x0, fired_per_layer[0] - fired_x0, first)}
 
 
 def timestep_cycles(config: DeltaGRUConfig, fired_per_layer, fired_head=0, *, fired_x0, first):

@@ -134,8 +134,8 @@ def test_measured_cycles_equal_the_golden_cycle_model(quick_report):
                                     fired_x0=cfg.input_size, first=f) for f in first]
     assert pt["dense_cycles"] == dense
     assert set(dense) <= {cycles.dense_cycles(cfg),
-                          cycles.dense_cycles(cfg) + cycles.x_phase_hidden(cfg, cfg.input_size,
-                                                                           False)}
+                          cycles.dense_cycles(cfg) + cycles.lost_overlap(cfg, cfg.input_size,
+                                                                         cfg.hidden_size, False)}
     ideal = [cycles.ideal_cycles(cfg, f, h) for f, h in zip(fired, fired_head)]
     assert pt["ideal_cycles"] == ideal
     # The headline ratios follow from the per-timestep values.

@@ -404,7 +404,9 @@ def test_overlap_streamed_and_lockstep(O):
     stall and CYCLES_LAST / CYCLES_TOTAL equal the cycle model. Lock-step (each input sent only
     after the previous timestep was read): the same outputs and the same CYCLES_LAST (the compute
     cycles do not depend on the input timing), and the x phases run alone: their hidden part
-    (``cycles.x_phase_hidden``) shows as STALL_TOTAL, exactly."""
+    (``cycles.x_phase_hidden``) and, with a head, the h phases' fetch that would have hidden behind
+    the previous read-out (``cycles.readout_hidden``) show as STALL_TOTAL, exactly
+    (``cycles.lost_overlap``)."""
     model = small_model(I=5, H=7, L=2, O=O, lanes=12, act_width=2, enc_width=2, theta=20)
     cfg = model.config
     T = 6
@@ -412,7 +414,7 @@ def test_overlap_streamed_and_lockstep(O):
     x_q, _ = model.quantize_input(x)
     firsts = [t == 0 for t in range(T)]
     g = run_golden(model, x_q)
-    hidden = cycles.x_phase_hidden(cfg, g.fired_x[0, :, 0], torch.arange(T) == 0)
+    hidden = cycles.lost_overlap(cfg, g.fired_x[0, :, 0], g.fired_h[0, :, 0], torch.arange(T) == 0)
     assert int(hidden[1:].min()) > 0
     runs = {}
     for mode in ("streamed", "lockstep"):

@@ -181,7 +181,7 @@ class DeltaGRUCore(wiring.Component):
         m.d.comb += nx.eq(Array(x_counts)[layer] if blocks > 1 else x_counts[0])
         h_counts = [q.count[0] for q in hq] + ([Const(0, 1)] if head else [])
         m.d.comb += nh.eq(Array(h_counts)[layer] if blocks > 1 else h_counts[0])
-        m.d.comb += [sched.nx.eq(nx), sched.nh.eq(nh)]
+        m.d.comb += [sched.nx.eq(nx), sched.nh.eq(nh), sched.nh0.eq(hq[0].count[0])]
 
         g = sched.g
         cur_h = Signal()  # current entry is an h column
@@ -372,8 +372,14 @@ class DeltaGRUCore(wiring.Component):
                 ofifo.w_en.eq(ro.w_en),
             ]
 
-        # MX read address: activation beats and head read-out both read through mx_addr.
-        m.d.comb += mac.mx_addr.eq(t_mxbase[layer] + act_g)
+        # MX read address: activation beats and head read-out both read through mx_addr. The
+        # read-out has its own word counter and base: its last beats may overlap the next
+        # timestep's h phase fetch (the schedule's block is then layer 0).
+        if head:
+            m.d.comb += mac.mx_addr.eq(Mux(sched.ro_issue, lay.mx_base[L] + sched.ro_group,
+                                           t_mxbase[layer] + act_g))
+        else:
+            m.d.comb += mac.mx_addr.eq(t_mxbase[layer] + act_g)
 
         # ---- counters and register block ports ---------------------------------------------------
         m.submodules.counters = cnt = PerfCounters(cfg)
@@ -385,6 +391,7 @@ class DeltaGRUCore(wiring.Component):
             cnt.counting_next.eq(sched.counting_next),
             cnt.latch_fired.eq(sched.latch_fired),
             cnt.latch_x0.eq(sched.latch_x0),
+            cnt.latch_ahead.eq(sched.latch_ahead),
             cnt.block.eq(layer),
             cnt.nx.eq(sched.n_x),
             cnt.nh.eq(sched.n_h),

@@ -20,8 +20,9 @@ class PerfCounters(wiring.Component):
     ``issue`` (the MAC array issues), ``latch_fired`` with ``block``, ``nx`` and ``nh`` (a MAC
     phase's first cycle and the fired x / h counts it sweeps), ``latch_x0`` with ``nx`` (layer 0's
     x phase, which may belong to the next timestep: its count is held until layer 0's h phase,
-    which always follows it in the same timestep, latches both), ``clear``
-    (``CTRL.clear_counters``).
+    which always follows it in the same timestep, latches both; with ``latch_ahead`` that h phase
+    runs before the timestep that reads out closes, and its counts are held until the cycle after
+    ``step_done``), ``clear`` (``CTRL.clear_counters``).
 
     Latency: every counter is a register updated at the end of the cycle; ``cycles_last`` is the
     number of counting cycles of the last closed timestep (the closing cycle and the cycles it
@@ -41,6 +42,7 @@ class PerfCounters(wiring.Component):
             "issue": In(1),
             "latch_fired": In(1),
             "latch_x0": In(1),
+            "latch_ahead": In(1),
             "block": In(range(L + 1)),
             "nx": In(16),
             "nh": In(16),
@@ -78,7 +80,20 @@ class PerfCounters(wiring.Component):
         x0 = Signal(16)  # layer 0's x count, held until its h phase
         with m.If(self.latch_x0):
             m.d.sync += x0.eq(self.nx)
-        with m.If(self.latch_fired):
+        # Layer 0's counts latched ahead (the next timestep's h phase overlaps the read-out):
+        # held (ahead) until the running timestep has closed (ready), then shown.
+        ahead_x, ahead_h = Signal(16), Signal(16)
+        ahead, ready = Signal(), Signal()
+        with m.If(ready):
+            m.d.sync += [self.fired_x[0].eq(ahead_x), self.fired_h[0].eq(ahead_h),
+                         ready.eq(0)]
+        with m.If(self.step_done & (ahead | (self.latch_fired & self.latch_ahead))):
+            m.d.sync += [ahead.eq(0), ready.eq(1)]
+        with m.If(self.latch_fired & self.latch_ahead):
+            m.d.sync += [ahead_x.eq(x0), ahead_h.eq(self.nh)]
+            with m.If(~self.step_done):
+                m.d.sync += ahead.eq(1)
+        with m.Elif(self.latch_fired):
             for l in range(L):
                 with m.If(self.block == l):
                     m.d.sync += [self.fired_x[l].eq(x0 if l == 0 else self.nx),

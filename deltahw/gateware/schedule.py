@@ -92,6 +92,7 @@ class Schedule(wiring.Component):
             "r_reset": In(1),
             "nx": In(16),  # fired entries in the current block's x queue
             "nh": In(16),  # ... and in its h queue
+            "nh0": In(16),  # fired entries in layer 0's h queue (the read-out overlap's length)
             "out_room": In(1),
             # where the timestep is
             "block": Out(range(L + 1)),  # L = the head
@@ -116,11 +117,13 @@ class Schedule(wiring.Component):
             "ro_issue": Out(1),
             "ro_beat": Out(bits_for(nbo)),
             "ro_k": Out(bits_for(max(1, P // A))),
+            "ro_group": Out(16),  # head accumulator word read by the current read-out beat
             # accounting
             "counting": Out(1),
             "counting_next": Out(1),  # a compute cycle of the next timestep (overlap)
             "stalling": Out(1),
             "step_done": Out(1),
+            "latch_ahead": Out(1),  # latch_fired belongs to the next timestep (read-out overlap)
         })
 
 
@@ -143,6 +146,8 @@ class Schedule(wiring.Component):
         # at the earliest; the last activation beat read its word in its own issue cycle, which
         # is at least MAC_FETCH + 1 cycles earlier.
         assert cycles.MAC_FETCH >= 1 and cycles.ACC_WRITE_LATENCY >= 1
+        # The fetch states below: MAC_FETCH (the empty phase's one cycle) and MAC_FETCH2.
+        assert cycles.MAC_FETCH == 2 and cycles.EMPTY_MAC_PHASE == 1
         trim = self.drain_trim
         drains = [cycles.mac_drain(c) - trim.get("mac", 0) for c in costs[:L]]
         if head:
@@ -167,6 +172,38 @@ class Schedule(wiring.Component):
         xmode = Signal(2)
         seg = Signal(range(act_drain + 1))
         x_done = Signal()  # the next timestep's x phase already ran (overlapped)
+        h_lost = Signal()  # layer 0's h phase after a late x phase: its read-out overlap is lost
+        # Read-out engine: issues the head's ceil(O/A) beats once started (ro_go), alongside the
+        # state machine, which may already run the next h phase's fetch (cycles.readout_hidden).
+        ro_go = Signal()  # the first read-out beat issues next cycle
+        ro_active = Signal()
+        ro_group = self.ro_group
+        if head:
+            # Beats of the read-out that overlap the next h phase (nothing fired: its one cycle).
+            k_full = min(nbo, cycles.MAC_FETCH)
+            k_empty = min(nbo, cycles.EMPTY_MAC_PHASE)
+            h0_empty = self.nh0 == 0
+            k_ovl = Mux(h0_empty, k_empty, k_full)
+
+            def beat_is(b):
+                return (ro_beat == b) if b >= 0 else Const(0, 1)
+
+            # The read-out beat in whose cycle the state machine starts the h phase (so that
+            # the phase's first cycle is beat nbo - k).
+            chain_beat = Mux(h0_empty, beat_is(nbo - k_empty - 1), beat_is(nbo - k_full - 1))
+            m.d.comb += self.ro_issue.eq(ro_active)
+            with m.If(ro_active):
+                m.d.sync += ro_beat.eq(ro_beat + 1)
+                with m.If(ro_k == P // A - 1):
+                    m.d.sync += [ro_k.eq(0), ro_group.eq(ro_group + 1)]
+                with m.Else():
+                    m.d.sync += ro_k.eq(ro_k + 1)
+                with m.If(ro_beat == nbo - 1):
+                    # The read-out pipeline (cycles.READOUT_STAGES) finishes on its own.
+                    m.d.sync += ro_active.eq(0)
+                    m.d.comb += self.step_done.eq(1)
+            with m.If(ro_go):
+                m.d.sync += [ro_active.eq(1), ro_beat.eq(0), ro_k.eq(0), ro_group.eq(0)]
 
         def fetch(index):
             q_h = index >= n_x
@@ -174,7 +211,8 @@ class Schedule(wiring.Component):
 
         def begin_mac(blk, use_x, use_h, mode=None):
             """Start a MAC phase of block ``blk`` next cycle (``mode``: layer 0's x phase)."""
-            m.d.sync += [block.eq(blk), px.eq(use_x), ph.eq(use_h), xseg.eq(mode is not None)]
+            m.d.sync += [block.eq(blk), px.eq(use_x), ph.eq(use_h), xseg.eq(mode is not None),
+                         h_lost.eq(0)]
             if mode is not None:
                 m.d.sync += [xmode.eq(mode), seg.eq(0)]
             if isinstance(blk, int) and blk == 0 and not use_x:  # layer 0's h phase
@@ -183,7 +221,6 @@ class Schedule(wiring.Component):
 
         def start_step():
             """Leave the timestep's last cycle (or IDLE): start the next one if its input is in."""
-            m.d.sync += [ro_beat.eq(0), ro_k.eq(0)]
             with m.If(x_done):
                 begin_mac(0, 0, 1)
             with m.Elif(self.r_full):
@@ -198,6 +235,15 @@ class Schedule(wiring.Component):
         def finish_step():
             m.d.comb += self.step_done.eq(1)
             start_step()
+
+        def start_readout():
+            """The head's read-out starts next cycle; with the next timestep's x phase done, its
+            h phase starts with the read-out's last ``k_ovl`` beats (here if that is all)."""
+            m.d.comb += ro_go.eq(1)
+            with m.If(x_done & (k_ovl == nbo)):
+                begin_mac(0, 0, 1)
+            with m.Else():
+                m.next = "OUT_RUN"
 
         def account():
             """Whose cycle this is (module docstring, cycle accounting)."""
@@ -235,10 +281,13 @@ class Schedule(wiring.Component):
                         m.next = "X_WAIT"
                 with m.Else():
                     begin_mac(0, 0, 1)
+                    if head:  # a late input loses the read-out overlap too (stall cycles)
+                        m.d.sync += h_lost.eq(xmode == LATE)
             with m.Elif((block == final_block) & ~self.out_room):
                 m.next = "WAIT_OUT"
-            with m.Elif(block == L):
-                m.next = "OUT_RUN"
+            if head:
+                with m.Elif(block == L):
+                    start_readout()
             with m.Else():
                 m.next = "ACT_RUN"
 
@@ -251,8 +300,12 @@ class Schedule(wiring.Component):
                 with m.If(self.reset_addr == cycles.reset_cycles(cfg) - 1):
                     begin_mac(0, 1, 0, FIRST)
             with m.State("MAC_FETCH"):
-                account()
-                m.d.comb += [self.latch_fired.eq(~xseg), self.latch_x0.eq(xseg)]
+                with m.If(h_lost):
+                    m.d.comb += self.stalling.eq(1)  # (cycles.readout_hidden >= 1)
+                with m.Else():
+                    account()
+                m.d.comb += [self.latch_fired.eq(~xseg), self.latch_x0.eq(xseg),
+                             self.latch_ahead.eq(ro_active)]
                 fetch(0)
                 m.d.sync += [e.eq(0), g.eq(0), cnt.eq(0)]
                 with m.If(~xseg):  # (the overlapped x phase runs after the last beat)
@@ -262,7 +315,10 @@ class Schedule(wiring.Component):
                 with m.Else():
                     m.next = "MAC_FETCH2"
             with m.State("MAC_FETCH2"):
-                account()
+                with m.If(h_lost & (nbo >= 2 if head else 0)):
+                    m.d.comb += self.stalling.eq(1)  # (cycles.readout_hidden == 2)
+                with m.Else():
+                    account()
                 m.d.comb += self.take.eq(1)
                 fetch(1)
                 m.next = "MAC_RUN"
@@ -298,7 +354,10 @@ class Schedule(wiring.Component):
             with m.State("WAIT_OUT"):
                 m.d.comb += self.stalling.eq(1)
                 with m.If(self.out_room):
-                    m.next = "OUT_RUN" if head else "ACT_RUN"
+                    if head:
+                        start_readout()
+                    else:
+                        m.next = "ACT_RUN"
             with m.State("ACT_RUN"):
                 m.d.comb += [self.counting.eq(1), self.act_issue.eq(1)]
                 m.d.sync += act_beat.eq(act_beat + 1)
@@ -328,14 +387,11 @@ class Schedule(wiring.Component):
                         with m.Else():
                             begin_mac(block + 1, 1, 1)
             with m.State("OUT_RUN"):
-                m.d.comb += [self.counting.eq(1), self.ro_issue.eq(1)]
-                m.d.sync += ro_beat.eq(ro_beat + 1)
-                with m.If(ro_k == P // A - 1):
-                    m.d.sync += [ro_k.eq(0), rd_group.eq(rd_group + 1)]
-                with m.Else():
-                    m.d.sync += ro_k.eq(ro_k + 1)
-                with m.If(ro_beat == nbo - 1):
-                    # The read-out pipeline (cycles.READOUT_STAGES) finishes on its own while
-                    # the next timestep fetches its first column.
-                    finish_step()
+                # The read-out engine issues the beats (and closes the timestep with the last).
+                m.d.comb += self.counting.eq(1)
+                if head:
+                    with m.If(x_done & chain_beat):
+                        begin_mac(0, 0, 1)  # the next h phase overlaps the last beats
+                    with m.Elif(ro_beat == nbo - 1):
+                        start_step()
         return m

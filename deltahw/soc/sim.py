@@ -291,12 +291,15 @@ def parse_console(text: str) -> dict:
 
 def lockstep_stall(config, golden) -> int:
     """STALL_TOTAL of a run fed one timestep at a time (the firmware sends the next input only
-    after reading the previous output): every timestep after the first loses the overlap of its
-    layer-0 x phase with the previous activation drain (:func:`deltahw.cycles.x_phase_hidden`)."""
+    after reading the previous output): every timestep after the first loses the overlaps of its
+    layer-0 x phase with the previous activation drain and of its h phase's fetch with the
+    previous read-out (:func:`deltahw.cycles.lost_overlap`)."""
     from .. import cycles
 
-    fired = golden.fired_x[0, :, 0].tolist()
-    return sum(int(cycles.x_phase_hidden(config, int(f), t == 0)) for t, f in enumerate(fired))
+    fx = golden.fired_x[0, :, 0].tolist()
+    fh = golden.fired_h[0, :, 0].tolist()
+    return sum(int(cycles.lost_overlap(config, int(x), int(h), t == 0))
+               for t, (x, h) in enumerate(zip(fx, fh)))
 
 
 def compare(console: str, golden, steps: int, width: int, load: bool,

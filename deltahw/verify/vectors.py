@@ -409,8 +409,10 @@ def _sequence_op(model: QuantizedModel, x_q: torch.Tensor, label: str, lockstep:
         "fired_h": res.fired_h[0].tolist(),
         "fired_head": fired_head,
         # Stall cycles each timestep costs when its input vector comes late (lock-step): the
-        # part of its x phase that would have hidden behind the previous timestep's drain.
-        "lost_overlap": [int(cycle_model.x_phase_hidden(cfg, int(res.fired_x[0, t, 0]), t == 0))
+        # overlaps it loses (its x phase behind the previous drain, its h phase's fetch behind
+        # the previous read-out): cycles.lost_overlap.
+        "lost_overlap": [int(cycle_model.lost_overlap(cfg, int(res.fired_x[0, t, 0]),
+                                                      int(res.fired_h[0, t, 0]), t == 0))
                          for t in range(T)],
         # MAC_BUSY counts column issue cycles: the cycle model's issue phase, exactly.
         "mac_busy": [int(cycle_model.timestep_phases(
