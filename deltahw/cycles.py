@@ -37,18 +37,20 @@ timestep's h phase is that much shorter. A sequence's first timestep has nothing
 a late input loses this overlap too (stall cycles, :func:`lost_overlap`).
 
 **Overlap across timesteps.** Layer 0's x columns of timestep t+1 do not depend on h_t, so while
-the last layer's activation of timestep t drains, the x phase of t+1 already runs on the MAC
-array (the accumulator words it writes were all read by layer 0's activation beats of t). The
-drain's ``ACT_DRAIN`` cycles belong to timestep t; the x phase's cycles past them (if it is
-longer) to timestep t+1. So a timestep that is not the first of its sequence pays
-``max(0, x_phase - ACT_DRAIN)`` for its x phase, the first one (after the sequence reset, with
-nothing to overlap) the whole x phase. When the next input vector is not in when the last
-activation beat issues, the schedule falls back: drain, head, read-out, close the timestep; the
-next timestep's x phase then runs alone, and its first ``min(x_phase, ACT_DRAIN)`` cycles are
-**stall** cycles (the overlap the late input lost), not compute cycles. So the compute cycles of
-every timestep are a function of its fired counts and of whether it starts a sequence only,
-whatever the input timing; the input timing shows in ``STALL_TOTAL`` (:func:`lost_overlap` per late
-timestep).
+the last layer's activation of timestep t drains, the x phase of t+1 already runs on the MAC array
+(the accumulator words it writes were all read by layer 0's activation beats of t). The drain's
+``ACT_DRAIN`` cycles belong to timestep t; the x phase's cycles past them (if it is longer) to
+timestep t+1. With a head, when the x phase runs past the drain, its last cycle is also the head's
+first MAC cycle (``MAC_FETCH``'s count read and entry-0 address, or the whole empty phase; the
+head's queue is complete then), counted for timestep t: the x phase's cycles past ``x_hide_limit``
+= ``ACT_DRAIN`` + 1 are t+1's. So a timestep that is not the first of its sequence pays ``max(0,
+x_phase - x_hide_limit)`` for its x phase, the first one (after the sequence reset, with nothing to
+overlap) the whole x phase. When the next input vector is not in when the last activation beat
+issues, the schedule falls back: drain, head, read-out, close the timestep; the next timestep's x
+phase then runs alone, and its first ``min(x_phase, x_hide_limit)`` cycles are **stall** cycles
+(the overlap the late input lost), not compute cycles. So the compute cycles of every timestep are
+a function of its fired counts and of whether it starts a sequence only, whatever the input timing;
+the input timing shows in ``STALL_TOTAL`` (:func:`lost_overlap` per late timestep).
 
 The timestep closes in its last cycle (the counters latch there). Cycles spent waiting for output
 back-pressure, or lost to a late input as above, are stall cycles, counted separately by the
@@ -78,6 +80,7 @@ __all__ = [
     "mac_drain",
     "mac_phase_fixed",
     "x_phase",
+    "x_hide_limit",
     "x_phase_hidden",
     "readout_hidden",
     "lost_overlap",
@@ -142,13 +145,23 @@ def x_phase(config: DeltaGRUConfig, fired_x0):
     return fired_x0 * cc + mac_phase_fixed(fired_x0, cc)
 
 
+def x_hide_limit(config: DeltaGRUConfig) -> int:
+    """The most cycles of layer 0's overlapped x phase that are not the next timestep's:
+    ``ACT_DRAIN`` (they run beside the previous timestep's drain), + 1 with a head (the head's
+    ``MAC_FETCH`` cycle runs in the x phase's last cycle when that is past the drain; module
+    docstring)."""
+    return ACT_DRAIN + (1 if config.has_head else 0)
+
+
 def x_phase_hidden(config: DeltaGRUConfig, fired_x0, first):
-    """Cycles of layer 0's x phase hidden behind the previous timestep's last activation drain:
-    ``min(x_phase, ACT_DRAIN)``, 0 on the first timestep of a sequence (``first``: bool, or a bool
-    array/tensor that broadcasts). Without overlap (a late input) the same cycles are stall
-    cycles; either way they are not compute cycles of the timestep."""
+    """Cycles of layer 0's x phase hidden behind the previous timestep's last activation drain
+    (and, with a head, its first MAC cycle): ``min(x_phase, x_hide_limit)``, 0 on the first
+    timestep of a sequence (``first``: bool, or a bool array/tensor that broadcasts). Without
+    overlap (a late input) the same cycles are stall cycles; either way they are not compute
+    cycles of the timestep."""
     xp = x_phase(config, fired_x0)
-    hidden = xp - (xp - ACT_DRAIN) * (xp > ACT_DRAIN)  # min() that works on ints and arrays
+    lim = x_hide_limit(config)
+    hidden = xp - (xp - lim) * (xp > lim)  # min() that works on ints and arrays
     return hidden * (1 - _as_int(first))
 
 

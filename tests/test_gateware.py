@@ -396,8 +396,9 @@ def test_each_drain_is_the_minimum(drain):
         f"the {drain} drain is longer than needed")
 
 
-@pytest.mark.parametrize("O", [3, 0], ids=["head", "no_head"])
-def test_overlap_streamed_and_lockstep(O):
+@pytest.mark.parametrize(("O", "lanes"), [(3, 12), (0, 12), (3, 6)],
+                         ids=["head", "no_head", "head_long_x"])
+def test_overlap_streamed_and_lockstep(O, lanes):
     """The next timestep's x phase overlaps the last activation drain when its input is there.
 
     Streamed (every input vector ahead): every timestep but the first overlaps, so no cycle is a
@@ -406,8 +407,9 @@ def test_overlap_streamed_and_lockstep(O):
     cycles do not depend on the input timing), and the x phases run alone: their hidden part
     (``cycles.x_phase_hidden``) and, with a head, the h phases' fetch that would have hidden behind
     the previous read-out (``cycles.readout_hidden``) show as STALL_TOTAL, exactly
-    (``cycles.lost_overlap``)."""
-    model = small_model(I=5, H=7, L=2, O=O, lanes=12, act_width=2, enc_width=2, theta=20)
+    (``cycles.lost_overlap``). ``head_long_x``: x phases longer than the drain, so the head's
+    first MAC cycle runs in the x phase's last one (``cycles.x_hide_limit``)."""
+    model = small_model(I=5, H=7, L=2, O=O, lanes=lanes, act_width=2, enc_width=2, theta=20)
     cfg = model.config
     T = 6
     x = torch.randn(T, cfg.input_size, generator=torch.Generator().manual_seed(3))
@@ -416,6 +418,9 @@ def test_overlap_streamed_and_lockstep(O):
     g = run_golden(model, x_q)
     hidden = cycles.lost_overlap(cfg, g.fired_x[0, :, 0], g.fired_h[0, :, 0], torch.arange(T) == 0)
     assert int(hidden[1:].min()) > 0
+    xp = cycles.x_phase(cfg, g.fired_x[0, 1:, 0])
+    if lanes == 6:  # the merged head fetch happens (and not only on every timestep)
+        assert int(xp.max()) > cycles.x_hide_limit(cfg)
     runs = {}
     for mode in ("streamed", "lockstep"):
         tot = {}

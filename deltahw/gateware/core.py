@@ -182,6 +182,8 @@ class DeltaGRUCore(wiring.Component):
         h_counts = [q.count[0] for q in hq] + ([Const(0, 1)] if head else [])
         m.d.comb += nh.eq(Array(h_counts)[layer] if blocks > 1 else h_counts[0])
         m.d.comb += [sched.nx.eq(nx), sched.nh.eq(nh), sched.nh0.eq(hq[0].count[0])]
+        if head:
+            m.d.comb += sched.nhead.eq(x_counts[L])
 
         g = sched.g
         cur_h = Signal()  # current entry is an h column
@@ -392,8 +394,8 @@ class DeltaGRUCore(wiring.Component):
             cnt.latch_fired.eq(sched.latch_fired),
             cnt.latch_x0.eq(sched.latch_x0),
             cnt.latch_ahead.eq(sched.latch_ahead),
-            cnt.block.eq(layer),
-            cnt.nx.eq(sched.n_x),
+            cnt.block.eq(sched.latch_block),
+            cnt.nx.eq(sched.latch_nx),
             cnt.nh.eq(sched.n_h),
             cnt.clear.eq(regs.strobe("CTRL") & regs["CTRL"].clear_counters),
         ]

@@ -93,6 +93,7 @@ class Schedule(wiring.Component):
             "nx": In(16),  # fired entries in the current block's x queue
             "nh": In(16),  # ... and in its h queue
             "nh0": In(16),  # fired entries in layer 0's h queue (the read-out overlap's length)
+            "nhead": In(16),  # fired entries in the head's x queue (its fetch merged, below)
             "out_room": In(1),
             # where the timestep is
             "block": Out(range(L + 1)),  # L = the head
@@ -124,6 +125,8 @@ class Schedule(wiring.Component):
             "stalling": Out(1),
             "step_done": Out(1),
             "latch_ahead": Out(1),  # latch_fired belongs to the next timestep (read-out overlap)
+            "latch_block": Out(range(L + 1)),  # the block whose counts latch_fired latches ...
+            "latch_nx": Out(16),  # ... and its x count (block / n_x but in the merged fetch)
         })
 
 
@@ -170,7 +173,10 @@ class Schedule(wiring.Component):
         OVL, LATE, FIRST = 0, 1, 2
         xseg = Signal()
         xmode = Signal(2)
-        seg = Signal(range(act_drain + 1))
+        # The overlapped x phase's cycles hidden behind the drain (+ the merged head fetch):
+        # cycles.x_hide_limit; a late x phase stalls for as many.
+        x_hide = act_drain + (cycles.x_hide_limit(cfg) - cycles.ACT_DRAIN)
+        seg = Signal(range(x_hide + 1))
         x_done = Signal()  # the next timestep's x phase already ran (overlapped)
         h_lost = Signal()  # layer 0's h phase after a late x phase: its read-out overlap is lost
         # Read-out engine: issues the head's ceil(O/A) beats once started (ro_go), alongside the
@@ -204,6 +210,8 @@ class Schedule(wiring.Component):
                     m.d.comb += self.step_done.eq(1)
             with m.If(ro_go):
                 m.d.sync += [ro_active.eq(1), ro_beat.eq(0), ro_k.eq(0), ro_group.eq(0)]
+
+        m.d.comb += [self.latch_block.eq(block), self.latch_nx.eq(self.n_x)]
 
         def fetch(index):
             q_h = index >= n_x
@@ -249,7 +257,7 @@ class Schedule(wiring.Component):
             """Whose cycle this is (module docstring, cycle accounting)."""
             early = seg < act_drain
             with m.If(xseg):
-                m.d.sync += seg.eq(Mux(early, seg + 1, seg))
+                m.d.sync += seg.eq(Mux(seg < x_hide, seg + 1, seg))
                 with m.Switch(xmode):
                     with m.Case(OVL):
                         m.d.comb += [self.counting.eq(early | (not head)),
@@ -257,7 +265,8 @@ class Schedule(wiring.Component):
                         if not head:  # the running timestep closes with its drain
                             m.d.comb += self.step_done.eq(seg == act_drain - 1)
                     with m.Case(LATE):
-                        m.d.comb += [self.stalling.eq(early), self.counting.eq(~early)]
+                        lost = seg < x_hide
+                        m.d.comb += [self.stalling.eq(lost), self.counting.eq(~lost)]
                     with m.Default():
                         m.d.comb += self.counting.eq(1)
             with m.Else():
@@ -270,15 +279,40 @@ class Schedule(wiring.Component):
             else:
                 begin_mac(0, 0, 1)
 
+        def merged_head_fetch():
+            """The overlapped x phase ends this cycle, past the drain (the head's queue is
+            complete): this cycle is also the head's ``MAC_FETCH`` (its count read, its entry 0
+            addressed; cycles.x_hide_limit). It counts for the running timestep."""
+            m.d.comb += [self.counting.eq(1), self.counting_next.eq(0), self.latch_fired.eq(1),
+                         self.latch_block.eq(L), self.latch_nx.eq(self.nhead)]
+            m.d.comb += [self.q_h.eq(0), self.q_addr.eq(0)]  # the head's entry 0 (its x queue)
+            m.d.sync += [block.eq(L), px.eq(1), ph.eq(1), xseg.eq(0), h_lost.eq(0),
+                         e.eq(0), g.eq(0), cnt.eq(0)]
+            with m.If(self.nhead == 0):  # cycles.EMPTY_MAC_PHASE: the read-out follows
+                with m.If(~self.out_room):
+                    m.next = "WAIT_OUT"
+                with m.Else():
+                    start_readout()
+            with m.Else():
+                m.next = "MAC_FETCH2"
+
         def mac_done():
             """The MAC phase ends this cycle: on to the next phase."""
             with m.If(xseg):
                 m.d.comb += self.release.eq(1)  # the input vector's queue has been read
                 with m.If(xmode == OVL):
-                    with m.If(seg >= act_drain - 1):
-                        after_segment()
-                    with m.Else():
-                        m.next = "X_WAIT"
+                    if head:
+                        with m.If(seg >= act_drain):
+                            merged_head_fetch()
+                        with m.Elif(seg == act_drain - 1):
+                            after_segment()
+                        with m.Else():
+                            m.next = "X_WAIT"
+                    else:
+                        with m.If(seg >= act_drain - 1):
+                            after_segment()
+                        with m.Else():
+                            m.next = "X_WAIT"
                 with m.Else():
                     begin_mac(0, 0, 1)
                     if head:  # a late input loses the read-out overlap too (stall cycles)
