@@ -276,8 +276,9 @@ def test_cycle_model_composition():
     # queue count 2, minus the cycle the counts are read in); read-out 3 beats (its pipeline runs
     # on after the timestep closes). Layer 0 (6 x + 4 h columns here) runs an x phase and an h
     # phase; inside a sequence the x phase hides behind the previous timestep's last drain for up
-    # to 15 cycles + 1 (its last cycle is also the head's first MAC cycle), and the h phase's first min(3 read-out beats, its 2 fetch cycles) = 2 cycles
-    # (1 when no h column fired: its one cycle) behind the previous timestep's read-out.
+    # to 15 cycles + 1 (its last cycle is also the head's first MAC cycle), and the h phase's
+    # first min(3 read-out beats, its 2 fetch cycles) = 2 cycles (1 when no h column fired: its
+    # one cycle) behind the previous timestep's read-out.
     x_phase = 2 + 6 * 10 + 0
     layer0 = x_phase + (2 + 4 * 10 + 0) + 19 + 15
     layer1 = 2 + 4 * 10 + 0 + 19 + 15

@@ -19,8 +19,9 @@ A timestep, per block b (layers 0..L-1, then the head if any), in order:
 * ``ACT_RUN`` (layers): ceil(H/A) activation beats (``act_issue``, ``act_beat``, ``act_k``; the
   accumulator word ``rd_group``), then ``ACT_DRAIN`` (``cycles.ACT_DRAIN``) until the new h values
   and their fired deltas are in the queues; the next block starts after it.
-* ``OUT_RUN`` (head): ceil(O/A) read-out beats (``ro_issue``, ``ro_beat``, ``ro_k``); the
-  timestep closes with the last one (``step_done``).
+* ``OUT_RUN`` (head): ceil(O/A) read-out beats (``ro_issue``, ``ro_beat``, ``ro_k``,
+  ``ro_group``), issued by a small read-out engine once started (``ro_go``); the timestep closes
+  with the last one (``step_done``).
 * Without a head the timestep closes with the last layer's activation drain.
 
 Layer 0 runs two MAC phases: its **x phase** (the input deltas; ``release`` hands the input vector
@@ -38,14 +39,29 @@ were all read by layer 0's activation beats (each beat reads its word in its iss
 first x issue comes ``cycles.MAC_FETCH`` cycles after the last beat); the h and head queues are
 complete when their phases read their counts (after the drain, as without overlap).
 
+**Read-out overlap** (with a head, after an overlapped x phase): the next timestep's layer-0 h
+phase starts in the read-out's last ``cycles.readout_hidden`` beats (its fetch cycles, or the
+empty phase's one cycle, which touch no accumulator; ``nh0``, final since the drain, says which);
+the read-out engine finishes beside ``MAC_FETCH``/``MAC_FETCH2`` and closes the timestep, and the
+first issue or activation beat comes after its last beat. Those cycles count for the running
+timestep; the h phase's count latch is marked ``latch_ahead`` (the counters show it once the
+running timestep has closed). After a late x phase (``h_lost``) the h phase runs alone and its
+first ``readout_hidden`` cycles are stall cycles (the overlap it lost).
+
+**Merged head fetch** (with a head): when the overlapped x phase ends past the drain (``seg`` >=
+``ACT_DRAIN``), its last cycle is also the head's ``MAC_FETCH`` (``nhead`` read, entry 0 of the
+head's x queue addressed; the counters latch it through ``latch_block`` / ``latch_nx``); the
+state machine goes on with ``MAC_FETCH2`` (or the read-out if nothing fired). That cycle counts
+for the running timestep (``cycles.x_hide_limit``); a late x phase stalls as long.
+
 Cycle accounting (``counting``: a compute cycle of the running timestep; ``counting_next``: of the
 next one; ``stalling``): in the overlapped x phase the first ``ACT_DRAIN`` cycles are the running
-timestep's (its drain), the rest the next one's (``counting_next`` before the head closes the
-running timestep, ``counting`` after the close without a head). Fallback when the input is late
-(``LATE``): drain, head, read-out, close; when the input comes, its x phase runs alone and its
-first ``ACT_DRAIN`` cycles are stall cycles (the overlap that was lost). After a sequence reset
-(``FIRST``) the x phase is all compute. So the compute cycles of a timestep never depend on the
-input timing (``cycles.timestep_cycles``).
+timestep's (its drain), the rest the next one's (but the merged head fetch) (``counting_next``
+before the head closes the running timestep, ``counting`` after the close without a head). Fallback
+when the input is late (``LATE``): drain, head, read-out, close; when the input comes, its x phase
+runs alone and its first ``cycles.x_hide_limit`` cycles are stall cycles (the overlap that was
+lost). After a sequence reset (``FIRST``) the x phase is all compute. So the compute cycles of a
+timestep never depend on the input timing (``cycles.timestep_cycles``).
 
 Before the phase that writes the output FIFO (the head's read-out, or the last layer's activation)
 the schedule waits in ``WAIT_OUT`` until there is room for a timestep (``out_room``): stall cycles
