@@ -382,7 +382,10 @@ def _build_tree_and_run(synth, board, variant, part, model, est, top, tmp, out, 
         overrides_tcl["script_after_read"] = "\n".join(
             f"add_files -norecurse {name}" for name in mem_names)
     else:
-        overrides_tcl["nextpnr_opts"] = "--timing-allow-fail"
+        # router2: on the pipelined fsdd core (A=8, 42 % of the 85F's LUT4s) nextpnr's default
+        # router1 did not converge (148k iterations, 20 min, ~80k of 148k arcs unrouted and
+        # rising rip-ups); router2 routed the A=4 design in 10 min (docs/benchmarks/fmax).
+        overrides_tcl["nextpnr_opts"] = "--timing-allow-fail --router router2"
         # Yosys 0.70's abc9 LUT mapping (synth_ecp5's map_luts step) fails an internal assertion
         # (ABC_OPS_REINTEGRATE, rtlil.cc:3091) on some versions of this design; run synth_ecp5 up
         # to that step, map LUTs with the classic abc, then finish with synth_ecp5's cell mapping.
