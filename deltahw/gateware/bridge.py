@@ -664,8 +664,9 @@ class Bridge(wiring.Component):
     cycle plus escapes (output bytes one per two cycles); a request runs after its last byte and CRC
     arrived (no side effect of a damaged frame); an input frame streams into ``i`` at one element
     per ``elem_bytes`` cycles. Latency from a request's closing ``END`` to its response's first byte
-    is a few cycles. Buffers: ``rx_depth`` bytes of received frames (at most
-    :data:`deltahw.link.DESC_DEPTH` frames) and ``2**out_slots_log2`` timesteps of outputs.
+    is a few cycles (the response bytes pass a 3-entry registered FIFO before the SLIP encoder).
+    Buffers: ``rx_depth`` bytes of received frames (at most :data:`deltahw.link.DESC_DEPTH`
+    frames) and ``2**out_slots_log2`` timesteps of outputs.
     """
 
     def __init__(self, config: DeltaGRUConfig, *, rx_depth: int = 1024):
@@ -702,7 +703,18 @@ class Bridge(wiring.Component):
         wiring.connect(m, wiring.flipped(self.rx), rcv.rx)
         wiring.connect(m, rcv.r, exe.r)
         wiring.connect(m, rcv.desc, exe.desc)
-        wiring.connect(m, exe.rsp, enc.i)
+        # The response bytes pass through a small registered FIFO: the executor's response
+        # select and the encoder's escape / CRC logic (and the transmitter's ready) are then in
+        # separate cycles (Fmax). Three entries keep one byte per cycle (the FIFO's write side does
+        # not see a read in the same cycle); it adds a cycle of latency.
+        m.submodules.rsp_fifo = rsp_fifo = fifo.SyncFIFOBuffered(width=_BYTE_LAST.size,
+                                                                 depth=3)
+        m.d.comb += [
+            rsp_fifo.w_data.eq(exe.rsp.payload), rsp_fifo.w_en.eq(exe.rsp.valid),
+            exe.rsp.ready.eq(rsp_fifo.w_rdy),
+            enc.i.payload.eq(rsp_fifo.r_data), enc.i.valid.eq(rsp_fifo.r_rdy),
+            rsp_fifo.r_en.eq(enc.i.ready),
+        ]
         wiring.connect(m, enc.o, wiring.flipped(self.tx))
         wiring.connect(m, exe.i, wiring.flipped(self.i))
         wiring.connect(m, wiring.flipped(self.o), slots.o)

@@ -192,15 +192,19 @@ class DeltaGRUCore(wiring.Component):
         fetch_h = Signal()  # the entry on the queues' read ports comes from the h queue
         q_raddr = Signal(16)
 
-        # Queue reads: every queue gets the same address; the data are selected by (block,
-        # fetch_h). The schedule keeps one entry of look-ahead: while column e is swept, entry e+1
-        # sits on the read ports and its weight address is registered (``take``) in the column's
-        # last cycle, so the queue -> column address arithmetic never shares a cycle with the
-        # BRAM address.
+        # Queue reads: the data are selected by (block, fetch_h). The schedule keeps one entry of
+        # look-ahead: while column e is swept, entry e+1 sits on the read ports and its weight
+        # address is registered (``take``) in the column's last cycle, so the queue -> column
+        # address arithmetic never shares a cycle with the BRAM address.
+        # The x queues are read at the entry's index, the h queues at its index minus the x
+        # count: both addresses are registers of the schedule (no arithmetic before the LUT RAMs).
         m.d.comb += [q_raddr.eq(sched.q_addr), front.r_addr.eq(q_raddr)]
         m.d.sync += fetch_h.eq(sched.q_h)
-        for q in hq + xq:
-            m.d.comb += q.r_addr.eq(q_raddr)
+        for t, q in enumerate(xq):
+            is_head = head and t == L - 1
+            m.d.comb += q.r_addr.eq(sched.q_addr_head if is_head else q_raddr)
+        for q in hq:
+            m.d.comb += q.r_addr.eq(sched.q_addr_h)
         x_dl = Array([front.r_delta] + [q.r_delta for q in xq])
         h_dl = Array([q.r_delta for q in hq] + ([Const(0, 1)] if head else []))
         q_delta = Mux(fetch_h, h_dl[layer], x_dl[layer])

@@ -9,8 +9,9 @@ there (derived from the blocks' exported latencies). To change the schedule, cha
 A timestep, per block b (layers 0..L-1, then the head if any), in order:
 
 * ``MAC_FETCH`` (1 cycle): the phase's queue counts are read (``latch_fired``, or ``latch_x0`` for
-  layer 0's x phase) and entry 0 is put on the queue read port (``q_addr`` of the x or the h
-  queue, ``q_h``); nothing fired: the phase ends here (``cycles.EMPTY_MAC_PHASE``).
+  layer 0's x phase) and entry 0 is put on the queue read port (``q_addr`` of the x queue or
+  ``q_addr_h`` of the h queue, ``q_h``); nothing fired: the phase ends here
+  (``cycles.EMPTY_MAC_PHASE``).
 * ``MAC_FETCH2`` (1 cycle): entry 0 is taken (``take``: its weight address is registered), entry 1
   addressed (``cycles.MAC_FETCH`` = 2 cycles in all before the first issue).
 * ``MAC_RUN``: ``issue`` for every row group ``g`` of every fired column, ``groups`` cycles per
@@ -71,8 +72,8 @@ phase (``cycles.reset_cycles``: accumulators <- biases, states cleared, ``resett
 schedule waits in ``IDLE`` (not counted).
 
 Latency and throughput: one state per cycle, no internal pipelining; the outputs are
-combinational from the state (``q_addr``/``q_h`` and the strobes) or registers (``block``, ``g``,
-beat counters).
+combinational from the state (``q_h`` and the strobes) or registers (``block``, ``g``, beat
+counters, and the queue read addresses ``q_addr``/``q_addr_h``, set a cycle ahead).
 """
 
 from __future__ import annotations
@@ -121,11 +122,15 @@ class Schedule(wiring.Component):
             "latch_x0": Out(1),  # layer 0's x phase reads its count
             "n_x": Out(16),  # x entries the current phase sweeps (0 in layer 0's h phase)
             "n_h": Out(16),  # h entries the current phase sweeps (0 in layer 0's x phase)
-            "q_addr": Out(16),  # entry put on the queue read port ...
-            "q_h": Out(1),  # ... of the h queue (else the x queue)
+            "q_addr": Out(16),  # entry put on the x queues' read port (a register) ...
+            "q_addr_h": Out(16),  # ... its position in the h queue (a register) ...
+            "q_h": Out(1),  # ... and which of the two it is: the h queue (else the x queue)
+            "q_addr_head": Out(16),  # the head's x queue's read address (q_addr in its phase)
             "take": Out(1),  # the entry addressed in the previous cycle becomes the column
             "issue": Out(1),
-            "g": Out(16),  # row group of the current column
+            "g": Out(bits_for(max(cycles.column_cost(config),
+                                  cycles.head_column_cost(config) if config.has_head else 1))),
+            # ^ row group of the current column
             # activation and read-out
             "rd_group": Out(16),  # accumulator word read by the current beat
             "act_issue": Out(1),
@@ -180,6 +185,10 @@ class Schedule(wiring.Component):
         m.d.comb += [self.n_x.eq(Mux(px, self.nx, 0)), self.n_h.eq(Mux(ph, self.nh, 0))]
         n_x = self.n_x
         n_total = self.n_x + self.n_h
+        # The column being swept is the phase's last: a register, set when the sweep moves on to
+        # a column (the counts are constant during a phase), so no adder and compare of the live
+        # counts decides the phase's end in MAC_RUN (Fmax).
+        last_e = Signal()
         e = Signal(16)  # entry whose column is being swept
         cnt = Signal(16)  # drain counter
         act_beat, act_k, rd_group = self.act_beat, self.act_k, self.rd_group
@@ -229,14 +238,42 @@ class Schedule(wiring.Component):
 
         m.d.comb += [self.latch_block.eq(block), self.latch_nx.eq(self.n_x)]
 
-        def fetch(index):
-            q_h = index >= n_x
-            m.d.comb += [self.q_h.eq(q_h), self.q_addr.eq(Mux(q_h, index - n_x, index))]
+        # The queue read addresses are registers (Fmax: the queues' LUT RAMs are read straight
+        # from flip-flops): ``qi`` is the entry on the read ports in this cycle, ``qi_h`` the same
+        # entry's position in the h queue (``qi - n_x``; the x count is constant during a phase).
+        # Each fetching state sets next cycle's entry: 0 at a phase's start (begin_mac), then 1,
+        # then one step each cycle in which the sweep moves on to the next entry.
+        # ``qi1``/``qi_h1`` hold them plus one, so a step is a select, not an adder after the
+        # step's logic.
+        max_entries = max([cfg.layer_input_size(l) + cfg.hidden_size for l in range(L)]
+                          + ([cfg.hidden_size] if head else []))
+        qbits = (max_entries + 2).bit_length()
+        qi, qi_h = Signal(qbits), Signal(qbits)
+        qi1, qi_h1 = Signal(qbits, init=1), Signal(qbits, init=1)
+        m.d.comb += [self.q_addr.eq(qi), self.q_addr_h.eq(qi_h), self.q_h.eq(qi >= n_x)]
+        # The head's x queue is read at entry 0 outside the head's phase: the merged head fetch
+        # (below) reads its entry 0 in the x phase's last cycle, whatever qi is then.
+        if head:
+            m.d.comb += self.q_addr_head.eq(Mux(block == L, qi, 0))
+
+        def fetch_next(step):
+            """Next cycle's entry is this one plus ``step`` (0 or 1)."""
+            m.d.sync += [qi.eq(Mux(step, qi1, qi)), qi1.eq(Mux(step, qi1 + 1, qi1)),
+                         qi_h.eq(Mux(step, qi_h1, qi_h)), qi_h1.eq(Mux(step, qi_h1 + 1, qi_h1))]
+
+        def fetch_at(index, index_h):
+            """Next cycle's entry is ``index`` (``index_h`` in the h queue)."""
+            m.d.sync += [qi.eq(index), qi1.eq(index + 1), qi_h.eq(index_h),
+                         qi_h1.eq(index_h + 1)]
+
+        # ``g_last``: the current row group is its column's last (a register, Fmax).
+        g_last = Signal()
 
         def begin_mac(blk, use_x, use_h, mode=None):
             """Start a MAC phase of block ``blk`` next cycle (``mode``: layer 0's x phase)."""
             m.d.sync += [block.eq(blk), px.eq(use_x), ph.eq(use_h), xseg.eq(mode is not None),
                          h_lost.eq(0)]
+            fetch_at(0, 0)  # MAC_FETCH reads entry 0 (of either queue)
             if mode is not None:
                 m.d.sync += [xmode.eq(mode), seg.eq(0)]
             if isinstance(blk, int) and blk == 0 and not use_x:  # layer 0's h phase
@@ -301,9 +338,13 @@ class Schedule(wiring.Component):
             addressed; cycles.x_hide_limit). It counts for the running timestep."""
             m.d.comb += [self.counting.eq(1), self.counting_next.eq(0), self.latch_fired.eq(1),
                          self.latch_block.eq(L), self.latch_nx.eq(self.nhead)]
-            m.d.comb += [self.q_h.eq(0), self.q_addr.eq(0)]  # the head's entry 0 (its x queue)
+            # The head's entry 0 (its x queue, q_addr_head = 0 while the block is not the head);
+            # next cycle its entry 1, as MAC_FETCH would set it.
+            m.d.comb += self.q_h.eq(0)
             m.d.sync += [block.eq(L), px.eq(1), ph.eq(1), xseg.eq(0), h_lost.eq(0),
-                         e.eq(0), g.eq(0), cnt.eq(0)]
+                         e.eq(0), g.eq(0), cnt.eq(0), g_last.eq(t_groups[L] == 1),
+                         last_e.eq(self.nhead == 1)]
+            fetch_at(1, 1)
             with m.If(self.nhead == 0):  # cycles.EMPTY_MAC_PHASE: the read-out follows
                 with m.If(~self.out_room):
                     m.next = "WAIT_OUT"
@@ -356,11 +397,14 @@ class Schedule(wiring.Component):
                     account()
                 m.d.comb += [self.latch_fired.eq(~xseg), self.latch_x0.eq(xseg),
                              self.latch_ahead.eq(ro_active)]
-                fetch(0)
-                m.d.sync += [e.eq(0), g.eq(0), cnt.eq(0)]
+                # Entry 0 on the read ports; next cycle entry 1 (its h position from the count
+                # read now; it is only used when n_x <= 1). begin_mac below overrides this.
+                m.d.sync += [e.eq(0), g.eq(0), cnt.eq(0), g_last.eq(t_groups[block] == 1)]
+                fetch_at(1, 1 - n_x)
                 with m.If(~xseg):  # (the overlapped x phase runs after the last beat)
                     m.d.sync += [rd_group.eq(0), act_k.eq(0), act_beat.eq(0)]
-                with m.If(n_total == 0):
+                m.d.sync += last_e.eq(n_total == 1)
+                with m.If((self.n_x == 0) & (self.n_h == 0)):  # n_total == 0, without the adder
                     mac_done()  # cycles.EMPTY_MAC_PHASE
                 with m.Else():
                     m.next = "MAC_FETCH2"
@@ -370,19 +414,25 @@ class Schedule(wiring.Component):
                 with m.Else():
                     account()
                 m.d.comb += self.take.eq(1)
-                fetch(1)
+                # Entry 1 on the read ports; MAC_RUN starts at column 0, group 0.
+                fetch_next(g_last)
                 m.next = "MAC_RUN"
             with m.State("MAC_RUN"):
                 account()
                 m.d.comb += self.issue.eq(1)
                 # The entry taken in a column's last cycle was addressed the cycle before: in
                 # the column's previous cycle, or (one-cycle columns) in the previous column's.
-                last_g = g == t_groups[block] - 1
-                fetch(Mux(last_g, e + 2, e + 1))
+                last_g = g_last  # g == groups - 1
+                g_last_next = Mux(last_g, t_groups[block] == 1, g + 2 == t_groups[block])
+                m.d.sync += g_last.eq(g_last_next)
+                # On the read ports: entry e + 2 in the column's last cycle, else e + 1 (qi); the
+                # next cycle's is one further when that cycle is a column's last.
+                fetch_next(g_last_next)
                 with m.If(last_g):
                     m.d.sync += [g.eq(0), e.eq(e + 1)]
                     m.d.comb += self.take.eq(1)
-                    with m.If(e + 1 == n_total):
+                    m.d.sync += last_e.eq(e + 2 == n_total)
+                    with m.If(last_e):  # e + 1 == n_total
                         with m.If(t_drain[block] == 0):
                             mac_done()
                         with m.Else():
