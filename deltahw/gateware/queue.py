@@ -82,8 +82,13 @@ class DeltaQueue(wiring.Component):
                      w_delta.eq(self.w_delta), w_first.eq(self.w_first), w_buf.eq(self.w_buf)]
         wbuf = w_buf if self.buffers == 2 else Const(0, 1)
         rbuf = self.r_buf if self.buffers == 2 else Const(0, 1)
+        # count: the entries already in the buffer being written (0 on a fill's first beat). It is
+        # a register, computed a cycle ahead from the unregistered w_first/w_buf (Fmax: no count
+        # select before the compaction), and so are the banks' offsets derived from it below.
         count = Signal(self.count_bits)
-        m.d.comb += count.eq(Mux(w_first, 0, self.count[wbuf]))
+        updating = Signal()
+        m.d.comb += updating.eq(w_first | w_valid.any())
+        next_buf = self.w_buf if self.buffers == 2 else Const(0, 1)
 
         # prefix[i] = number of fired elements before element i (mod K is all that is needed);
         # n = total fired this cycle. Each is a small lookup table of the valid bits (LUT logic
@@ -103,7 +108,17 @@ class DeltaQueue(wiring.Component):
 
         prefix = [popcount(w_valid, i, f"prefix{i}") for i in range(K)]
         n = popcount(w_valid, K, "n")
-        c0 = count[:kbits] if kbits else Const(0, 1)
+        new_count = Signal(self.count_bits)
+        m.d.comb += new_count.eq(count + n)
+        with m.If(updating):
+            m.d.sync += self.count[wbuf].eq(new_count)
+        # Next cycle's count: 0 on a fill's first beat, else the buffer's count after this cycle.
+        count_next = Signal(self.count_bits)
+        m.d.comb += count_next.eq(
+            Mux(self.w_first, 0,
+                Mux(updating & (wbuf == next_buf), new_count, self.count[next_buf])))
+        m.d.sync += count.eq(count_next)
+        c0_next = count_next[:kbits] if kbits else Const(0, 1)
         # Element i goes to bank (count + prefix[i]) mod K, at word (count + prefix[i]) // K: the
         # words of the banks below count mod K are one further than those at or above it.
         base = Signal(wbits + 1, name="w_base")
@@ -119,16 +134,21 @@ class DeltaQueue(wiring.Component):
             wp, rp = mem.write_port(), mem.read_port()
             # j = (b - count) mod K: this bank takes the j-th fired element of this cycle. The
             # select of each element is one-hot over the fired ones, so an AND-OR picks the data.
-            j = Const(b, max(1, kbits)) - c0 if kbits else Const(0, 1)
-            jj = Signal(max(1, kbits), name=f"j{b}")
-            m.d.comb += jj.eq(j)
+            jj = Signal(max(1, kbits), name=f"j{b}")  # registered: (b - count) mod K
+            if kbits:
+                m.d.sync += jj.eq(Const(b, kbits) - c0_next)
             sels = []
             for i in range(K):
                 sel = Signal(name=f"sel{b}_{i}")
                 m.d.comb += sel.eq(w_valid[i] & (prefix[i] == jj) if kbits else w_valid[i])
                 sels.append(sel)
             # c0 > K - 1 never holds: the last bank always takes the base word.
-            word = Mux(c0 > b, base1, base) if kbits and b < K - 1 else base
+            if kbits and b < K - 1:
+                above = Signal(name=f"above{b}")  # registered: count mod K > b
+                m.d.sync += above.eq(c0_next > b)
+                word = Mux(above, base1, base)
+            else:
+                word = base
             addr = word[:wbits] if wbits else Const(0, 1)
             if self.buffers == 2:
                 addr = Cat(addr, wbuf) if wbits else wbuf
@@ -150,7 +170,4 @@ class DeltaQueue(wiring.Component):
                 with m.Case(b):
                     m.d.comb += [self.r_index.eq(read_words[b].index),
                                  self.r_delta.eq(read_words[b].delta)]
-
-        with m.If(w_first | w_valid.any()):
-            m.d.sync += self.count[wbuf].eq(count + n)
         return m
