@@ -72,8 +72,13 @@ class DeltaEncoder(wiring.Component):
             if self.ahead:
                 v = Signal(signed(ab), name=f"v{i}")
                 lo, hi = Signal(bound, name=f"lo{i}"), Signal(bound, name=f"hi{i}")
-                m.d.sync += [v.eq(self.v[i]), lo.eq(self.v[i] - self.theta),
-                             hi.eq(self.v[i] + self.theta)]
+                # The decision for old = 0 (clear) is registered too, so ``clear`` selects
+                # between two decisions instead of sitting in front of the compare chain.
+                lo_now, hi_now = Signal(bound), Signal(bound)
+                big0 = Signal(name=f"big0_{i}")
+                m.d.comb += [lo_now.eq(self.v[i] - self.theta), hi_now.eq(self.v[i] + self.theta)]
+                m.d.sync += [v.eq(self.v[i]), lo.eq(lo_now), hi.eq(hi_now),
+                             big0.eq((lo_now >= 0) | (hi_now <= 0))]
             else:
                 v = self.v[i]
             old = Signal(signed(ab), name=f"old{i}")
@@ -87,8 +92,10 @@ class DeltaEncoder(wiring.Component):
             d = Signal(signed(ab + 1), name=f"d{i}")
             m.d.comb += d.eq(v - old)
             if self.ahead:
-                # |v - old| >= theta  <=>  old <= v - theta  or  old >= v + theta
-                big = (old <= lo) | (old >= hi)
+                # |v - old| >= theta  <=>  old <= v - theta  or  old >= v + theta (vhat straight
+                # into the compare; old = 0 when clear: the registered big0)
+                vh = self.vhat[i]
+                big = Mux(self.clear, big0, (vh <= lo) | (vh >= hi))
             elif self.vhat_ahead:
                 # |v - old| >= theta  <=>  v <= old - theta  or  v >= old + theta
                 big = (v <= olo) | (v >= ohi)
