@@ -110,8 +110,15 @@ def synthesis_lock():
             fcntl.flock(f, fcntl.LOCK_UN)
 
 
+#: Signals that stop deltahw (``terminate_on_signals``). ``run_tool`` blocks them while it starts
+#: a tool, so that one arriving then is delivered only where the tool's process group is killed.
+_STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM}
+
+
 def _die_with_parent():  # pragma: no cover - runs in the child between fork and exec
-    """Ask Linux to SIGKILL the tool if deltahw itself dies (even by SIGKILL)."""
+    """Ask Linux to SIGKILL the tool if deltahw itself dies (even by SIGKILL); unblock the stop
+    signals ``run_tool`` blocked in the parent (a signal mask survives exec)."""
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOP_SIGNALS)
     try:
         import ctypes
 
@@ -148,23 +155,32 @@ def run_tool(cmd, cwd, what, log_file, env=None, timeout=None):
         while not stop.wait(20):
             log(f"  ... {what}: {time.monotonic() - start:.0f} s")
 
+    # A SIGTERM/SIGINT that arrived while Popen was still returning would raise before the
+    # try/finally below exists and leave the tool's process group running (the tool's own
+    # children have no PDEATHSIG): keep the signals pending until that try is entered.
+    mask = signal.pthread_sigmask(signal.SIG_BLOCK, _STOP_SIGNALS)
     try:
-        with open(log_file, "w") as out:
-            # preexec_fn runs before the ticker thread exists (fork with threads is unsafe).
-            proc = subprocess.Popen(cmd, cwd=cwd, stdout=out, stderr=subprocess.STDOUT, env=env,
-                                    start_new_session=True, preexec_fn=_die_with_parent)
-    except FileNotFoundError as e:
-        raise BuildError(f"{what} failed: {e.filename} is not installed.") from None
-    t = threading.Thread(target=ticker, daemon=True)
-    t.start()
-    try:
-        returncode = proc.wait(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        raise BuildError(f"{what} did not finish within {timeout} s.", log=log_file) from None
+        try:
+            with open(log_file, "w") as out:
+                # preexec_fn runs before the ticker thread exists (fork with threads is unsafe).
+                proc = subprocess.Popen(cmd, cwd=cwd, stdout=out, stderr=subprocess.STDOUT,
+                                        env=env, start_new_session=True,
+                                        preexec_fn=_die_with_parent)
+        except FileNotFoundError as e:
+            raise BuildError(f"{what} failed: {e.filename} is not installed.") from None
+        t = threading.Thread(target=ticker, daemon=True)
+        t.start()
+        try:
+            signal.pthread_sigmask(signal.SIG_SETMASK, mask)  # a pending signal is raised here
+            returncode = proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            raise BuildError(f"{what} did not finish within {timeout} s.", log=log_file) from None
+        finally:
+            stop.set()
+            if proc.poll() is None:
+                _kill_group(proc)
     finally:
-        stop.set()
-        if proc.poll() is None:
-            _kill_group(proc)
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
     elapsed = time.monotonic() - start
     if returncode != 0:
         tail = "\n".join(Path(log_file).read_text(errors="replace").splitlines()[-15:])

@@ -544,6 +544,42 @@ def test_sigterm_stops_the_tool_process_group(tmp_path):
         raise AssertionError("the tool's child survived its parent")
 
 
+def test_sigterm_while_the_tool_starts_still_stops_it(tmp_path):
+    """build.run_tool: a SIGTERM that arrives while Popen is returning (before the wait) still
+    kills the tool's process group. The child script sends it to itself at exactly that point."""
+    script = textwrap.dedent(f"""
+        import os, signal, subprocess, sys, time
+        from deltahw.build import run_tool
+        from deltahw.util import run_cli
+        real = subprocess.Popen
+        def popen(*a, **k):
+            p = real(*a, **k)
+            while not os.path.exists("{tmp_path}/child.pid"):
+                time.sleep(0.01)
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(0.2)  # the handler would run here, before run_tool's try/finally
+            return p
+        subprocess.Popen = popen
+        def body():
+            run_tool(["sh", "-c", "sleep 300 & echo $! > {tmp_path}/child.pid; wait"],
+                     "{tmp_path}", "fake synthesis", "{tmp_path}/tool.log")
+            return 0
+        sys.exit(run_cli(body))
+    """)
+    proc = subprocess.run([sys.executable, "-c", script], env=ENV, capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 143 and "terminated by SIGTERM" in proc.stderr, proc.stderr
+    child = int((tmp_path / "child.pid").read_text())
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < 10:
+        if not _alive(child):
+            break
+        time.sleep(0.1)
+    else:
+        os.kill(child, signal.SIGKILL)
+        raise AssertionError("the tool's child survived its parent")
+
+
 def _alive(pid):
     """True while ``pid`` runs. A killed child reparented to a PID 1 that does not reap (as in
     containers) stays a zombie, which ``os.kill(pid, 0)`` still reports as present."""
