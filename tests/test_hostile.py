@@ -534,14 +534,7 @@ def test_sigterm_stops_the_tool_process_group(tmp_path):
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 143 and "terminated by SIGTERM" in err, err
-    t0 = time.monotonic()
-    while time.monotonic() - t0 < 10:
-        if not _alive(child):
-            break
-        time.sleep(0.1)
-    else:
-        os.kill(child, signal.SIGKILL)
-        raise AssertionError("the tool's child survived its parent")
+    _assert_dies(child)
 
 
 def test_sigterm_while_the_tool_starts_still_stops_it(tmp_path):
@@ -570,14 +563,18 @@ def test_sigterm_while_the_tool_starts_still_stops_it(tmp_path):
                           text=True, timeout=120)
     assert proc.returncode == 143 and "terminated by SIGTERM" in proc.stderr, proc.stderr
     child = int((tmp_path / "child.pid").read_text())
+    _assert_dies(child)
+
+
+def _assert_dies(child):
+    """The tool's child ``child`` (a pid) is gone within 10 s; killed and reported otherwise."""
     t0 = time.monotonic()
     while time.monotonic() - t0 < 10:
         if not _alive(child):
-            break
+            return
         time.sleep(0.1)
-    else:
-        os.kill(child, signal.SIGKILL)
-        raise AssertionError("the tool's child survived its parent")
+    os.kill(child, signal.SIGKILL)
+    raise AssertionError("the tool's child survived its parent")
 
 
 def _alive(pid):
