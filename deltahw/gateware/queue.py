@@ -142,8 +142,10 @@ class DeltaQueue(wiring.Component):
                 sel = Signal(name=f"sel{b}_{i}")
                 m.d.comb += sel.eq(w_valid[i] & (prefix[i] == jj) if kbits else w_valid[i])
                 sels.append(sel)
-            # c0 > K - 1 never holds: the last bank always takes the base word.
-            if kbits and b < K - 1:
+            # c0 > K - 1 never holds: the last bank always takes the base word; nor does c0 > b
+            # when count mod K cannot reach b + 1 (a queue shorter than K, e.g. I < E: no
+            # constant compare, which Verilator's lint rejects).
+            if kbits and b < min(K, 1 << len(c0_next)) - 1:
                 above = Signal(name=f"above{b}")  # registered: count mod K > b
                 m.d.sync += above.eq(c0_next > b)
                 word = Mux(above, base1, base)
