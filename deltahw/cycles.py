@@ -78,6 +78,7 @@ __all__ = [
     "column_cost",
     "head_column_cost",
     "mac_drain",
+    "weight_words_read",
     "mac_phase_fixed",
     "x_phase",
     "x_hide_limit",
@@ -254,6 +255,21 @@ def ideal_cycles(config: DeltaGRUConfig, fired_per_layer, fired_head=0):
     if config.has_head:
         total = total + fired_head * head_column_cost(config)
         total = total + ceil_div(config.output_size, config.act_width)
+    return total
+
+
+def weight_words_read(config: DeltaGRUConfig, fired_per_layer, fired_head=0):
+    """Weight-memory words the MAC array reads in a timestep: every issue cycle reads one weight
+    per lane (P words, lanes past the end of a partial row group included), so a fired layer
+    column costs ``column_cost * P`` words and a fired head column ``head_column_cost * P``.
+    The weights actually used are the MACs (3H per layer column, O per head column); the
+    difference is the padding of partial row groups. This is the delta network paper's memory
+    cost measure (Neil et al. 2017: a delta network fetches only the fired columns)."""
+    total = 0
+    for n in fired_per_layer:
+        total = total + n * column_cost(config) * config.lanes
+    if config.has_head:
+        total = total + fired_head * head_column_cost(config) * config.lanes
     return total
 
 

@@ -315,3 +315,60 @@ def test_golden_phase_reports_the_task_metric(tmp_path, task):
     elif task == "timestep-classification":
         assert "per timestep" in report
 
+
+
+def test_weight_words_read_counts_p_words_per_issue_cycle():
+    # H=64: a layer column is 3H = 192 weights. P=48 reads them in 4 full row groups (192 words);
+    # P=36 needs 6 row groups of 36 (216 words, 24 of them idle lanes'). The head (O=10) reads
+    # one row group of P words per fired column.
+    for lanes, per_col in ((48, 192), (36, 216)):
+        cfg = DeltaGRUConfig(13, 64, 2, 10, lanes=lanes, lanes_per_bank=4, act_width=4,
+                             enc_width=4)
+        assert cycles.weight_words_read(cfg, [3, 0], 2) == 3 * per_col + 2 * lanes
+        assert cycles.weight_words_read(cfg, [0, 0], 0) == 0
+        dense = cycles.weight_words_read(cfg, cycles.dense_columns(cfg), 64)
+        assert dense == (13 + 64 + 64 + 64) * per_col + 64 * lanes
+
+
+def test_quick_report_has_weight_reads_and_ops_per_mac_cycle(quick_report):
+    _, out, res = quick_report
+    (name, m), = res["models"].items()
+    c = m["cycle_model"]
+    # Dense: every column of I + H fires in the one layer (3H weights each) and all H head
+    # columns (O weights each): the tiny model is I=3, H=8, O=2 on 6 lanes.
+    assert c["dense_weights_used"] == (3 + 8) * 24 + 8 * 2
+    assert c["dense_weight_words"] == (3 + 8) * 4 * 6 + 8 * 1 * 6
+    assert 0 < c["weight_words_per_timestep"] <= c["dense_weight_words"]
+    assert c["weights_used_per_timestep"] <= c["weight_words_per_timestep"]
+    dense_macs = (3 + 8) * 24 + 8 * 2
+    for row in m["hardware"]:  # every P of the lane sweep, at its own mean cycles
+        assert row["perf_artix_assumed"]["effective_ops_per_mac_cycle"] == pytest.approx(
+            2 * dense_macs / row["cycle_model"]["mean_cycles"] / row["lanes"])
+    text = (out / "README.md").read_text()
+    assert "effective op / MAC / cycle" in text
+    assert "Weight-memory reads per timestep" in text
+
+
+def test_recorded_ecp5_takes_the_best_measured_run_of_the_same_p_and_a(tmp_path):
+    rec = {"model": "m (P=48)", "runs": [
+        {"name": "a", "code": "c1", "act_width": 8, "target_mhz": 100, "fmax_mhz": 61.7,
+         "measured": True, "packed": {"TRELLIS_COMB": [39397, 83640], "DP16KD": [30, 208],
+                                      "MULT18X18D": [64, 156]}},
+        {"name": "b", "code": "c2", "act_width": 8, "target_mhz": 100, "fmax_mhz": None,
+         "measured": False},
+        {"name": "c", "code": "c3", "act_width": 4, "target_mhz": 100, "fmax_mhz": 70.0,
+         "measured": True},
+        {"name": "d", "code": "c4", "act_width": 8, "lanes": 12, "target_mhz": 100,
+         "fmax_mhz": 80.0, "measured": True},
+        {"name": "e", "code": "c5", "act_width": 8, "target_mhz": 60, "fmax_mhz": 60.2,
+         "measured": True}]}
+    path = tmp_path / "results.json"
+    path.write_text(json.dumps(rec))
+    cfg = DeltaGRUConfig(13, 64, 1, 10, lanes=48, lanes_per_bank=4, act_width=8, enc_width=8)
+    got = bench_run.recorded_ecp5(cfg, path)
+    assert got["fmax_mhz"] == 61.7 and got["target_mhz"] == 100
+    assert got["used"] == {"luts": 39397, "bram": 30, "dsps": 64}
+    assert "run 'a'" in got["recorded"] and "c1" in got["recorded"]
+    other_p = DeltaGRUConfig(13, 64, 1, 10, lanes=24, lanes_per_bank=4, act_width=8, enc_width=8)
+    assert bench_run.recorded_ecp5(other_p, path) is None
+    assert bench_run.recorded_ecp5(cfg, tmp_path / "missing.json") is None

@@ -90,6 +90,9 @@ def cycle_stats(config: DeltaGRUConfig, fired_layers, fired_head, cycles=None, *
     n = len(model_cycles)
     mean = float(model_cycles.mean()) if n else 0.0
     dense_useful = int(useful_macs(config, [cols], [head])[0])
+    words = np.asarray(cyc.weight_words_read(config, [fl[:, l] for l in range(config.num_layers)],
+                                             fh), dtype=np.int64).reshape(-1)
+    dense_words = int(cyc.weight_words_read(config, cols, head))
     return {
         "lanes": config.lanes,
         "timesteps": n,
@@ -107,6 +110,13 @@ def cycle_stats(config: DeltaGRUConfig, fired_layers, fired_head, cycles=None, *
                              if n else None),
         "dense_lane_utilisation": dense_useful / (config.lanes * dense),
         "phases_mean": {k: float(v.mean()) for k, v in parts.items()},
+        # The paper's memory cost: weight words read per timestep (P per issue cycle), and the
+        # weights actually used (= MACs); bytes at the weight format's width.
+        "weight_words_per_timestep": float(words.mean()) if n else 0.0,
+        "dense_weight_words": dense_words,
+        "weights_used_per_timestep": float(useful.mean()) if n else 0.0,
+        "dense_weights_used": dense_useful,
+        "weight_bits": config.weight.bits,
         "histogram": dict(zip(("cycles", "count"),
                               (v.tolist() for v in np.unique(model_cycles, return_counts=True)))),
     }

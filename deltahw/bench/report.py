@@ -411,7 +411,8 @@ def _hw_section(results: dict) -> list[str]:
                     fit[0] += f" (synthesis failed: {a['error']})"
             if e and "used" in e:
                 ecp = (f"{e['used']['luts']} / {e['used']['bram']} / {e['used']['dsps']}")
-                fmax = f"**{e['fmax_mhz']:.1f} MHz** ({e['target_mhz']:g})"
+                fmax = (f"**{e['fmax_mhz']:.1f} MHz** ({e['target_mhz']:g}"
+                        + ("; recorded build" if e.get("recorded") else "") + ")")
             else:
                 x = est["ECP5-85F"]
                 ecp = f"~{x['luts']} / ~{x['bram']:g} / {x['dsps']} (est.)"
@@ -425,6 +426,12 @@ def _hw_section(results: dict) -> list[str]:
                 f"| {pa['latency_us_mean']:.2f} us | {pa['effective_gops']:.2f} "
                 f"| {_f(pe and pe['latency_us_mean'], '{:.2f} us')} "
                 f"| {_f(pe and pe['effective_gops'])} |")
+        rec = [(r["lanes"], r["ecp5"]["recorded"]) for r in m["hardware"]
+               if r["ecp5"] and r["ecp5"].get("recorded")]
+        if rec:
+            out += [""] + [f"P={P}: no synthesis in this run (`--no-synth`); the ECP5 figures are "
+                           f"the best measured post-route build of the same P and A, from {src}."
+                           for P, src in rec]
         fm = [(r["lanes"], r["ecp5"]["fmax_mhz"]) for r in m["hardware"]
               if r["ecp5"] and r["ecp5"].get("fmax_mhz")]
         if len(fm) > 1:
@@ -491,6 +498,7 @@ def _peer_rows(results: dict) -> list[dict]:
                      "clock": "100 MHz (assumed, no timing analysis)",
                      "workload": work, "mac_units": c["lanes"],
                      "effective_gops": pa["effective_gops"],
+                     "ops_per_mac_cycle": pa.get("effective_ops_per_mac_cycle"),
                      "latency": f"{pa['latency_us_mean']:.2f} us per timestep (mean)",
                      "weights": "on-chip BRAM, run-time loadable",
                      "source": "this report (RTL cycles x assumed clock)"
@@ -502,6 +510,7 @@ def _peer_rows(results: dict) -> list[dict]:
                          "clock": f"{pe['clock_mhz']:.1f} MHz (post-route Fmax, measured)",
                          "workload": work, "mac_units": c["lanes"],
                          "effective_gops": pe["effective_gops"],
+                         "ops_per_mac_cycle": pe.get("effective_ops_per_mac_cycle"),
                          "latency": f"{pe['latency_us_mean']:.2f} us per timestep (mean)",
                          "weights": "on-chip BRAM, run-time loadable",
                          "source": "this report (RTL cycles x post-route Fmax)"})
@@ -512,9 +521,41 @@ def _peer_rows(results: dict) -> list[dict]:
                      + ("" if not p["clock_mhz"] or "clock_mhz" in p.get("from_abstract", [])
                         else " (not re-checked)"),
                      "workload": p["workload"], "mac_units": p["mac_units"],
-                     "effective_gops": p["effective_gops"], "latency": p["latency"],
+                     "effective_gops": p["effective_gops"],
+                     "ops_per_mac_cycle": _published_ops_per_mac_cycle(p),
+                     "latency": p["latency"],
                      "weights": p["weights"], "source": p["source"], "notes": p["notes"]})
     return rows
+
+
+def _published_ops_per_mac_cycle(p: dict) -> float | None:
+    """Effective operations per MAC unit per cycle of a published design: its effective GOp/s
+    over (MAC units x clock); ``None`` where the paper gives no MAC count or clock."""
+    if not (p.get("effective_gops") and p.get("mac_units") and p.get("clock_mhz")):
+        return None
+    return p["effective_gops"] * 1e3 / (p["mac_units"] * p["clock_mhz"])
+
+
+def _weight_reads_table(results: dict) -> list[str]:
+    """The paper's memory cost next to cycles: weight-memory reads per timestep, delta vs dense
+    (cycle model over the whole test split; the RTL counters equal it)."""
+    out = ["### Weight-memory reads per timestep (the delta network paper's cost measure)", "",
+           "Every fired column's weights are read once; the hardware reads P words per issue "
+           "cycle, so a partial row group (P not dividing 3H, or the head's O < P) reads idle "
+           "lanes' words too. Whole test split, cycle model (`deltahw.cycles.weight_words_read`).",
+           "",
+           "| model | weights used per timestep (= MACs): delta / dense | words read by the "
+           "hardware: delta / dense | bytes read: delta / dense | reads saved |",
+           "|---|---:|---:|---:|---:|"]
+    for name, m in results["models"].items():
+        c = m["cycle_model"]
+        if "weight_words_per_timestep" not in c:
+            continue
+        b = c["weight_bits"] / 8
+        w, wd = c["weight_words_per_timestep"], c["dense_weight_words"]
+        out.append(f"| {name} | {c['weights_used_per_timestep']:.0f} / {c['dense_weights_used']} "
+                   f"| {w:.0f} / {wd} | {w * b:.0f} B / {wd * b:.0f} B | {wd / w:.2f}x |")
+    return out + [""]
 
 
 def _peers_section(results: dict) -> list[str]:
@@ -526,15 +567,20 @@ def _peers_section(results: dict) -> list[str]:
            "(2 per MAC) per unit of time, so they grow with temporal sparsity; our figures "
            "are for our small networks, whose fixed per-timestep costs weigh more (section 6).",
            "",
-           "| accelerator | chip | clock | workload | MAC units | effective GOp/s | latency | "
-           "weights | source |",
-           "|---|---|---|---|---:|---:|---|---|---|"]
+           "Effective operations per MAC unit per cycle (effective GOp/s / (MAC units x "
+           "clock)) compare designs of different sizes and clocks: a dense design at full use "
+           "does 2 (one multiply-add); more than 2 is work skipped.", "",
+           "| accelerator | chip | clock | workload | MAC units | effective GOp/s | effective op "
+           "/ MAC / cycle | latency | weights | source |",
+           "|---|---|---|---|---:|---:|---:|---|---|---|"]
     for r in rows:
         out.append(f"| {'**' if r['ours'] else ''}{r['label'].split(',')[0]}"
                    f"{'**' if r['ours'] else ''} | {r['chip']} | {r['clock']} | {r['workload']} "
                    f"| {r['mac_units'] or '-'} | {_f(r['effective_gops'], '{:.1f}')} "
+                   f"| {_f(r['ops_per_mac_cycle'], '{:.1f}')} "
                    f"| {r['latency']} | {r['weights']} | {r['source']} |")
-    out += ["", "![peers](peers.png)", "",
+    out += [""] + _weight_reads_table(results)
+    out += ["![peers](peers.png)", "",
             "EdgeDRNN keeps its weights in DRAM (one burst per fired column), so it runs "
             "networks of millions of parameters on the smallest Zynq; deltahw keeps all weights "
             "in block RAM (no DRAM), which bounds the network size by the part's BRAM but makes a "

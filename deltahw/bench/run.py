@@ -257,7 +257,47 @@ def _perf_at(cfg, mean_cycles: float, p99_cycles: float, dense_cycles: int, f_mh
             "effective_gops": 2 * dense_macs * f_mhz / mean_cycles / 1e3,
             "dense_gops": 2 * dense_macs * f_mhz / dense_cycles / 1e3,
             "peak_gops": 2 * cfg.lanes * f_mhz / 1e3,
+            # Clock-independent: dense-equivalent operations per MAC unit (lane) per cycle.
+            "effective_ops_per_mac_cycle": 2 * dense_macs / mean_cycles / cfg.lanes,
             "timesteps_per_s": f_mhz * 1e6 / mean_cycles}
+
+
+#: The ECP5 place-and-route record (``docs/benchmarks/fmax``): where a benchmark without synthesis
+#: takes the measured post-route Fmax of the same lane and activation-unit counts from.
+FMAX_RECORD = REPO / "docs" / "benchmarks" / "fmax" / "results.json"
+
+
+def recorded_ecp5(cfg, path: Path = FMAX_RECORD) -> dict | None:
+    """The best measured post-route ECP5 Fmax recorded in ``path`` for ``cfg``'s P and A (runs
+    without a ``lanes`` field are of the record's own model, whose P the record states), as a
+    hardware row's ``ecp5`` entry marked ``recorded``; ``None`` when there is none."""
+    try:
+        rec = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    default_lanes = rec.get("lanes", 48)
+    best = None
+    for run in rec.get("runs", []):
+        if not run.get("measured") or not run.get("fmax_mhz"):
+            continue
+        if (run.get("lanes", default_lanes) != cfg.lanes
+                or run.get("act_width") != cfg.act_width):
+            continue
+        if best is None or run["fmax_mhz"] > best["fmax_mhz"]:
+            best = run
+    if best is None:
+        return None
+    packed = best.get("packed") or {}
+    used = ({"luts": packed["TRELLIS_COMB"][0], "bram": packed["DP16KD"][0],
+             "dsps": packed["MULT18X18D"][0]}
+            if all(k in packed for k in ("TRELLIS_COMB", "DP16KD", "MULT18X18D")) else None)
+    out = {"fmax_mhz": float(best["fmax_mhz"]), "target_mhz": best.get("target_mhz"),
+           "recorded": f"{path.relative_to(REPO) if path.is_relative_to(REPO) else path}: "
+                       f"run '{best.get('name', '?')}' (code {best.get('code', '?')}, "
+                       f"{rec.get('model', 'model')})"}
+    if used:
+        out["used"] = used
+    return out
 
 
 def _hardware_rows(spec: ModelSpec, model, test: dict, lanes_list, reports: dict) -> list[dict]:
@@ -307,6 +347,9 @@ def _hardware_rows(spec: ModelSpec, model, test: dict, lanes_list, reports: dict
                 "used": {k: u[k]["used"] for k in ("luts", "ffs", "bram", "dsps")},
                 "totals": {k: u[k]["total"] for k in ("luts", "ffs", "bram", "dsps")},
             }
+        if row["ecp5"] is None and not reports:
+            # No synthesis in this run: the measured post-route figure of the same P and A.
+            row["ecp5"] = recorded_ecp5(cfg)
         row["perf_artix_assumed"] = _perf_at(cfg, cs["mean_cycles"], cs["p99_cycles"],
                                              cs["dense_cycles"], hw.ARTIX_ASSUMED_MHZ)
         fmax = (row["ecp5"] or {}).get("fmax_mhz")
@@ -590,6 +633,11 @@ DEFINITIONS = {
                          "slice (a slice may leave lanes idle when P does not divide 3H)",
     "effective_gops": "2 x dense MACs per timestep / mean time per timestep (dense-equivalent "
                       "operations per second)",
+    "effective_ops_per_mac_cycle": "effective operations / (MAC units x clock cycles): how much "
+                                   "dense-equivalent work one multiplier does per cycle (2 for a "
+                                   "dense design at full use; more only by skipping work)",
+    "weight_words_per_timestep": "deltahw.cycles.weight_words_read: weight-memory words read per "
+                                 "timestep (P per issue cycle); the paper's memory cost measure",
     "cycles": "compute cycles per timestep as counted by CYCLES_LAST (stall cycles waiting for "
               "the host, the sequence-reset phase and any cycles between timesteps are not "
               "counted; the timed stream shows them)",
