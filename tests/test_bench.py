@@ -372,3 +372,21 @@ def test_recorded_ecp5_takes_the_best_measured_run_of_the_same_p_and_a(tmp_path)
     other_p = DeltaGRUConfig(13, 64, 1, 10, lanes=24, lanes_per_bank=4, act_width=8, enc_width=8)
     assert bench_run.recorded_ecp5(other_p, path) is None
     assert bench_run.recorded_ecp5(cfg, tmp_path / "missing.json") is None
+
+
+def test_render_refresh_takes_a_newly_recorded_ecp5_build(quick_report, tmp_path):
+    _, _, res = quick_report
+    res = json.loads(json.dumps(res))
+    (m,) = res["models"].values()
+    record = tmp_path / "fmax.json"
+    record.write_text(json.dumps({"lanes": 6, "runs": [
+        {"name": "new", "code": "abc", "act_width": 1, "target_mhz": 100, "fmax_mhz": 80.0,
+         "measured": True}]}))
+    bench_run.refresh_recorded_ecp5(res, record)
+    rows = {r["lanes"]: r for r in m["hardware"]}
+    got = rows[6]
+    assert got["ecp5"]["fmax_mhz"] == 80.0 and "run 'new'" in got["ecp5"]["recorded"]
+    assert got["perf_ecp5_fmax"]["latency_us_mean"] == pytest.approx(
+        got["cycle_model"]["mean_cycles"] / 80.0)
+    assert all(r["ecp5"] is None and r["perf_ecp5_fmax"] is None
+               for P, r in rows.items() if P != 6)

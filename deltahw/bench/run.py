@@ -30,6 +30,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..config import DeltaGRUConfig
 from ..errors import DeltahwError
 from .. import cycles as cyc
 from ..model import load_model
@@ -298,6 +299,23 @@ def recorded_ecp5(cfg, path: Path = FMAX_RECORD) -> dict | None:
     if used:
         out["used"] = used
     return out
+
+
+def refresh_recorded_ecp5(results: dict, path: Path = FMAX_RECORD) -> None:
+    """Re-read the ECP5 record for the rows of a run without synthesis (``--render`` after a new
+    place-and-route build was recorded): their ``ecp5`` entry and the performance at its clock."""
+    for m in results.get("models", {}).values():
+        if m.get("hardware_mode") != "estimate":
+            continue
+        for row in m.get("hardware", []):
+            if row.get("ecp5") and not row["ecp5"].get("recorded"):
+                continue
+            cfg = hw.with_lanes(DeltaGRUConfig.from_dict(m["config"]), row["lanes"])
+            row["ecp5"] = recorded_ecp5(cfg, path)
+            cs = row["cycle_model"]
+            row["perf_ecp5_fmax"] = _perf_at(cfg, cs["mean_cycles"], cs["p99_cycles"],
+                                             cs["dense_cycles"],
+                                             (row["ecp5"] or {}).get("fmax_mhz"))
 
 
 def _hardware_rows(spec: ModelSpec, model, test: dict, lanes_list, reports: dict) -> list[dict]:
@@ -691,6 +709,7 @@ def main(argv=None) -> int:
         from .report import write_report
 
         results = json.loads(Path(args.render).read_text())
+        refresh_recorded_ecp5(results)
         for p in write_report(results, Path(args.out)):
             print(f"wrote {p}")
         return 0
