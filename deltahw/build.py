@@ -5,7 +5,8 @@
 
 Steps (each prints a progress line):
 
-1. load the model (default: the shipped trained model under ``models/``) and apply ``--lanes`` and
+1. load the model (default: the shipped trained model under ``models/``; ``--model`` is a deprecated
+   alias of the argument) and apply ``--theta-x/--theta-h/--theta-head``, ``--lanes`` and
    ``--clock-mhz``;
 2. check that the design fits the part (block RAM, multipliers, LUT estimate) and stop with the
    overflowing resource and what would fit, before anything is generated;
@@ -313,16 +314,24 @@ def _board_settings(board: str, variant, clock_mhz, baud):
     return board, variant, clock_mhz, baud
 
 
+def _load(model_path, args):
+    """The command line's model, with its ``--theta-*`` thresholds (real units) applied."""
+    from .golden import apply_threshold_arguments
+
+    try:
+        model = load_model(model_path, allow_clipping=args.allow_clipping,
+                           trust_pickle=args.trust_pickle)
+        return apply_threshold_arguments(model, args)
+    except DeltahwError as e:
+        raise BuildError(f"Cannot use model {model_path}: {e}", code=2) from None
+
+
 def build(args) -> dict:
     """The command line's build: load ``args.model`` (step 1), then :func:`build_model`."""
     _board_settings(args.board, args.variant, args.clock_mhz, args.baud)  # before the model
     model_path = Path(args.model) if args.model else default_model()
     log(f"[1/5] loading model {model_path}")
-    try:
-        model = load_model(model_path, allow_clipping=args.allow_clipping,
-                           trust_pickle=args.trust_pickle)
-    except DeltahwError as e:
-        raise BuildError(f"Cannot use model {model_path}: {e}", code=2) from None
+    model = _load(model_path, args)
     return build_model(model, args.board, variant=args.variant, out=args.out,
                        clock_mhz=args.clock_mhz, baud=args.baud, lanes=args.lanes,
                        force=args.force, synth=not args.no_synth, source=model_path)
@@ -574,7 +583,7 @@ def write_reports(report: dict, out: Path) -> None:
 
 
 def main(argv=None) -> int:
-    from .golden import add_loading_arguments
+    from .util import add_loading_arguments, add_threshold_arguments
 
     ap = argparse.ArgumentParser(
         prog="python -m deltahw.build",
@@ -585,8 +594,9 @@ def main(argv=None) -> int:
                          "under models/)")
     ap.add_argument("--board", required=True, choices=sorted(BOARDS))
     ap.add_argument("--variant", help="board variant (arty_a7: 35 or 100; ulx3s: 85, 45, 25)")
-    ap.add_argument("--model", dest="model_option", metavar="MODEL",
-                    help="the model, as an option (same as the positional argument)")
+    # Deprecated spelling (hidden): the model was an option before it became the positional
+    # argument every other command takes.
+    ap.add_argument("--model", dest="model_option", metavar="MODEL", help=argparse.SUPPRESS)
     ap.add_argument("--lanes", type=int, help="MAC lanes P (a multiple of 3 x act_width)")
     ap.add_argument("--clock-mhz", type=float,
                     help=f"target clock, {CLOCK_MHZ_RANGE[0]:g} to {CLOCK_MHZ_RANGE[1]:g} MHz "
@@ -595,7 +605,7 @@ def main(argv=None) -> int:
     ap.add_argument("--out", help="build folder (default build/BOARD-VARIANT); written "
                                   "atomically, an existing folder is replaced only if it is an "
                                   "earlier build")
-    ap.add_argument("--output", help="deprecated spelling of --out")
+    ap.add_argument("--output", help=argparse.SUPPRESS)  # deprecated spelling of --out (hidden)
     ap.add_argument("--force", action="store_true",
                     help="replace an existing --out folder even if deltahw did not write it")
     ap.add_argument("--no-synth", action="store_true",
@@ -608,11 +618,15 @@ def main(argv=None) -> int:
                     help="with --soc: the block RAMs start at zero and the firmware loads every "
                          "weight and bias from its ROM (a 128 KB ROM for fsdd: needs the A7-100T; "
                          "default: the block RAMs start with the weights, as in the UART build)")
+    add_threshold_arguments(ap)
     add_loading_arguments(ap)
     args = ap.parse_args(argv)
     if args.model and args.model_option and args.model != args.model_option:
         ap.error(f"the model is given twice ({args.model} and --model {args.model_option}); "
                  "give it once.")
+    if args.model_option is not None:
+        print("note: --model is deprecated; give the model as the first argument.",
+              file=sys.stderr)
     args.model = args.model or args.model_option
     if args.output is not None:
         if args.out is not None and args.out != args.output:
@@ -673,11 +687,7 @@ def _soc_main(args, t0) -> int:
     _check_clock_and_baud(board, clock_mhz, UART_BAUD)
     model_path = Path(args.model) if args.model else default_model()
     log(f"loading model {model_path}")
-    try:
-        model = load_model(model_path, allow_clipping=args.allow_clipping,
-                           trust_pickle=args.trust_pickle)
-    except DeltahwError as e:
-        raise BuildError(f"Cannot use model {model_path}: {e}", code=2) from None
+    model = _load(model_path, args)
     x_q, seq = default_sequence(model)
     out = Path(args.out or f"build/{board.name}-{variant}-soc").absolute()
     report = build_soc(model, out, target="arty_a7", load=args.load_weights, x_q=x_q,

@@ -3,6 +3,8 @@ reduction within a stated metric loss, evaluated by the bit-exact golden model.
 
     python -m deltahw.calibrate MODEL --data val.npz --max-loss 1.0 --out DIR [--test-data t.npz]
 
+(with ``--config``, ``--allow-clipping`` and ``--trust-pickle`` as in ``python -m deltahw.export``)
+
 ``MODEL`` is anything :func:`deltahw.model.load_model` reads (deltahw checkpoint, ``torch.nn.GRU``
 state dict with a ``Linear`` head, exported folder); the data files have the layout of
 :mod:`deltahw.train.userdata` (``X`` (sum T_i, I), ``lengths`` (N,), ``y``), and the task is the
@@ -510,13 +512,14 @@ def _plot(cal: Calibration) -> bytes:
     return buf.getvalue()
 
 
-def _check_out(out: Path, inputs: list[Path]) -> None:
-    """Refuse an output folder that would overwrite the inputs or files this tool did not write."""
+def _check_out(out: Path, inputs: list[Path], force: bool = False) -> None:
+    """Refuse an output folder that would overwrite the inputs or the working directory, or
+    (unless ``force``) files this tool did not write."""
     out = Path(out)
     for p in inputs:
         if p.exists() and out.exists():
-            r = p.resolve()
-            if r == out.resolve() or any(r == (out / f).resolve() for f in OUTPUT_FILES):
+            r, o = p.resolve(), out.resolve()
+            if r == o or o in r.parents:  # the folder is replaced whole
                 raise CalibrationError(f"--out {out} would overwrite the input {p}; choose "
                                        "another folder.")
     if out.exists() and not out.is_dir():
@@ -525,13 +528,13 @@ def _check_out(out: Path, inputs: list[Path]) -> None:
     if out.is_dir() and (cwd == out.resolve() or out.resolve() in cwd.parents):
         raise CalibrationError(f"--out {out} is the working directory (or holds it); the folder "
                                "is replaced whole, so give a new one, e.g. --out calibrated.")
-    if out.is_dir():
+    if out.is_dir() and not force:
         foreign = sorted(f.name for f in out.iterdir() if f.name not in OUTPUT_FILES)
         ours = (out / "calibration.json").is_file()
         if foreign or (any(out.iterdir()) and not ours):
             raise CalibrationError(f"--out {out} already holds files this tool did not write "
                                    f"({', '.join(foreign[:3]) or 'model.pt'}); choose a new or "
-                                   "empty folder.")
+                                   "empty folder, or pass --force to replace it.")
 
 
 def _checkpoint_bytes(cal: Calibration, source) -> bytes:
@@ -561,12 +564,13 @@ def _checkpoint_bytes(cal: Calibration, source) -> bytes:
     return buf.getvalue()
 
 
-def write_calibration(cal: Calibration, out, source=None) -> Path:
+def write_calibration(cal: Calibration, out, source=None, force: bool = False) -> Path:
     """Write ``model.pt``, ``config.json``, ``calibration.json``/``.md`` and ``pareto.png`` into
-    the folder ``out`` (new, or written by an earlier calibration and holding nothing else)."""
+    the folder ``out`` (new, or written by an earlier calibration and holding nothing else; with
+    ``force``, any folder but the working directory and the source)."""
     out = Path(out)
     src = [Path(source)] if isinstance(source, (str, Path)) else []
-    _check_out(out, src)
+    _check_out(out, src, force=force)
     name = str(source) if isinstance(source, (str, Path)) else type(source).__name__
     files = {
         "model.pt": _checkpoint_bytes(cal, source),
@@ -584,17 +588,27 @@ def write_calibration(cal: Calibration, out, source=None) -> Path:
 
 # --------------------------------------------------------------------------------------------------
 def main(argv=None) -> int:
+    from .util import add_loading_arguments, run_cli
+
     ap = argparse.ArgumentParser(
         prog="python -m deltahw.calibrate",
         description="Choose per-layer delta thresholds for the largest op reduction within a "
                     "metric loss, on validation data, with the bit-exact golden model.")
-    ap.add_argument("model", help="deltahw checkpoint, GRU state dict (.pt) or exported folder")
+    ap.add_argument("model", help="exported model folder, deltahw checkpoint or GRU state dict "
+                                  "(.pt)")
+    ap.add_argument("--config", help="JSON config (formats, lanes) for a plain GRU")
+    add_loading_arguments(ap)
     ap.add_argument("--data", required=True, help="calibration (validation) data, .npz with X, "
                     "lengths, y")
     ap.add_argument("--max-loss", type=float, default=1.0,
                     help="admissible loss: accuracy points, or percent of the reference RMSE "
                          "(default 1.0)")
-    ap.add_argument("--out", required=True, help="output folder (new or empty)")
+    ap.add_argument("--out", required=True,
+                    help="output folder (written atomically; an existing folder is replaced only "
+                         "if an earlier calibration wrote it)")
+    ap.add_argument("--force", action="store_true",
+                    help="replace an existing --out folder even if deltahw did not write it (never "
+                         "the working directory or an input)")
     ap.add_argument("--test-data", help="held-out .npz: report the chosen thresholds on it too")
     ap.add_argument("--task", help="classification, timestep-classification or "
                     "timestep-regression (default: the model's, else inferred from y)")
@@ -602,19 +616,21 @@ def main(argv=None) -> int:
                     help="largest threshold tried, real units (default 2.0)")
     ap.add_argument("--quiet", action="store_true", help="no progress lines")
     args = ap.parse_args(argv)
-    try:
-        out = Path(args.out)
-        src = [Path(args.model), Path(args.data)] + (
-            [Path(args.test_data)] if args.test_data else [])
-        _check_out(out, src)
-        model = load_model(args.model)
-        cal = calibrate(model, args.data, max_loss=args.max_loss, task=args.task,
-                        test_data=args.test_data, max_theta=args.max_theta,
-                        progress=None if args.quiet else (lambda s: print(s, flush=True)))
-        write_calibration(cal, out, source=args.model)
-    except DeltahwError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    return run_cli(_main, args)
+
+
+def _main(args) -> int:
+    out = Path(args.out)
+    src = [Path(args.model), Path(args.data)] + (
+        [Path(args.test_data)] if args.test_data else [])
+    _check_out(out, src, force=args.force)
+    cfg = DeltaGRUConfig.load(args.config) if args.config else None
+    model = load_model(args.model, config=cfg, allow_clipping=args.allow_clipping,
+                       trust_pickle=args.trust_pickle)
+    cal = calibrate(model, args.data, max_loss=args.max_loss, task=args.task,
+                    test_data=args.test_data, max_theta=args.max_theta,
+                    progress=None if args.quiet else (lambda s: print(s, flush=True)))
+    write_calibration(cal, out, source=args.model, force=args.force)
     t = cal.thresholds()
     print(f"chosen thresholds (real units): theta_x={t['theta_x']} theta_h={t['theta_h']} "
           f"theta_head={t['theta_head']:g}; op reduction {cal.chosen.op_reduction:.2f}x, loss "

@@ -88,7 +88,7 @@ def chosen_lines(config) -> list[str]:
 
 
 def main(argv=None) -> int:
-    from .golden import add_model_arguments
+    from .util import add_model_arguments
 
     ap = argparse.ArgumentParser(
         prog="python -m deltahw.export",

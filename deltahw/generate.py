@@ -208,7 +208,7 @@ def load_model_or_config(source, allow_clipping=False, trust_pickle=False,
 
 
 def main(argv=None) -> int:
-    from .golden import add_loading_arguments
+    from .util import add_loading_arguments, add_threshold_arguments
 
     ap = argparse.ArgumentParser(
         prog="python -m deltahw.generate",
@@ -228,12 +228,15 @@ def main(argv=None) -> int:
         ap.add_argument(
             f"--{name}", type=int, help=f"override the config's {name.replace('-', '_')}"
         )
+    add_threshold_arguments(ap)
     add_loading_arguments(ap)
     args = ap.parse_args(argv)
     return run_cli(_run, args)
 
 
 def _run(args) -> int:
+    from .golden import apply_threshold_arguments
+
     hw = {
         k: getattr(args, k)
         for k in ("lanes", "lanes_per_bank", "enc_width", "act_width")
@@ -241,6 +244,7 @@ def _run(args) -> int:
     }
     model = load_model_or_config(args.model, allow_clipping=args.allow_clipping,
                                  trust_pickle=args.trust_pickle, **hw)
+    model = apply_threshold_arguments(model, args)
     print(f"generating {model.config.summary()}", flush=True)
     for line in chosen_lines(model.config):
         print(line, flush=True)

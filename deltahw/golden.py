@@ -36,7 +36,12 @@ from . import cycles
 from .config import ConfigError, DeltaGRUConfig
 from .model import InputError, QuantizedModel, load_model
 from .numerics import dequantize, rshift_round, saturate, threshold_to_lsb
-from .util import run_cli
+from .util import (  # noqa: F401  (the argument helpers: re-exported for callers)
+    add_loading_arguments,
+    add_model_arguments,
+    add_threshold_arguments,
+    run_cli,
+)
 
 __all__ = ["GoldenResult", "run_golden", "gru_activation", "main"]
 
@@ -597,33 +602,18 @@ def _parse_thresholds(text: str | None, cfg: DeltaGRUConfig, name: str):
         ) from None
 
 
-def add_model_arguments(ap: argparse.ArgumentParser) -> None:
-    ap.add_argument(
-        "model", help="exported model folder, deltahw checkpoint or GRU state dict (.pt)"
-    )
-    ap.add_argument("--config", help="JSON config (formats, thresholds, lanes) for a plain GRU")
-    ap.add_argument("--theta-x", help="input-delta thresholds in real units, e.g. 0.05 or 0.05,0.1")
-    ap.add_argument("--theta-h", help="hidden-delta thresholds in real units")
-    ap.add_argument("--theta-head", help="the head's input-delta threshold in real units")
-    add_loading_arguments(ap)
-
-
-def add_loading_arguments(ap: argparse.ArgumentParser) -> None:
-    """``--allow-clipping`` and ``--trust-pickle``, for every command that imports a model."""
-    ap.add_argument("--allow-clipping", action="store_true",
-                    help="accept a model that quantization clips heavily (more than 1 %% of its "
-                         "parameters or 10 %% of one tensor) or rounds to all-zero weights")
-    ap.add_argument("--trust-pickle", action="store_true",
-                    help="unpickle arbitrary Python objects (e.g. a whole saved nn.Module) from "
-                         "the model file; only for files you trust, as unpickling can run code")
-
-
 def model_from_arguments(args) -> QuantizedModel:
     cfg = DeltaGRUConfig.load(args.config) if args.config else None
     model = load_model(args.model, config=cfg, allow_clipping=args.allow_clipping,
                        trust_pickle=args.trust_pickle)
-    tx = _parse_thresholds(args.theta_x, model.config, "--theta-x")
-    th = _parse_thresholds(args.theta_h, model.config, "--theta-h")
+    return apply_threshold_arguments(model, args)
+
+
+def apply_threshold_arguments(model: QuantizedModel, args) -> QuantizedModel:
+    """``model`` with the thresholds of ``--theta-x/--theta-h/--theta-head`` (real units), if
+    given."""
+    tx = _parse_thresholds(getattr(args, "theta_x", None), model.config, "--theta-x")
+    th = _parse_thresholds(getattr(args, "theta_h", None), model.config, "--theta-h")
     to = _parse_thresholds(getattr(args, "theta_head", None), model.config, "--theta-head")
     if to is not None and len(to) != 1:
         raise ConfigError(f"--theta-head takes one threshold; got {args.theta_head}.")

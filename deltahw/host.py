@@ -19,10 +19,12 @@ progress. A device reset after ``connect()`` is always reported (:class:`DeviceR
 driver does not import Amaranth.
 
 ``python -m deltahw.host --port PORT info | load MODEL | run MODEL --input x.npy [--labels y.npy]``
-is the command line front end; with ``--labels`` it reports the model's task metric on the
-device's outputs (accuracy at the last timestep, per-timestep accuracy, or RMSE / MAE in the
-data's units: :class:`deltahw.train.evaluate.TaskTally`, the implementation training and the
-bench use).
+is the command line front end (``load`` and ``run`` take the model options of the other commands:
+``--theta-x/--theta-h/--theta-head`` in real units, which ``run`` without ``--load`` writes to the
+device alone, ``--config``, ``--allow-clipping``, ``--trust-pickle``); with ``--labels`` it
+reports the model's task metric on the device's outputs (accuracy at the last timestep,
+per-timestep accuracy, or RMSE / MAE in the data's units:
+:class:`deltahw.train.evaluate.TaskTally`, the implementation training and the bench use).
 """
 
 import argparse
@@ -755,6 +757,8 @@ def _task_line(model, outputs, y) -> str:
 
 
 def main(argv=None) -> int:
+    from .util import add_model_arguments, run_cli
+
     ap = argparse.ArgumentParser(prog="python -m deltahw.host",
                                  description="Talk to a deltahw board over its UART.")
     ap.add_argument("--port", required=True, help="serial port, e.g. /dev/ttyUSB1")
@@ -763,55 +767,59 @@ def main(argv=None) -> int:
     sub = ap.add_subparsers(dest="cmd", required=True)
     sub.add_parser("info", help="print the device's shape, status and counters")
     p = sub.add_parser("load", help="load a model's weights, biases and thresholds")
-    p.add_argument("model")
+    add_model_arguments(p)
     p = sub.add_parser("run", help="run float inputs (.npy, (T, I)) and compare with the golden "
                                    "model")
-    p.add_argument("model")
-    p.add_argument("--input", required=True)
+    add_model_arguments(p)
+    p.add_argument("--input", required=True, help="float inputs of one sequence, (T, I), .npy")
     p.add_argument("--load", action="store_true", help="load the model's weights first")
     p.add_argument("--labels", help="the sequence's targets (.npy), to report the model's task "
                    "metric: one class label (sequence classification), T labels (per-timestep "
                    "classification) or (T, O) targets in the data's units (per-timestep "
                    "regression)")
     args = ap.parse_args(argv)
-    try:
-        x = y = None
-        if args.cmd in ("load", "run"):
-            from .model import load_model
+    return run_cli(_main, args)
 
-            model = load_model(args.model)  # checked before the device is touched
+
+def _main(args) -> int:
+    x = y = None
+    if args.cmd in ("load", "run"):
+        from .golden import model_from_arguments
+
+        model = model_from_arguments(args)  # checked before the device is touched
+    if args.cmd == "run":
+        x = _run_inputs(args.input)
+        if args.labels:
+            y = _run_labels(args.labels, model, len(x))
+    with Device.open(args.port, baud=args.baud, timeout=args.timeout) as dev:
+        if args.cmd == "info":
+            print(f"shape: {dev.shape}")
+            print(f"status: {dev.status()}")
+            print(f"counters: {dev.counters()}")
+            return 0
+        if args.cmd == "load" or args.load:
+            t0 = time.monotonic()
+            dev.load_model(model)
+            print(f"loaded {model.config.summary()} in {time.monotonic() - t0:.2f} s")
+        elif any(getattr(args, k) is not None for k in ("theta_x", "theta_h", "theta_head")):
+            cfg = model.config  # new thresholds for the weights already on the device
+            dev.check_config(cfg)
+            dev.set_thresholds(cfg.theta_x, cfg.theta_h, cfg.theta_head)
         if args.cmd == "run":
-            x = _run_inputs(args.input)
-            if args.labels:
-                y = _run_labels(args.labels, model, len(x))
-        with Device.open(args.port, baud=args.baud, timeout=args.timeout) as dev:
-            if args.cmd == "info":
-                print(f"shape: {dev.shape}")
-                print(f"status: {dev.status()}")
-                print(f"counters: {dev.counters()}")
-                return 0
-            if args.cmd == "load" or args.load:
-                t0 = time.monotonic()
-                dev.load_model(model)
-                print(f"loaded {model.config.summary()} in {time.monotonic() - t0:.2f} s")
-            if args.cmd == "run":
-                import torch
+            import torch
 
-                from .golden import run_golden
+            from .golden import run_golden
 
-                x_q, clipped = model.quantize_input(torch.from_numpy(x))
-                res = dev.run(x_q.numpy())
-                gold = run_golden(model, x_q).outputs[0].numpy()
-                same = np.array_equal(res.outputs, gold)
-                print(f"{len(res.outputs)} timesteps in {res.seconds:.3f} s; outputs "
-                      f"{'match' if same else 'DIFFER from'} the golden model")
-                print(f"counters: {res.counters}")
-                if y is not None:
-                    print(_task_line(model, res.outputs, y))
-                return 0 if same else 1
-    except DeltahwError as e:  # DeviceError, and a model or input that cannot be used
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+            x_q, clipped = model.quantize_input(torch.from_numpy(x))
+            res = dev.run(x_q.numpy())
+            gold = run_golden(model, x_q).outputs[0].numpy()
+            same = np.array_equal(res.outputs, gold)
+            print(f"{len(res.outputs)} timesteps in {res.seconds:.3f} s; outputs "
+                  f"{'match' if same else 'DIFFER from'} the golden model")
+            print(f"counters: {res.counters}")
+            if y is not None:
+                print(_task_line(model, res.outputs, y))
+            return 0 if same else 1
     return 0
 
 

@@ -8,6 +8,7 @@ ones a killed run (SIGKILL, power loss) could not clean up itself.
 
 from __future__ import annotations
 
+import argparse
 import os
 import shutil
 import signal
@@ -28,6 +29,9 @@ __all__ = [
     "check_output_file",
     "terminate_on_signals",
     "run_cli",
+    "add_model_arguments",
+    "add_threshold_arguments",
+    "add_loading_arguments",
 ]
 
 
@@ -222,3 +226,37 @@ def run_cli(body, *args) -> int:
         where = f" ({e.filename})" if e.filename else ""
         print(f"error: {e.strerror or e}{where}.", file=sys.stderr, flush=True)
         return 2
+
+
+# --------------------------------------------------------------------------------------------------
+# The command lines' shared arguments (argparse only: the host driver builds its parser with them
+# without importing torch's or Amaranth's side of the project).
+def add_model_arguments(ap: argparse.ArgumentParser) -> None:
+    """The model (positional), ``--config``, the thresholds and the loading options."""
+    ap.add_argument(
+        "model", help="exported model folder, deltahw checkpoint or GRU state dict (.pt)"
+    )
+    ap.add_argument("--config", help="JSON config (formats, thresholds, lanes) for a plain GRU")
+    add_threshold_arguments(ap)
+    add_loading_arguments(ap)
+
+
+def add_threshold_arguments(ap: argparse.ArgumentParser) -> None:
+    """``--theta-x``, ``--theta-h`` and ``--theta-head`` in real units, for every command that
+    takes a model (:func:`deltahw.golden.apply_threshold_arguments` applies them)."""
+    ap.add_argument("--theta-x", help="input-delta thresholds in real units, e.g. 0.05 or 0.05,0.1 "
+                                      "(one for all layers or one per layer; default: the model's)")
+    ap.add_argument("--theta-h", help="hidden-delta thresholds in real units (default: the "
+                                      "model's)")
+    ap.add_argument("--theta-head", help="the head's input-delta threshold in real units "
+                                         "(default: the model's)")
+
+
+def add_loading_arguments(ap: argparse.ArgumentParser) -> None:
+    """``--allow-clipping`` and ``--trust-pickle``, for every command that imports a model."""
+    ap.add_argument("--allow-clipping", action="store_true",
+                    help="accept a model that quantization clips heavily (more than 1 %% of its "
+                         "parameters or 10 %% of one tensor) or rounds to all-zero weights")
+    ap.add_argument("--trust-pickle", action="store_true",
+                    help="unpickle arbitrary Python objects (e.g. a whole saved nn.Module) from "
+                         "the model file; only for files you trust, as unpickling can run code")

@@ -34,6 +34,7 @@ from ..config import DeltaGRUConfig
 from ..errors import DeltahwError
 from .. import cycles as cyc
 from ..model import load_model
+from ..util import run_cli
 from . import cpu, hw, ops
 from .published import PUBLISHED
 from .whatif import what_if
@@ -726,9 +727,8 @@ def main(argv=None) -> int:
         args.ecp5_sweep = [Path(m).name for m in args.models]
     else:
         args.ecp5_sweep = args.ecp5_sweep.split(",")
-    try:
+    def body() -> int:  # BenchError, and a model, config or tool error: one ``error:`` sentence
         run(args)
-    except DeltahwError as e:  # BenchError, and a model, config or tool error on the way
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    return 0
+        return 0
+
+    return run_cli(body)

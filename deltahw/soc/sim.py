@@ -407,7 +407,7 @@ def _markdown(r: dict) -> str:
 
 
 def main(argv=None) -> int:
-    from ..golden import add_loading_arguments
+    from ..util import add_loading_arguments, add_threshold_arguments
 
     ap = argparse.ArgumentParser(prog="python -m deltahw.soc.sim",
                                  description=__doc__.splitlines()[0])
@@ -422,7 +422,9 @@ def main(argv=None) -> int:
                       help="the block RAMs start with the weights; the firmware does not load")
     ap.add_argument("--run", action="store_true", help="run the simulation and compare")
     ap.add_argument("--utterance", type=int, default=0, help="test utterance index (default 0)")
-    ap.add_argument("--force", action="store_true")
+    ap.add_argument("--force", action="store_true",
+                    help="replace an existing --out folder even if deltahw did not write it")
+    add_threshold_arguments(ap)
     add_loading_arguments(ap)
     args = ap.parse_args(argv)
     return run_cli(_run, args)
@@ -430,10 +432,12 @@ def main(argv=None) -> int:
 
 def _run(args) -> int:
     from ..build import default_model
+    from ..golden import apply_threshold_arguments
     from ..model import load_model
 
     path = Path(args.model) if args.model else default_model()
     model = load_model(path, allow_clipping=args.allow_clipping, trust_pickle=args.trust_pickle)
+    model = apply_threshold_arguments(model, args)
     x_q, seq = default_sequence(model, args.utterance)
     r = build_soc(model, Path(args.out), target=args.target, load=args.load, x_q=x_q,
                   sequence=seq, run=args.run, force=args.force, protect=[path])

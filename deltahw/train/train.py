@@ -321,7 +321,8 @@ def build_parser() -> argparse.ArgumentParser:
                          "(rounded to act LSBs)")
     ap.add_argument("--theta-h", type=float, help="hidden-delta threshold in real units")
     ap.add_argument("--theta-head", type=float,
-                    help="threshold of the head's input encoder (default: --theta-h)")
+                    help="threshold of the head's input encoder in real units (default: "
+                         "--theta-h)")
     ap.add_argument("--dense-epochs", type=int, help="epochs of the dense stage")
     ap.add_argument("--delta-epochs", type=int, help="epochs of the delta stage")
     ap.add_argument("--ramp-epochs", type=int, help="delta epochs over which thresholds ramp up")
@@ -341,6 +342,9 @@ def build_parser() -> argparse.ArgumentParser:
                                    "running the dense stage: a deltahw checkpoint, or the "
                                    "state dict of a torch.nn.GRU (optionally with its "
                                    "torch.nn.Linear head) saved with torch.save")
+    ap.add_argument("--trust-pickle", action="store_true",
+                    help="let --init unpickle arbitrary Python objects (e.g. a whole saved "
+                         "nn.Module); only for files you trust, as unpickling can run code")
     ap.add_argument("--no-pretrain", action="store_true",
                     help="train the delta network from a random initialisation (no dense stage "
                          "init; the dense stage still runs as the reference unless --init)")
@@ -505,8 +509,12 @@ def split_state_dict(obj: dict, where: str) -> tuple[dict, dict | None]:
     return gru, (heads[0][1] if heads else None)
 
 
-def _load_init(init, base: DeltaGRUConfig) -> tuple[dict, dict | None, str]:
-    """GRU and head parameters to start the delta stage from, and a note of what was found."""
+def _load_init(init, base: DeltaGRUConfig,
+               trust_pickle: bool = False) -> tuple[dict, dict | None, str]:
+    """GRU and head parameters to start the delta stage from, and a note of what was found.
+
+    ``trust_pickle`` (``--trust-pickle``) also reads a file holding arbitrary pickled objects (e.g.
+    a whole saved ``nn.Module``); without it only tensors and plain containers are unpickled."""
     if isinstance(init, nn.Module):
         init = init.state_dict()
     if isinstance(init, dict):
@@ -516,11 +524,14 @@ def _load_init(init, base: DeltaGRUConfig) -> tuple[dict, dict | None, str]:
         if not p.is_file():
             raise TrainError(f"The --init checkpoint {p} does not exist.")
         try:
-            obj = torch.load(p, map_location="cpu", weights_only=True)
+            obj = torch.load(p, map_location="cpu", weights_only=not trust_pickle)
         except Exception as e:  # noqa: BLE001 - re-raised with a clear message
             raise TrainError(f"{p} is not a readable PyTorch state dict ({str(e).splitlines()[0]}"
-                             "); save the model with torch.save(model.state_dict(), path).") \
-                from None
+                             "); save the model with torch.save(model.state_dict(), path)"
+                             + ("" if trust_pickle else ", or pass --trust-pickle if you trust "
+                                "the file (unpickling can run code)") + ".") from None
+        if isinstance(obj, nn.Module):
+            obj = obj.state_dict()
     if isinstance(obj, dict) and obj.get("kind") == CHECKPOINT_KIND:
         gru, head = obj["gru"], obj.get("head")
     elif isinstance(obj, dict):
@@ -687,11 +698,13 @@ def run(args) -> dict:
     opts = _resolve(given, ds, builtin)
     hw = {k: getattr(args, k) for k in HW_DEFAULTS}
     return _train(opts, ds, Path(args.out), hw, init=args.init, resume=args.resume,
-                  threads=args.threads, quiet=args.quiet, part=args.part)
+                  threads=args.threads, quiet=args.quiet, part=args.part,
+                  trust_pickle=args.trust_pickle)
 
 
 def _train(opts: dict, ds: Dataset, out: Path, hw: dict, init=None, resume: bool = False,
-           threads: int = 1, quiet: bool = True, part: str = DEFAULT_PART) -> dict:
+           threads: int = 1, quiet: bool = True, part: str = DEFAULT_PART,
+           trust_pickle: bool = False) -> dict:
     torch.set_num_threads(threads)
     torch.use_deterministic_algorithms(True)
     auto_part = PARTS[part] if hw.get("act_width") == "auto" else None
@@ -737,7 +750,7 @@ def _train(opts: dict, ds: Dataset, out: Path, hw: dict, init=None, resume: bool
                  "seconds": {"dense": 0.0, "delta": 0.0},
                  "cpu_seconds": {"dense": 0.0, "delta": 0.0}}
         if init is not None:
-            gru, head, init_note = _load_init(init, base)
+            gru, head, init_note = _load_init(init, base, trust_pickle=trust_pickle)
             if init_note and not quiet:
                 print(f"--init {opts['init']}: {init_note}.", file=sys.stderr)
             state.update(stage="delta", dense={"gru": gru, "head": head, "source": opts["init"],
