@@ -373,6 +373,7 @@ def _float32_bounds(config: DeltaGRUConfig) -> dict | None:
         "tanh_const": (2 * off_t + p_max + 2) << (k + 1),
         "tanh_window": (2 * off_t + 1) << (af + k + 1),
         "update": (cmax + 1) * (1 << af) + smax * 2 * cmax,
+        "lerp": 2 * cmax << af,
     }
 
 
@@ -399,7 +400,12 @@ def float32_exact(config: DeltaGRUConfig) -> bool:
        The index sum itself may round, but only outside the window ``[t_lo, t_hi]`` whose values
        (``tanh_window``) are representable: rounding is monotonic and the window's ends are
        representable, so the clamp gives the exact result's clamp.
-    5. ``update``: ``c + u (h - c) / 2**act.frac`` (then ``+ 1/2`` and ``floor``).
+    5. ``update``: ``c + u (h - c) / 2**act.frac`` (then ``+ 1/2`` and ``floor``), and ``lerp``:
+       the loop forms it as ``torch.lerp(c, h, w)`` with ``w = u / 2**act.frac`` in ``[0, 1]``
+       (the table is stored pre-scaled), which computes ``c + w (h - c)`` or ``h - (1 - w)
+       (h - c)`` (with or without FMA): ``h - c`` is an integer, ``|h - c| <= 2 cmax``, and ``w``,
+       ``1 - w`` are multiples of ``2**-act.frac`` in ``[0, 1]``, so every product and the result
+       are multiples of ``2**-act.frac`` of magnitude at most ``2 cmax``.
 
     ``h - h_hat`` are differences of integers below ``2 cmax``. The default formats hold for H up
     to 191 (``ru_sum`` is the first to fail); larger networks run the loop in float64.
@@ -407,7 +413,7 @@ def float32_exact(config: DeltaGRUConfig) -> bool:
     b = _float32_bounds(config)
     return b is not None and all(
         b[k] < _EXACT32 for k in ("matmul", "ru_sum", "ch_sum", "product", "tanh_const",
-                                  "tanh_window", "update"))
+                                  "tanh_window", "update", "lerp"))
 
 
 def _run_float64(model: QuantizedModel, x_q: torch.Tensor, mask: torch.Tensor):
@@ -432,7 +438,10 @@ def _run_float64(model: QuantizedModel, x_q: torch.Tensor, mask: torch.Tensor):
     amin, amax = cfg.act.min_int, cfg.act.max_int
     A = 1 << (cfg.act.bits - 1)
     sb = cfg.acc_frac - cfg.bias.frac
-    sig_t = _table_signed(cfg.sigmoid).to(**sd)
+    # The sigmoid table pre-scaled by 2**-act.frac (exact: a power of two), so that u is the
+    # weight of the state update's lerp and r * ch needs only the 2**-k scale.
+    sig_t = (_table_signed(cfg.sigmoid).to(**f64) * 2.0**-af).to(**sd)
+    lerp = sd["dtype"] == torch.float32  # 0 <= u <= 1 there (float32_exact, (0))
     tanh_t = _table_signed(cfg.tanh).to(**sd)
     s_sig = cfg.acc_frac - cfg.sigmoid_in.frac
     off_s = cfg.sigmoid.size // 2
@@ -459,6 +468,9 @@ def _run_float64(model: QuantizedModel, x_q: torch.Tensor, mask: torch.Tensor):
     scale_ru, scale_c = 2.0**-s_sig, 2.0**-wf
     k_ru = 0.5 + off_s  # folded rounding constant + table offset, after scaling
     chunk = max(1, min(T, (1 << 22) // max(1, B * 3 * H)))  # bounds the x-side buffer (32 MB)
+    # One x-side buffer per dtype, reused by every chunk and layer: a fresh one per chunk costs
+    # its page faults again every time (several ms for the benchmark's 16 MB).
+    bufs = {}
 
     k_c = 2.0 ** (wf - 1)  # the c columns' rounding constant, in LSBs of M
     v_seq = x_q.transpose(0, 1)  # (T, B, I) view, timestep-major
@@ -484,14 +496,21 @@ def _run_float64(model: QuantizedModel, x_q: torch.Tensor, mask: torch.Tensor):
         x_hat = _encode_sequence(v_seq, cfg.theta_x[l])
         fired_x[:, :, l] = _fired_counts(x_hat, cfg.theta_x[l], I_l)
         h_seq = torch.empty(T, B, H, **sd)
-        h_hat_seq = torch.zeros(T, B, H, **sd)  # h_hat used at step t (0 at t = 0)
         theta_h = float(cfg.theta_h[l])
+        # h_hat used at step t (0 at t = 0; every later step is written by the encoder). With
+        # theta 0 it is h itself and the fired counts need no record.
+        h_hat_seq = torch.empty(T if theta_h else 0, B, H, **sd)
+        if theta_h and T:
+            h_hat_seq[0].zero_()
         h = h_hat = torch.zeros(B, H, **sd)
         for t0 in range(0, T, chunk):
             t1 = min(T, t0 + chunk)
             n = t1 - t0
             # x side of every timestep of the chunk: [M_r | M_u] scaled, and cx.
-            xs = torch.addmm(bias, x_hat[t0:t1].reshape(n * B, I_l), wx_t).view(n, B, 3 * H)
+            if xdt not in bufs:
+                bufs[xdt] = torch.empty(chunk * B, 3 * H, dtype=xdt)
+            xs = torch.addmm(bias, x_hat[t0:t1].reshape(n * B, I_l), wx_t,
+                             out=bufs[xdt][: n * B]).view(n, B, 3 * H)
             # (clamp(floor(cx)) + 1/2 + c_k) / 2**k + off_t, the constant part of the tanh index,
             # clamped once (an increasing affine map commutes with the clamps).
             cx = xs[..., 2 * H :].floor_()
@@ -510,15 +529,18 @@ def _run_float64(model: QuantizedModel, x_q: torch.Tensor, mask: torch.Tensor):
                 ru = sig_t.index_select(0, ru).view(B, 2 * H)
                 r, u = ru[:, :H], ru[:, H:]
                 ch = m[:, 2 * H :].floor_().clamp_(amin, amax)
-                y = torch.addcmul(cx_term[t - t0], r, ch, value=2.0 ** -(af + k))
+                y = torch.addcmul(cx_term[t - t0], r, ch, value=2.0**-k)
                 c = tanh_t.index_select(0, y.clamp_(t_lo, t_hi).int().view(-1)).view(B, H)
-                h = torch.addcmul(c, u, h - c, value=2.0**-af, out=h_seq[t])
+                if lerp:  # c + u (h - c) in one pass; exact, see float32_exact (5.)
+                    h = torch.lerp(c, h, u, out=h_seq[t])
+                else:
+                    h = torch.addcmul(c, u, h - c, out=h_seq[t])
                 h.add_(0.5).floor_()
                 if sat_h:
                     h.clamp_(amin, amax)
                 if t + 1 < T:
-                    h_hat = _encode_step(h, h_hat, theta_h, h_hat_seq[t + 1])
-        fired_h[:, :, l] = _fired_counts(h_hat_seq, cfg.theta_h[l], H)
+                    h_hat = _encode_step(h, h_hat, theta_h, h_hat_seq[t + 1]) if theta_h else h
+        fired_h[:, :, l] = _fired_counts(h_hat_seq, cfg.theta_h[l], H) if theta_h else H
         v_seq = h_seq
         x_max = hmax
     fired_head = torch.zeros(B, T, dtype=torch.int64)
@@ -554,15 +576,15 @@ def _encode_step(v: torch.Tensor, v_hat: torch.Tensor, theta: float, out: torch.
     """One delta-encoder step on float integers: ``v`` where ``|v - v_hat| >= theta``, else
     ``v_hat``; written into ``out``. ``theta == 0`` returns ``v`` itself (everything fires).
 
-    For integers, ``clamp(theta - |d|, 0, 1)`` is 1 exactly where ``|d| < theta`` (the element
-    keeps ``v_hat = v - d``) and 0 where it fires: arithmetic instead of a comparison and
-    ``where``, which are several times slower on CPU.
+    For integers ``d = v - v_hat`` (exact) and an integer ``theta``, ``hardshrink(d, theta - 1/2)``
+    is ``d`` exactly where ``|d| >= theta`` (the element fires: ``v_hat + d = v``, exact) and 0
+    elsewhere: three passes instead of a comparison and ``where``, which are several times slower
+    on CPU.
     """
     if not theta:
         return v
     d = v - v_hat
-    keep = torch.rsub(d.abs(), theta).clamp_(0, 1)
-    return torch.addcmul(v, d, keep, value=-1, out=out)
+    return torch.add(v_hat, torch.nn.functional.hardshrink(d, theta - 0.5), out=out)
 
 
 def _encode_sequence(v_seq: torch.Tensor, theta: int) -> torch.Tensor:
