@@ -255,15 +255,22 @@ def test_mac_array_accumulates_columns(shape):
 
 # --- whole core -----------------------------------------------------------------------------------
 def simulate_core(model, x_q, firsts, *, backpressure=0.0, idle=0.0, seed=0, thresholds=None,
-                  drain_trim=None, fired=None, lockstep=False, totals=None):
+                  drain_trim=None, fired=None, lockstep=False, totals=None, load_over_bus=False):
     """Run the core in amaranth.sim; returns (outputs (T, W), CYCLES_LAST per timestep). With a
     list ``fired``, FIRED_LAST0 and FIRED_HEAD_LAST of every timestep are appended to it. With
     ``lockstep`` each input vector is sent only after the previous timestep's counters were
-    read; with a dict ``totals`` it receives CYCLES_TOTAL, STALL_TOTAL and MAC_BUSY at the end."""
+    read; with a dict ``totals`` it receives CYCLES_TOTAL, STALL_TOTAL and MAC_BUSY at the end.
+    With ``load_over_bus`` the parameter memories start zeroed and every weight and bias is written
+    over the bus (one write per cycle, as ``Device.load_model`` orders them, then lane 0's bias
+    word 0 again, the word the bias load reads first, wrong until then), the first input beat
+    offered in the cycle of that last ``PARAM_DATA`` write."""
     cfg, lay = model.config, Layout(model.config)
     wb = lay.to_bank_words(lay.lane_weights(model), cfg.weight.bits)
     bb = lay.to_bank_words(lay.lane_biases(model), cfg.bias.bits)
-    dut = DeltaGRUCore(cfg, weight_init=wb, bias_init=bb, drain_trim=drain_trim)
+    if load_over_bus:
+        dut = DeltaGRUCore(cfg, drain_trim=drain_trim)
+    else:
+        dut = DeltaGRUCore(cfg, weight_init=wb, bias_init=bb, drain_trim=drain_trim)
     E, A = cfg.enc_width, cfg.act_width
     regs = regmap.by_name(cfg.num_layers)
     T = x_q.shape[0]
@@ -272,6 +279,28 @@ def simulate_core(model, x_q, firsts, *, backpressure=0.0, idle=0.0, seed=0, thr
     outs, cyc = [], []
 
     async def feeder(ctx):
+        if load_over_bus:
+            sel = regs["PARAM_SEL"]
+            writes = []
+            biases = lay.lane_biases(model)
+            for kind, table in ((regmap.PARAM_KIND_WEIGHT, lay.lane_weights(model)),
+                                (regmap.PARAM_KIND_BIAS, biases)):
+                for lane in range(cfg.lanes):
+                    writes += [("PARAM_SEL", sel.pack(kind=kind, lane=lane)), ("PARAM_ADDR", 0)]
+                    vals = [int(v) for v in table[:, lane]]
+                    if kind == regmap.PARAM_KIND_BIAS and lane == 0:
+                        vals[0] += 2000  # wrong until the last write below
+                    writes += [("PARAM_DATA", regmap.to_word(v)) for v in vals]
+            # Last: lane 0's bias word 0, the first word the run's bias load reads.
+            writes += [("PARAM_SEL", sel.pack(kind=regmap.PARAM_KIND_BIAS, lane=0)),
+                       ("PARAM_ADDR", 0), ("PARAM_DATA", regmap.to_word(int(biases[0, 0])))]
+            for k, (name, value) in enumerate(writes):
+                ctx.set(dut.bus.addr, regs[name].addr)
+                ctx.set(dut.bus.w_data, value)
+                ctx.set(dut.bus.w_en, 1)
+                if k < len(writes) - 1:
+                    await ctx.tick()
+            # The last write's cycle: the first beat's tick below ends it.
         for t in range(T):
             while lockstep and len(cyc) < t:
                 await ctx.tick()
@@ -284,6 +313,11 @@ def simulate_core(model, x_q, firsts, *, backpressure=0.0, idle=0.0, seed=0, thr
                     dut.i.payload, {"data": v[b * E : (b + 1) * E], "first": firsts[t] and b == 0}
                 )
                 ctx.set(dut.i.valid, 1)
+                if load_over_bus and t == 0 and b == 0:
+                    assert ctx.get(dut.i.ready), "the core does not take the first beat at once"
+                    await ctx.tick()
+                    ctx.set(dut.bus.w_en, 0)
+                    continue
                 await ctx.tick().until(dut.i.ready)
             ctx.set(dut.i.valid, 0)
 
@@ -363,6 +397,21 @@ def test_core_one_beat_vectors_back_to_back():
     assert torch.equal(out, g.outputs[0])
     assert cyc == g.cycles[0].tolist()
 
+
+
+def test_core_runs_parameters_written_over_the_bus():
+    """Weights and biases written over the bus into zeroed memories, the first input beat taken in
+    the cycle of the last PARAM_DATA write (the parameter write is registered twice before the
+    memories, ``MacArray.PARAM_WRITE_LATENCY``): outputs and CYCLES_LAST equal the golden
+    model's. Single-beat vectors (E >= I), so that beat is the vector's last."""
+    model = small_model(I=4, H=6, lanes=6, act_width=2, enc_width=4, theta=20)
+    T = 4
+    x = torch.randn(T, 4, generator=torch.Generator().manual_seed(7))
+    x_q, _ = model.quantize_input(x)
+    out, cyc = simulate_core(model, x_q, [t == 0 for t in range(T)], load_over_bus=True)
+    g = run_golden(model, x_q)
+    assert torch.equal(out, g.outputs[0])
+    assert cyc == g.cycles[0].tolist()
 
 
 @pytest.mark.parametrize("drain", ["act", "mac", "head_mac"])

@@ -47,7 +47,18 @@ class MacArray(wiring.Component):
     or MCH. One word per cycle.
 
     Parameter writes: ``p_we`` writes ``p_data`` into lane ``p_lane`` of the weight (``p_kind`` 0)
-    or bias (1) memory at ``p_addr``.
+    or bias (1) memory at ``p_addr``. Latency: the write lands at the end of the cycle
+    ``PARAM_WRITE_LATENCY`` (2) after the one ``p_we`` is high; a read issued from the cycle after
+    that sees it. Throughput: one write per cycle. The write is registered twice on its way: once
+    for the whole array (``p_we`` is the bus decoder's combinational strobe, straight from the
+    bus master's state), then once per bank (the bank's lane enables, address and data), so that
+    each register drives only its own bank's memories instead of one strobe fanning out to every
+    lane's write enable (the ECP5's critical path before: 14.4 ns of routing). Loading is not part
+    of a timestep: the two cycles are not in the cycle model, and nothing reads a parameter
+    memory before the write lands: the bus has no parameter read-back, and a run's first read (its
+    bias load) comes 3 cycles after its input vector's last beat is accepted (``r_full`` 2 cycles
+    after it, the core starts the cycle after that; ``InputFrontEnd``), so even a beat accepted in
+    the cycle of the last ``PARAM_DATA`` write runs with the new parameters.
     """
 
     #: Cycles from ``mx_addr``/``mch_addr`` to ``mx_data``/``mch_data`` (address register, then
@@ -56,6 +67,9 @@ class MacArray(wiring.Component):
     #: Cycles from an issue until a read-out addressing the accumulator word it updates sees the
     #: new sum (written at the end of the cycle 3 after the issue, read one cycle after addressing).
     ACC_WRITE_LATENCY = 3
+    #: Cycles from ``p_we`` until the parameter memory holds the word (the end of that cycle):
+    #: an array-wide register, then one per bank.
+    PARAM_WRITE_LATENCY = 2
 
     def __init__(self, config: DeltaGRUConfig, *, weight_init=None, bias_init=None,
                  init_files=False):
@@ -96,6 +110,13 @@ class MacArray(wiring.Component):
         bias_shift = cfg.acc_frac - cfg.bias.frac
 
         # ---- parameter memories ------------------------------------------------------------------
+        # The parameter write, registered for the whole array (stage 1), then per bank (stage 2,
+        # decoded into the bank's lane enables), right before the memories: see the docstring.
+        pbits = max(wb, bb)
+        pw1 = Signal(data.StructLayout({"we": 1, "kind": 1, "lane": range(P),
+                                        "addr": len(self.p_addr), "data": pbits}))
+        m.d.sync += [pw1.we.eq(self.p_we), pw1.kind.eq(self.p_kind), pw1.lane.eq(self.p_lane),
+                     pw1.addr.eq(self.p_addr), pw1.data.eq(self.p_data[:pbits])]
         weights, biases = [], []
         for b in range(lay.num_banks):
             wr = ParamRAM(lanes=G, lane_bits=wb, depth=lay.weight_depth,
@@ -107,14 +128,22 @@ class MacArray(wiring.Component):
             m.submodules[f"weights{b}"], m.submodules[f"biases{b}"] = wr, br
             lane_sel = Signal(G, name=f"p_lane_sel{b}")
             for i in range(G):
-                m.d.comb += lane_sel[i].eq(self.p_lane == b * G + i)
+                m.d.comb += lane_sel[i].eq(pw1.lane == b * G + i)
+            we_w = Signal(G, name=f"p_we_w{b}")
+            we_b = Signal(G, name=f"p_we_b{b}")
+            addr2 = Signal(len(self.p_addr), name=f"p_addr{b}")
+            data2 = Signal(pbits, name=f"p_data{b}")
+            m.d.sync += [
+                we_w.eq(Mux(pw1.we & (pw1.kind == PARAM_KIND_WEIGHT), lane_sel, 0)),
+                we_b.eq(Mux(pw1.we & (pw1.kind == PARAM_KIND_BIAS), lane_sel, 0)),
+                addr2.eq(pw1.addr), data2.eq(pw1.data),
+            ]
             m.d.comb += [
                 wr.r_addr.eq(self.w_addr), br.r_addr.eq(self.load_addr),
-                wr.w_addr.eq(self.p_addr), br.w_addr.eq(self.p_addr),
-                wr.w_data.eq(Cat(*[self.p_data[:wb]] * G)),
-                br.w_data.eq(Cat(*[self.p_data[:bb]] * G)),
-                wr.w_en.eq(Mux(self.p_we & (self.p_kind == PARAM_KIND_WEIGHT), lane_sel, 0)),
-                br.w_en.eq(Mux(self.p_we & (self.p_kind == PARAM_KIND_BIAS), lane_sel, 0)),
+                wr.w_addr.eq(addr2), br.w_addr.eq(addr2),
+                wr.w_data.eq(Cat(*[data2[:wb]] * G)),
+                br.w_data.eq(Cat(*[data2[:bb]] * G)),
+                wr.w_en.eq(we_w), br.w_en.eq(we_b),
             ]
             for i in range(G):
                 weights.append(wr.r_data[i * wb:(i + 1) * wb].as_signed())
