@@ -63,6 +63,11 @@ __all__ = ["main", "build_model", "default_model", "BuildError", "TOP_NAME", "pa
            "parse_nextpnr_log", "predicted_performance"]
 
 TOP_NAME = "deltahw_top"
+#: Yosys commands run right after reading the design (ECP5 flow): a flip-flop whose wire has the
+#: ``keep`` attribute (:data:`deltahw.gateware.KEEP`: a deliberate copy, e.g. one reset flip-flop
+#: per block) gets ``keep`` itself, or ``opt_merge`` merges the copies back into one flip-flop
+#: and the fanout they split comes back (``keep`` on the wire alone does not stop it).
+KEEP_FF_SCRIPT = "setattr -set keep 1 a:keep %ci1:+$dff[Q] t:$dff %i"
 #: ``kind`` of a build's report.json (how a later build recognises a folder it may replace).
 REPORT_KIND = "deltahw-build"
 #: Clock range accepted by ``--clock-mhz``: the boards' PLL/MMCM outputs cover it, and the design
@@ -411,6 +416,7 @@ def _build_tree_and_run(synth, board, variant, part, model, est, top, tmp, out, 
         # router1 did not converge (148k iterations, 20 min, ~80k of 148k arcs unrouted and
         # rising rip-ups); router2 routed the A=4 design in 10 min (docs/benchmarks/fmax).
         overrides_tcl["nextpnr_opts"] = "--timing-allow-fail --router router2"
+        overrides_tcl["script_after_read"] = KEEP_FF_SCRIPT
         # Yosys 0.70's abc9 LUT mapping (synth_ecp5's map_luts step) fails an internal assertion
         # (ABC_OPS_REINTEGRATE, rtlil.cc:3091) on some versions of this design; run synth_ecp5 up
         # to that step, map LUTs with the classic abc, then finish with synth_ecp5's cell mapping.

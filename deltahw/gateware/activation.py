@@ -119,10 +119,13 @@ class ActivationPipe(wiring.Component):
         def index(value, frac_in, table):
             return round_saturate(value, frac_in - table.in_frac, table.in_bits)[: table.in_bits]
 
+        # The data registers below are reset-less: a reset only has to clear ``valid`` (the
+        # data are ignored without it), and leaving them off the reset net keeps thousands of
+        # flip-flops off the reset's fanout (an ECP5 critical path: docs/benchmarks/fmax).
         def delay(value, n, name):
-            """``value`` delayed by ``n`` register stages."""
+            """``value`` delayed by ``n`` (reset-less) register stages."""
             for k in range(n):
-                nxt = Signal.like(value, name=f"{name}_d{k + 1}")
+                nxt = Signal.like(value, name=f"{name}_d{k + 1}", reset_less=True)
                 m.d.sync += nxt.eq(value)
                 value = nxt
             return value
@@ -139,9 +142,10 @@ class ActivationPipe(wiring.Component):
             m.submodules[f"sigmoid{i}"], m.submodules[f"tanh{i}"] = smem, tmem
             rr, ru, rc = smem.read_port(), smem.read_port(), tmem.read_port()
             # 1. table indices; cx, ch in the act format.
-            ir1 = Signal(sig.in_bits, name=f"{n}_ir1")
-            iu1 = Signal(sig.in_bits, name=f"{n}_iu1")
-            cx1, ch1 = Signal(act, name=f"{n}_cx1"), Signal(act, name=f"{n}_ch1")
+            ir1 = Signal(sig.in_bits, name=f"{n}_ir1", reset_less=True)
+            iu1 = Signal(sig.in_bits, name=f"{n}_iu1", reset_less=True)
+            cx1 = Signal(act, name=f"{n}_cx1", reset_less=True)
+            ch1 = Signal(act, name=f"{n}_ch1", reset_less=True)
             m.d.sync += [
                 ir1.eq(index(self.m_r[i], cfg.acc_frac, sig)),
                 iu1.eq(index(self.m_u[i], cfg.acc_frac, sig)),
@@ -152,37 +156,38 @@ class ActivationPipe(wiring.Component):
             # 2. sigmoid tables (registered address: the data appear in stage 2).
             m.d.comb += [rr.addr.eq(ir1), ru.addr.eq(iu1)]
             # 3. r, u out of the table RAM into registers.
-            r3, u3 = Signal(gate, name=f"{n}_r3"), Signal(gate, name=f"{n}_u3")
+            r3 = Signal(gate, name=f"{n}_r3", reset_less=True)
+            u3 = Signal(gate, name=f"{n}_u3", reset_less=True)
             m.d.sync += [r3.eq(rr.data), u3.eq(ru.data)]
             ch3 = delay(ch1, 2, f"{n}_ch")
             # 4. r x ch.
-            rch4 = Signal(signed(rch_bits), name=f"{n}_rch4")
+            rch4 = Signal(signed(rch_bits), name=f"{n}_rch4", reset_less=True)
             m.d.sync += rch4.eq(r3 * ch3)
             # 5. cx + rnd(r x ch) before the shift: cx << af has zero low bits, so the rounding
             # constant is concatenated, not added.
             cx4 = delay(cx1, 3, f"{n}_cx")
-            sum5 = Signal(signed(ab + af + 2), name=f"{n}_sum5")
+            sum5 = Signal(signed(ab + af + 2), name=f"{n}_sum5", reset_less=True)
             m.d.sync += sum5.eq(((cx4 << af) | half) + rch4)
             # 6. pre_c = saturate(sum >> af).
-            pre6 = Signal(act, name=f"{n}_pre6")
+            pre6 = Signal(act, name=f"{n}_pre6", reset_less=True)
             m.d.sync += pre6.eq(saturate_to(sum5 >> af, ab))
             # 7. tanh table index.
-            ic7 = Signal(tnh.in_bits, name=f"{n}_ic7")
+            ic7 = Signal(tnh.in_bits, name=f"{n}_ic7", reset_less=True)
             m.d.sync += ic7.eq(index(pre6, af, tnh))
             # 8. tanh table (data in stage 8).
             m.d.comb += rc.addr.eq(ic7)
             # 9. h_prev - c, straight from the table RAM's output.
             h8 = delay(h1, 7, f"{n}_h")
-            c9 = Signal(signed(tnh.out_bits), name=f"{n}_c9")
-            diff9 = Signal(signed(max(ab, tnh.out_bits) + 1), name=f"{n}_diff9")
+            c9 = Signal(signed(tnh.out_bits), name=f"{n}_c9", reset_less=True)
+            diff9 = Signal(signed(max(ab, tnh.out_bits) + 1), name=f"{n}_diff9", reset_less=True)
             m.d.sync += [c9.eq(rc.data), diff9.eq(h8 - rc.data)]
             # 10. u x (h_prev - c).
             u9 = delay(u3, 6, f"{n}_u")
-            prod10 = Signal(signed(prod_bits), name=f"{n}_prod10")
+            prod10 = Signal(signed(prod_bits), name=f"{n}_prod10", reset_less=True)
             m.d.sync += prod10.eq(u9 * diff9)
             c10 = delay(c9, 1, f"{n}_c")
             # 11. c + rnd(u x (h_prev - c)) before the shift.
-            sum11 = Signal(signed(prod_bits + 1), name=f"{n}_sum11")
+            sum11 = Signal(signed(prod_bits + 1), name=f"{n}_sum11", reset_less=True)
             m.d.sync += sum11.eq(((c10 << af) | half) + prod10)
             # 12. h = saturate(sum >> af).
             m.d.sync += self.h[i].eq(saturate_to(sum11 >> af, ab))

@@ -112,10 +112,13 @@ class MacArray(wiring.Component):
         # ---- parameter memories ------------------------------------------------------------------
         # The parameter write, registered for the whole array (stage 1), then per bank (stage 2,
         # decoded into the bank's lane enables), right before the memories: see the docstring.
+        # Only the enables are reset (a reset cancels a write in flight); the rest is reset-less,
+        # off the reset net like every data register of the array.
         pbits = max(wb, bb)
-        pw1 = Signal(data.StructLayout({"we": 1, "kind": 1, "lane": range(P),
-                                        "addr": len(self.p_addr), "data": pbits}))
-        m.d.sync += [pw1.we.eq(self.p_we), pw1.kind.eq(self.p_kind), pw1.lane.eq(self.p_lane),
+        pw1_we = Signal()
+        pw1 = Signal(data.StructLayout({"kind": 1, "lane": range(P), "addr": len(self.p_addr),
+                                        "data": pbits}), reset_less=True)
+        m.d.sync += [pw1_we.eq(self.p_we), pw1.kind.eq(self.p_kind), pw1.lane.eq(self.p_lane),
                      pw1.addr.eq(self.p_addr), pw1.data.eq(self.p_data[:pbits])]
         weights, biases = [], []
         for b in range(lay.num_banks):
@@ -131,11 +134,11 @@ class MacArray(wiring.Component):
                 m.d.comb += lane_sel[i].eq(pw1.lane == b * G + i)
             we_w = Signal(G, name=f"p_we_w{b}")
             we_b = Signal(G, name=f"p_we_b{b}")
-            addr2 = Signal(len(self.p_addr), name=f"p_addr{b}")
-            data2 = Signal(pbits, name=f"p_data{b}")
+            addr2 = Signal(len(self.p_addr), name=f"p_addr{b}", reset_less=True)
+            data2 = Signal(pbits, name=f"p_data{b}", reset_less=True)
             m.d.sync += [
-                we_w.eq(Mux(pw1.we & (pw1.kind == PARAM_KIND_WEIGHT), lane_sel, 0)),
-                we_b.eq(Mux(pw1.we & (pw1.kind == PARAM_KIND_BIAS), lane_sel, 0)),
+                we_w.eq(Mux(pw1_we & (pw1.kind == PARAM_KIND_WEIGHT), lane_sel, 0)),
+                we_b.eq(Mux(pw1_we & (pw1.kind == PARAM_KIND_BIAS), lane_sel, 0)),
                 addr2.eq(pw1.addr), data2.eq(pw1.data),
             ]
             m.d.comb += [
@@ -212,17 +215,21 @@ class MacArray(wiring.Component):
                 with m.If(s2.use_ch):
                     m.d.comb += old2.eq(ch_r.data)
             f1, f2 = fwd[is_c]
+            # The lane's data registers (w2, prod3, old3, total4) are reset-less: the valid bits in
+            # s1..s3 and the forwarding flags are reset, and these are only used with them; ~90
+            # flip-flops per lane off the reset net (a high-fanout net on the ECP5).
             # Stage 1 -> 2: the weight leaves the block RAM into a register (w2) while the old
             # sum is read.
-            w2 = Signal(signed(wb), name=f"w2_{p}")
+            w2 = Signal(signed(wb), name=f"w2_{p}", reset_less=True)
             # Stage 2 -> 3: the product is registered (multiplier inputs and output both in
             # flip-flops).
-            prod3 = Signal(signed(cfg.weight.bits + cfg.delta_bits), name=f"prod3_{p}")
-            old3 = Signal(acc_shape, name=f"old3_{p}")
+            prod3 = Signal(signed(cfg.weight.bits + cfg.delta_bits), name=f"prod3_{p}",
+                           reset_less=True)
+            old3 = Signal(acc_shape, name=f"old3_{p}", reset_less=True)
             # Stage 3: both sums are signed; the memory write keeps the low acc_bits (no overflow,
             # see numerics.accumulator_bits_needed).
             total = Signal(acc_shape, name=f"total_{p}")
-            total4 = Signal(acc_shape, name=f"total4_{p}")
+            total4 = Signal(acc_shape, name=f"total4_{p}", reset_less=True)
             m.d.comb += total.eq(old3 + prod3)
             m.d.sync += [
                 w2.eq(weights[p]),
