@@ -43,8 +43,8 @@ def run(dut, *benches, deadline=None, clock=True):
 # --- delta encoder --------------------------------------------------------------------------------
 @pytest.mark.parametrize("mode", ["same_cycle", "ahead", "vhat_ahead"])
 def test_encoder_matches_reference(mode):
-    """Every output against the golden encoder; with ``ahead`` the encoder takes ``v`` and
-    ``theta`` one cycle before ``vhat`` (``LATENCY_V`` = 1), with ``vhat_ahead`` it takes
+    """Every output against the golden encoder; with ``ahead`` the encoder takes ``v``, ``theta``
+    and ``clear`` one cycle before ``vhat`` (``LATENCY_V`` = 1), with ``vhat_ahead`` it takes
     ``vhat``, ``clear`` and ``theta`` one cycle before ``v`` (``LATENCY_VHAT`` = 1); the early
     inputs are presented a cycle early and overwritten with the next vector's."""
     K, ab = 4, 16
@@ -66,10 +66,12 @@ def test_encoder_matches_reference(mode):
             if ahead:
                 ctx.set(dut.v, v)
                 ctx.set(dut.theta, theta)
+                ctx.set(dut.clear, clear)
                 await ctx.tick()
                 # What is presented now belongs to the next vector: the outputs must not use it.
                 ctx.set(dut.v, [0] * K)
                 ctx.set(dut.theta, 0)
+                ctx.set(dut.clear, not clear)
             elif vhat_ahead:
                 ctx.set(dut.vhat, vh)
                 ctx.set(dut.clear, clear)
@@ -84,6 +86,7 @@ def test_encoder_matches_reference(mode):
                 ctx.set(dut.v, v)
             if not vhat_ahead:
                 ctx.set(dut.vhat, vh)
+            if not (ahead or vhat_ahead):
                 ctx.set(dut.clear, clear)
             ctx.set(dut.in_range, in_range)
             await ctx.delay(1e-9)

@@ -135,7 +135,7 @@ class InputFrontEnd(wiring.Component):
             enc_in.v.eq(self.i.payload.data),  # registered inside (LATENCY_V = 1)
             enc_in.vhat.eq(xhat0_r.data),
             enc_in.theta.eq(self.theta),
-            enc_in.clear.eq(s1.clear),
+            enc_in.clear.eq(clear_now),  # registered inside, per element, like v
             enc_in.in_range.eq(in_range),
             xhat0_w.addr.eq(s1.beat),
             xhat0_w.data.eq(enc_in.new_vhat),
