@@ -15,6 +15,7 @@ from ..artifacts import bias_bank_name, weight_bank_name
 from ..config import DeltaGRUConfig
 from ..layout import Layout
 from ..regmap import PARAM_KIND_BIAS, PARAM_KIND_WEIGHT
+from . import KEEP
 from .ram import ParamRAM
 
 __all__ = ["MacArray"]
@@ -182,26 +183,64 @@ class MacArray(wiring.Component):
                 f2.eq(same_word(s3, s1, kind)),         # issue t-2, used entering stage 3
             ]
             fwd[kind] = (f1, f2)
-        # The shared read addresses (issue or read-out), registered: the memories are read from
-        # flip-flops in the next cycle.
-        rd_mx = Signal(self.mxbits)
-        rd_ch = Signal(self.mchbits)
-        m.d.sync += [rd_mx.eq(Mux(self.issue, self.acc_addr, self.mx_addr)),
-                     rd_ch.eq(Mux(self.issue, self.ch_addr, self.mch_addr))]
-        load1 = Signal()
-        load_addr1 = Signal(self.babits)
-        m.d.sync += [load1.eq(self.load), load_addr1.eq(self.load_addr)]
-        load_to_mx = load_addr1 < lay.mx_depth
-        load_ch_addr = (load_addr1 - lay.mx_depth)[:self.mchbits]
+        # The read addresses (issue or read-out) are registered (per bank, below): the memories
+        # are read from flip-flops in the next cycle.
+
+        # The signals every lane uses, one register per bank (kept apart in synthesis,
+        # deltahw.gateware.KEEP), so that each drives its bank's 4-odd lanes instead of all P lanes
+        # spread over the die. The ECP5 critical path after the parameter-write fix was the shared
+        # s2.delta into a multiplier input (8.0 ns of routing, 16.0 ns in all); the accumulator
+        # read address, the write address/enable (a select of the bias load and stage 3, straight
+        # into every lane's LUT-RAM write port) and the bias-load select are the same kind of net.
+        # Each copy holds, in the same cycle, the value of the shared signal it replaces: stage-2
+        # copies are registered from stage 1, stage-3 copies are the select of stage 2 and of the
+        # load inputs, registered (the bias load writes the cycle after its read, as before), so
+        # the array's latency is unchanged.
+        bank = []
+        for b in range(lay.num_banks):
+            c = {
+                # stage 2
+                "delta2": Signal(signed(cfg.delta_bits), reset_less=True),
+                "use_ch2": Signal(),
+                # the read addresses (as rd_mx / rd_ch)
+                "rd_mx": Signal(self.mxbits, reset_less=True),
+                "rd_ch": Signal(self.mchbits, reset_less=True),
+                # stage 3: the bias load's select, the write addresses and enables
+                "load3": Signal(),
+                "w_mx": Signal(self.mxbits, reset_less=True),
+                "w_ch": Signal(self.mchbits, reset_less=True),
+                "en_mx": Signal(),     # r/u lanes' MX write
+                "en_mx_c": Signal(),   # c lanes' MX write
+                "en_ch": Signal(),     # c lanes' MCH write
+            }
+            for k, sig in c.items():
+                sig.name = f"{k}_b{b}"
+                sig.attrs.update(KEEP)
+            load_mx = self.load_addr < lay.mx_depth
+            m.d.sync += [
+                c["delta2"].eq(s1.delta),
+                c["use_ch2"].eq(s1.use_ch),
+                c["rd_mx"].eq(Mux(self.issue, self.acc_addr, self.mx_addr)),
+                c["rd_ch"].eq(Mux(self.issue, self.ch_addr, self.mch_addr)),
+                c["load3"].eq(self.load),
+                c["w_mx"].eq(Mux(self.load, self.load_addr, s2.acc)),
+                c["w_ch"].eq(Mux(self.load, (self.load_addr - lay.mx_depth)[:self.mchbits],
+                                 s2.ch)),
+                c["en_mx"].eq(Mux(self.load, load_mx, s2.valid)),
+                c["en_mx_c"].eq(Mux(self.load, load_mx, s2.valid & ~s2.use_ch)),
+                c["en_ch"].eq(Mux(self.load, ~load_mx, s2.valid & s2.use_ch)),
+            ]
+            bank.append(c)
 
         acc_shape = signed(cfg.acc_bits)
         mx_words, mch_words = [], []
         for p in range(P):
             is_c = p % 3 == 2
+            c = bank[p // G]
             mx = memory.Memory(shape=acc_shape, depth=max(lay.mx_depth, 2), init=[])
             m.submodules[f"mx{p}"] = mx
             mx_r, mx_w = mx.read_port(), mx.write_port()
-            m.d.comb += mx_r.addr.eq(rd_mx)
+            m.d.comb += mx_r.addr.eq(c["rd_mx"])
             mx_words.append(mx_r.data)
             # The old sum, out of the memory in stage 2.
             old2 = Signal(acc_shape, name=f"old2_{p}")
@@ -210,9 +249,9 @@ class MacArray(wiring.Component):
                 mch = memory.Memory(shape=acc_shape, depth=max(lay.mch_depth, 2), init=[])
                 m.submodules[f"mch{p}"] = mch
                 ch_r, ch_w = mch.read_port(), mch.write_port()
-                m.d.comb += ch_r.addr.eq(rd_ch)
+                m.d.comb += ch_r.addr.eq(c["rd_ch"])
                 mch_words.append(ch_r.data)
-                with m.If(s2.use_ch):
+                with m.If(c["use_ch2"]):
                     m.d.comb += old2.eq(ch_r.data)
             f1, f2 = fwd[is_c]
             # The lane's data registers (w2, prod3, old3, total4) are reset-less: the valid bits in
@@ -233,22 +272,22 @@ class MacArray(wiring.Component):
             m.d.comb += total.eq(old3 + prod3)
             m.d.sync += [
                 w2.eq(weights[p]),
-                prod3.eq(w2 * s2.delta),
+                prod3.eq(w2 * c["delta2"]),
                 old3.eq(Mux(f1, total, Mux(f2, total4, old2))),
                 total4.eq(total),
             ]
+            # Stage 3's write (or the bias load's, one cycle after its read): see the bank copies.
             bias_val = biases[p] << bias_shift
-            to_ch = s3.use_ch if is_c else 0
             m.d.comb += [
-                mx_w.addr.eq(Mux(load1, load_addr1, s3.acc)),
-                mx_w.data.eq(Mux(load1, bias_val, total)),
-                mx_w.en.eq(Mux(load1, load_to_mx, s3.valid & ~to_ch)),
+                mx_w.addr.eq(c["w_mx"]),
+                mx_w.data.eq(Mux(c["load3"], bias_val, total)),
+                mx_w.en.eq(c["en_mx_c"] if is_c else c["en_mx"]),
             ]
             if is_c:
                 m.d.comb += [
-                    ch_w.addr.eq(Mux(load1, load_ch_addr, s3.ch)),
-                    ch_w.data.eq(Mux(load1, bias_val, total)),
-                    ch_w.en.eq(Mux(load1, ~load_to_mx, s3.valid & s3.use_ch)),
+                    ch_w.addr.eq(c["w_ch"]),
+                    ch_w.data.eq(Mux(c["load3"], bias_val, total)),
+                    ch_w.en.eq(c["en_ch"]),
                 ]
         # One assignment of the whole read-out vector (per-lane slices make Icarus re-evaluate the
         # full vector on every lane's change: 25x slower simulation of a 48-lane array).
