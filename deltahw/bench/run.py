@@ -277,12 +277,12 @@ def recorded_ecp5(cfg, path: Path = FMAX_RECORD) -> dict | None:
         rec = json.loads(path.read_text())
     except (OSError, ValueError):
         return None
-    default_lanes = rec.get("lanes", 48)
+    default_lanes = rec.get("lanes") or 48
     best = None
     for run in rec.get("runs", []):
         if not run.get("measured") or not run.get("fmax_mhz"):
             continue
-        if (run.get("lanes", default_lanes) != cfg.lanes
+        if ((run.get("lanes") or default_lanes) != cfg.lanes
                 or run.get("act_width") != cfg.act_width):
             continue
         if best is None or run["fmax_mhz"] > best["fmax_mhz"]:
