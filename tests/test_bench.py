@@ -351,7 +351,8 @@ def test_quick_report_has_weight_reads_and_ops_per_mac_cycle(quick_report):
 
 def test_recorded_ecp5_takes_the_best_measured_run_of_the_same_p_and_a(tmp_path):
     rec = {"model": "m (P=48)", "runs": [
-        {"name": "a", "code": "c1", "act_width": 8, "target_mhz": 100, "fmax_mhz": 61.7,
+        {"name": "a", "code": "c1", "act_width": 8, "lanes": None, "target_mhz": 100,
+         "fmax_mhz": 61.7,
          "measured": True, "packed": {"TRELLIS_COMB": [39397, 83640], "DP16KD": [30, 208],
                                       "MULT18X18D": [64, 156]}},
         {"name": "b", "code": "c2", "act_width": 8, "target_mhz": 100, "fmax_mhz": None,
