@@ -94,8 +94,8 @@ BOARDS = {
                   "25": (("ulx3s", "ULX3S_25F_Platform"), "LFE5U-25F")},
         # 62.5 MHz (PLL 25 / 2 x 5 / 7): the shipped fsdd build (pipelined core, A=8, with the
         # fanout fixes of session 6) reaches 65.29 MHz post-route with a 100 MHz target
-        # (docs/benchmarks/fmax) and 68.75 MHz with this target (timing met). Before: 60 MHz, where the
-        # session-5 build closed at 60.23 MHz (61.69 MHz with a 100 MHz target).
+        # (docs/benchmarks/fmax) and 68.75 MHz with this target (timing met). Before: 60 MHz,
+        # where the session-5 build closed at 60.23 MHz (61.69 MHz with a 100 MHz target).
         default_variant="85", default_clock_mhz=62.5, default_baud=1_000_000),
 }
 

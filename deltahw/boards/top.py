@@ -55,8 +55,9 @@ class UARTTop(wiring.Component):
     transmitter, LEDs) through a flip-flop of its own, ``RESET_LATENCY`` cycle later, all blocks
     at once. The blocks run in a reset-less copy of ``sync`` (same clock) with that flip-flop as
     their reset (kept apart from the others in synthesis: :data:`deltahw.gateware.KEEP`), so the
-    domain's reset drives five flip-flops instead of every register of the design: on the ECP5 that one net, from the reset synchroniser to ~16k flip-flops, was the
-    critical path at a 60 MHz target (0.95 ns logic + 15.65 ns routing; docs/benchmarks/fmax).
+    domain's reset drives five flip-flops instead of every register of the design: on the ECP5
+    that one net, from the reset synchroniser to ~16k flip-flops, was the critical path at a
+    60 MHz target (0.95 ns logic + 15.65 ns routing; docs/benchmarks/fmax).
     """
 
     #: Cycles from the ``sync`` domain's reset to the blocks' registers (their reset flip-flop).

@@ -36,9 +36,9 @@ class DeltaEncoder(wiring.Component):
     ``ahead=True``: ``v``, ``theta`` and ``clear`` are presented one cycle earlier (the encoder
     registers ``v``, its bounds ``v -/+ theta`` and ``clear``, every cycle, unconditionally), which
     takes the subtraction off the ``vhat`` -> ``new_vhat`` path. ``clear`` is registered once per
-    element (flip-flops kept apart in synthesis: :data:`deltahw.gateware.KEEP`): one shared ``clear`` fanned
-    out to every element's selects (5.7 ns of routing on the ECP5 with P=12 A=4). ``LATENCY_V``
-    gives that offset.
+    element (flip-flops kept apart in synthesis: :data:`deltahw.gateware.KEEP`): one shared
+    ``clear`` fanned out to every element's selects (5.7 ns of routing on the ECP5 with P=12
+    A=4). ``LATENCY_V`` gives that offset.
     ``vhat_ahead=True``: ``vhat``, ``clear`` and ``theta`` are presented one cycle earlier (the
     encoder registers the old value and its bounds), which takes the subtraction off the ``v`` ->
     ``fire`` path. ``LATENCY_VHAT`` gives that offset.
