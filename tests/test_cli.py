@@ -192,33 +192,23 @@ def test_export_applies_thresholds(ckpt, tmp_path, capsys):
     _check_thresholds(load_model(tmp_path / "exp"))
 
 
-def test_generate_applies_thresholds(ckpt, tmp_path, monkeypatch):
-    from deltahw import generate
+@pytest.mark.parametrize("tool, entry, extra", [
+    ("generate", "generate", []),
+    ("build", "build_model", ["--board", "arty_a7"]),
+])
+def test_generate_and_build_apply_thresholds(ckpt, tmp_path, monkeypatch, tool, entry, extra):
+    import importlib
 
+    mod = importlib.import_module(f"deltahw.{tool}")
     seen = []
 
-    def fake(model, out, **kw):
+    def fake(model, *args, **kw):
         seen.append(model)
         raise _Stop
 
-    monkeypatch.setattr(generate, "generate", fake)
+    monkeypatch.setattr(mod, entry, fake)
     with pytest.raises(_Stop):
-        generate.main([str(ckpt), "--out", str(tmp_path / "g"), *THETAS])
-    _check_thresholds(seen[0])
-
-
-def test_build_applies_thresholds(ckpt, tmp_path, monkeypatch):
-    from deltahw import build
-
-    seen = []
-
-    def fake(model, board, **kw):
-        seen.append(model)
-        raise _Stop
-
-    monkeypatch.setattr(build, "build_model", fake)
-    with pytest.raises(_Stop):
-        build.main([str(ckpt), "--board", "arty_a7", "--out", str(tmp_path / "b"), *THETAS])
+        mod.main([str(ckpt), *extra, "--out", str(tmp_path / tool), *THETAS])
     _check_thresholds(seen[0])
 
 
