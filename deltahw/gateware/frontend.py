@@ -44,7 +44,10 @@ class InputFrontEnd(wiring.Component):
     (``DeltaQueue.COUNT_LATENCY`` cycles later they are counted). Latency: ``r_full`` rises 2
     cycles after a vector's last beat is accepted and ``count`` is complete one cycle later, the
     first cycle in which the core (which starts a timestep the cycle after it sees ``r_full``)
-    reads it. Throughput: one beat per cycle.
+    reads it. Throughput: one beat per cycle. The last transmitted word of a beat is read from
+    its LUT RAM in the accept cycle into a register (forwarded from the encoder's write of the
+    same cycle when every vector is one beat), so the encoder's read-compare-write loop starts at
+    a flip-flop, not at a LUT-RAM read.
 
     Core side: ``r_full`` says the read buffer holds a complete vector (``r_reset``: it starts a
     sequence), ``count`` its fired entries, read by position with ``r_addr`` -> ``r_index`` /
@@ -82,10 +85,17 @@ class InputFrontEnd(wiring.Component):
         m.submodules.enc_in = enc_in = DeltaEncoder(width=E, act_bits=ab, ahead=True)
         xhat0 = memory.Memory(shape=data.ArrayLayout(act, E), depth=mem_depth(nbi), init=[])
         m.submodules.xhat0 = xhat0
-        # Transparent: with one beat per vector (E >= I) the next vector reads a word in the same
-        # cycle the previous vector writes it back.
+        # The last transmitted word is read in the accept cycle (asynchronous read of the LUT
+        # RAM) into a register, ``vhat``, so that the encoder's loop starts at a flip-flop: vhat
+        # -> compare -> new_vhat -> xhat0 write data, with no LUT-RAM read in it (a synchronous
+        # read port was mapped as address register + asynchronous read, which put the read into
+        # the loop: the ECP5's critical path, docs/benchmarks/fmax). The word written in the
+        # accept cycle (the previous beat's, by stage 1) is not in the memory yet: it is the same
+        # word only with one beat per vector (E >= I; with more, consecutive beats have
+        # different addresses), and then it is forwarded into ``vhat``.
         xhat0_w = xhat0.write_port()
-        xhat0_r = xhat0.read_port(transparent_for=(xhat0_w,))
+        xhat0_r = xhat0.read_port(domain="comb")
+        vhat = Signal(data.ArrayLayout(act, E), name="xhat0_vhat", reset_less=True)
 
         full = [Signal(name="buf_full0"), Signal(name="buf_full1")]
         reset_tag = [Signal(name="buf_reset0"), Signal(name="buf_reset1")]
@@ -131,9 +141,14 @@ class InputFrontEnd(wiring.Component):
         in_range = Signal(E)
         for e in range(E):
             m.d.comb += in_range[e].eq(s1.beat * E + e < I)
+        if nbi == 1:
+            # Stage 1's write (the previous vector's word) lands at the end of this cycle.
+            m.d.sync += vhat.eq(Mux(s1.valid, enc_in.new_vhat, xhat0_r.data))
+        else:
+            m.d.sync += vhat.eq(xhat0_r.data)
         m.d.comb += [
             enc_in.v.eq(self.i.payload.data),  # registered inside (LATENCY_V = 1)
-            enc_in.vhat.eq(xhat0_r.data),
+            enc_in.vhat.eq(vhat),
             enc_in.theta.eq(self.theta),
             enc_in.clear.eq(clear_now),  # registered inside, per element, like v
             enc_in.in_range.eq(in_range),
