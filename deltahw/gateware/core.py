@@ -36,6 +36,7 @@ from amaranth.lib.wiring import In, Out
 from .. import regmap
 from ..config import DeltaGRUConfig, ceil_div
 from ..layout import Layout
+from . import KEEP
 from .activation import ActivationPipe
 from .counters import PerfCounters
 from .encoder import DeltaEncoder
@@ -280,19 +281,28 @@ class DeltaGRUCore(wiring.Component):
                          hhat_r[l].addr.eq(dl[vhat_at].beat)]
         for t in range(n_targets):
             m.d.comb += xt_r[t].addr.eq(dl[vhat_at].beat)
-        # Stage R: pick each unit's gates out of the lanes of its lane block.
+        # Stage R: pick each unit's gates out of the lanes of its lane block. The lane block
+        # ``k`` of stage R is registered once per unit and gate from stage R - 1 (the same value
+        # in the same cycle), each copy kept apart (KEEP) and placed by its select: one ``k``
+        # flip-flop driving every unit's selects was routed over the die into the activation's
+        # first stage (4.3 ns of routing; the ECP5's critical path at 62.5 MHz, docs/benchmarks/
+        # fmax).
         d1 = dl[rd_lat]
-        with m.Switch(d1.k):
-            for k in range(P // (3 * A)):
-                with m.Case(k):
-                    for i in range(A):
-                        lane = 3 * A * k + 3 * i
-                        m.d.comb += [
-                            actp.m_r[i].eq(mac.mx_data[lane]),
-                            actp.m_u[i].eq(mac.mx_data[lane + 1]),
-                            actp.m_cx[i].eq(mac.mx_data[lane + 2]),
-                            actp.m_ch[i].eq(mac.mch_data[lane // 3]),
-                        ]
+        blocks_k = range(P // (3 * A))  # lane blocks: unit i of block k reads lanes 3(Ak + i)..
+        for i in range(A):
+            gates = {
+                "r": (actp.m_r[i], [mac.mx_data[3 * (A * k + i)] for k in blocks_k]),
+                "u": (actp.m_u[i], [mac.mx_data[3 * (A * k + i) + 1] for k in blocks_k]),
+                "cx": (actp.m_cx[i], [mac.mx_data[3 * (A * k + i) + 2] for k in blocks_k]),
+                "ch": (actp.m_ch[i], [mac.mch_data[A * k + i] for k in blocks_k]),
+            }
+            for gname, (dst, words) in gates.items():
+                k_copy = Signal(len(act_k), name=f"act_k_{gname}{i}", reset_less=True, attrs=KEEP)
+                m.d.sync += k_copy.eq(dl[rd_lat - 1].k)
+                with m.Switch(k_copy):
+                    for k, word in enumerate(words):
+                        with m.Case(k):
+                            m.d.comb += dst.eq(word)
         h_prev = Array([p.data.as_value() for p in h_r])
         m.d.comb += [
             actp.valid.eq(d1.valid),
