@@ -175,14 +175,9 @@ class MacArray(wiring.Component):
                 return a.valid & (a.acc == b.acc)
             return a.valid & (a.use_ch == b.use_ch) & Mux(b.use_ch, a.ch == b.ch, a.acc == b.acc)
 
-        fwd = {}
-        for kind in (False, True):
-            f1, f2 = Signal(name=f"fwd1_{int(kind)}"), Signal(name=f"fwd2_{int(kind)}")
-            m.d.sync += [
-                f1.eq(same_word(s2, s1, kind)),         # issue t-1, used entering stage 3
-                f2.eq(same_word(s3, s1, kind)),         # issue t-2, used entering stage 3
-            ]
-            fwd[kind] = (f1, f2)
+        # The flags are registered per bank (below), like the other signals every lane uses.
+        same1 = {kind: same_word(s2, s1, kind) for kind in (False, True)}  # issue t-1
+        same2 = {kind: same_word(s3, s1, kind) for kind in (False, True)}  # issue t-2
         # The read addresses (issue or read-out) are registered (per bank, below): the memories
         # are read from flip-flops in the next cycle.
 
@@ -195,7 +190,8 @@ class MacArray(wiring.Component):
         # Each copy holds, in the same cycle, the value of the shared signal it replaces: stage-2
         # copies are registered from stage 1, stage-3 copies are the select of stage 2 and of the
         # load inputs, registered (the bias load writes the cycle after its read, as before), so
-        # the array's latency is unchanged.
+        # the array's latency is unchanged. The forwarding flags (one pair per lane kind) select
+        # every lane's 30-odd-bit old sum: per bank too.
         bank = []
         for b in range(lay.num_banks):
             c = {
@@ -212,6 +208,8 @@ class MacArray(wiring.Component):
                 "en_mx": Signal(),     # r/u lanes' MX write
                 "en_mx_c": Signal(),   # c lanes' MX write
                 "en_ch": Signal(),     # c lanes' MCH write
+                # stage 3's forwarding flags (entering stage 3), r/u lanes and c lanes
+                "fwd1_0": Signal(), "fwd2_0": Signal(), "fwd1_1": Signal(), "fwd2_1": Signal(),
             }
             for k, sig in c.items():
                 sig.name = f"{k}_b{b}"
@@ -230,6 +228,9 @@ class MacArray(wiring.Component):
                 c["en_mx_c"].eq(Mux(self.load, load_mx, s2.valid & ~s2.use_ch)),
                 c["en_ch"].eq(Mux(self.load, ~load_mx, s2.valid & s2.use_ch)),
             ]
+            for kind in (False, True):
+                m.d.sync += [c[f"fwd1_{int(kind)}"].eq(same1[kind]),
+                             c[f"fwd2_{int(kind)}"].eq(same2[kind])]
             bank.append(c)
 
         acc_shape = signed(cfg.acc_bits)
@@ -253,7 +254,7 @@ class MacArray(wiring.Component):
                 mch_words.append(ch_r.data)
                 with m.If(c["use_ch2"]):
                     m.d.comb += old2.eq(ch_r.data)
-            f1, f2 = fwd[is_c]
+            f1, f2 = c[f"fwd1_{int(is_c)}"], c[f"fwd2_{int(is_c)}"]
             # The lane's data registers (w2, prod3, old3, total4) are reset-less: the valid bits in
             # s1..s3 and the forwarding flags are reset, and these are only used with them; ~90
             # flip-flops per lane off the reset net (a high-fanout net on the ECP5).
