@@ -714,7 +714,10 @@ def _discussion(results: dict) -> list[str]:
             "table).",
             "6. Skipping the activation of units whose accumulators did not change would make "
             "that phase sparse too, but every fired column touches every unit of a GRU layer, "
-            "so it only helps in timesteps where nothing fired.", ""]
+            "so it only helps in timesteps where nothing fired; and then exactly only if h "
+            "did not change in the previous timestep either (else it still moves towards its "
+            "fixed point). How often that holds on the test splits is measured in "
+            "[skip.md](skip.md) (`python -m deltahw.bench.skip`).", ""]
     return out
 
 
