@@ -7,6 +7,7 @@ from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
 from ..config import DeltaGRUConfig, ceil_div
+from . import KEEP
 from .activation import round_saturate
 from .frontend import bits_for
 from .mac import MacArray
@@ -65,12 +66,18 @@ class HeadReadout(wiring.Component):
         m.d.comb += [dl[0].valid.eq(self.issue), dl[0].beat.eq(self.beat), dl[0].k.eq(self.k)]
         for i in range(R + self.LATENCY):
             m.d.sync += dl[i + 1].eq(dl[i])
-        # 1. select the beat's lane block.
+        # 1. select the beat's lane block. The lane block ``k`` of stage R is registered once
+        # per output element from stage R - 1 (the same value in the same cycle), each copy kept
+        # apart (KEEP) and placed by its element's select: one ``dl[R].k`` flip-flop driving the
+        # P/A:1 select of all A words was the ECP5's critical path at 100 MHz (13.15 ns of
+        # routing, docs/benchmarks/fmax).
         sel = Signal(data.ArrayLayout(signed(cfg.acc_bits), A))
-        with m.Switch(dl[R].k):
-            for k in range(P // A):
-                with m.Case(k):
-                    for i in range(A):
+        for i in range(A):
+            k_copy = Signal(self.k_bits, name=f"ro_k{i}", reset_less=True, attrs=KEEP)
+            m.d.sync += k_copy.eq(dl[R - 1].k)
+            with m.Switch(k_copy):
+                for k in range(P // A):
+                    with m.Case(k):
                         m.d.sync += sel[i].eq(self.mx_data[A * k + i])
         # 2. round and saturate.
         y = Signal(data.ArrayLayout(signed(ab), A))
