@@ -258,8 +258,10 @@ def test_mac_array_accumulates_columns(shape):
 
 # --- whole core -----------------------------------------------------------------------------------
 def simulate_core(model, x_q, firsts, *, backpressure=0.0, idle=0.0, seed=0, thresholds=None,
-                  drain_trim=None, fired=None, lockstep=False, totals=None, load_over_bus=False):
-    """Run the core in amaranth.sim; returns (outputs (T, W), CYCLES_LAST per timestep). With a
+                  drain_trim=None, fired=None, lockstep=False, totals=None, load_over_bus=False,
+                  gap=0):
+    """Run the core in amaranth.sim; returns (outputs (T, W), CYCLES_LAST per timestep). ``gap``
+    idle input cycles come before every beat (``idle``: random ones, after them). With a
     list ``fired``, FIRED_LAST0 and FIRED_HEAD_LAST of every timestep are appended to it. With
     ``lockstep`` each input vector is sent only after the previous timestep's counters were
     read; with a dict ``totals`` it receives CYCLES_TOTAL, STALL_TOTAL and MAC_BUSY at the end.
@@ -309,6 +311,9 @@ def simulate_core(model, x_q, firsts, *, backpressure=0.0, idle=0.0, seed=0, thr
                 await ctx.tick()
             v = x_q[t].tolist() + [0] * (nbi * E - cfg.input_size)
             for b in range(nbi):
+                for _ in range(gap):
+                    ctx.set(dut.i.valid, 0)
+                    await ctx.tick()
                 while rng.random() < idle:
                     ctx.set(dut.i.valid, 0)
                     await ctx.tick()
@@ -387,15 +392,17 @@ def test_core_matches_golden():
     assert cyc == exp_cyc
 
 
-def test_core_one_beat_vectors_back_to_back():
-    """E >= I: every input vector is one beat, so with no idle cycles the input encoder reads a
-    last-transmitted word in the very cycle the previous vector writes it (needs a transparent
-    read port; this failed before it had one)."""
+@pytest.mark.parametrize("gap", [0, 1])
+def test_core_one_beat_vectors_back_to_back(gap):
+    """E >= I: every input vector is one beat, so the input encoder reads a last-transmitted word
+    before the previous vector's write of it has landed: with no idle cycles (gap 0) the word is
+    still in the encoder's stage 1, with one idle cycle between beats (gap 1) in its write-back
+    register (both forwarded; each case failed without its forwarding)."""
     model = small_model(I=4, H=6, lanes=6, act_width=1, enc_width=4, theta=20)
     T = 6
     x = torch.randn(T, 4, generator=torch.Generator().manual_seed(2))
     x_q, _ = model.quantize_input(x)
-    out, cyc = simulate_core(model, x_q, [t == 0 for t in range(T)])
+    out, cyc = simulate_core(model, x_q, [t == 0 for t in range(T)], gap=gap)
     g = run_golden(model, x_q)
     assert torch.equal(out, g.outputs[0])
     assert cyc == g.cycles[0].tolist()

@@ -45,9 +45,10 @@ class InputFrontEnd(wiring.Component):
     cycles after a vector's last beat is accepted and ``count`` is complete one cycle later, the
     first cycle in which the core (which starts a timestep the cycle after it sees ``r_full``)
     reads it. Throughput: one beat per cycle. The last transmitted word of a beat is read from
-    its LUT RAM in the accept cycle into a register (forwarded from the encoder's write of the
-    same cycle when every vector is one beat), so the encoder's read-compare-write loop starts at
-    a flip-flop, not at a LUT-RAM read.
+    its LUT RAM in the accept cycle into a register, and the encoder's new word is registered and
+    written back a cycle later (the words not yet written forwarded into the read), so the
+    encoder's read-compare-write loop starts and ends at flip-flops, with no LUT-RAM read or
+    write port in it.
 
     Core side: ``r_full`` says the read buffer holds a complete vector (``r_reset``: it starts a
     sequence), ``count`` its fired entries, read by position with ``r_addr`` -> ``r_index`` /
@@ -86,16 +87,23 @@ class InputFrontEnd(wiring.Component):
         xhat0 = memory.Memory(shape=data.ArrayLayout(act, E), depth=mem_depth(nbi), init=[])
         m.submodules.xhat0 = xhat0
         # The last transmitted word is read in the accept cycle (asynchronous read of the LUT
-        # RAM) into a register, ``vhat``, so that the encoder's loop starts at a flip-flop: vhat
-        # -> compare -> new_vhat -> xhat0 write data, with no LUT-RAM read in it (a synchronous
-        # read port was mapped as address register + asynchronous read, which put the read into
-        # the loop: the ECP5's critical path, docs/benchmarks/fmax). The word written in the
-        # accept cycle (the previous beat's, by stage 1) is not in the memory yet: it is the same
-        # word only with one beat per vector (E >= I; with more, consecutive beats have
-        # different addresses), and then it is forwarded into ``vhat``.
+        # RAM) into a register, ``vhat``, so that the encoder's loop starts at a flip-flop, with
+        # no LUT-RAM read in it (a synchronous read port was mapped as address register +
+        # asynchronous read, which put the read into the loop: the ECP5's critical path,
+        # docs/benchmarks/fmax). The loop ends at a flip-flop too: stage 1's ``new_vhat`` is
+        # registered (``wb``) and written into the LUT RAM in the next cycle, so the path is vhat
+        # -> compare -> select -> register beside the encoder, not into the LUT RAM's write data
+        # (the ECP5's critical path at 66.67 MHz). The words not yet in the memory when a beat is
+        # read in its accept cycle are forwarded into ``vhat``: the one ``wb`` writes in that
+        # cycle (the beat accepted two cycles before: the same word only with at most two beats
+        # per vector) and stage 1's (the beat accepted the cycle before: the same word only with
+        # one beat per vector, E >= I).
         xhat0_w = xhat0.write_port()
         xhat0_r = xhat0.read_port(domain="comb")
         vhat = Signal(data.ArrayLayout(act, E), name="xhat0_vhat", reset_less=True)
+        wb = Signal(data.StructLayout({"beat": bits_for(nbi), "data": data.ArrayLayout(act, E)}),
+                    name="xhat0_wb", reset_less=True)
+        wb_valid = Signal(name="xhat0_wb_valid")
 
         full = [Signal(name="buf_full0"), Signal(name="buf_full1")]
         reset_tag = [Signal(name="buf_reset0"), Signal(name="buf_reset1")]
@@ -141,20 +149,25 @@ class InputFrontEnd(wiring.Component):
         in_range = Signal(E)
         for e in range(E):
             m.d.comb += in_range[e].eq(s1.beat * E + e < I)
+        # Stage 1's new word is written back one cycle later, from ``wb``.
+        m.d.sync += [wb_valid.eq(s1.valid), wb.beat.eq(s1.beat), wb.data.eq(enc_in.new_vhat)]
+        read = xhat0_r.data
+        if nbi <= 2:
+            # wb's write lands at the end of this cycle (its beat was accepted two cycles ago).
+            read = Mux(wb_valid & (wb.beat == in_beat), wb.data, read)
         if nbi == 1:
-            # Stage 1's write (the previous vector's word) lands at the end of this cycle.
-            m.d.sync += vhat.eq(Mux(s1.valid, enc_in.new_vhat, xhat0_r.data))
-        else:
-            m.d.sync += vhat.eq(xhat0_r.data)
+            # Stage 1's word (accepted the cycle before) is written from wb in the next cycle.
+            read = Mux(s1.valid, enc_in.new_vhat, read)
+        m.d.sync += vhat.eq(read)
         m.d.comb += [
             enc_in.v.eq(self.i.payload.data),  # registered inside (LATENCY_V = 1)
             enc_in.vhat.eq(vhat),
             enc_in.theta.eq(self.theta),
             enc_in.clear.eq(clear_now),  # registered inside, per element, like v
             enc_in.in_range.eq(in_range),
-            xhat0_w.addr.eq(s1.beat),
-            xhat0_w.data.eq(enc_in.new_vhat),
-            xhat0_w.en.eq(s1.valid),
+            xhat0_w.addr.eq(wb.beat),
+            xhat0_w.data.eq(wb.data),
+            xhat0_w.en.eq(wb_valid),
             xq0.w_valid.eq(Mux(s1.valid, enc_in.fire, 0)),
             xq0.w_first.eq(s1.valid & s1.first),
             xq0.w_buf.eq(s1.buf),
