@@ -281,28 +281,36 @@ class DeltaGRUCore(wiring.Component):
                          hhat_r[l].addr.eq(dl[vhat_at].beat)]
         for t in range(n_targets):
             m.d.comb += xt_r[t].addr.eq(dl[vhat_at].beat)
-        # Stage R: pick each unit's gates out of the lanes of its lane block. The lane block
-        # ``k`` of stage R is registered once per unit and gate from stage R - 1 (the same value
-        # in the same cycle), each copy kept apart (KEEP) and placed by its select: one ``k``
-        # flip-flop driving every unit's selects was routed over the die into the activation's
-        # first stage (4.3 ns of routing; the ECP5's critical path at 62.5 MHz, docs/benchmarks/
-        # fmax).
+        # Stage R: each unit's gates, picked out of the lanes of its lane block. The select is
+        # made in stage R - 1, from the words straight out of the accumulator memories
+        # (``mac.mx_word``: the cycle of the read, which has no other logic), into registers of
+        # the activation's own (``act_m_*``) that hold in stage R the word ``mx_data`` holds
+        # then: the route from the lanes, spread over the die, to the units no longer sits in
+        # front of the activation's rounding chain (the two together were the ECP5's critical
+        # path at 70 MHz, 10.8 ns of routing, docs/benchmarks/fmax). The lane block ``k`` of
+        # stage R - 1 is registered once per unit and gate from stage R - 2 (the same value in
+        # the same cycle), each copy kept apart (KEEP) and placed by its select: one ``k``
+        # flip-flop driving every unit's selects was routed over the die (4.3 ns of routing;
+        # the critical path at 62.5 MHz).
+        assert rd_lat >= 2, "the activation's gates are selected in the read's cycle"
         d1 = dl[rd_lat]
         blocks_k = range(P // (3 * A))  # lane blocks: unit i of block k reads lanes 3(Ak + i)..
         for i in range(A):
             gates = {
-                "r": (actp.m_r[i], [mac.mx_data[3 * (A * k + i)] for k in blocks_k]),
-                "u": (actp.m_u[i], [mac.mx_data[3 * (A * k + i) + 1] for k in blocks_k]),
-                "cx": (actp.m_cx[i], [mac.mx_data[3 * (A * k + i) + 2] for k in blocks_k]),
-                "ch": (actp.m_ch[i], [mac.mch_data[A * k + i] for k in blocks_k]),
+                "r": (actp.m_r[i], [mac.mx_word[3 * (A * k + i)] for k in blocks_k]),
+                "u": (actp.m_u[i], [mac.mx_word[3 * (A * k + i) + 1] for k in blocks_k]),
+                "cx": (actp.m_cx[i], [mac.mx_word[3 * (A * k + i) + 2] for k in blocks_k]),
+                "ch": (actp.m_ch[i], [mac.mch_word[A * k + i] for k in blocks_k]),
             }
             for gname, (dst, words) in gates.items():
                 k_copy = Signal(len(act_k), name=f"act_k_{gname}{i}", reset_less=True, attrs=KEEP)
-                m.d.sync += k_copy.eq(dl[rd_lat - 1].k)
+                m.d.sync += k_copy.eq(dl[rd_lat - 2].k)
+                word_r = Signal.like(dst, name=f"act_m_{gname}{i}", reset_less=True)
+                m.d.comb += dst.eq(word_r)
                 with m.Switch(k_copy):
                     for k, word in enumerate(words):
                         with m.Case(k):
-                            m.d.comb += dst.eq(word)
+                            m.d.sync += word_r.eq(word)
         h_prev = Array([p.data.as_value() for p in h_r])
         m.d.comb += [
             actp.valid.eq(d1.valid),

@@ -35,8 +35,12 @@ class MacArray(wiring.Component):
     issue sees it (``cycles.ACC_WRITE_LATENCY`` is this constant).
 
     Read-out (when not issuing): ``mx_addr``/``mch_addr`` address all lanes' accumulators;
-    ``mx_data``/``mch_data`` hold the words ``READ_LATENCY`` cycles later (used by activation and
-    head read-out).
+    ``mx_data``/``mch_data`` hold the words ``READ_LATENCY`` cycles later (used by the head
+    read-out), registered; ``mx_word``/``mch_word`` are the same words one cycle earlier, straight
+    out of the memories' asynchronous read at the registered address (the activation selects its
+    gates from these into registers of its own: the route from the lanes to the units then runs
+    in the read's cycle, which has no logic but the LUT-RAM read, instead of in front of the
+    activation's rounding chain).
 
     Timing: the accumulator memories are LUT RAM, one cell per 4 bits of every lane (hundreds of
     cells), so their read address comes straight from flip-flops: the issue's (or read-out's)
@@ -94,6 +98,8 @@ class MacArray(wiring.Component):
             "mch_addr": In(self.mchbits),
             "mx_data": Out(data.ArrayLayout(acc, P)),
             "mch_data": Out(data.ArrayLayout(acc, P // 3)),
+            "mx_word": Out(data.ArrayLayout(acc, P)),
+            "mch_word": Out(data.ArrayLayout(acc, P // 3)),
             "load": In(1),
             "load_addr": In(self.babits),
             "p_we": In(1),
@@ -234,26 +240,34 @@ class MacArray(wiring.Component):
             bank.append(c)
 
         acc_shape = signed(cfg.acc_bits)
-        mx_words, mch_words = [], []
+        mx_words, mch_words, mx_async, mch_async = [], [], [], []
         for p in range(P):
             is_c = p % 3 == 2
             c = bank[p // G]
             mx = memory.Memory(shape=acc_shape, depth=max(lay.mx_depth, 2), init=[])
             m.submodules[f"mx{p}"] = mx
-            mx_r, mx_w = mx.read_port(), mx.write_port()
+            # The read: asynchronous at the registered address, then the data register (what a
+            # synchronous read port maps to; written out to give the activation the word too).
+            mx_r, mx_w = mx.read_port(domain="comb"), mx.write_port()
             m.d.comb += mx_r.addr.eq(c["rd_mx"])
-            mx_words.append(mx_r.data)
+            mx_q = Signal(acc_shape, name=f"mx_q{p}", reset_less=True)
+            m.d.sync += mx_q.eq(mx_r.data)
+            mx_words.append(mx_q)
+            mx_async.append(mx_r.data)
             # The old sum, out of the memory in stage 2.
             old2 = Signal(acc_shape, name=f"old2_{p}")
-            m.d.comb += old2.eq(mx_r.data)
+            m.d.comb += old2.eq(mx_q)
             if is_c:
                 mch = memory.Memory(shape=acc_shape, depth=max(lay.mch_depth, 2), init=[])
                 m.submodules[f"mch{p}"] = mch
-                ch_r, ch_w = mch.read_port(), mch.write_port()
+                ch_r, ch_w = mch.read_port(domain="comb"), mch.write_port()
                 m.d.comb += ch_r.addr.eq(c["rd_ch"])
-                mch_words.append(ch_r.data)
+                ch_q = Signal(acc_shape, name=f"mch_q{p}", reset_less=True)
+                m.d.sync += ch_q.eq(ch_r.data)
+                mch_words.append(ch_q)
+                mch_async.append(ch_r.data)
                 with m.If(c["use_ch2"]):
-                    m.d.comb += old2.eq(ch_r.data)
+                    m.d.comb += old2.eq(ch_q)
             f1, f2 = c[f"fwd1_{int(is_c)}"], c[f"fwd2_{int(is_c)}"]
             # The lane's data registers (w2, prod3, old3, total4) are reset-less: the valid bits in
             # s1..s3 and the forwarding flags are reset, and these are only used with them; ~90
@@ -293,5 +307,7 @@ class MacArray(wiring.Component):
         # One assignment of the whole read-out vector (per-lane slices make Icarus re-evaluate the
         # full vector on every lane's change: 25x slower simulation of a 48-lane array).
         m.d.comb += [self.mx_data.as_value().eq(Cat(*mx_words)),
-                     self.mch_data.as_value().eq(Cat(*mch_words))]
+                     self.mch_data.as_value().eq(Cat(*mch_words)),
+                     self.mx_word.as_value().eq(Cat(*mx_async)),
+                     self.mch_word.as_value().eq(Cat(*mch_async))]
         return m
