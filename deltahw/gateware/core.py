@@ -243,8 +243,19 @@ class DeltaGRUCore(wiring.Component):
             mac.use_ch.eq(cur_h),
             mac.delta.eq(cur_delta),
         ]
-        # Sequence reset: accumulators <- biases, one word per cycle.
-        resetting, reset_addr = sched.resetting, sched.reset_addr
+        # Sequence reset: accumulators <- biases, one word per cycle. ``resetting`` is decoded
+        # from the schedule's state and selects between reset and normal data in front of the
+        # MAC's load, every state memory's write port and every queue's inputs (some 500
+        # flip-flops and LUT-RAM inputs over the die; the ECP5's critical path at 100 MHz: 9.9
+        # ns of routing from the decode to one h memory's write data). Each group of consumers
+        # has its own copy instead, a flip-flop registered from ``resetting_next`` (the same
+        # value in the same cycle), kept apart (KEEP).
+        def resetting_copy(name):
+            copy = Signal(name=f"resetting_{name}", attrs=KEEP)
+            m.d.sync += copy.eq(sched.resetting_next)
+            return copy
+
+        resetting, reset_addr = resetting_copy("mac"), sched.reset_addr
         m.d.comb += [mac.load.eq(resetting & (reset_addr < lay.acc_depth)),
                      mac.load_addr.eq(reset_addr)]
 
@@ -347,32 +358,44 @@ class DeltaGRUCore(wiring.Component):
         m.d.comb += act_out.eq(dN.valid)
         # During a sequence reset the h queues are filled as the h encoder would fill them for
         # h = hhat = 0: a zero delta fires only when the threshold is 0 (dense reference).
-        enc_beat = Mux(resetting, reset_addr, dN.beat)
         reset_ok = Signal(A)
+        resetting = resetting_copy("ok")
         for i in range(A):
             m.d.comb += reset_ok[i].eq(resetting & (reset_addr * A + i < H))
-        for q in hq + xq:
+        for qi, q in enumerate(hq + xq):
+            enc_beat = Mux(resetting_copy(f"qi{qi}"), reset_addr, dN.beat)
             for i in range(A):
                 m.d.comb += q.w_index[i].eq(enc_beat * A + i)
         for l in range(L):
             sel = act_out & (act_layer == l)
+            resetting = resetting_copy(f"h{l}")
             m.d.comb += [
                 h_w[l].addr.eq(Mux(resetting, reset_addr, dN.beat)),
                 h_w[l].data.eq(Mux(resetting, 0, actp.h)),
                 h_w[l].en.eq(Mux(resetting, reset_addr < nb, sel)),
+            ]
+            resetting = resetting_copy(f"hhat{l}")
+            m.d.comb += [
                 hhat_w[l].addr.eq(Mux(resetting, reset_addr, dN.beat)),
                 hhat_w[l].data.eq(Mux(resetting, 0, enc_h.new_vhat)),
                 hhat_w[l].en.eq(Mux(resetting, reset_addr < nb, sel)),
+            ]
+            resetting = resetting_copy(f"hq{l}")
+            m.d.comb += [
                 hq[l].w_valid.eq(Mux(sel, enc_h.fire, Mux(theta_h[l] == 0, reset_ok, 0))),
                 hq[l].w_delta.eq(Mux(resetting, 0, enc_h.delta.as_value())),
                 hq[l].w_first.eq((sel & (dN.beat == 0)) | (resetting & (reset_addr == 0))),
             ]
         for t in range(n_targets):
             sel = act_out & (act_layer == t)
+            resetting = resetting_copy(f"xt{t}")
             m.d.comb += [
                 xt_w[t].addr.eq(Mux(resetting, reset_addr, dN.beat)),
                 xt_w[t].data.eq(Mux(resetting, 0, enc_x.new_vhat)),
                 xt_w[t].en.eq(Mux(resetting, reset_addr < nb, sel)),
+            ]
+            resetting = resetting_copy(f"xq{t}")
+            m.d.comb += [
                 xq[t].w_valid.eq(Mux(sel, enc_x.fire, 0)),
                 xq[t].w_delta.eq(enc_x.delta),
                 xq[t].w_first.eq((sel & (dN.beat == 0)) | (resetting & (reset_addr == 0))),
@@ -422,7 +445,8 @@ class DeltaGRUCore(wiring.Component):
             cnt.clear.eq(regs.strobe("CTRL") & regs["CTRL"].clear_counters),
         ]
         busy = Signal()
-        m.d.comb += busy.eq(sched.counting | sched.counting_next | sched.stalling | resetting)
+        m.d.comb += busy.eq(sched.counting | sched.counting_next | sched.stalling
+                            | sched.resetting)
         status = regs["STATUS"]
         m.d.comb += [
             status.busy.eq(busy),

@@ -68,8 +68,9 @@ Before the phase that writes the output FIFO (the head's read-out, or the last l
 the schedule waits in ``WAIT_OUT`` until there is room for a timestep (``out_room``): stall cycles
 (``stalling``), not compute cycles. A new input vector with ``r_reset`` first runs the ``RESET``
 phase (``cycles.reset_cycles``: accumulators <- biases, states cleared, ``resetting`` with
-``reset_addr``); it never overlaps (the reset reloads every accumulator). With nothing to do the
-schedule waits in ``IDLE`` (not counted).
+``reset_addr``; ``resetting_next`` is ``resetting`` of the next cycle, from which the datapath
+registers copies of it next to its consumers); it never overlaps (the reset reloads every
+accumulator). With nothing to do the schedule waits in ``IDLE`` (not counted).
 
 Latency and throughput: one state per cycle, no internal pipelining; the outputs are
 combinational from the state (``q_h`` and the strobes) or registers (``block``, ``g``, beat
@@ -116,6 +117,7 @@ class Schedule(wiring.Component):
             "block": Out(range(L + 1)),  # L = the head
             "release": Out(1),
             "resetting": Out(1),
+            "resetting_next": Out(1),  # ``resetting`` of the next cycle (for registered copies)
             "reset_addr": Out(16),
             # MAC phase
             "latch_fired": Out(1),  # a MAC phase reads its counts (not layer 0's x phase)
@@ -287,6 +289,7 @@ class Schedule(wiring.Component):
             with m.Elif(self.r_full):
                 with m.If(self.r_reset):
                     m.d.sync += [self.reset_addr.eq(0), block.eq(0)]
+                    m.d.comb += self.resetting_next.eq(1)
                     m.next = "RESET"
                 with m.Else():
                     begin_mac(0, 1, 0, LATE)
@@ -390,6 +393,8 @@ class Schedule(wiring.Component):
                 m.d.sync += self.reset_addr.eq(self.reset_addr + 1)
                 with m.If(self.reset_addr == cycles.reset_cycles(cfg) - 1):
                     begin_mac(0, 1, 0, FIRST)
+                with m.Else():
+                    m.d.comb += self.resetting_next.eq(1)
             with m.State("MAC_FETCH"):
                 with m.If(h_lost):
                     m.d.comb += self.stalling.eq(1)  # (cycles.readout_hidden >= 1)
