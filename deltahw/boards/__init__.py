@@ -93,9 +93,10 @@ BOARDS = {
                   "45": (("ulx3s", "ULX3S_45F_Platform"), "LFE5U-45F"),
                   "25": (("ulx3s", "ULX3S_25F_Platform"), "LFE5U-25F")},
         # 66.67 MHz (PLL 25 / 3 x 8 / 6 = 66.667 MHz): the shipped fsdd build (pipelined core,
-        # A=8, with the fanout fixes of sessions 6 and 7) meets it, 68.14 MHz post-route at this
-        # target (68.32 MHz at a 100 MHz target, 67.93 MHz and not met at 70 MHz;
-        # docs/benchmarks/fmax). Before: 62.5 MHz (session 6), 60 MHz (session 5).
+        # A=8, with the fanout fixes of sessions 6 to 8) meets it, 68.12 MHz post-route at this
+        # target (73.24 MHz at a 100 MHz target, but 61.61 MHz and not met at 70 MHz: placements
+        # vary by more than 5 %; docs/benchmarks/fmax). Before: 62.5 MHz (session 6), 60 MHz
+        # (session 5).
         default_variant="85", default_clock_mhz=66.67, default_baud=1_000_000),
 }
 
