@@ -41,6 +41,7 @@ TOOLS = {
     "host load": ("deltahw.host", ["load"]),
     "host run": ("deltahw.host", ["run"]),
     "bench": ("deltahw.bench.run", []),
+    "skip": ("deltahw.bench.skip", []),
     "fuzz": ("deltahw.verify.fuzz", []),
     "soc.sim": ("deltahw.soc.sim", []),
     "link_faults": ("deltahw.link_faults", []),
@@ -49,8 +50,8 @@ TOOLS = {
 MODEL_TOOLS = {"export", "generate", "build", "calibrate", "simulate", "golden", "host load",
                "host run", "soc.sim"}
 # Commands that write a folder. golden and simulate write one output file (--output FILE.npy).
-FOLDER_TOOLS = {"export", "generate", "build", "train", "calibrate", "bench", "fuzz", "soc.sim",
-                "link_faults"}
+FOLDER_TOOLS = {"export", "generate", "build", "train", "calibrate", "bench", "skip", "fuzz",
+                "soc.sim", "link_faults"}
 # Old spellings kept as hidden aliases: (tool, flag).
 DEPRECATED = {("build", "--output"), ("build", "--model")}
 # Thresholds are set by the user everywhere a model is taken, except where the tool chooses them.
