@@ -16,6 +16,7 @@ from deltahw.gateware.core import DeltaGRUCore
 from deltahw.gateware.encoder import DeltaEncoder
 from deltahw.gateware.mac import MacArray
 from deltahw.gateware.queue import DeltaQueue
+from deltahw.gateware.schedule import Schedule
 from deltahw.golden import _encode, gru_activation, run_golden
 from deltahw.layout import Layout
 from deltahw.model import from_modules
@@ -141,7 +142,7 @@ def test_queue_compacts_in_order(width, buffers):
 # --- activation -----------------------------------------------------------------------------------
 def test_activation_matches_golden_including_saturation():
     cfg = DeltaGRUConfig(input_size=4, hidden_size=8, lanes=12, act_width=2)
-    dut = ActivationPipe(cfg, tag_bits=4)
+    dut = ActivationPipe(cfg, tag_bits=4, h_copies=2)
     N, A = 300, 2
     g = torch.Generator().manual_seed(1)
     lim = 1 << (cfg.acc_bits - 1)
@@ -167,10 +168,45 @@ def test_activation_matches_golden_including_saturation():
             if ctx.get(dut.out_valid):
                 assert ctx.get(dut.out_tag) == len(got) % 16
                 got.append(list(ctx.get(dut.h)))
+                # The copies for the core's other consumers: the same values, the same cycle.
+                assert [list(ctx.get(dut.h_copy[c])) for c in range(2)] == [got[-1]] * 2
             await ctx.tick()
 
     run(dut, tb)
     assert torch.equal(torch.tensor(got), expected)
+
+
+# --- schedule -------------------------------------------------------------------------------------
+def test_schedule_next_outputs_lead_by_one_cycle():
+    """``resetting_next``/``reset_addr_next`` are ``resetting``/``reset_addr`` one cycle early, in
+    every cycle, whatever the inputs: the datapath registers its copies of the two from them (a
+    copy one cycle late would go unnoticed at the outputs, the reset phase having a spare cycle)."""
+    cfg = DeltaGRUConfig(input_size=5, hidden_size=7, lanes=6, act_width=1, output_size=3)
+    dut = Schedule(cfg)
+    rng = random.Random(5)
+    seen = {"resets": 0}
+
+    async def tb(ctx):
+        # The fired counts are constant (the schedule reads them as its queues hold them: fixed
+        # during a phase); the input's arrival, its reset flag and the output's room are random.
+        for port, n in ((dut.nx, 2), (dut.nh, 3), (dut.nh0, 3), (dut.nhead, 1)):
+            ctx.set(port, n)
+        prev = None
+        for _ in range(3000):
+            ctx.set(dut.r_full, rng.random() < 0.9)
+            ctx.set(dut.r_reset, rng.random() < 0.3)
+            ctx.set(dut.out_room, rng.random() < 0.8)
+            await ctx.delay(1e-9)
+            now = (ctx.get(dut.resetting), ctx.get(dut.reset_addr))
+            if prev is not None:
+                assert now == prev
+            seen["resets"] += now[0] and not seen.get("was")  # a reset phase begins
+            seen["was"] = now[0]
+            prev = (ctx.get(dut.resetting_next), ctx.get(dut.reset_addr_next))
+            await ctx.tick()
+
+    run(dut, tb)
+    assert seen["resets"] >= 5  # the reset phase ran, from several states
 
 
 # --- MAC array ------------------------------------------------------------------------------------
@@ -222,11 +258,12 @@ def test_mac_array_accumulates_columns(shape):
             mch += w[2 * H :, k] * d
 
     async def tb(ctx):
-        for a in range(lay.acc_depth + 1):  # bias load, one word per cycle
-            ctx.set(dut.load, a < lay.acc_depth)
-            ctx.set(dut.load_addr, min(a, lay.acc_depth - 1))
+        # Bias load, one word per cycle, announced LOAD_AHEAD cycles ahead; the last word is
+        # written in the cycle after its read.
+        for a in range(lay.acc_depth + MacArray.LOAD_AHEAD + 1):
+            ctx.set(dut.load_next, a < lay.acc_depth)
+            ctx.set(dut.load_addr_next, min(a, lay.acc_depth - 1))
             await ctx.tick()
-        ctx.set(dut.load, 0)
         for k, d in cols:  # column after column, C cycles each, no bubbles
             for g in range(C):
                 ctx.set(dut.issue, 1)

@@ -16,6 +16,7 @@ from amaranth.lib import data, memory, wiring
 from amaranth.lib.wiring import In, Out
 
 from ..config import DeltaGRUConfig
+from . import KEEP
 
 __all__ = ["ActivationPipe", "ACT_LATENCY", "round_shift", "saturate_to", "round_saturate"]
 
@@ -58,7 +59,11 @@ class ActivationPipe(wiring.Component):
     Inputs (per beat, with ``valid``): the accumulators ``m_r``, ``m_u``, ``m_cx``, ``m_ch`` and the
     previous hidden state ``h_prev`` of A units, and a ``tag`` carried along (the beat number).
     Outputs: ``h`` (A new hidden values, registered), ``out_valid``/``out_tag``, ``LATENCY`` cycles
-    after the inputs.
+    after the inputs. ``h_copy`` (with ``h_copies`` > 0) holds the same values in the same cycle,
+    out of registers of their own (kept apart in synthesis, KEEP), one per group of consumers: one
+    ``h`` register driving the h memories' write data and both delta encoders' compares was
+    routed over the die (the ECP5's critical path at 66.67 MHz: ``h`` through the head's h delta
+    encoder into its queue's write valid, 11.4 ns of routing, docs/benchmarks/fmax).
 
     Pipeline (one register stage per line; each stage holds at most one carry chain, block RAM
     read or multiplier in series, so the unit is never the critical path of the design):
@@ -82,11 +87,15 @@ class ActivationPipe(wiring.Component):
     #: drains and the cycle model (:mod:`deltahw.cycles`) are derived from it.
     LATENCY = 12
 
-    def __init__(self, config: DeltaGRUConfig, tag_bits: int):
+    def __init__(self, config: DeltaGRUConfig, tag_bits: int, h_copies: int = 0):
         self.config = config
+        self.h_copies = h_copies
         A, acc, act = config.act_width, signed(config.acc_bits), signed(config.act.bits)
+        copies = {"h_copy": Out(data.ArrayLayout(data.ArrayLayout(act, A), h_copies))} \
+            if h_copies else {}
         super().__init__(
             {
+                **copies,
                 "valid": In(1),
                 "tag": In(tag_bits),
                 "m_r": In(data.ArrayLayout(acc, A)),
@@ -189,8 +198,13 @@ class ActivationPipe(wiring.Component):
             # 11. c + rnd(u x (h_prev - c)) before the shift.
             sum11 = Signal(signed(prod_bits + 1), name=f"{n}_sum11", reset_less=True)
             m.d.sync += sum11.eq(((c10 << af) | half) + prod10)
-            # 12. h = saturate(sum >> af).
-            m.d.sync += self.h[i].eq(saturate_to(sum11 >> af, ab))
+            # 12. h = saturate(sum >> af), and its copies.
+            h12 = saturate_to(sum11 >> af, ab)
+            m.d.sync += self.h[i].eq(h12)
+            for c in range(self.h_copies):
+                copy = Signal(act, name=f"{n}_h12_copy{c}", reset_less=True, attrs=KEEP)
+                m.d.sync += copy.eq(h12)
+                m.d.comb += self.h_copy[c][i].eq(copy)
         return m
 
 

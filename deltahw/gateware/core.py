@@ -33,7 +33,7 @@ from amaranth import Array, Const, Module, Mux, Signal, signed
 from amaranth.lib import data, fifo, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from .. import regmap
+from .. import cycles, regmap
 from ..config import DeltaGRUConfig, ceil_div
 from ..layout import Layout
 from . import KEEP
@@ -250,14 +250,27 @@ class DeltaGRUCore(wiring.Component):
         # ns of routing from the decode to one h memory's write data). Each group of consumers
         # has its own copy instead, a flip-flop registered from ``resetting_next`` (the same
         # value in the same cycle), kept apart (KEEP).
+        # ``reset_addr`` likewise (it addressed every state memory's write port and, through the
+        # MAC's bias load, every bank's bias memory: 15.5 ns of routing on the ECP5 at 70 MHz):
+        # a copy per group of consumers, registered from ``reset_addr_next``, no wider than the
+        # reset phase needs.
+        ra_bits = bits_for(cycles.reset_cycles(cfg))
+
         def resetting_copy(name):
             copy = Signal(name=f"resetting_{name}", attrs=KEEP)
             m.d.sync += copy.eq(sched.resetting_next)
             return copy
 
-        resetting, reset_addr = resetting_copy("mac"), sched.reset_addr
-        m.d.comb += [mac.load.eq(resetting & (reset_addr < lay.acc_depth)),
-                     mac.load_addr.eq(reset_addr)]
+        def reset_addr_copy(name):
+            copy = Signal(ra_bits, name=f"reset_addr_{name}", reset_less=True, attrs=KEEP)
+            m.d.sync += copy.eq(sched.reset_addr_next)
+            return copy
+
+        # The MAC registers its own copies (per bank) from the values of the next cycle.
+        m.d.comb += [
+            mac.load_next.eq(sched.resetting_next & (sched.reset_addr_next < lay.acc_depth)),
+            mac.load_addr_next.eq(sched.reset_addr_next),
+        ]
 
         # ---- activation --------------------------------------------------------------------------
         act_issue, act_beat, act_k, act_g = (sched.act_issue, sched.act_beat, sched.act_k,
@@ -268,7 +281,10 @@ class DeltaGRUCore(wiring.Component):
         rd_lat = MacArray.READ_LATENCY
         assert rd_lat >= 1, "the h memory read (1 cycle) is aligned with MX's"
         act_lat = ActivationPipe.LATENCY
-        m.submodules.act = actp = ActivationPipe(cfg, tag_bits=beat_bits)
+        # Three copies of the new h: the h memories' write data (and the network output), the h
+        # encoder, the x encoder (ActivationPipe: each its own registers, placed by its users).
+        m.submodules.act = actp = ActivationPipe(cfg, tag_bits=beat_bits, h_copies=2)
+        h_out = [actp.h, actp.h_copy[0], actp.h_copy[1]]
         # The layer travels along: while the last layer drains, the schedule's block is already
         # layer 0 (the next timestep's overlapped x phase).
         dl = [
@@ -340,7 +356,7 @@ class DeltaGRUCore(wiring.Component):
         m.submodules.enc_x = enc_x = DeltaEncoder(width=A, act_bits=ab, vhat_ahead=True)
         hhat_data = Array([p.data.as_value() for p in hhat_r])
         m.d.comb += [
-            enc_h.v.eq(actp.h),
+            enc_h.v.eq(h_out[1]),
             enc_h.vhat.eq(hhat_data[pre_layer] if L > 1 else hhat_r[0].data),
             enc_h.theta.eq(Array(theta_h)[pre_layer] if L > 1 else theta_h[0]),
             enc_h.in_range.eq(unit_ok),
@@ -349,7 +365,7 @@ class DeltaGRUCore(wiring.Component):
             xt_data = Array([p.data.as_value() for p in xt_r])
             tgt_theta = Array(theta_x[1:] + ([theta_head] if head else []))
             m.d.comb += [
-                enc_x.v.eq(actp.h),
+                enc_x.v.eq(h_out[2]),
                 enc_x.vhat.eq(xt_data[pre_layer]),
                 enc_x.theta.eq(tgt_theta[pre_layer]),
                 enc_x.in_range.eq(unit_ok),
@@ -359,28 +375,28 @@ class DeltaGRUCore(wiring.Component):
         # During a sequence reset the h queues are filled as the h encoder would fill them for
         # h = hhat = 0: a zero delta fires only when the threshold is 0 (dense reference).
         reset_ok = Signal(A)
-        resetting = resetting_copy("ok")
+        resetting, reset_addr = resetting_copy("ok"), reset_addr_copy("ok")
         for i in range(A):
             m.d.comb += reset_ok[i].eq(resetting & (reset_addr * A + i < H))
         for qi, q in enumerate(hq + xq):
-            enc_beat = Mux(resetting_copy(f"qi{qi}"), reset_addr, dN.beat)
+            enc_beat = Mux(resetting_copy(f"qi{qi}"), reset_addr_copy(f"qi{qi}"), dN.beat)
             for i in range(A):
                 m.d.comb += q.w_index[i].eq(enc_beat * A + i)
         for l in range(L):
             sel = act_out & (act_layer == l)
-            resetting = resetting_copy(f"h{l}")
+            resetting, reset_addr = resetting_copy(f"h{l}"), reset_addr_copy(f"h{l}")
             m.d.comb += [
                 h_w[l].addr.eq(Mux(resetting, reset_addr, dN.beat)),
-                h_w[l].data.eq(Mux(resetting, 0, actp.h)),
+                h_w[l].data.eq(Mux(resetting, 0, h_out[0])),
                 h_w[l].en.eq(Mux(resetting, reset_addr < nb, sel)),
             ]
-            resetting = resetting_copy(f"hhat{l}")
+            resetting, reset_addr = resetting_copy(f"hhat{l}"), reset_addr_copy(f"hhat{l}")
             m.d.comb += [
                 hhat_w[l].addr.eq(Mux(resetting, reset_addr, dN.beat)),
                 hhat_w[l].data.eq(Mux(resetting, 0, enc_h.new_vhat)),
                 hhat_w[l].en.eq(Mux(resetting, reset_addr < nb, sel)),
             ]
-            resetting = resetting_copy(f"hq{l}")
+            resetting, reset_addr = resetting_copy(f"hq{l}"), reset_addr_copy(f"hq{l}")
             m.d.comb += [
                 hq[l].w_valid.eq(Mux(sel, enc_h.fire, Mux(theta_h[l] == 0, reset_ok, 0))),
                 hq[l].w_delta.eq(Mux(resetting, 0, enc_h.delta.as_value())),
@@ -388,13 +404,13 @@ class DeltaGRUCore(wiring.Component):
             ]
         for t in range(n_targets):
             sel = act_out & (act_layer == t)
-            resetting = resetting_copy(f"xt{t}")
+            resetting, reset_addr = resetting_copy(f"xt{t}"), reset_addr_copy(f"xt{t}")
             m.d.comb += [
                 xt_w[t].addr.eq(Mux(resetting, reset_addr, dN.beat)),
                 xt_w[t].data.eq(Mux(resetting, 0, enc_x.new_vhat)),
                 xt_w[t].en.eq(Mux(resetting, reset_addr < nb, sel)),
             ]
-            resetting = resetting_copy(f"xq{t}")
+            resetting, reset_addr = resetting_copy(f"xq{t}"), reset_addr_copy(f"xq{t}")
             m.d.comb += [
                 xq[t].w_valid.eq(Mux(sel, enc_x.fire, 0)),
                 xq[t].w_delta.eq(enc_x.delta),
@@ -404,7 +420,7 @@ class DeltaGRUCore(wiring.Component):
         if not head:
             m.d.comb += out_push_act.eq(act_out & (act_layer == L - 1))
             for i in range(A):
-                m.d.comb += out_data.data[i].eq(Mux(unit_ok[i], actp.h[i], 0))
+                m.d.comb += out_data.data[i].eq(Mux(unit_ok[i], h_out[0][i], 0))
             m.d.comb += [out_data.last.eq(dN.beat == nb - 1), ofifo.w_en.eq(out_push_act)]
 
         # ---- head read-out -----------------------------------------------------------------------

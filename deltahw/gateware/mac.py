@@ -47,9 +47,13 @@ class MacArray(wiring.Component):
     address is registered, and the memory is read in the following cycle (``READ_LATENCY`` 2; an
     issue reads its old sum one cycle after it is issued, when the issue 3 before has written).
 
-    Bias load (sequence reset): ``load`` with ``load_addr`` reads bias word ``load_addr`` and one
-    cycle later writes it, aligned to the accumulator format, to MX (addresses below the MX depth)
-    or MCH. One word per cycle.
+    Bias load (sequence reset): ``load_next`` with ``load_addr_next`` announce, one cycle ahead, a
+    load of bias word ``load_addr_next``: in the next cycle the word is read, and one cycle later it
+    is written, aligned to the accumulator format, to MX (addresses below the MX depth) or MCH. One
+    word per cycle. Each bank registers the two itself (``LOAD_AHEAD``), so that the bias memories'
+    read address comes from a flip-flop next to them: one shared load address decoded by the
+    schedule and routed to every bank's bias memory was the ECP5's critical path at 70 MHz (15.5
+    ns of routing, docs/benchmarks/fmax).
 
     Parameter writes: ``p_we`` writes ``p_data`` into lane ``p_lane`` of the weight (``p_kind`` 0)
     or bias (1) memory at ``p_addr``. Latency: the write lands at the end of the cycle
@@ -72,6 +76,8 @@ class MacArray(wiring.Component):
     #: Cycles from an issue until a read-out addressing the accumulator word it updates sees the
     #: new sum (written at the end of the cycle 3 after the issue, read one cycle after addressing).
     ACC_WRITE_LATENCY = 3
+    #: Cycles by which ``load_next``/``load_addr_next`` lead the bias memory's read.
+    LOAD_AHEAD = 1
     #: Cycles from ``p_we`` until the parameter memory holds the word (the end of that cycle):
     #: an array-wide register, then one per bank.
     PARAM_WRITE_LATENCY = 2
@@ -100,8 +106,8 @@ class MacArray(wiring.Component):
             "mch_data": Out(data.ArrayLayout(acc, P // 3)),
             "mx_word": Out(data.ArrayLayout(acc, P)),
             "mch_word": Out(data.ArrayLayout(acc, P // 3)),
-            "load": In(1),
-            "load_addr": In(self.babits),
+            "load_next": In(1),
+            "load_addr_next": In(self.babits),
             "p_we": In(1),
             "p_kind": In(1),
             "p_lane": In(range(P)),
@@ -128,6 +134,14 @@ class MacArray(wiring.Component):
         m.d.sync += [pw1_we.eq(self.p_we), pw1.kind.eq(self.p_kind), pw1.lane.eq(self.p_lane),
                      pw1.addr.eq(self.p_addr), pw1.data.eq(self.p_data[:pbits])]
         weights, biases = [], []
+        # The bias load, one copy per bank (kept apart, KEEP), registered from the values
+        # announced a cycle ahead: the same values in the same cycle as the shared ones before.
+        load, load_addr = [], []
+        for b in range(lay.num_banks):
+            load.append(Signal(name=f"load_b{b}", attrs=KEEP))
+            load_addr.append(Signal(self.babits, name=f"load_addr_b{b}", reset_less=True,
+                                    attrs=KEEP))
+            m.d.sync += [load[b].eq(self.load_next), load_addr[b].eq(self.load_addr_next)]
         for b in range(lay.num_banks):
             wr = ParamRAM(lanes=G, lane_bits=wb, depth=lay.weight_depth,
                           init=None if self.weight_init is None else self.weight_init[b],
@@ -149,7 +163,7 @@ class MacArray(wiring.Component):
                 addr2.eq(pw1.addr), data2.eq(pw1.data),
             ]
             m.d.comb += [
-                wr.r_addr.eq(self.w_addr), br.r_addr.eq(self.load_addr),
+                wr.r_addr.eq(self.w_addr), br.r_addr.eq(load_addr[b]),
                 wr.w_addr.eq(addr2), br.w_addr.eq(addr2),
                 wr.w_data.eq(Cat(*[data2[:wb]] * G)),
                 br.w_data.eq(Cat(*[data2[:bb]] * G)),
@@ -220,19 +234,19 @@ class MacArray(wiring.Component):
             for k, sig in c.items():
                 sig.name = f"{k}_b{b}"
                 sig.attrs.update(KEEP)
-            load_mx = self.load_addr < lay.mx_depth
+            ld, la = load[b], load_addr[b]
+            load_mx = la < lay.mx_depth
             m.d.sync += [
                 c["delta2"].eq(s1.delta),
                 c["use_ch2"].eq(s1.use_ch),
                 c["rd_mx"].eq(Mux(self.issue, self.acc_addr, self.mx_addr)),
                 c["rd_ch"].eq(Mux(self.issue, self.ch_addr, self.mch_addr)),
-                c["load3"].eq(self.load),
-                c["w_mx"].eq(Mux(self.load, self.load_addr, s2.acc)),
-                c["w_ch"].eq(Mux(self.load, (self.load_addr - lay.mx_depth)[:self.mchbits],
-                                 s2.ch)),
-                c["en_mx"].eq(Mux(self.load, load_mx, s2.valid)),
-                c["en_mx_c"].eq(Mux(self.load, load_mx, s2.valid & ~s2.use_ch)),
-                c["en_ch"].eq(Mux(self.load, ~load_mx, s2.valid & s2.use_ch)),
+                c["load3"].eq(ld),
+                c["w_mx"].eq(Mux(ld, la, s2.acc)),
+                c["w_ch"].eq(Mux(ld, (la - lay.mx_depth)[:self.mchbits], s2.ch)),
+                c["en_mx"].eq(Mux(ld, load_mx, s2.valid)),
+                c["en_mx_c"].eq(Mux(ld, load_mx, s2.valid & ~s2.use_ch)),
+                c["en_ch"].eq(Mux(ld, ~load_mx, s2.valid & s2.use_ch)),
             ]
             for kind in (False, True):
                 m.d.sync += [c[f"fwd1_{int(kind)}"].eq(same1[kind]),

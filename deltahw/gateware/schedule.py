@@ -68,9 +68,9 @@ Before the phase that writes the output FIFO (the head's read-out, or the last l
 the schedule waits in ``WAIT_OUT`` until there is room for a timestep (``out_room``): stall cycles
 (``stalling``), not compute cycles. A new input vector with ``r_reset`` first runs the ``RESET``
 phase (``cycles.reset_cycles``: accumulators <- biases, states cleared, ``resetting`` with
-``reset_addr``; ``resetting_next`` is ``resetting`` of the next cycle, from which the datapath
-registers copies of it next to its consumers); it never overlaps (the reset reloads every
-accumulator). With nothing to do the schedule waits in ``IDLE`` (not counted).
+``reset_addr``; ``resetting_next`` and ``reset_addr_next`` are their values of the next cycle,
+from which the datapath registers copies of them next to their consumers); it never overlaps (the
+reset reloads every accumulator). With nothing to do the schedule waits in ``IDLE`` (not counted).
 
 Latency and throughput: one state per cycle, no internal pipelining; the outputs are
 combinational from the state (``q_h`` and the strobes) or registers (``block``, ``g``, beat
@@ -119,6 +119,7 @@ class Schedule(wiring.Component):
             "resetting": Out(1),
             "resetting_next": Out(1),  # ``resetting`` of the next cycle (for registered copies)
             "reset_addr": Out(16),
+            "reset_addr_next": Out(16),  # ``reset_addr`` of the next cycle (for registered copies)
             # MAC phase
             "latch_fired": Out(1),  # a MAC phase reads its counts (not layer 0's x phase)
             "latch_x0": Out(1),  # layer 0's x phase reads its count
@@ -183,6 +184,10 @@ class Schedule(wiring.Component):
         t_groups, t_drain = table(costs), table(drains)
 
         block, g = self.block, self.g
+        # reset_addr is the register of reset_addr_next (which holds it but where a state below
+        # sets it), so the datapath can register copies of it from reset_addr_next.
+        m.d.comb += self.reset_addr_next.eq(self.reset_addr)
+        m.d.sync += self.reset_addr.eq(self.reset_addr_next)
         px, ph = Signal(), Signal()  # the phase sweeps the block's x / h entries
         m.d.comb += [self.n_x.eq(Mux(px, self.nx, 0)), self.n_h.eq(Mux(ph, self.nh, 0))]
         n_x = self.n_x
@@ -288,7 +293,8 @@ class Schedule(wiring.Component):
                 begin_mac(0, 0, 1)
             with m.Elif(self.r_full):
                 with m.If(self.r_reset):
-                    m.d.sync += [self.reset_addr.eq(0), block.eq(0)]
+                    m.d.sync += block.eq(0)
+                    m.d.comb += self.reset_addr_next.eq(0)
                     m.d.comb += self.resetting_next.eq(1)
                     m.next = "RESET"
                 with m.Else():
@@ -390,7 +396,7 @@ class Schedule(wiring.Component):
                 start_step()
             with m.State("RESET"):
                 m.d.comb += self.resetting.eq(1)
-                m.d.sync += self.reset_addr.eq(self.reset_addr + 1)
+                m.d.comb += self.reset_addr_next.eq(self.reset_addr + 1)
                 with m.If(self.reset_addr == cycles.reset_cycles(cfg) - 1):
                     begin_mac(0, 1, 0, FIRST)
                 with m.Else():
