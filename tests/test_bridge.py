@@ -7,6 +7,7 @@ stand in for the core's ``i``/``o`` streams, with random backpressure on both si
 """
 
 import random
+import re
 
 import pytest
 from amaranth.hdl import Module
@@ -15,7 +16,7 @@ from amaranth.sim import Simulator
 
 from deltahw import link as br
 from deltahw.config import DeltaGRUConfig
-from deltahw.gateware.bridge import Bridge
+from deltahw.gateware.bridge import Bridge, _Receiver
 from deltahw.gateware.registers import BusSignature
 from deltahw.gateware.uart import UARTRx, UARTTx, uart_divisor
 
@@ -304,6 +305,131 @@ def test_bridge_config_errors():
         Bridge(CFG, rx_depth=100)
     with pytest.raises(TypeError, match="DeltaGRUConfig"):
         Bridge({"input_size": 3})
+
+
+def run_receiver(wire, *, ready, rx_gap=0, seed=0, depth_log2=8, cycles=None):
+    """Feed ``wire`` into a :class:`_Receiver`, ``ready(cycle)`` on ``r.ready``.
+
+    Returns the ``r`` transfers as (cycle, byte), ``r.valid`` of every cycle, the (valid, ready,
+    payload) of every cycle and the descriptors taken (``desc.ready`` is always 1)."""
+    rng = random.Random(seed)
+    rcv = _Receiver(depth_log2)
+    got, valids, trace, descs = [], [], [], []
+    end_cycles = []
+
+    async def rx_proc(ctx):
+        cycle = 0
+        for byte in wire:
+            ctx.set(rcv.rx.payload, byte)
+            ctx.set(rcv.rx.valid, 1)
+            if byte == br.END:
+                end_cycles.append(cycle)
+            await ctx.tick()
+            cycle += 1
+            ctx.set(rcv.rx.valid, 0)
+            for _ in range(rng.randint(0, rx_gap)):
+                await ctx.tick()
+                cycle += 1
+
+    async def r_proc(ctx):
+        ctx.set(rcv.desc.ready, 1)
+        cycle = 0
+        while True:
+            ctx.set(rcv.r.ready, ready(cycle))
+            _, _, valid, rdy, payload, dvalid, dpayload = await ctx.tick().sample(
+                rcv.r.valid, rcv.r.ready, rcv.r.payload, rcv.desc.valid, rcv.desc.payload)
+            valids.append(valid)
+            trace.append((valid, rdy, payload))
+            if valid and rdy:
+                got.append((cycle, payload))
+            if dvalid:
+                descs.append((int(dpayload.length), int(dpayload.error)))
+            cycle += 1
+
+    sim = Simulator(rcv)
+    sim.add_clock(1e-8)
+    sim.add_testbench(rx_proc)
+    sim.add_testbench(r_proc, background=True)
+    sim.run_until((cycles or len(wire) * (rx_gap + 1) + 600) * 1e-8)
+    return got, valids, trace, descs, end_cycles
+
+
+def test_receiver_r_stream_sustains_one_byte_per_cycle():
+    """Frames committed while ``r`` is held, then ``r.ready`` held high: every byte, in order,
+    one per cycle (the registered output stage keeps the memory's throughput)."""
+    rng = random.Random(11)
+    frames = [(rng.randrange(256), rng.randrange(256),
+               bytes(rng.choice([br.END, br.ESC, rng.randrange(256)])
+                     for _ in range(rng.randrange(1, 40)))) for _ in range(5)]
+    wire = b"".join(br.encode_frame(*f) for f in frames)
+    expect = b"".join(bytes([c, s]) + p for c, s, p in frames)
+    assert len(expect) < 200  # fits the 256-byte ring with r held
+    start = len(wire) + 20
+    got, valids, _, descs, _ = run_receiver(wire, ready=lambda c: c >= start)
+    assert bytes(b for _, b in got) == expect
+    assert [c for c, _ in got] == list(range(start, start + len(expect)))
+    assert descs == [(2 + len(p), 0) for _, _, p in frames]
+    assert not any(valids[start + len(expect):])
+
+
+def test_receiver_r_stream_under_backpressure():
+    """Random gaps on ``rx``, random ``r.ready`` and damaged frames in between: the good frames'
+    bytes come out exactly, and a byte offered on ``r`` stays put until it is taken."""
+    rng = random.Random(12)
+    wire, expect, descs_expect = bytearray(), bytearray(), []
+    for k in range(40):
+        code, seq = rng.randrange(256), rng.randrange(256)
+        payload = bytes(rng.choice([br.END, br.ESC, rng.randrange(256)])
+                        for _ in range(rng.randrange(0, 30)))
+        frame = bytearray(br.encode_frame(code, seq, payload))
+        if k % 7 == 3:
+            frame[2] ^= 0x01  # a CRC error: the frame is dropped from the ring
+            if frame[2] in (br.END, br.ESC):
+                frame[2] ^= 0x03
+            descs_expect.append(None)
+        else:
+            expect += bytes([code, seq]) + payload
+            descs_expect.append((2 + len(payload), 0))
+        wire += frame
+    ready_bits = [rng.random() < 0.6 for _ in range(20000)]
+    got, _, trace, descs, _ = run_receiver(bytes(wire), ready=lambda c: ready_bits[c], rx_gap=2,
+                                           seed=13, cycles=len(ready_bits) - 10)
+    assert bytes(b for _, b in got) == bytes(expect)
+    assert len(descs) == len(descs_expect)
+    for d, e in zip(descs, descs_expect):
+        assert d == e if e else (d[0] == 0 and d[1] == br.ErrorCode.CRC)
+    for (v0, r0, p0), (v1, _, p1) in zip(trace, trace[1:]):
+        if v0 and not r0:
+            assert v1 and p1 == p0
+
+
+def test_receiver_latency():
+    """A frame's first byte is offered on ``r`` three cycles after its closing ``END`` is taken:
+    the commit, the memory read, the output register."""
+    wire = br.encode_frame(br.CMD_INFO, 5, b"\x01")
+    got, valids, _, _, ends = run_receiver(wire, ready=lambda c: 1)
+    assert valids.index(1) - ends[-1] == 3
+    assert [b for _, b in got] == [br.CMD_INFO, 5, 1]
+
+
+def _rtlil_driver(il, wire):
+    """The type and port of the cell whose output is exactly ``wire`` in RTLIL text ``il``."""
+    for cell in re.finditer(r"^  cell (\S+) \S+\n(.*?)^  end", il, re.M | re.S):
+        for port, sig in re.findall(r"connect \\(\w+) (\S+)", cell.group(2)):
+            if sig == "\\" + wire and port in ("Q", "DATA", "Y"):
+                return cell.group(1), port
+    return None
+
+
+def test_receiver_r_stream_comes_from_flip_flops():
+    """``r.payload`` and ``r.valid`` are flip-flop outputs, not the memory's read data: an ECP5
+    block RAM without its output register has a 5.8 ns clock-to-out, too slow to feed the
+    executor's logic at 100 MHz (docs/benchmarks/fmax)."""
+    from amaranth.back import rtlil
+
+    il = rtlil.convert(_Receiver(6))
+    assert _rtlil_driver(il, "r__payload") == ("$dff", "Q")
+    assert _rtlil_driver(il, "r__valid") == ("$dff", "Q")
 
 
 @pytest.mark.parametrize("divisor", [4, 7])

@@ -119,6 +119,14 @@ class _Receiver(wiring.Component):
     (``length`` = code + seq + payload bytes, ``error``, ``seq``) is queued on ``desc``; a bad frame
     is rewound and queued as an error descriptor with length 0. The CRC is checked by the residue of
     an ``amaranth.lib.crc`` processor run over the whole frame including its CRC.
+
+    ``r`` is a FIFO view of the committed bytes with registered ``payload`` and ``valid`` (the
+    memory's read data passes an output register first). Latency: a frame's first byte is offered
+    on ``r`` three cycles after its ``END`` is taken (commit, memory read, output register), one
+    more than without the register, but no later than the bridge's executor asks for it: the
+    frame's descriptor appears on ``desc`` two cycles after the ``END`` (through a
+    ``SyncFIFOBuffered``) and the executor reads ``r`` from the cycle after it takes the
+    descriptor. Throughput: one byte per cycle while ``r.ready`` is held.
     """
 
     def __init__(self, depth_log2: int, desc_depth: int = link.DESC_DEPTH):
@@ -206,14 +214,42 @@ class _Receiver(wiring.Component):
             with m.Else():
                 m.d.sync += esc.eq(0)
 
-        # Read side: a plain FIFO view of the committed bytes, one-cycle memory latency.
+        # Read side: a FIFO view of the committed bytes. The memory's read data goes into
+        # flip-flops before anything else sees it: an ECP5 block RAM without its output register
+        # has a 5.8 ns clock-to-out, and ``r.payload`` taken straight from it fed the executor's
+        # decisions and the core's ready into the executor's clock enables (the 73 MHz critical
+        # path, docs/benchmarks/fmax). ``r`` is served from a two-entry queue of registers:
+        # ``head`` (``r.payload``) and ``skid`` behind it. A read issued in one cycle (``fetch``)
+        # delivers its byte (``pend``) in the next, when it joins the queue; a read is issued only
+        # if the queue will have room for it whatever ``r.ready`` does next, so with ``r.ready``
+        # held the queue sustains one byte per cycle.
+        head = Signal(8)
+        head_valid = Signal()
+        skid = Signal(8)
+        skid_valid = Signal()  # implies head_valid: bytes enter at the head first
+        pend = Signal()  # rp.data holds a byte fetched in the previous cycle
+        pop = self.r.valid & self.r.ready
         avail = rd != commit
-        fetch = avail & (~self.r.valid | self.r.ready)
-        m.d.comb += [rp.en.eq(fetch), rp.addr.eq(rd[:log2]), self.r.payload.eq(rp.data)]
+        # Bytes in the queue after this cycle: head_valid + skid_valid - pop + pend; one more may
+        # arrive next cycle (from this cycle's fetch) while nothing is popped.
+        after = Signal(2)
+        m.d.comb += after.eq(head_valid + skid_valid - pop + pend)
+        fetch = avail & (after <= 1)
+        m.d.comb += [rp.en.eq(fetch), rp.addr.eq(rd[:log2]),
+                     self.r.payload.eq(head), self.r.valid.eq(head_valid)]
+        m.d.sync += pend.eq(fetch)
         with m.If(fetch):
-            m.d.sync += [rd.eq(rd + 1), self.r.valid.eq(1)]
-        with m.Elif(self.r.ready):
-            m.d.sync += self.r.valid.eq(0)
+            m.d.sync += rd.eq(rd + 1)
+        with m.If(pop | ~head_valid):
+            # The head moves on: the skid's byte (if any) becomes the head, the arriving byte
+            # (if any) goes behind it or straight to the head.
+            with m.If(skid_valid):
+                m.d.sync += [head.eq(skid), skid.eq(rp.data), skid_valid.eq(pend)]
+            with m.Else():
+                m.d.sync += [head.eq(rp.data), head_valid.eq(pend)]
+        with m.Elif(pend):
+            # The head is held, so the skid is empty (``fetch`` saw ``after`` <= 1).
+            m.d.sync += [skid.eq(rp.data), skid_valid.eq(1)]
 
         m.d.comb += [self.desc.payload.eq(descq.r_data), self.desc.valid.eq(descq.r_rdy),
                      descq.r_en.eq(self.desc.ready)]
