@@ -264,6 +264,8 @@ class _OutputSlots(wiring.Component):
     ``elem_bytes`` bytes, little endian). A beat is accepted only while ``head - tail`` is below the
     slot count, so the core stalls rather than overwrite a timestep the host has not released;
     ``tail`` moves when the executor releases up to a position (``release``/``release_pos``).
+    ``o.ready`` comes from a flip-flop (it is computed a cycle ahead), so a release frees a slot
+    for the core in the cycle after ``tail`` has moved, exactly as a combinational check would.
     Throughput: one byte per cycle (a beat of A elements takes ``A * elem_bytes`` cycles). Read
     port: ``rd_data`` is the byte at ``rd_addr`` one cycle after ``rd_en``.
     """
@@ -296,9 +298,6 @@ class _OutputSlots(wiring.Component):
         wp, rp = mem.write_port(), mem.read_port()
         m.d.comb += [rp.addr.eq(self.rd_addr), rp.en.eq(self.rd_en), self.rd_data.eq(rp.data)]
 
-        with m.If(self.release):
-            m.d.sync += self.tail.eq(self.release_pos)
-
         beat = Signal(A * ab)
         beat_last = Signal()
         idx = Signal(range(nbytes))
@@ -308,14 +307,28 @@ class _OutputSlots(wiring.Component):
                      Cat(beat.word_select(e, ab),
                          beat.word_select(e, ab)[-1].replicate(8 * eb - ab))
                      for e in range(A)])
-        room = (self.head - self.tail)[:16] < (1 << self.slots_log2)
         slot = self.head[:self.slots_log2]
+        # ``o.ready`` is a flip-flop: it is "idle, and head - tail below the slot count" computed
+        # one cycle ahead from the next head and tail, so it has exactly the value the same
+        # expression of the current head and tail would have, without the 16-bit subtract and
+        # compare (and the bridge-to-core distance) in front of the core's output FIFO read
+        # enable (the ECP5 critical path of fmax9-1, docs/benchmarks/fmax).
+        head_next = Signal(16)
+        tail_next = Signal(16)
+        idle_next = Signal()
+        ready = Signal(init=1)  # after reset: idle, head == tail
+        m.d.comb += [head_next.eq(self.head), tail_next.eq(self.tail), self.o.ready.eq(ready)]
+        with m.If(self.release):
+            m.d.comb += tail_next.eq(self.release_pos)
+        m.d.sync += [self.head.eq(head_next), self.tail.eq(tail_next),
+                     ready.eq(idle_next & ((head_next - tail_next)[:16] < (1 << self.slots_log2)))]
         with m.FSM():
             with m.State("IDLE"):
-                m.d.comb += self.o.ready.eq(room)
-                with m.If(self.o.valid & room):
+                m.d.comb += idle_next.eq(1)
+                with m.If(self.o.valid & ready):
                     m.d.sync += [beat.eq(self.o.payload.data), beat_last.eq(self.o.payload.last),
                                  idx.eq(0)]
+                    m.d.comb += idle_next.eq(0)
                     m.next = "WRITE"
             with m.State("WRITE"):
                 m.d.comb += [wp.en.eq(1), wp.data.eq(wide.word_select(idx, 8)),
@@ -323,7 +336,9 @@ class _OutputSlots(wiring.Component):
                 m.d.sync += [idx.eq(idx + 1), woff.eq(woff + 1)]
                 with m.If(idx == nbytes - 1):
                     with m.If(beat_last):
-                        m.d.sync += [self.head.eq(self.head + 1), woff.eq(0)]
+                        m.d.comb += head_next.eq(self.head + 1)
+                        m.d.sync += woff.eq(0)
+                    m.d.comb += idle_next.eq(1)
                     m.next = "IDLE"
         return m
 
