@@ -529,7 +529,8 @@ def test_output_slots_ready_is_registered_and_exact():
             # No releases for the first 4000 cycles (the slots fill up), then frequent ones.
             release = cycle > 4000 and rng.random() < 0.1 and head != tail
             ctx.set(slots.release, release)
-            ctx.set(slots.release_pos, tail + rng.randint(1, (head - tail) % 65536) if release else 0)
+            pos = (tail + rng.randint(1, (head - tail) % 65536)) % 65536 if release else 0
+            ctx.set(slots.release_pos, pos)
             expect = writing == 0 and (head - tail) % 65536 < (1 << slots.slots_log2)
             assert ctx.get(slots.o.ready) == expect, (checked["cycles"], head, tail, writing)
             checked["cycles"] += 1
