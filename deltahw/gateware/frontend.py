@@ -41,7 +41,7 @@ class InputFrontEnd(wiring.Component):
     Input side: ``i`` takes one beat of E elements per cycle while a buffer is free (ceil(I/E)
     beats per vector). A beat is compared with the last transmitted input (threshold ``theta``) the
     cycle after it is accepted and its fired (index, delta) pairs reach the queue
-    (``DeltaQueue.COUNT_LATENCY`` cycles later they are counted). Latency: ``r_full`` rises 2
+    (``DeltaQueue.COUNT_LATENCY`` cycles later they are counted); ``i.ready`` comes from a flip-flop. Latency: ``r_full`` rises 2
     cycles after a vector's last beat is accepted and ``count`` is complete one cycle later, the
     first cycle in which the core (which starts a timestep the cycle after it sees ``r_full``)
     reads it. Throughput: one beat per cycle. The last transmitted word of a beat is read from
@@ -113,8 +113,15 @@ class InputFrontEnd(wiring.Component):
         vec_clear = Signal()  # the vector being received starts a sequence
         release = self.release
 
-        w_full = Mux(wbuf, full[1], full[0])
-        m.d.comb += self.i.ready.eq(~w_full)
+        # ``i.ready`` is a flip-flop: "the buffer being filled is not full", computed one cycle
+        # ahead from the next ``wbuf`` and ``full`` (below), so it has exactly the value the
+        # combinational expression would have, and the bridge's (or AXI adapter's) beat register
+        # enable does not wait on this decode across the die (docs/benchmarks/fmax).
+        full_next = [Signal(name="buf_full0_next"), Signal(name="buf_full1_next")]
+        wbuf_next = Signal()
+        ready = Signal(init=1, name="i_ready")  # after reset both buffers are free
+        m.d.comb += self.i.ready.eq(ready)
+        m.d.sync += ready.eq(~Mux(wbuf_next, full_next[1], full_next[0]))
         accept = self.i.valid & self.i.ready
         is_first_beat = in_beat == 0
         clear_now = Mux(is_first_beat, self.i.payload.first, vec_clear)
@@ -140,10 +147,13 @@ class InputFrontEnd(wiring.Component):
             s1.last.eq(in_beat == nbi - 1),
             s1.first.eq(is_first_beat),
         ]
+        m.d.comb += wbuf_next.eq(wbuf)
+        m.d.sync += wbuf.eq(wbuf_next)
         with m.If(accept):
             m.d.sync += vec_clear.eq(clear_now)
             with m.If(in_beat == nbi - 1):
-                m.d.sync += [in_beat.eq(0), wbuf.eq(~wbuf)]
+                m.d.sync += in_beat.eq(0)
+                m.d.comb += wbuf_next.eq(~wbuf)
             with m.Else():
                 m.d.sync += in_beat.eq(in_beat + 1)
         in_range = Signal(E)
@@ -176,10 +186,13 @@ class InputFrontEnd(wiring.Component):
         for e in range(E):
             m.d.comb += xq0.w_index[e].eq(s1.beat * E + e)
         for b in range(2):
+            m.d.comb += full_next[b].eq(full[b])
+            m.d.sync += full[b].eq(full_next[b])
             with m.If(s1.valid & s1.last & (s1.buf == b)):
-                m.d.sync += [full[b].eq(1), reset_tag[b].eq(s1.clear)]
+                m.d.comb += full_next[b].eq(1)
+                m.d.sync += reset_tag[b].eq(s1.clear)
             with m.Elif(release & (rbuf == b)):
-                m.d.sync += full[b].eq(0)
+                m.d.comb += full_next[b].eq(0)
         with m.If(release):
             m.d.sync += rbuf.eq(~rbuf)
         m.d.comb += [
