@@ -41,10 +41,11 @@ class InputFrontEnd(wiring.Component):
     Input side: ``i`` takes one beat of E elements per cycle while a buffer is free (ceil(I/E)
     beats per vector). A beat is compared with the last transmitted input (threshold ``theta``) the
     cycle after it is accepted and its fired (index, delta) pairs reach the queue
-    (``DeltaQueue.COUNT_LATENCY`` cycles later they are counted); ``i.ready`` comes from a flip-flop. Latency: ``r_full`` rises 2
-    cycles after a vector's last beat is accepted and ``count`` is complete one cycle later, the
-    first cycle in which the core (which starts a timestep the cycle after it sees ``r_full``)
-    reads it. Throughput: one beat per cycle. The last transmitted word of a beat is read from
+    (``DeltaQueue.COUNT_LATENCY`` cycles later they are counted); ``i.ready`` comes from a
+    flip-flop. Latency: ``r_full`` rises 2 cycles after a vector's last beat is accepted and
+    ``count`` is complete one cycle later, the first cycle in which the core (which starts a
+    timestep the cycle after it sees ``r_full``) reads it. Throughput: one beat per cycle. The
+    last transmitted word of a beat is read from
     its LUT RAM in the accept cycle into a register, and the encoder's new word is registered and
     written back a cycle later (the words not yet written forwarded into the read), so the
     encoder's read-compare-write loop starts and ends at flip-flops, with no LUT-RAM read or
