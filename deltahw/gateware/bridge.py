@@ -264,8 +264,8 @@ class _OutputSlots(wiring.Component):
     ``elem_bytes`` bytes, little endian). A beat is accepted only while ``head - tail`` is below the
     slot count, so the core stalls rather than overwrite a timestep the host has not released;
     ``tail`` moves when the executor releases up to a position (``release``/``release_pos``).
-    ``o.ready`` comes from a flip-flop (it is computed a cycle ahead), so a release frees a slot
-    for the core in the cycle after ``tail`` has moved, exactly as a combinational check would.
+    ``o.ready`` comes from a flip-flop (computed a cycle ahead), so a release frees its slots
+    for the core one cycle after ``tail`` has moved.
     Throughput: one byte per cycle (a beat of A elements takes ``A * elem_bytes`` cycles). Read
     port: ``rd_data`` is the byte at ``rd_addr`` one cycle after ``rd_en``.
     """
@@ -308,20 +308,21 @@ class _OutputSlots(wiring.Component):
                          beat.word_select(e, ab)[-1].replicate(8 * eb - ab))
                      for e in range(A)])
         slot = self.head[:self.slots_log2]
-        # ``o.ready`` is a flip-flop: it is "idle, and head - tail below the slot count" computed
-        # one cycle ahead from the next head and tail, so it has exactly the value the same
-        # expression of the current head and tail would have, without the 16-bit subtract and
-        # compare (and the bridge-to-core distance) in front of the core's output FIFO read
-        # enable (the ECP5 critical path of fmax9-1, docs/benchmarks/fmax).
+        # ``o.ready`` is a flip-flop: "idle, and head - tail below the slot count", computed a
+        # cycle ahead from the next head (this block's own FSM) and the current tail. A release
+        # therefore frees its slots for the core one cycle after ``tail`` moves; a stale tail can
+        # only understate the room, so no slot is ever overwritten. Neither the executor's release
+        # logic nor the 16-bit subtract and compare sits in front of the core's output FIFO read
+        # enable any more (fmax9-1's ECP5 critical path, and with the release folded in exactly,
+        # the next build's: docs/benchmarks/fmax).
         head_next = Signal(16)
-        tail_next = Signal(16)
         idle_next = Signal()
         ready = Signal(init=1)  # after reset: idle, head == tail
-        m.d.comb += [head_next.eq(self.head), tail_next.eq(self.tail), self.o.ready.eq(ready)]
+        m.d.comb += [head_next.eq(self.head), self.o.ready.eq(ready)]
+        m.d.sync += [self.head.eq(head_next),
+                     ready.eq(idle_next & ((head_next - self.tail)[:16] < (1 << self.slots_log2)))]
         with m.If(self.release):
-            m.d.comb += tail_next.eq(self.release_pos)
-        m.d.sync += [self.head.eq(head_next), self.tail.eq(tail_next),
-                     ready.eq(idle_next & ((head_next - tail_next)[:16] < (1 << self.slots_log2)))]
+            m.d.sync += self.tail.eq(self.release_pos)
         with m.FSM():
             with m.State("IDLE"):
                 m.d.comb += idle_next.eq(1)
