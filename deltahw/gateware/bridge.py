@@ -21,7 +21,7 @@ from ..link import (
 )
 from .registers import BusSignature
 
-__all__ = ["BridgeLayouts", "Bridge", "FrameEncoder", "elem_bytes", "crc_processor"]
+__all__ = ["BridgeLayouts", "Bridge", "SkidBuffer", "FrameEncoder", "elem_bytes", "crc_processor"]
 
 
 def crc_processor():
@@ -704,6 +704,37 @@ class _Executor(wiring.Component):
         return m
 
 
+class SkidBuffer(wiring.Component):
+    """A stream register slice that registers both directions: ``o.valid``/``o.payload`` and
+    ``i.ready`` are flip-flop outputs, so no combinational path runs from ``o.ready`` to
+    ``i.ready`` or from ``i.valid`` to ``o.valid``.
+
+    Latency: a beat taken on ``i`` is offered on ``o`` the next cycle. Throughput: one beat per
+    cycle while ``o.ready`` is high; when ``o`` stalls, one more beat is taken into the skid
+    register (``i.ready`` falls the cycle after), and it follows the stalled one out in order.
+    """
+
+    def __init__(self, payload_shape):
+        super().__init__({
+            "i": In(stream.Signature(payload_shape)),
+            "o": Out(stream.Signature(payload_shape)),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        skid = Signal.like(self.i.payload, name="skid")
+        skid_valid = Signal()
+        m.d.comb += self.i.ready.eq(~skid_valid)
+        with m.If(~self.o.valid | self.o.ready):  # the output register takes a beat
+            with m.If(skid_valid):
+                m.d.sync += [self.o.payload.eq(skid), self.o.valid.eq(1), skid_valid.eq(0)]
+            with m.Else():
+                m.d.sync += [self.o.payload.eq(self.i.payload), self.o.valid.eq(self.i.valid)]
+        with m.Elif(self.i.valid & ~skid_valid):  # the output stalls: keep the new beat aside
+            m.d.sync += [skid.eq(self.i.payload), skid_valid.eq(1)]
+        return m
+
+
 class Bridge(wiring.Component):
     """Byte-level host bridge for a :class:`~deltahw.gateware.core.DeltaGRUCore` of ``config``.
 
@@ -768,7 +799,13 @@ class Bridge(wiring.Component):
             rsp_fifo.r_en.eq(enc.i.ready),
         ]
         wiring.connect(m, enc.o, wiring.flipped(self.tx))
-        wiring.connect(m, exe.i, wiring.flipped(self.i))
+        # The input beats pass a skid buffer: the executor's beat register (E elements, the
+        # core's input payload) and its state machine then never wait on the core's ``i.ready``
+        # across the die and back (the ECP5's critical path at 80 MHz, 12.75 ns of routing:
+        # docs/benchmarks/fmax). It adds a cycle of latency to the input stream.
+        m.submodules.i_skid = i_skid = SkidBuffer(exe.i.payload.shape())
+        wiring.connect(m, exe.i, i_skid.i)
+        wiring.connect(m, i_skid.o, wiring.flipped(self.i))
         wiring.connect(m, wiring.flipped(self.o), slots.o)
         wiring.connect(m, exe.bus, wiring.flipped(self.bus))
         m.d.comb += [

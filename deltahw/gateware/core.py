@@ -378,6 +378,20 @@ class DeltaGRUCore(wiring.Component):
         resetting, reset_addr = resetting_copy("ok"), reset_addr_copy("ok")
         for i in range(A):
             m.d.comb += reset_ok[i].eq(resetting & (reset_addr * A + i < H))
+        # The h encoders' last-transmitted words are written back a cycle after the compare
+        # (address, data and enable registered together, so the memory sees the same writes in
+        # the same order, one cycle later): the new word's select after the fire compare then
+        # ends at a flip-flop beside the encoder instead of at the LUT RAM's write data (the
+        # ECP5's critical path at 100 MHz, h copy -> compare -> xhat1 write data,
+        # docs/benchmarks/fmax). Safe: a word is read again only in the same layer's activation
+        # of the next timestep, many cycles later (at least the activation drain).
+        def write_late(port, name, addr, data_, en):
+            wa = Signal.like(port.addr, name=f"{name}_wb_addr")
+            wd = Signal(port.data.shape(), name=f"{name}_wb_data", reset_less=True)
+            we = Signal(name=f"{name}_wb_en")
+            m.d.sync += [wa.eq(addr), wd.eq(data_), we.eq(en)]
+            m.d.comb += [port.addr.eq(wa), port.data.eq(wd), port.en.eq(we)]
+
         for qi, q in enumerate(hq + xq):
             enc_beat = Mux(resetting_copy(f"qi{qi}"), reset_addr_copy(f"qi{qi}"), dN.beat)
             for i in range(A):
@@ -391,11 +405,8 @@ class DeltaGRUCore(wiring.Component):
                 h_w[l].en.eq(Mux(resetting, reset_addr < nb, sel)),
             ]
             resetting, reset_addr = resetting_copy(f"hhat{l}"), reset_addr_copy(f"hhat{l}")
-            m.d.comb += [
-                hhat_w[l].addr.eq(Mux(resetting, reset_addr, dN.beat)),
-                hhat_w[l].data.eq(Mux(resetting, 0, enc_h.new_vhat)),
-                hhat_w[l].en.eq(Mux(resetting, reset_addr < nb, sel)),
-            ]
+            write_late(hhat_w[l], f"hhat{l}", Mux(resetting, reset_addr, dN.beat),
+                       Mux(resetting, 0, enc_h.new_vhat), Mux(resetting, reset_addr < nb, sel))
             resetting, reset_addr = resetting_copy(f"hq{l}"), reset_addr_copy(f"hq{l}")
             m.d.comb += [
                 hq[l].w_valid.eq(Mux(sel, enc_h.fire, Mux(theta_h[l] == 0, reset_ok, 0))),
@@ -405,11 +416,8 @@ class DeltaGRUCore(wiring.Component):
         for t in range(n_targets):
             sel = act_out & (act_layer == t)
             resetting, reset_addr = resetting_copy(f"xt{t}"), reset_addr_copy(f"xt{t}")
-            m.d.comb += [
-                xt_w[t].addr.eq(Mux(resetting, reset_addr, dN.beat)),
-                xt_w[t].data.eq(Mux(resetting, 0, enc_x.new_vhat)),
-                xt_w[t].en.eq(Mux(resetting, reset_addr < nb, sel)),
-            ]
+            write_late(xt_w[t], f"xhat{t + 1}", Mux(resetting, reset_addr, dN.beat),
+                       Mux(resetting, 0, enc_x.new_vhat), Mux(resetting, reset_addr < nb, sel))
             resetting, reset_addr = resetting_copy(f"xq{t}"), reset_addr_copy(f"xq{t}")
             m.d.comb += [
                 xq[t].w_valid.eq(Mux(sel, enc_x.fire, 0)),
