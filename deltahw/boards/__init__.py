@@ -92,12 +92,12 @@ BOARDS = {
         variants={"85": (("ulx3s", "ULX3S_85F_Platform"), "LFE5U-85F"),
                   "45": (("ulx3s", "ULX3S_45F_Platform"), "LFE5U-45F"),
                   "25": (("ulx3s", "ULX3S_25F_Platform"), "LFE5U-25F")},
-        # 66.67 MHz (PLL 25 / 3 x 8 / 6 = 66.667 MHz): the shipped fsdd build (pipelined core,
-        # A=8, with the fanout fixes of sessions 6 to 8) meets it, 68.12 MHz post-route at this
-        # target (73.24 MHz at a 100 MHz target, but 61.61 MHz and not met at 70 MHz: placements
-        # vary by more than 5 %; docs/benchmarks/fmax). Before: 62.5 MHz (session 6), 60 MHz
-        # (session 5).
-        default_variant="85", default_clock_mhz=66.67, default_baud=1_000_000),
+        # 75 MHz (PLL 25 / 1 x 3 / 6, VCO 450 MHz): the shipped fsdd build (pipelined core, A=8,
+        # with the fanout and interface cuts of sessions 6 to 10) meets it, 76.45 MHz post-route
+        # at this target (lead10-5; 75.28 MHz at a 100 MHz target, lead10-4; placements of
+        # nearly the same netlist vary by 5-15 %: docs/benchmarks/fmax). Before: 66.67 MHz
+        # (sessions 7-9), 62.5 MHz (session 6), 60 MHz (session 5).
+        default_variant="85", default_clock_mhz=75.0, default_baud=1_000_000),
 }
 
 
