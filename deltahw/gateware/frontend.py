@@ -45,11 +45,10 @@ class InputFrontEnd(wiring.Component):
     flip-flop. Latency: ``r_full`` rises 2 cycles after a vector's last beat is accepted and
     ``count`` is complete one cycle later, the first cycle in which the core (which starts a
     timestep the cycle after it sees ``r_full``) reads it. Throughput: one beat per cycle. The
-    last transmitted word of a beat is read from
-    its LUT RAM in the accept cycle into a register, and the encoder's new word is registered and
-    written back a cycle later (the words not yet written forwarded into the read), so the
-    encoder's read-compare-write loop starts and ends at flip-flops, with no LUT-RAM read or
-    write port in it.
+    last transmitted word of a beat is read from its LUT RAM in the accept cycle into a register,
+    and the encoder's new word is registered and written back a cycle later (the words not yet
+    written forwarded into the read), so the encoder's read-compare-write loop starts and ends at
+    flip-flops, with no LUT-RAM read or write port in it.
 
     Core side: ``r_full`` says the read buffer holds a complete vector (``r_reset``: it starts a
     sequence), ``count`` its fired entries, read by position with ``r_addr`` -> ``r_index`` /
