@@ -393,6 +393,10 @@ class _Executor(wiring.Component):
         fed = Signal(16)  # input timesteps passed to the core since reset
         pos = Signal(16)  # OUTPUT: first timestep to send
         steps = Signal(8)  # OUTPUT: timesteps to send
+        # OUTPUT's position check, registered (OUT_MAX, OUT_CHECK): pos - tail, head - tail,
+        # head - pos; pos within the kept timesteps; fewer than ``steps`` available.
+        pos_off, kept, avail = Signal(16), Signal(16), Signal(16)
+        pos_ok, fewer = Signal(), Signal()
         j = Signal(8)
         b = Signal(range(max(2, sl.step_bytes)))
         info = Signal(8)
@@ -612,15 +616,27 @@ class _Executor(wiring.Component):
                     m.next = "OUT_MAX"
             with m.State("OUT_MAX"):
                 m.d.comb += self.r.ready.eq(1)
+                # pos is complete: the position check's differences are registered here (every
+                # cycle, so they see the slots as of this state's last cycle), compared in
+                # OUT_CHECK and acted on in OUT_DECIDE, so no subtract-compare chain ends at the
+                # executor's enables (the ECP5's critical path at 75 MHz, slots.tail -> this check
+                # -> ``arg``, docs/benchmarks/fmax). Exact: ``tail`` moves only on this executor's
+                # release, and ``head`` only grows, so a position valid here stays valid; a
+                # timestep written in these two cycles is reported by the next OUTPUT command.
+                m.d.sync += [pos_off.eq((pos - self.tail)[:16]),
+                             kept.eq((self.head - self.tail)[:16]),
+                             avail.eq((self.head - pos)[:16])]
                 with m.If(take):
                     m.d.sync += [steps.eq(self.r.payload), n.eq(n - 1)]
                     m.next = "OUT_CHECK"
             with m.State("OUT_CHECK"):
                 # Valid positions lie between the oldest kept timestep and the newest written.
-                avail = (self.head - pos)[:16]
-                with m.If((pos - self.tail)[:16] <= (self.head - self.tail)[:16]):
+                m.d.sync += [pos_ok.eq(pos_off <= kept), fewer.eq(avail < steps)]
+                m.next = "OUT_DECIDE"
+            with m.State("OUT_DECIDE"):
+                with m.If(pos_ok):
                     m.d.comb += self.release.eq(1)
-                    with m.If(avail < steps):
+                    with m.If(fewer):
                         m.d.sync += steps.eq(avail[:8])
                 with m.Else():
                     error(ErrorCode.POSITION)

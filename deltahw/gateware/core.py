@@ -119,8 +119,23 @@ class DeltaGRUCore(wiring.Component):
         theta_h = [regs[f"THETA_H{l}"] for l in range(L)]
         theta_head = regs["THETA_HEAD"]
 
+        # ---- where each queue's columns are in the weight memory ---------------------------------
+        # Every queue stores, for a fired element k, its column's first weight word,
+        # ``origin + k * stride`` (deltahw.layout: a column is ``stride`` row groups from the
+        # block's x or h origin), computed when the entry is written; the read side then goes
+        # queue -> select -> column address register with no multiply-add (the ECP5's critical
+        # path at 100 MHz, head queue read -> ``x_base`` -> ``cur_base``, docs/benchmarks/fmax).
+        blocks = L + 1 if head else L
+        in_sizes = [cfg.layer_input_size(l) for l in range(L)] + ([0] if head else [])
+        groups = [C] * L + ([lay.head_groups] if head else [])
+        x_origin = [(lay.weight_base[b], groups[b]) for b in range(blocks)]  # block b's x columns
+        h_origin = [(lay.weight_base[l] + in_sizes[l] * C, C) for l in range(L)]
+
+        def column_bits(origin, stride, n):
+            return _bits(origin + (n - 1) * stride + 1)
+
         # ---- input front end (works ahead into a double-buffered queue) --------------------------
-        m.submodules.front = front = InputFrontEnd(cfg)
+        m.submodules.front = front = InputFrontEnd(cfg, column=x_origin[0])
         wiring.connect(m, wiring.flipped(self.i), front.i)
         m.d.comb += [front.theta.eq(theta_x[0]), front.release.eq(sched.release),
                      sched.r_full.eq(front.r_full), sched.r_reset.eq(front.r_reset)]
@@ -135,7 +150,8 @@ class DeltaGRUCore(wiring.Component):
             m.submodules[f"h{l}"], m.submodules[f"hhat{l}"] = hm, hh
             h_r.append(hm.read_port()), h_w.append(hm.write_port())
             hhat_r.append(hh.read_port()), hhat_w.append(hh.write_port())
-            q = DeltaQueue(width=A, depth=H, index_bits=_bits(H), delta_bits=delta_bits)
+            q = DeltaQueue(width=A, depth=H, index_bits=column_bits(*h_origin[l], H),
+                           delta_bits=delta_bits)
             m.submodules[f"hq{l}"] = q
             hq.append(q)
         xt_r, xt_w, xq = [], [], []  # x encoders fed by activation: target t+1 (layer t+1 or head)
@@ -143,7 +159,8 @@ class DeltaGRUCore(wiring.Component):
             xm = memory.Memory(shape=data.ArrayLayout(act, A), depth=_depth(nb), init=[])
             m.submodules[f"xhat{t + 1}"] = xm
             xt_r.append(xm.read_port()), xt_w.append(xm.write_port())
-            q = DeltaQueue(width=A, depth=H, index_bits=_bits(H), delta_bits=delta_bits)
+            q = DeltaQueue(width=A, depth=H, index_bits=column_bits(*x_origin[t + 1], H),
+                           delta_bits=delta_bits)
             m.submodules[f"xq{t + 1}"] = q
             xq.append(q)
 
@@ -170,9 +187,6 @@ class DeltaGRUCore(wiring.Component):
             width = max(1, max(int(v).bit_length() for v in values))
             return Array(Const(int(v), width) for v in values)
 
-        blocks = L + 1 if head else L
-        in_sizes = [cfg.layer_input_size(l) for l in range(L)] + ([0] if head else [])
-        groups = [C] * L + ([lay.head_groups] if head else [])
         t_mxbase = table([lay.mx_base[b] for b in range(blocks)])
         t_mchbase = table([C * min(b, L - 1) for b in range(blocks)])
 
@@ -210,27 +224,10 @@ class DeltaGRUCore(wiring.Component):
         h_dl = Array([q.r_delta for q in hq] + ([Const(0, 1)] if head else []))
         q_delta = Mux(fetch_h, h_dl[layer], x_dl[layer])
 
-        # Column -> word address, registered by take. Per block and queue, the entry's index
-        # times the block's (constant) row groups as shifts and adds plus a constant base, side
-        # by side; then one select: no multiplier and no adder after the select.
-        def times(value, k):
-            terms = [value << i for i in range(k.bit_length()) if k >> i & 1]
-            out = terms[0]
-            for term in terms[1:]:
-                out = out + term
-            return out
-
-        x_sources = [front.r_index] + [q.r_index for q in xq]
-        x_base, h_base = [], []
-        for b in range(blocks):
-            x_base.append(Signal(mac.wabits + 1, name=f"x_base{b}"))
-            m.d.comb += x_base[b].eq(lay.weight_base[b] + times(x_sources[b], groups[b]))
-            if b < L:
-                h_base.append(Signal(mac.wabits + 1, name=f"h_base{b}"))
-                col0 = lay.weight_base[b] + in_sizes[b] * groups[b]  # the layer's first h column
-                m.d.comb += h_base[b].eq(col0 + times(hq[b].r_index, groups[b]))
-            else:
-                h_base.append(Const(0, 1))  # the head has no h columns
+        # Column -> word address, registered by take: the queues hold it (``x_origin``,
+        # ``h_origin`` above), so it is one select of the entries on the read ports.
+        x_base = [front.r_index] + [q.r_index for q in xq]
+        h_base = [q.r_index for q in hq] + ([Const(0, 1)] if head else [])  # the head: no h
         fetched_base = Mux(fetch_h, Array(h_base)[layer], Array(x_base)[layer])
         with m.If(sched.take):
             m.d.sync += [cur_base.eq(fetched_base), cur_delta.eq(q_delta), cur_h.eq(fetch_h)]
@@ -392,10 +389,10 @@ class DeltaGRUCore(wiring.Component):
             m.d.sync += [wa.eq(addr), wd.eq(data_), we.eq(en)]
             m.d.comb += [port.addr.eq(wa), port.data.eq(wd), port.en.eq(we)]
 
-        for qi, q in enumerate(hq + xq):
+        for qi, (q, (origin, stride)) in enumerate(zip(hq + xq, h_origin + x_origin[1:])):
             enc_beat = Mux(resetting_copy(f"qi{qi}"), reset_addr_copy(f"qi{qi}"), dN.beat)
-            for i in range(A):
-                m.d.comb += q.w_index[i].eq(enc_beat * A + i)
+            for i in range(A):  # the column's weight address (beat * A + i is the element)
+                m.d.comb += q.w_index[i].eq(enc_beat * (A * stride) + (origin + i * stride))
         for l in range(L):
             sel = act_out & (act_layer == l)
             resetting, reset_addr = resetting_copy(f"h{l}"), reset_addr_copy(f"h{l}")

@@ -52,14 +52,24 @@ class InputFrontEnd(wiring.Component):
 
     Core side: ``r_full`` says the read buffer holds a complete vector (``r_reset``: it starts a
     sequence), ``count`` its fired entries, read by position with ``r_addr`` -> ``r_index`` /
-    ``r_delta`` (latency ``DeltaQueue.READ_LATENCY``). A ``release`` pulse hands the buffer back
-    (the core has read all its entries) and switches to the other one.
+    ``r_delta`` (latency ``DeltaQueue.READ_LATENCY``; ``r_index`` is the element's index, or
+    ``base + index * stride`` with ``column=(base, stride)``). A ``release`` pulse hands the
+    buffer back (the core has read all its entries) and switches to the other one.
     """
 
-    def __init__(self, config: DeltaGRUConfig):
+    def __init__(self, config: DeltaGRUConfig, *, column=(0, 1)):
         self.config = config
         I = config.input_size
-        self.queue = DeltaQueue(width=config.enc_width, depth=I, index_bits=bits_for(I),
+        # ``column = (base, stride)``: the queue stores ``base + index * stride`` for the element
+        # ``index`` (``r_index``); the core passes its layer 0 x columns' weight address and row
+        # groups, so the queue holds each fired column's weight address and no multiply-add
+        # follows the queue read (Fmax). The default stores the element index itself.
+        self.column_base, self.column_stride = base, stride = column
+        if base < 0 or stride < 1:
+            raise ValueError(f"column = (base, stride) must have base >= 0 and stride >= 1; "
+                             f"got {column!r}.")
+        index_bits = bits_for(base + (I - 1) * stride + 1)
+        self.queue = DeltaQueue(width=config.enc_width, depth=I, index_bits=index_bits,
                                 delta_bits=config.delta_bits, buffers=2)
         count_bits = self.queue.count_bits
         super().__init__({
@@ -70,7 +80,7 @@ class InputFrontEnd(wiring.Component):
             "r_reset": Out(1),
             "count": Out(count_bits),
             "r_addr": In(count_bits),
-            "r_index": Out(bits_for(I)),
+            "r_index": Out(index_bits),
             "r_delta": Out(signed(config.delta_bits)),
         })
 
@@ -184,7 +194,8 @@ class InputFrontEnd(wiring.Component):
             xq0.w_delta.eq(enc_in.delta),
         ]
         for e in range(E):
-            m.d.comb += xq0.w_index[e].eq(s1.beat * E + e)
+            m.d.comb += xq0.w_index[e].eq(s1.beat * (E * self.column_stride)
+                                          + (self.column_base + e * self.column_stride))
         for b in range(2):
             m.d.comb += full_next[b].eq(full[b])
             m.d.sync += full[b].eq(full_next[b])
