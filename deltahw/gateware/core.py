@@ -202,7 +202,6 @@ class DeltaGRUCore(wiring.Component):
 
         g = sched.g
         cur_h = Signal()  # current entry is an h column
-        cur_base = Signal(mac.wabits + 1)
         cur_delta = Signal(signed(delta_bits))
         fetch_h = Signal()  # the entry on the queues' read ports comes from the h queue
         q_raddr = Signal(16)
@@ -230,11 +229,23 @@ class DeltaGRUCore(wiring.Component):
         h_base = [q.r_index for q in hq] + ([Const(0, 1)] if head else [])  # the head: no h
         fetched_base = Mux(fetch_h, Array(h_base)[layer], Array(x_base)[layer])
         with m.If(sched.take):
-            m.d.sync += [cur_base.eq(fetched_base), cur_delta.eq(q_delta), cur_h.eq(fetch_h)]
+            m.d.sync += [cur_delta.eq(q_delta), cur_h.eq(fetch_h)]
+        # The weight word address (the column's first word + the row group ``g``), kept in a
+        # register so that it reaches the weight BRAMs with no adder in between (the ECP5's
+        # critical path at 85 MHz: ``g`` -> adder -> every bank's address): a column's first
+        # word with ``take`` (the schedule's ``g`` is 0 in the next cycle), one word further
+        # with every other issue (``g`` + 1). A wrong word would change the results: the core
+        # regressions (tests/test_gateware.py, rtl_tests) compare every output with the golden
+        # model.
+        w_addr = Signal(mac.wabits)
+        with m.If(sched.take):
+            m.d.sync += w_addr.eq(fetched_base)
+        with m.Elif(sched.issue):
+            m.d.sync += w_addr.eq(w_addr + 1)
 
         m.d.comb += [
             mac.issue.eq(sched.issue),
-            mac.w_addr.eq(cur_base + g),
+            mac.w_addr.eq(w_addr),
             mac.acc_addr.eq(t_mxbase[layer] + g),
             mac.ch_addr.eq(t_mchbase[layer] + g),
             mac.use_ch.eq(cur_h),

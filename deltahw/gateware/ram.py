@@ -25,6 +25,9 @@ class ParamRAM(wiring.Component):
 
     Latency: ``r_data`` holds the word at ``r_addr`` one cycle after the address (always enabled).
     Writes: lanes with ``w_en[i]`` set take ``w_data``'s lane ``i`` at ``w_addr`` on the clock edge.
+    A read of the word written in the same cycle is undefined in the Verilog instance (it tells
+    Yosys ``no_rw_check``, so no collision logic sits in the read path); the core writes its
+    parameters only while idle, so it never uses such a read.
     ``init`` (list of words) is used in simulation; ``init_file`` (a file name relative to the
     simulator's working directory) selects the ``$readmemh`` Verilog instance.
     """
