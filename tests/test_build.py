@@ -161,3 +161,41 @@ Info: 0.76 ns logic, 3.00 ns routing
                     "through": ["top.core.mac.rd_mx_TRELLIS_FF_Q.Q",
                                 "top.core.mac.mx7.ram_DPR16X4.DO0"],
                     "logic_ns": 0.76, "routing_ns": 3.0}
+
+
+def test_led_stretcher_delays_and_holds():
+    """The board's LED pulse stretcher: a one-cycle trigger lights the LED ``DELAY`` + 1 cycles
+    later (registered trigger, then the counter) for exactly ``cycles`` cycles; a trigger while
+    lit restarts the count."""
+    from amaranth import Elaboratable, Module, Signal
+    from amaranth.sim import Simulator
+
+    from deltahw.boards.top import _Stretch
+
+    class Dut(Elaboratable):
+        def __init__(self):
+            self.trigger = Signal()
+            self.out = Signal()
+
+        def elaborate(self, platform):
+            m = Module()
+            s = _Stretch(m, self.trigger, 5, "t")
+            m.d.comb += self.out.eq(s.out)
+            return m
+
+    dut = Dut()
+    trace = []
+
+    async def bench(ctx):
+        for cycle in range(30):
+            ctx.set(dut.trigger, cycle in (0, 10, 12))
+            trace.append(ctx.get(dut.out))
+            await ctx.tick()
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-8)
+    sim.add_testbench(bench)
+    sim.run()
+    d = _Stretch.DELAY + 1
+    lit = [c for c, v in enumerate(trace) if v]
+    assert lit == list(range(d, d + 5)) + list(range(10 + d, 12 + d + 5)), lit

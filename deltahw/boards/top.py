@@ -32,11 +32,23 @@ def core_class():
 
 
 class _Stretch:
-    """Pulse stretcher: ``out`` stays high ``cycles`` cycles after the last ``trigger``."""
+    """Pulse stretcher: ``out`` stays high ``cycles`` cycles after the last ``trigger``.
+
+    The trigger passes ``DELAY`` registers first: the LED counters sit wherever the placer puts
+    them, far from the logic that raises their triggers (the ECP5's critical path at 85 MHz ran
+    from the UART receiver's frame check to the rx LED counter, 8.4 ns of routing); a
+    lamp lit two cycles later is the same lamp.
+    """
+
+    DELAY = 2
 
     def __init__(self, m, trigger, cycles, name):
         self.out = Signal(name=f"{name}_led")
         count = Signal(range(cycles + 1), name=f"{name}_count")
+        for k in range(self.DELAY):
+            staged = Signal(name=f"{name}_trigger{k}")
+            m.d.sync += staged.eq(trigger)
+            trigger = staged
         with m.If(trigger):
             m.d.sync += count.eq(cycles)
         with m.Elif(count != 0):
