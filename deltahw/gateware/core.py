@@ -40,7 +40,7 @@ from . import KEEP
 from .activation import ActivationPipe
 from .counters import PerfCounters
 from .encoder import DeltaEncoder
-from .frontend import InputFrontEnd, bits_for, input_layout, mem_depth
+from .frontend import InputFrontEnd, bits_for, column_bits, input_layout, mem_depth
 from .mac import MacArray
 from .queue import DeltaQueue
 from .readout import HeadReadout, output_layout
@@ -130,9 +130,6 @@ class DeltaGRUCore(wiring.Component):
         groups = [C] * L + ([lay.head_groups] if head else [])
         x_origin = [(lay.weight_base[b], groups[b]) for b in range(blocks)]  # block b's x columns
         h_origin = [(lay.weight_base[l] + in_sizes[l] * C, C) for l in range(L)]
-
-        def column_bits(origin, stride, n):
-            return _bits(origin + (n - 1) * stride + 1)
 
         # ---- input front end (works ahead into a double-buffered queue) --------------------------
         m.submodules.front = front = InputFrontEnd(cfg, column=x_origin[0])

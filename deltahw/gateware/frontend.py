@@ -14,7 +14,7 @@ from ..config import DeltaGRUConfig, ceil_div
 from .encoder import DeltaEncoder
 from .queue import DeltaQueue
 
-__all__ = ["InputFrontEnd", "input_layout", "bits_for", "mem_depth"]
+__all__ = ["InputFrontEnd", "input_layout", "bits_for", "column_bits", "mem_depth"]
 
 
 def input_layout(config: DeltaGRUConfig) -> data.StructLayout:
@@ -33,6 +33,12 @@ def mem_depth(n: int) -> int:
 def bits_for(n: int) -> int:
     """Unsigned width that can hold values 0..n-1 (at least 1)."""
     return max(1, (n - 1).bit_length())
+
+
+def column_bits(base: int, stride: int, n: int) -> int:
+    """Width of a queue entry holding ``base + k * stride`` for elements k = 0..n-1 (a column's
+    weight address, or the element index itself with base 0 and stride 1)."""
+    return bits_for(base + (n - 1) * stride + 1)
 
 
 class InputFrontEnd(wiring.Component):
@@ -68,7 +74,7 @@ class InputFrontEnd(wiring.Component):
         if base < 0 or stride < 1:
             raise ValueError(f"column = (base, stride) must have base >= 0 and stride >= 1; "
                              f"got {column!r}.")
-        index_bits = bits_for(base + (I - 1) * stride + 1)
+        index_bits = column_bits(base, stride, I)
         self.queue = DeltaQueue(width=config.enc_width, depth=I, index_bits=index_bits,
                                 delta_bits=config.delta_bits, buffers=2)
         count_bits = self.queue.count_bits
