@@ -16,7 +16,10 @@ vector in parallel, so its time is hidden and not counted):
   column back to back (``cost = ceil(3H/P)`` for a layer, ``ceil(O/P)`` for the head: the
   accumulators forward their sums, so a column may touch the words the previous one is still
   writing), then ``mac_drain(cost) = max(0, ACC_WRITE_LATENCY - cost)`` cycles until the last
-  column's first accumulator word is readable. With n = 0 it costs ``EMPTY_MAC_PHASE`` cycle
+  column's first accumulator word is readable by the activation; the head's read-out reads the
+  accumulators through the MAC array's forwarding (``MacArray.mx_fwd``), which sees a sum the cycle
+  after its issue, so the head's phase drains ``head_mac_drain(cost) = max(0,
+  FWD_ACC_WRITE_LATENCY - cost)`` = 0 cycles. With n = 0 it costs ``EMPTY_MAC_PHASE`` cycle
   (reading the queue counts). Layers 1.. sweep their x then h columns in one phase; layer 0 has
   two: the **x phase** over the input deltas (:func:`x_phase`), then the **h phase** over its
   recurrent deltas;
@@ -71,6 +74,7 @@ from .gateware.readout import HeadReadout
 __all__ = [
     "MAC_FETCH",
     "ACC_WRITE_LATENCY",
+    "FWD_ACC_WRITE_LATENCY",
     "EMPTY_MAC_PHASE",
     "ACT_DRAIN",
     "FETCH_ADDRESS_STAGE",
@@ -78,6 +82,7 @@ __all__ = [
     "column_cost",
     "head_column_cost",
     "mac_drain",
+    "head_mac_drain",
     "weight_words_read",
     "mac_phase_fixed",
     "x_phase",
@@ -104,6 +109,9 @@ MAC_FETCH = DeltaQueue.READ_LATENCY + FETCH_ADDRESS_STAGE
 #: that word sees the new sum. Back-to-back updates of the same word are forwarded, so this only
 #: delays the read-out after a MAC phase (``mac_drain``), not the columns.
 ACC_WRITE_LATENCY = MacArray.ACC_WRITE_LATENCY
+#: The same for the head's read-out, which reads the accumulators through the MAC array's
+#: forwarding (``MacArray.mx_fwd``): an issue's sum is there for a read addressed the next cycle.
+FWD_ACC_WRITE_LATENCY = MacArray.FWD_ACC_WRITE_LATENCY
 #: Cycles of a MAC phase in which no column fired (the counts are read, nothing is fetched).
 EMPTY_MAC_PHASE = 1
 #: Cycles after the last activation issue (cycle c) until the next MAC phase may read the queue
@@ -116,7 +124,7 @@ ACT_DRAIN = (MacArray.READ_LATENCY + ActivationPipe.LATENCY + DeltaQueue.COUNT_L
 #: Stages of the head read-out after the accumulator read: the rescaled beat is registered, then
 #: written to the output FIFO. They run on after the timestep closes (nothing the next timestep
 #: does before its own read-out touches them), so the read-out costs only its beats.
-READOUT_STAGES = MacArray.READ_LATENCY + HeadReadout.LATENCY
+READOUT_STAGES = MacArray.FWD_READ_LATENCY + HeadReadout.LATENCY
 
 
 def column_cost(config: DeltaGRUConfig) -> int:
@@ -130,14 +138,23 @@ def head_column_cost(config: DeltaGRUConfig) -> int:
 
 
 def mac_drain(cost: int) -> int:
-    """Cycles after a MAC phase's last issue before the read-out may start (0 when cost >= 3)."""
+    """Cycles after a layer's MAC phase's last issue before its activation may start (0 when
+    cost >= 3)."""
     return max(0, ACC_WRITE_LATENCY - cost)
 
 
-def mac_phase_fixed(n, cost: int):
-    """The fixed cycles of a MAC phase with ``n`` fired columns (int, numpy or torch array)."""
+def head_mac_drain(cost: int) -> int:
+    """Cycles after the head's MAC phase's last issue before its read-out may start: 0 (the
+    read-out's forwarded read sees the last sum the next cycle)."""
+    return max(0, FWD_ACC_WRITE_LATENCY - cost)
+
+
+def mac_phase_fixed(n, cost: int, *, head: bool = False):
+    """The fixed cycles of a MAC phase with ``n`` fired columns (int, numpy or torch array) of
+    ``cost`` cycles each; ``head``: the head's phase (its drain is :func:`head_mac_drain`)."""
     fired = n > 0
-    return EMPTY_MAC_PHASE + fired * (MAC_FETCH + mac_drain(cost) - EMPTY_MAC_PHASE)
+    drain = head_mac_drain(cost) if head else mac_drain(cost)
+    return EMPTY_MAC_PHASE + fired * (MAC_FETCH + drain - EMPTY_MAC_PHASE)
 
 
 def x_phase(config: DeltaGRUConfig, fired_x0):
@@ -222,7 +239,7 @@ def timestep_phases(config: DeltaGRUConfig, fired_per_layer, fired_head=0, *, fi
     if config.has_head:
         hc = head_column_cost(config)
         issue = issue + fired_head * hc
-        fixed = fixed + mac_phase_fixed(fired_head, hc)
+        fixed = fixed + mac_phase_fixed(fired_head, hc, head=True)
         act = act + ceil_div(config.output_size, config.act_width)
     return {"mac_issue": issue, "mac_fixed": fixed, "act": act, "act_fixed": act_fixed,
             "overlap": -lost_overlap(config, fired_x0, fired_per_layer[0] - fired_x0, first)}

@@ -130,7 +130,8 @@ def generate(model: QuantizedModel, out, force: bool = False, protect=(),
                 "mac_fetch": cycles.MAC_FETCH,
                 "mac_drain": cycles.mac_drain(cycles.column_cost(cfg)),
                 "head_mac_drain": (
-                    cycles.mac_drain(cycles.head_column_cost(cfg)) if cfg.has_head else None
+                    cycles.head_mac_drain(cycles.head_column_cost(cfg)) if cfg.has_head
+                    else None
                 ),
                 "empty_mac_phase": cycles.EMPTY_MAC_PHASE,
                 "act_drain": cycles.ACT_DRAIN,

@@ -214,7 +214,8 @@ def test_projected_overlap_hides_the_shorter_of_activation_and_next_mac_phase(sm
         if cfg.has_head:
             # The next timestep's x phase already takes part of the last layer's drain.
             free = act - cycles.x_phase_hidden(cfg, int(kw["fired_x0"][t]), False)
-            hidden.append(min(free, int(fh[t]) * hc + cycles.mac_phase_fixed(int(fh[t]), hc)))
+            head_phase = int(fh[t]) * hc + cycles.mac_phase_fixed(int(fh[t]), hc, head=True)
+            hidden.append(min(free, head_phase))
         assert base[t] - over[t] == sum(hidden)
 
 

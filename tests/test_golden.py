@@ -270,8 +270,8 @@ def test_cycle_model_composition():
     cfg = DeltaGRUConfig(13, 37, 2, 5, lanes=12, act_width=2)
     assert cycles.ACT_DRAIN == 15 and cycles.MAC_FETCH == 2 and cycles.ACC_WRITE_LATENCY == 3
     # Layer columns: ceil(3*37/12) = 10 cycles, no drain (10 >= 3); head columns: ceil(5/12) = 1
-    # cycle, drain 3 - 1 = 2 (the write lands 3 cycles after the issue: weight register,
-    # multiplier, add; a read-out addressing the word then sees it); activation: ceil(37/2) = 19
+    # cycle, no drain either (the read-out reads through the MAC array's forwarding, which has an
+    # issue's sum the next cycle, as the next column does); activation: ceil(37/2) = 19
     # beats + 15 drain (accumulator read 2: address register and memory, 12 pipeline stages,
     # queue count 2, minus the cycle the counts are read in); read-out 3 beats (its pipeline runs
     # on after the timestep closes). Layer 0 (6 x + 4 h columns here) runs an x phase and an h
@@ -282,7 +282,8 @@ def test_cycle_model_composition():
     x_phase = 2 + 6 * 10 + 0
     layer0 = x_phase + (2 + 4 * 10 + 0) + 19 + 15
     layer1 = 2 + 4 * 10 + 0 + 19 + 15
-    head = 2 + 3 * 1 + 2 + 3
+    assert cycles.FWD_ACC_WRITE_LATENCY == 1
+    head = 2 + 3 * 1 + 0 + 3
     expect = layer0 + layer1 + head
     assert cycles.timestep_cycles(cfg, [10, 4], 3, fired_x0=6, first=True) == expect
     assert cycles.timestep_cycles(cfg, [10, 4], 3, fired_x0=6, first=False) == expect - 16 - 2

@@ -611,7 +611,7 @@ def _discussion(results: dict) -> list[str]:
         mean_head = float(np.mean(r["per_timestep"]["fired_head"]))
         phase = f"{cyc.MAC_FETCH} + {cyc.mac_drain(C)} per layer phase"
         if cfg.has_head:
-            phase += f" and {cyc.MAC_FETCH} + {cyc.mac_drain(Ch)} per head phase"
+            phase += f" and {cyc.MAC_FETCH} + {cyc.head_mac_drain(Ch)} per head phase"
         out += [
             f"**{name}.** A delta timestep takes {total:.1f} cycles on average: "
             f"{ph['mac_issue']:.1f} issuing columns ({mean_cols:.1f} fired columns x ceil(3H/P) "

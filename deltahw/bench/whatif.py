@@ -86,10 +86,10 @@ def projected_cycles(cfg: DeltaGRUConfig, fired_layers, fired_head, *, fired_x0,
         if cfg.has_head and not head_unit:
             hc = cyc.head_column_cost(cfg)
             free = act - cyc.x_phase_hidden(cfg, x0, fs)  # the drain is partly taken
-            total = total - np.minimum(free, fh * hc + cyc.mac_phase_fixed(fh, hc))
+            total = total - np.minimum(free, fh * hc + cyc.mac_phase_fixed(fh, hc, head=True))
     if head_unit and cfg.has_head:
         hc = cyc.head_column_cost(cfg)
-        total = total - (fh * hc + cyc.mac_phase_fixed(fh, hc) + head_beats)
+        total = total - (fh * hc + cyc.mac_phase_fixed(fh, hc, head=True) + head_beats)
     return np.broadcast_to(np.asarray(total, dtype=np.int64), fh.shape).copy()
 
 

@@ -443,7 +443,7 @@ class DeltaGRUCore(wiring.Component):
                 ro.issue.eq(sched.ro_issue),
                 ro.beat.eq(sched.ro_beat),
                 ro.k.eq(sched.ro_k),
-                ro.mx_data.eq(mac.mx_data),
+                ro.mx_data.eq(mac.mx_fwd),
                 out_data.eq(ro.out),
                 ofifo.w_en.eq(ro.w_en),
             ]

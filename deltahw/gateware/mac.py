@@ -30,17 +30,24 @@ class MacArray(wiring.Component):
     output registered) and writes the sum back three cycles after the issue. Throughput: one issue
     per cycle, any address sequence: an issue that reads a word one of the two previous issues is
     still writing takes that sum from the pipeline instead (forwarding), so consecutive columns may
-    touch the same word every cycle (a head with O <= P). Latency: the write lands at the end of the
-    cycle 3 after the issue; a read-out of the word addressed ``ACC_WRITE_LATENCY`` cycles after the
-    issue sees it (``cycles.ACC_WRITE_LATENCY`` is this constant).
+    touch the same word every cycle (a head with O <= P); so does a forwarded read-out. Latency:
+    the write lands at the end of the cycle 3 after the issue; a read-out of the word addressed
+    ``ACC_WRITE_LATENCY`` cycles after the issue sees it (``cycles.ACC_WRITE_LATENCY`` is this
+    constant).
 
     Read-out (when not issuing): ``mx_addr``/``mch_addr`` address all lanes' accumulators;
-    ``mx_data``/``mch_data`` hold the words ``READ_LATENCY`` cycles later (used by the head
-    read-out), registered; ``mx_word``/``mch_word`` are the same words one cycle earlier, straight
-    out of the memories' asynchronous read at the registered address (the activation selects its
-    gates from these into registers of its own: the route from the lanes to the units then runs
-    in the read's cycle, which has no logic but the LUT-RAM read, instead of in front of the
-    activation's rounding chain).
+    ``mx_data``/``mch_data`` hold the words ``READ_LATENCY`` cycles later, registered;
+    ``mx_word``/``mch_word`` are the same words one cycle earlier, straight out of the memories'
+    asynchronous read at the registered address (the activation selects its gates from these into
+    registers of its own: the route from the lanes to the units then runs in the read's cycle,
+    which has no logic but the LUT-RAM read, instead of in front of the activation's rounding
+    chain). These see an issue's sum only from ``ACC_WRITE_LATENCY`` cycles after the issue.
+
+    Forwarded read-out (the head read-out): ``mx_fwd`` holds the MX word addressed by ``mx_addr``
+    ``FWD_READ_LATENCY`` cycles later, taken where an issue takes its old sum (the lane's stage-3
+    register, with the same forwarding), so it includes every issue before the cycle it was
+    addressed in: a read-out may address a word in the cycle right after the last issue
+    (``FWD_ACC_WRITE_LATENCY``), one cycle of latency later than ``mx_data``, with no drain.
 
     Timing: the accumulator memories are LUT RAM, one cell per 4 bits of every lane (hundreds of
     cells), so their read address comes straight from flip-flops: the issue's (or read-out's)
@@ -76,6 +83,12 @@ class MacArray(wiring.Component):
     #: Cycles from an issue until a read-out addressing the accumulator word it updates sees the
     #: new sum (written at the end of the cycle 3 after the issue, read one cycle after addressing).
     ACC_WRITE_LATENCY = 3
+    #: Cycles from ``mx_addr`` to ``mx_fwd`` (address register, memory read register, the
+    #: forwarding select's register: the stages an issue's old sum passes).
+    FWD_READ_LATENCY = 3
+    #: Cycles from an issue until a forwarded read-out (``mx_fwd``) addressing the word it
+    #: updates sees the new sum: the next cycle, as for the next issue.
+    FWD_ACC_WRITE_LATENCY = 1
     #: Cycles by which ``load_next``/``load_addr_next`` lead the bias memory's read.
     LOAD_AHEAD = 1
     #: Cycles from ``p_we`` until the parameter memory holds the word (the end of that cycle):
@@ -105,6 +118,7 @@ class MacArray(wiring.Component):
             "mx_data": Out(data.ArrayLayout(acc, P)),
             "mch_data": Out(data.ArrayLayout(acc, P // 3)),
             "mx_word": Out(data.ArrayLayout(acc, P)),
+            "mx_fwd": Out(data.ArrayLayout(acc, P)),
             "mch_word": Out(data.ArrayLayout(acc, P // 3)),
             "load_next": In(1),
             "load_addr_next": In(self.babits),
@@ -180,8 +194,12 @@ class MacArray(wiring.Component):
                                        "ch": self.mchbits, "delta": signed(cfg.delta_bits)}))
         s2 = Signal.like(s1)
         s3 = Signal.like(s1)
-        m.d.sync += [s1.valid.eq(self.issue), s1.use_ch.eq(self.use_ch),
-                     s1.acc.eq(self.acc_addr), s1.ch.eq(self.ch_addr), s1.delta.eq(self.delta),
+        # A read-out cycle (no issue) enters stage 1 too, as an invalid entry with its MX address:
+        # it writes nothing, but the forwarding below gives it the sums of the two issues before
+        # it, in old3 (``mx_fwd``), exactly as it does for an issue.
+        m.d.sync += [s1.valid.eq(self.issue), s1.use_ch.eq(self.use_ch & self.issue),
+                     s1.acc.eq(Mux(self.issue, self.acc_addr, self.mx_addr)),
+                     s1.ch.eq(self.ch_addr), s1.delta.eq(self.delta),
                      s2.eq(s1), s3.eq(s2)]
 
         # Forwarding: an issue reads its accumulator word in stage 1 (address registered at the
@@ -254,7 +272,7 @@ class MacArray(wiring.Component):
             bank.append(c)
 
         acc_shape = signed(cfg.acc_bits)
-        mx_words, mch_words, mx_async, mch_async = [], [], [], []
+        mx_words, mch_words, mx_async, mch_async, fwd_words = [], [], [], [], []
         for p in range(P):
             is_c = p % 3 == 2
             c = bank[p // G]
@@ -294,6 +312,7 @@ class MacArray(wiring.Component):
             prod3 = Signal(signed(cfg.weight.bits + cfg.delta_bits), name=f"prod3_{p}",
                            reset_less=True)
             old3 = Signal(acc_shape, name=f"old3_{p}", reset_less=True)
+            fwd_words.append(old3)
             # Stage 3: both sums are signed; the memory write keeps the low acc_bits (no overflow,
             # see numerics.accumulator_bits_needed).
             total = Signal(acc_shape, name=f"total_{p}")
@@ -323,5 +342,6 @@ class MacArray(wiring.Component):
         m.d.comb += [self.mx_data.as_value().eq(Cat(*mx_words)),
                      self.mch_data.as_value().eq(Cat(*mch_words)),
                      self.mx_word.as_value().eq(Cat(*mx_async)),
+                     self.mx_fwd.as_value().eq(Cat(*fwd_words)),
                      self.mch_word.as_value().eq(Cat(*mch_async))]
         return m

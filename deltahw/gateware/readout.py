@@ -24,10 +24,12 @@ def output_layout(config: DeltaGRUConfig) -> data.StructLayout:
 
 class HeadReadout(wiring.Component):
     """Rescales beat ``beat`` (A accumulators, lane block ``k`` of the P accumulator words on
-    ``mx_data``) to ``y = sat(rnd(M_o))`` and presents it as an output-FIFO word.
+    ``mx_data``, the MAC array's forwarded read-out ``MacArray.mx_fwd``) to ``y = sat(rnd(M_o))``
+    and presents it as an output-FIFO word.
 
     Protocol: ``issue`` with ``beat``/``k`` in the cycle the controller addresses the accumulator
-    word; ``mx_data`` holds it ``MacArray.READ_LATENCY`` cycles later (the beat's number travels
+    word (as early as the cycle after the head's last MAC issue: the forwarded read includes it);
+    ``mx_data`` holds it ``MacArray.FWD_READ_LATENCY`` cycles later (the beat's number travels
     along), and the rescaled beat is on ``out``/``w_en`` ``LATENCY`` cycles after that. Elements
     past O are 0; ``last`` marks beat ceil(O/A) - 1. Throughput: one beat per cycle, no stalls
     (the controller checks the FIFO's room before the read-out starts).
@@ -60,8 +62,8 @@ class HeadReadout(wiring.Component):
         P, A, O, ab = cfg.lanes, cfg.act_width, cfg.output_size, cfg.act.bits
         st = data.StructLayout({"valid": 1, "beat": len(self.beat), "k": self.k_bits})
         # Delay line of the issued beats: dl[i] holds the issue of i cycles ago; the words are on
-        # mx_data at dl[R] (R = MacArray.READ_LATENCY), the result leaves at dl[R + LATENCY].
-        R = MacArray.READ_LATENCY
+        # mx_data at dl[R] (R = MacArray.FWD_READ_LATENCY), the result leaves at dl[R + LATENCY].
+        R = MacArray.FWD_READ_LATENCY
         dl = [Signal(st, name=f"ro{i}") for i in range(R + self.LATENCY + 1)]
         m.d.comb += [dl[0].valid.eq(self.issue), dl[0].beat.eq(self.beat), dl[0].k.eq(self.k)]
         for i in range(R + self.LATENCY):

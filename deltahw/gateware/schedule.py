@@ -16,7 +16,8 @@ A timestep, per block b (layers 0..L-1, then the head if any), in order:
   addressed (``cycles.MAC_FETCH`` = 2 cycles in all before the first issue).
 * ``MAC_RUN``: ``issue`` for every row group ``g`` of every fired column, ``groups`` cycles per
   column, no bubbles (one entry of look-ahead on the queue read port).
-* ``MAC_DRAIN``: ``cycles.mac_drain(groups)`` cycles until the last column's sums are readable.
+* ``MAC_DRAIN``: ``cycles.mac_drain(groups)`` cycles until the last column's sums are readable
+  (``cycles.head_mac_drain``, 0, for the head: its read-out reads through the MAC's forwarding).
 * ``ACT_RUN`` (layers): ceil(H/A) activation beats (``act_issue``, ``act_beat``, ``act_k``; the
   accumulator word ``rd_group``), then ``ACT_DRAIN`` (``cycles.ACT_DRAIN``) until the new h values
   and their fired deltas are in the queues; the next block starts after it.
@@ -178,7 +179,7 @@ class Schedule(wiring.Component):
         trim = self.drain_trim
         drains = [cycles.mac_drain(c) - trim.get("mac", 0) for c in costs[:L]]
         if head:
-            drains.append(cycles.mac_drain(costs[L]) - trim.get("head_mac", 0))
+            drains.append(cycles.head_mac_drain(costs[L]) - trim.get("head_mac", 0))
         act_drain = cycles.ACT_DRAIN - trim.get("act", 0)
         assert min(drains) >= 0 and act_drain >= 1, "a drain cannot be trimmed below zero"
         t_groups, t_drain = table(costs), table(drains)
@@ -451,7 +452,8 @@ class Schedule(wiring.Component):
                 with m.Else():
                     m.d.sync += g.eq(g + 1)
             with m.State("MAC_DRAIN"):
-                # Until the last column's first accumulator word is readable (cycles.mac_drain).
+                # Until the last column's first accumulator word is readable (cycles.mac_drain,
+                # cycles.head_mac_drain).
                 account()
                 m.d.sync += cnt.eq(cnt + 1)
                 with m.If(cnt == t_drain[block] - 1):
