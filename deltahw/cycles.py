@@ -12,7 +12,10 @@ A timestep runs these phases on one MAC array (the input encoder works ahead on 
 vector in parallel, so its time is hidden and not counted):
 
 * per block (layer l, then the head if any): a **MAC** phase over the block's n fired columns.
-  With n > 0 it costs ``MAC_FETCH`` cycles to fetch the first queue entry, then ``cost`` cycles per
+  With n > 0 it costs ``fetch`` cycles to fetch the first queue entry (``FAST_FETCH`` for the
+  phases that read one queue, layer 0's x and h phases and the head: the first entry is in a
+  register of its queue; ``MAC_FETCH`` for layers 1.., which sweep their x then h queue and
+  address the first h entry from the x count: :func:`phase_fetch`), then ``cost`` cycles per
   column back to back (``cost = ceil(3H/P)`` for a layer, ``ceil(O/P)`` for the head: the
   accumulators forward their sums, so a column may touch the words the previous one is still
   writing), then ``mac_drain(cost) = max(0, ACC_WRITE_LATENCY - cost)`` cycles until the last
@@ -33,7 +36,7 @@ vector in parallel, so its time is hidden and not counted):
 words; the first cycles of a MAC phase (reading the queue counts, fetching the first entry) touch
 no accumulator. So when the next timestep's x phase already ran (overlapped, below), its layer-0 h
 phase starts during the read-out's last beats: ``min(ceil(O/A), fetch)`` of them, ``fetch`` being
-``MAC_FETCH`` if any h column fired, else the ``EMPTY_MAC_PHASE`` cycle
+``FAST_FETCH`` if any h column fired, else the ``EMPTY_MAC_PHASE`` cycle
 (:func:`readout_hidden`). The h queue is complete (its count is final since the drain before the
 head's phase). Those cycles belong to the timestep that reads out (its read-out beats); the next
 timestep's h phase is that much shorter. A sequence's first timestep has nothing to overlap with;
@@ -44,8 +47,8 @@ the last layer's activation of timestep t drains, the x phase of t+1 already run
 (the accumulator words it writes were all read by layer 0's activation beats of t). The drain's
 ``ACT_DRAIN`` cycles belong to timestep t; the x phase's cycles past them (if it is longer) to
 timestep t+1. With a head, when the x phase runs past the drain, its last cycle is also the head's
-first MAC cycle (``MAC_FETCH``'s count read and entry-0 address, or the whole empty phase; the
-head's queue is complete then), counted for timestep t: the x phase's cycles past ``x_hide_limit``
+first MAC cycle (its ``FAST_FETCH``, or the whole empty phase; the head's queue is complete
+then), counted for timestep t: the x phase's cycles past ``x_hide_limit``
 = ``ACT_DRAIN`` + 1 are t+1's. So a timestep that is not the first of its sequence pays ``max(0,
 x_phase - x_hide_limit)`` for its x phase, the first one (after the sequence reset, with nothing to
 overlap) the whole x phase. When the next input vector is not in when the last activation beat
@@ -73,6 +76,9 @@ from .gateware.readout import HeadReadout
 
 __all__ = [
     "MAC_FETCH",
+    "FAST_FETCH",
+    "HEAD",
+    "phase_fetch",
     "ACC_WRITE_LATENCY",
     "FWD_ACC_WRITE_LATENCY",
     "EMPTY_MAC_PHASE",
@@ -105,6 +111,10 @@ FETCH_ADDRESS_STAGE = 1
 #: Cycles from the start of a MAC phase to the first issue: read the queue counts and put entry 0
 #: on the queue read port, then register its weight address.
 MAC_FETCH = DeltaQueue.READ_LATENCY + FETCH_ADDRESS_STAGE
+#: The same for a MAC phase that reads one queue (layer 0's x or h phase, the head): the queue
+#: keeps its entry 0 in a register (``DeltaQueue.first_index``), so the counts are read and entry
+#: 0's weight address registered in one cycle, while the read port fetches entry 1.
+FAST_FETCH = FETCH_ADDRESS_STAGE
 #: Cycles from issuing an accumulator word (read, multiply, add, write back) until a read-out of
 #: that word sees the new sum. Back-to-back updates of the same word are forwarded, so this only
 #: delays the read-out after a MAC phase (``mac_drain``), not the columns.
@@ -149,24 +159,36 @@ def head_mac_drain(cost: int) -> int:
     return max(0, FWD_ACC_WRITE_LATENCY - cost)
 
 
-def mac_phase_fixed(n, cost: int, *, head: bool = False):
-    """The fixed cycles of a MAC phase with ``n`` fired columns (int, numpy or torch array) of
-    ``cost`` cycles each; ``head``: the head's phase (its drain is :func:`head_mac_drain`)."""
+#: ``block`` argument of :func:`phase_fetch` and :func:`mac_phase_fixed` for the head's phase.
+HEAD = "head"
+
+
+def phase_fetch(block) -> int:
+    """Cycles before a MAC phase's first issue: ``FAST_FETCH`` for the phases that read one queue
+    (layer 0's x and h phases, ``block`` 0, and the head), ``MAC_FETCH`` for layers 1.."""
+    return FAST_FETCH if block is HEAD or block == 0 else MAC_FETCH
+
+
+def mac_phase_fixed(n, cost: int, block=0):
+    """The fixed cycles of a MAC phase of ``block`` (a layer number, or :data:`HEAD`) with ``n``
+    fired columns (int, numpy or torch array) of ``cost`` cycles each: the fetch
+    (:func:`phase_fetch`) and drain (:func:`mac_drain`, :func:`head_mac_drain`), or
+    ``EMPTY_MAC_PHASE`` when nothing fired."""
     fired = n > 0
-    drain = head_mac_drain(cost) if head else mac_drain(cost)
-    return EMPTY_MAC_PHASE + fired * (MAC_FETCH + drain - EMPTY_MAC_PHASE)
+    drain = head_mac_drain(cost) if block is HEAD else mac_drain(cost)
+    return EMPTY_MAC_PHASE + fired * (phase_fetch(block) + drain - EMPTY_MAC_PHASE)
 
 
 def x_phase(config: DeltaGRUConfig, fired_x0):
     """Cycles of layer 0's x phase with ``fired_x0`` fired input columns, run alone."""
     cc = column_cost(config)
-    return fired_x0 * cc + mac_phase_fixed(fired_x0, cc)
+    return fired_x0 * cc + mac_phase_fixed(fired_x0, cc, 0)
 
 
 def x_hide_limit(config: DeltaGRUConfig) -> int:
     """The most cycles of layer 0's overlapped x phase that are not the next timestep's:
     ``ACT_DRAIN`` (they run beside the previous timestep's drain), + 1 with a head (the head's
-    ``MAC_FETCH`` cycle runs in the x phase's last cycle when that is past the drain; module
+    ``FAST_FETCH`` cycle runs in the x phase's last cycle when that is past the drain; module
     docstring)."""
     return ACT_DRAIN + (1 if config.has_head else 0)
 
@@ -185,13 +207,13 @@ def x_phase_hidden(config: DeltaGRUConfig, fired_x0, first):
 
 def readout_hidden(config: DeltaGRUConfig, fired_h0, first):
     """Cycles of layer 0's h phase hidden behind the previous timestep's head read-out (module
-    docstring): ``min(ceil(O/A), MAC_FETCH)`` when ``fired_h0`` > 0 h columns fired, else
+    docstring): ``min(ceil(O/A), FAST_FETCH)`` when ``fired_h0`` > 0 h columns fired, else
     ``min(ceil(O/A), EMPTY_MAC_PHASE)``; 0 without a head or on the first timestep of a
     sequence. Ints, or numpy/torch arrays that broadcast (``first`` bool)."""
     if not config.has_head:
         return 0 * fired_h0
     nbo = ceil_div(config.output_size, config.act_width)
-    full, empty = min(nbo, MAC_FETCH), min(nbo, EMPTY_MAC_PHASE)
+    full, empty = min(nbo, phase_fetch(0)), min(nbo, EMPTY_MAC_PHASE)
     hidden = empty + (full - empty) * (fired_h0 > 0)
     return hidden * (1 - _as_int(first))
 
@@ -231,15 +253,15 @@ def timestep_phases(config: DeltaGRUConfig, fired_per_layer, fired_head=0, *, fi
     for l, n in enumerate(fired_per_layer):
         issue = issue + n * cc
         if l == 0:  # the x phase, then the h phase
-            fixed = fixed + mac_phase_fixed(fired_x0, cc) + mac_phase_fixed(n - fired_x0, cc)
+            fixed = fixed + mac_phase_fixed(fired_x0, cc, 0) + mac_phase_fixed(n - fired_x0, cc, 0)
         else:
-            fixed = fixed + mac_phase_fixed(n, cc)
+            fixed = fixed + mac_phase_fixed(n, cc, l)
         act = act + nb
         act_fixed = act_fixed + ACT_DRAIN
     if config.has_head:
         hc = head_column_cost(config)
         issue = issue + fired_head * hc
-        fixed = fixed + mac_phase_fixed(fired_head, hc, head=True)
+        fixed = fixed + mac_phase_fixed(fired_head, hc, HEAD)
         act = act + ceil_div(config.output_size, config.act_width)
     return {"mac_issue": issue, "mac_fixed": fixed, "act": act, "act_fixed": act_fixed,
             "overlap": -lost_overlap(config, fired_x0, fired_per_layer[0] - fired_x0, first)}

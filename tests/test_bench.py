@@ -210,11 +210,12 @@ def test_projected_overlap_hides_the_shorter_of_activation_and_next_mac_phase(sm
     act = -(-cfg.hidden_size // cfg.act_width) + cycles.ACT_DRAIN
     cc, hc = cycles.column_cost(cfg), cycles.head_column_cost(cfg)
     for t in range(2):
-        hidden = [min(act, int(n) * cc + cycles.mac_phase_fixed(int(n), cc)) for n in fl[t, 1:]]
+        hidden = [min(act, int(n) * cc + cycles.mac_phase_fixed(int(n), cc, l + 1))
+                  for l, n in enumerate(fl[t, 1:])]
         if cfg.has_head:
             # The next timestep's x phase already takes part of the last layer's drain.
             free = act - cycles.x_phase_hidden(cfg, int(kw["fired_x0"][t]), False)
-            head_phase = int(fh[t]) * hc + cycles.mac_phase_fixed(int(fh[t]), hc, head=True)
+            head_phase = int(fh[t]) * hc + cycles.mac_phase_fixed(int(fh[t]), hc, cycles.HEAD)
             hidden.append(min(free, head_phase))
         assert base[t] - over[t] == sum(hidden)
 

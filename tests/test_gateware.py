@@ -109,6 +109,7 @@ def test_queue_compacts_in_order(width, buffers):
     depth = 37
     dut = DeltaQueue(width=width, depth=depth, index_bits=6, delta_bits=17, buffers=buffers)
     rng = random.Random(width)
+    firsts = {}  # entry 0 of each buffer's latest fill
 
     async def tb(ctx):
         for fill in range(6):
@@ -129,6 +130,11 @@ def test_queue_compacts_in_order(width, buffers):
             ctx.set(dut.w_first, 0)
             await ctx.tick().repeat(2)  # input register, then the write
             assert ctx.get(dut.count[buf]) == len(expected)
+            if expected:
+                firsts[buf] = expected[0]
+            for other, want in firsts.items():  # entry 0 of every buffer, with no read
+                ctx.set(dut.r_buf, other)
+                assert (ctx.get(dut.first_index), ctx.get(dut.first_delta)) == want
             got = []
             ctx.set(dut.r_buf, buf)
             for e in range(len(expected)):

@@ -609,9 +609,12 @@ def _discussion(results: dict) -> list[str]:
         C, Ch = cyc.column_cost(cfg), cyc.head_column_cost(cfg)
         mean_cols = float(np.mean(np.asarray(r["per_timestep"]["fired_layers"]).sum(-1)))
         mean_head = float(np.mean(r["per_timestep"]["fired_head"]))
-        phase = f"{cyc.MAC_FETCH} + {cyc.mac_drain(C)} per layer phase"
+        phase = f"{cyc.phase_fetch(0)} + {cyc.mac_drain(C)} per layer-0 phase"
+        if cfg.num_layers > 1:
+            phase += f", {cyc.phase_fetch(1)} + {cyc.mac_drain(C)} per phase of layers 1.."
         if cfg.has_head:
-            phase += f" and {cyc.MAC_FETCH} + {cyc.head_mac_drain(Ch)} per head phase"
+            phase += (f" and {cyc.phase_fetch(cyc.HEAD)} + {cyc.head_mac_drain(Ch)} per head "
+                      "phase")
         out += [
             f"**{name}.** A delta timestep takes {total:.1f} cycles on average: "
             f"{ph['mac_issue']:.1f} issuing columns ({mean_cols:.1f} fired columns x ceil(3H/P) "
@@ -702,12 +705,14 @@ def _discussion(results: dict) -> list[str]:
             "the next timestep's layers instead of between them (an upper bound: the next "
             "timestep never waits); needs a separate head weight memory (bank layout, export and "
             "loading change).",
-            f"4. **Fetch the next MAC phase's first queue entry during the activation drain**: "
-            f"the {cyc.MAC_FETCH}-cycle fetch that opens every MAC phase with fired columns "
-            f"(MAC fetch + drain per delta timestep: {mac_fixed} cycles) could run while the "
-            f"previous layer's activation drains ({cyc.ACT_DRAIN} cycles per layer), as soon as "
-            "the phase's first fired delta is in its queue: a smaller step than the overlap "
-            "above, whose bound includes it.",
+            f"4. **The MAC phases' fetch**: already {cyc.FAST_FETCH} cycle for the phases that "
+            "read one queue (layer 0's x and h phases, the head: each queue keeps its entry 0 "
+            f"in a register), {cyc.MAC_FETCH} for layers 1.. (x then h queue), and the head's "
+            "read-out reads its accumulators through the MAC array's forwarding, so the head's "
+            f"phase does not drain (MAC fetch + drain per delta timestep: {mac_fixed} cycles). "
+            "The fetch cycle itself could run in the activation drain's last cycle only if the "
+            "queue counts were final a cycle earlier (a count path into the schedule's "
+            "decisions): part of the overlap above.",
             f"5. **A shorter activation pipeline**: its drain ({cyc.ACT_DRAIN} cycles per layer; "
             f"activation drain per timestep: {act_fixed} cycles) is paid on every "
             "timestep; fewer register stages trade clock frequency for cycles (not in the "

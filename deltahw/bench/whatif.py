@@ -79,17 +79,17 @@ def projected_cycles(cfg: DeltaGRUConfig, fired_layers, fired_head, *, fired_x0,
     if overlap:
         # The MAC phase that follows each layer's activation: the next layer's, then the head's.
         cc = cyc.column_cost(cfg)
-        nxt = [n * cc + cyc.mac_phase_fixed(n, cc) for n in layers[1:]]
+        nxt = [n * cc + cyc.mac_phase_fixed(n, cc, l + 1) for l, n in enumerate(layers[1:])]
         act = layer_beats + cyc.ACT_DRAIN
         for m in nxt:
             total = total - np.minimum(act, m)
         if cfg.has_head and not head_unit:
             hc = cyc.head_column_cost(cfg)
             free = act - cyc.x_phase_hidden(cfg, x0, fs)  # the drain is partly taken
-            total = total - np.minimum(free, fh * hc + cyc.mac_phase_fixed(fh, hc, head=True))
+            total = total - np.minimum(free, fh * hc + cyc.mac_phase_fixed(fh, hc, cyc.HEAD))
     if head_unit and cfg.has_head:
         hc = cyc.head_column_cost(cfg)
-        total = total - (fh * hc + cyc.mac_phase_fixed(fh, hc, head=True) + head_beats)
+        total = total - (fh * hc + cyc.mac_phase_fixed(fh, hc, cyc.HEAD) + head_beats)
     return np.broadcast_to(np.asarray(total, dtype=np.int64), fh.shape).copy()
 
 

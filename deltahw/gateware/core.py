@@ -225,7 +225,26 @@ class DeltaGRUCore(wiring.Component):
         x_base = [front.r_index] + [q.r_index for q in xq]
         h_base = [q.r_index for q in hq] + ([Const(0, 1)] if head else [])  # the head: no h
         fetched_base = Mux(fetch_h, Array(h_base)[layer], Array(x_base)[layer])
-        with m.If(sched.take):
+        # A fast phase's first column (schedule: ``take_first``): entry 0 of the block's queue out
+        # of its first-entry register, no read; the merged head fetch takes the head's.
+        x_first = [front] + xq
+        h_first = hq + ([None] if head else [])
+
+        def first_of(queues, field):
+            vals = [Const(0, 1) if q is None else getattr(q, field) for q in queues]
+            return Array(vals)[layer] if blocks > 1 else vals[0]
+
+        first_base = Mux(sched.first_h, first_of(h_first, "first_index"),
+                         first_of(x_first, "first_index"))
+        first_delta = Mux(sched.first_h, first_of(h_first, "first_delta"),
+                          first_of(x_first, "first_delta"))
+        head_first = xq[-1] if head else None  # the head's x queue
+        with m.If(sched.take_head_first if head else Const(0, 1)):
+            if head:
+                m.d.sync += [cur_delta.eq(head_first.first_delta), cur_h.eq(0)]
+        with m.Elif(sched.take_first):
+            m.d.sync += [cur_delta.eq(first_delta), cur_h.eq(sched.first_h)]
+        with m.Elif(sched.take):
             m.d.sync += [cur_delta.eq(q_delta), cur_h.eq(fetch_h)]
         # The weight word address (the column's first word + the row group ``g``), kept in a
         # register so that it reaches the weight BRAMs with no adder in between (the ECP5's
@@ -235,7 +254,12 @@ class DeltaGRUCore(wiring.Component):
         # regressions (tests/test_gateware.py, rtl_tests) compare every output with the golden
         # model.
         w_addr = Signal(mac.wabits)
-        with m.If(sched.take):
+        with m.If(sched.take_head_first if head else Const(0, 1)):
+            if head:
+                m.d.sync += w_addr.eq(head_first.first_index)
+        with m.Elif(sched.take_first):
+            m.d.sync += w_addr.eq(first_base)
+        with m.Elif(sched.take):
             m.d.sync += w_addr.eq(fetched_base)
         with m.Elif(sched.issue):
             m.d.sync += w_addr.eq(w_addr + 1)

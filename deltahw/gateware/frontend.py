@@ -59,7 +59,8 @@ class InputFrontEnd(wiring.Component):
     Core side: ``r_full`` says the read buffer holds a complete vector (``r_reset``: it starts a
     sequence), ``count`` its fired entries, read by position with ``r_addr`` -> ``r_index`` /
     ``r_delta`` (latency ``DeltaQueue.READ_LATENCY``; ``r_index`` is the element's index, or
-    ``base + index * stride`` with ``column=(base, stride)``). A ``release`` pulse hands the
+    ``base + index * stride`` with ``column=(base, stride)``); ``first_index``/``first_delta``
+    hold entry 0 with no read (``DeltaQueue``). A ``release`` pulse hands the
     buffer back (the core has read all its entries) and switches to the other one.
     """
 
@@ -88,6 +89,8 @@ class InputFrontEnd(wiring.Component):
             "r_addr": In(count_bits),
             "r_index": Out(index_bits),
             "r_delta": Out(signed(config.delta_bits)),
+            "first_index": Out(index_bits),
+            "first_delta": Out(signed(config.delta_bits)),
         })
 
     def elaborate(self, platform):
@@ -220,5 +223,7 @@ class InputFrontEnd(wiring.Component):
             xq0.r_addr.eq(self.r_addr),
             self.r_index.eq(xq0.r_index),
             self.r_delta.eq(xq0.r_delta),
+            self.first_index.eq(xq0.first_index),
+            self.first_delta.eq(xq0.first_delta),
         ]
         return m

@@ -31,6 +31,10 @@ class DeltaQueue(wiring.Component):
 
     Read side: ``r_index``/``r_delta`` hold entry ``r_addr`` of buffer ``r_buf`` one cycle after the
     address (latency 1, one read per cycle). Entries written in a cycle can be read from the next.
+    ``first_index``/``first_delta`` hold entry 0 of buffer ``r_buf`` with no read at all (a
+    register per buffer, written with the entry): a MAC phase takes its first column from there in
+    the cycle the count becomes final, while the read port already fetches entry 1
+    (``deltahw.cycles.FAST_FETCH``).
     """
 
     #: Cycles from ``r_addr`` to ``r_index``/``r_delta``.
@@ -61,6 +65,8 @@ class DeltaQueue(wiring.Component):
             "r_buf": In(1),
             "r_index": Out(index_bits),
             "r_delta": Out(signed(delta_bits)),
+            "first_index": Out(index_bits),
+            "first_delta": Out(signed(delta_bits)),
         })
 
     def elaborate(self, platform):
@@ -125,6 +131,12 @@ class DeltaQueue(wiring.Component):
         base1 = Signal(wbits + 1, name="w_base1")
         m.d.comb += [base.eq(count >> kbits), base1.eq((count >> kbits) + 1)]
 
+        # Entry 0 of each buffer, also kept in a register: bank 0 takes it, at word 0, in the beat
+        # in which the buffer is empty (count 0).
+        firsts = [Signal(entry, name=f"first{b}", reset_less=True) for b in range(self.buffers)]
+        empty = Signal()
+        m.d.comb += empty.eq(count == 0)
+
         r_bank = Signal(max(1, kbits))
         m.d.sync += r_bank.eq(self.r_addr[:kbits] if kbits else 0)
         read_words = []
@@ -161,12 +173,20 @@ class DeltaQueue(wiring.Component):
                 idx = idx | Mux(sels[i], w_index[i], 0)
                 dlt = dlt | Mux(sels[i], w_delta[i].as_unsigned(), 0)
             m.d.comb += [wp.data.index.eq(idx), wp.data.delta.eq(dlt)]
+            if b == 0:
+                for f in range(self.buffers):
+                    with m.If(wp.en & empty & (wbuf == f)):
+                        m.d.sync += firsts[f].eq(wp.data)
             raddr = self.r_addr >> kbits
             raddr = raddr[:wbits] if wbits else Const(0, 1)
             if self.buffers == 2:
                 raddr = Cat(raddr, rbuf) if wbits else rbuf
             m.d.comb += rp.addr.eq(raddr)
             read_words.append(rp.data)
+        # (Not an Array select: an ArrayProxy's own ``index`` attribute would shadow the field.)
+        first = firsts[0] if self.buffers == 1 else Mux(rbuf, firsts[1], firsts[0])
+        first = data.View(entry, first)
+        m.d.comb += [self.first_index.eq(first.index), self.first_delta.eq(first.delta)]
         with m.Switch(r_bank):
             for b in range(K):
                 with m.Case(b):

@@ -9,11 +9,14 @@ there (derived from the blocks' exported latencies). To change the schedule, cha
 A timestep, per block b (layers 0..L-1, then the head if any), in order:
 
 * ``MAC_FETCH`` (1 cycle): the phase's queue counts are read (``latch_fired``, or ``latch_x0`` for
-  layer 0's x phase) and entry 0 is put on the queue read port (``q_addr`` of the x queue or
-  ``q_addr_h`` of the h queue, ``q_h``); nothing fired: the phase ends here
-  (``cycles.EMPTY_MAC_PHASE``).
-* ``MAC_FETCH2`` (1 cycle): entry 0 is taken (``take``: its weight address is registered), entry 1
-  addressed (``cycles.MAC_FETCH`` = 2 cycles in all before the first issue).
+  layer 0's x phase); nothing fired: the phase ends here (``cycles.EMPTY_MAC_PHASE``). A phase
+  that reads one queue (layer 0's x or h phase, the head: ``is_fast``) takes entry 0 here out of
+  its queue's first-entry register (``take_first``, ``first_h``: its weight address is
+  registered) with entry 1 already on the read port, and issues next cycle
+  (``cycles.FAST_FETCH`` = 1). Layers 1.. put entry 0 on the read port (``q_addr`` of the x
+  queue or ``q_addr_h`` of the h queue, ``q_h``) and go on with
+* ``MAC_FETCH2`` (1 cycle, layers 1..): entry 0 is taken (``take``), entry 1 addressed
+  (``cycles.MAC_FETCH`` = 2 cycles in all before the first issue).
 * ``MAC_RUN``: ``issue`` for every row group ``g`` of every fired column, ``groups`` cycles per
   column, no bubbles (one entry of look-ahead on the queue read port).
 * ``MAC_DRAIN``: ``cycles.mac_drain(groups)`` cycles until the last column's sums are readable
@@ -38,22 +41,23 @@ done: the head's MAC phase and read-out of this timestep (the timestep closes), 
 timestep's h phase; without a head the timestep closes in the drain's last cycle (``seg`` =
 ``ACT_DRAIN`` - 1) and the h phase follows the x phase. The accumulator words the x phase writes
 were all read by layer 0's activation beats (each beat reads its word in its issue cycle; the
-first x issue comes ``cycles.MAC_FETCH`` cycles after the last beat); the h and head queues are
+first x issue comes ``cycles.FAST_FETCH`` + 1 cycles after the last beat); the h and head queues are
 complete when their phases read their counts (after the drain, as without overlap).
 
 **Read-out overlap** (with a head, after an overlapped x phase): the next timestep's layer-0 h
 phase starts in the read-out's last ``cycles.readout_hidden`` beats (its fetch cycles, or the
 empty phase's one cycle, which touch no accumulator; ``nh0``, final since the drain, says which);
-the read-out engine finishes beside ``MAC_FETCH``/``MAC_FETCH2`` and closes the timestep, and the
+the read-out engine finishes beside ``MAC_FETCH`` and closes the timestep, and the
 first issue or activation beat comes after its last beat. Those cycles count for the running
 timestep; the h phase's count latch is marked ``latch_ahead`` (the counters show it once the
 running timestep has closed). After a late x phase (``h_lost``) the h phase runs alone and its
 first ``readout_hidden`` cycles are stall cycles (the overlap it lost).
 
 **Merged head fetch** (with a head): when the overlapped x phase ends past the drain (``seg`` >=
-``ACT_DRAIN``), its last cycle is also the head's ``MAC_FETCH`` (``nhead`` read, entry 0 of the
-head's x queue addressed; the counters latch it through ``latch_block`` / ``latch_nx``); the
-state machine goes on with ``MAC_FETCH2`` (or the read-out if nothing fired). That cycle counts
+``ACT_DRAIN``), its last cycle is also the head's ``MAC_FETCH`` (``nhead`` read, entry 0 taken
+from the head queue's first-entry register, ``take_head_first``; the counters latch it through
+``latch_block`` / ``latch_nx``); the state machine goes on with ``MAC_RUN`` (or the read-out if
+nothing fired). That cycle counts
 for the running timestep (``cycles.x_hide_limit``); a late x phase stalls as long.
 
 Cycle accounting (``counting``: a compute cycle of the running timestep; ``counting_next``: of the
@@ -131,6 +135,11 @@ class Schedule(wiring.Component):
             "q_h": Out(1),  # ... and which of the two it is: the h queue (else the x queue)
             "q_addr_head": Out(16),  # the head's x queue's read address (q_addr in its phase)
             "take": Out(1),  # the entry addressed in the previous cycle becomes the column
+            # the phase's first column is entry 0 out of the block's queue's first-entry register
+            # (the h queue's with first_h: layer 0's h phase, else the x queue's)
+            "take_first": Out(1),
+            "first_h": Out(1),
+            "take_head_first": Out(1),  # ... the head's, in the merged head fetch
             "issue": Out(1),
             "g": Out(bits_for(max(cycles.column_cost(config),
                                   cycles.head_column_cost(config) if config.has_head else 1))),
@@ -172,10 +181,11 @@ class Schedule(wiring.Component):
             "a column issues one row group per cycle")
         # The overlapped x phase may write an accumulator word in the cycle after its first issue
         # at the earliest; the last activation beat read its word in its own issue cycle, which
-        # is at least MAC_FETCH + 1 cycles earlier.
-        assert cycles.MAC_FETCH >= 1 and cycles.ACC_WRITE_LATENCY >= 1
-        # The fetch states below: MAC_FETCH (the empty phase's one cycle) and MAC_FETCH2.
-        assert cycles.MAC_FETCH == 2 and cycles.EMPTY_MAC_PHASE == 1
+        # is at least FAST_FETCH + 1 cycles earlier.
+        assert cycles.FAST_FETCH >= 1 and cycles.ACC_WRITE_LATENCY >= 1
+        # The fetch states below: MAC_FETCH (the empty phase's one cycle, a fast phase's fetch)
+        # and MAC_FETCH2 (a slow phase's second cycle).
+        assert cycles.MAC_FETCH == 2 and cycles.FAST_FETCH == 1 and cycles.EMPTY_MAC_PHASE == 1
         trim = self.drain_trim
         drains = [cycles.mac_drain(c) - trim.get("mac", 0) for c in costs[:L]]
         if head:
@@ -219,7 +229,7 @@ class Schedule(wiring.Component):
         ro_group = self.ro_group
         if head:
             # Beats of the read-out that overlap the next h phase (nothing fired: its one cycle).
-            k_full = min(nbo, cycles.MAC_FETCH)
+            k_full = min(nbo, cycles.FAST_FETCH)
             k_empty = min(nbo, cycles.EMPTY_MAC_PHASE)
             h0_empty = self.nh0 == 0
             k_ovl = Mux(h0_empty, k_empty, k_full)
@@ -259,10 +269,20 @@ class Schedule(wiring.Component):
         qi, qi_h = Signal(qbits), Signal(qbits)
         qi1, qi_h1 = Signal(qbits, init=1), Signal(qbits, init=1)
         m.d.comb += [self.q_addr.eq(qi), self.q_addr_h.eq(qi_h), self.q_h.eq(qi >= n_x)]
-        # The head's x queue is read at entry 0 outside the head's phase: the merged head fetch
-        # (below) reads its entry 0 in the x phase's last cycle, whatever qi is then.
+
+        def is_fast(blk):
+            """The block's MAC phases read one queue (layer 0's x or h phase, the head), whose
+            first entry is in a register: ``cycles.FAST_FETCH``. Layers 1.. sweep two queues
+            (x then h, the h position known only from the x count read in MAC_FETCH):
+            ``cycles.MAC_FETCH``."""
+            return (blk == 0) | ((blk == L) if head else Const(0, 1))
+
+        m.d.comb += self.first_h.eq(~px)
+        # The head's x queue is read at entry 1 outside the head's phase: the merged head fetch
+        # (below) takes its entry 0 from the first-entry register in the x phase's last cycle,
+        # whatever qi is then, with entry 1 on the read port.
         if head:
-            m.d.comb += self.q_addr_head.eq(Mux(block == L, qi, 0))
+            m.d.comb += self.q_addr_head.eq(Mux(block == L, qi, 1))
 
         def fetch_next(step):
             """Next cycle's entry is this one plus ``step`` (0 or 1)."""
@@ -281,7 +301,10 @@ class Schedule(wiring.Component):
             """Start a MAC phase of block ``blk`` next cycle (``mode``: layer 0's x phase)."""
             m.d.sync += [block.eq(blk), px.eq(use_x), ph.eq(use_h), xseg.eq(mode is not None),
                          h_lost.eq(0)]
-            fetch_at(0, 0)  # MAC_FETCH reads entry 0 (of either queue)
+            # MAC_FETCH reads entry 0 (of either queue); a fast phase takes entry 0 from the
+            # first-entry register there, with entry 1 already on the read port.
+            first = Mux(is_fast(blk), 1, 0)
+            fetch_at(first, first)
             if mode is not None:
                 m.d.sync += [xmode.eq(mode), seg.eq(0)]
             if isinstance(blk, int) and blk == 0 and not use_x:  # layer 0's h phase
@@ -348,20 +371,22 @@ class Schedule(wiring.Component):
             addressed; cycles.x_hide_limit). It counts for the running timestep."""
             m.d.comb += [self.counting.eq(1), self.counting_next.eq(0), self.latch_fired.eq(1),
                          self.latch_block.eq(L), self.latch_nx.eq(self.nhead)]
-            # The head's entry 0 (its x queue, q_addr_head = 0 while the block is not the head);
-            # next cycle its entry 1, as MAC_FETCH would set it.
-            m.d.comb += self.q_h.eq(0)
+            # The head's entry 0 is taken out of its first-entry register, entry 1 is on its
+            # queue's read port (q_addr_head = 1 while the block is not the head); next cycle the
+            # first issue, with the entry MAC_RUN's look-ahead wants on the port (as MAC_FETCH).
+            m.d.comb += [self.q_h.eq(0), self.take_head_first.eq(1)]
             m.d.sync += [block.eq(L), px.eq(1), ph.eq(1), xseg.eq(0), h_lost.eq(0),
                          e.eq(0), g.eq(0), cnt.eq(0), g_last.eq(t_groups[L] == 1),
                          last_e.eq(self.nhead == 1)]
-            fetch_at(1, 1)
+            nxt = 2 if costs[L] == 1 else 1
+            fetch_at(nxt, nxt)
             with m.If(self.nhead == 0):  # cycles.EMPTY_MAC_PHASE: the read-out follows
                 with m.If(~self.out_room):
                     m.next = "WAIT_OUT"
                 with m.Else():
                     start_readout()
             with m.Else():
-                m.next = "MAC_FETCH2"
+                m.next = "MAC_RUN"
 
         def mac_done():
             """The MAC phase ends this cycle: on to the next phase."""
@@ -409,22 +434,30 @@ class Schedule(wiring.Component):
                     account()
                 m.d.comb += [self.latch_fired.eq(~xseg), self.latch_x0.eq(xseg),
                              self.latch_ahead.eq(ro_active)]
-                # Entry 0 on the read ports; next cycle entry 1 (its h position from the count
-                # read now; it is only used when n_x <= 1). begin_mac below overrides this.
+                # Slow phase: entry 0 on the read ports; next cycle entry 1 (its h position from
+                # the count read now; it is only used when n_x <= 1). Fast phase: entry 0 taken
+                # from the first-entry register, entry 1 on the read ports; next cycle the entry
+                # MAC_RUN's look-ahead wants there (2 with one-cycle columns). begin_mac below
+                # overrides this.
+                fast = is_fast(block)
                 m.d.sync += [e.eq(0), g.eq(0), cnt.eq(0), g_last.eq(t_groups[block] == 1)]
-                fetch_at(1, 1 - n_x)
+                with m.If(fast):
+                    m.d.comb += self.take_first.eq(1)
+                    fetch_next(t_groups[block] == 1)
+                with m.Else():
+                    fetch_at(1, 1 - n_x)
                 with m.If(~xseg):  # (the overlapped x phase runs after the last beat)
                     m.d.sync += [rd_group.eq(0), act_k.eq(0), act_beat.eq(0)]
                 m.d.sync += last_e.eq(n_total == 1)
                 with m.If((self.n_x == 0) & (self.n_h == 0)):  # n_total == 0, without the adder
                     mac_done()  # cycles.EMPTY_MAC_PHASE
+                with m.Elif(fast):
+                    m.next = "MAC_RUN"  # cycles.FAST_FETCH
                 with m.Else():
-                    m.next = "MAC_FETCH2"
+                    m.next = "MAC_FETCH2"  # cycles.MAC_FETCH
             with m.State("MAC_FETCH2"):
-                with m.If(h_lost & (nbo >= 2 if head else 0)):
-                    m.d.comb += self.stalling.eq(1)  # (cycles.readout_hidden == 2)
-                with m.Else():
-                    account()
+                # Layers 1.. only (never layer 0's h phase, so no read-out overlap to lose).
+                account()
                 m.d.comb += self.take.eq(1)
                 # Entry 1 on the read ports; MAC_RUN starts at column 0, group 0.
                 fetch_next(g_last)
