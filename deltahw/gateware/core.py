@@ -238,14 +238,19 @@ class DeltaGRUCore(wiring.Component):
                          first_of(x_first, "first_index"))
         first_delta = Mux(sched.first_h, first_of(h_first, "first_delta"),
                           first_of(x_first, "first_delta"))
-        head_first = xq[-1] if head else None  # the head's x queue
-        with m.If(sched.take_head_first if head else Const(0, 1)):
-            if head:
-                m.d.sync += [cur_delta.eq(head_first.first_delta), cur_h.eq(0)]
-        with m.Elif(sched.take_first):
-            m.d.sync += [cur_delta.eq(first_delta), cur_h.eq(sched.first_h)]
-        with m.Elif(sched.take):
-            m.d.sync += [cur_delta.eq(q_delta), cur_h.eq(fetch_h)]
+        # The column's sources, by priority: (strobe, weight address, delta, h column). The
+        # merged head fetch comes first (its cycle may also be the x phase's last, whose ``take``
+        # then fetches nothing that is used).
+        takes = []
+        if head:
+            hq_first = xq[-1]  # the head's x queue
+            takes.append((sched.take_head_first, hq_first.first_index, hq_first.first_delta,
+                          Const(0, 1)))
+        takes += [(sched.take_first, first_base, first_delta, sched.first_h),
+                  (sched.take, fetched_base, q_delta, fetch_h)]
+        for i, (strobe, _, dlt, is_h) in enumerate(takes):
+            with (m.If if i == 0 else m.Elif)(strobe):
+                m.d.sync += [cur_delta.eq(dlt), cur_h.eq(is_h)]
         # The weight word address (the column's first word + the row group ``g``), kept in a
         # register so that it reaches the weight BRAMs with no adder in between (the ECP5's
         # critical path at 85 MHz: ``g`` -> adder -> every bank's address): a column's first
@@ -254,13 +259,9 @@ class DeltaGRUCore(wiring.Component):
         # regressions (tests/test_gateware.py, rtl_tests) compare every output with the golden
         # model.
         w_addr = Signal(mac.wabits)
-        with m.If(sched.take_head_first if head else Const(0, 1)):
-            if head:
-                m.d.sync += w_addr.eq(head_first.first_index)
-        with m.Elif(sched.take_first):
-            m.d.sync += w_addr.eq(first_base)
-        with m.Elif(sched.take):
-            m.d.sync += w_addr.eq(fetched_base)
+        for i, (strobe, base, _, _) in enumerate(takes):
+            with (m.If if i == 0 else m.Elif)(strobe):
+                m.d.sync += w_addr.eq(base)
         with m.Elif(sched.issue):
             m.d.sync += w_addr.eq(w_addr + 1)
 
