@@ -339,20 +339,42 @@ def build(args) -> dict:
     model = _load(model_path, args)
     return build_model(model, args.board, variant=args.variant, out=args.out,
                        clock_mhz=args.clock_mhz, baud=args.baud, lanes=args.lanes,
-                       force=args.force, synth=not args.no_synth, source=model_path)
+                       force=args.force, synth=not args.no_synth, source=model_path,
+                       seed=args.seed)
+
+
+#: nextpnr's ``--seed`` takes a non-negative C int.
+SEED_RANGE = (0, 2**31 - 1)
+
+
+def _check_seed(board, seed) -> None:
+    """``seed`` (or None) is a placement seed this board's flow can use; else a BuildError."""
+    if seed is None:
+        return
+    if board.flow != "trellis":
+        raise BuildError(f"--seed {seed} sets nextpnr's placement seed, which only ECP5 boards "
+                         f"use; the {board.name} build here is synthesis only (no placement).",
+                         code=2)
+    if isinstance(seed, bool) or not isinstance(seed, int) or not (
+            SEED_RANGE[0] <= seed <= SEED_RANGE[1]):
+        raise BuildError(f"--seed must be an integer from {SEED_RANGE[0]} to {SEED_RANGE[1]}; "
+                         f"got {seed!r}.", code=2)
 
 
 def build_model(model, board: str, *, variant=None, out=None, clock_mhz=None, baud=None,
-                lanes=None, force: bool = False, synth: bool = True, source=None) -> dict:
+                lanes=None, force: bool = False, synth: bool = True, source=None,
+                seed=None) -> dict:
     """Fit check, build tree, synthesis or bitstream and reports of ``model`` for ``board``
     (steps 2-5 of ``python -m deltahw.build``; :meth:`deltahw.DeltaNetwork.build` calls it).
 
     ``out`` (default ``build/BOARD-VARIANT``) is written atomically; an existing folder is replaced
     only if it is an earlier build (or with ``force``). ``source``: where the model came from
-    (recorded in the report, and never replaced). Returns the report (also written as
-    ``report.json`` and ``report.md`` in ``out``).
+    (recorded in the report, and never replaced). ``seed``: nextpnr's placement seed (ECP5
+    boards; None: nextpnr's default). Returns the report (also written as ``report.json`` and
+    ``report.md`` in ``out``).
     """
     board, variant, clock_mhz, baud = _board_settings(board, variant, clock_mhz, baud)
+    _check_seed(board, seed)
     part = board.part(variant)
     out = Path(out or f"build/{board.name}-{variant}").absolute()
     overrides = {} if lanes is None else {"lanes": lanes}
@@ -383,7 +405,7 @@ def build_model(model, board: str, *, variant=None, out=None, clock_mhz=None, ba
     with output_dir(out, "build", force=force, protect=protect) as tmp:
         try:
             report = _build_tree_and_run(synth, board, variant, part, model, est, top, tmp, out,
-                                         source, baud)
+                                         source, baud, seed)
         except BuildError as e:
             if e.log is not None and Path(e.log).is_file():
                 kept = out.with_name(f"{out.name}.failed.log")
@@ -394,7 +416,7 @@ def build_model(model, board: str, *, variant=None, out=None, clock_mhz=None, ba
 
 
 def _build_tree_and_run(synth, board, variant, part, model, est, top, tmp, out, model_path,
-                        baud) -> dict:
+                        baud, seed=None) -> dict:
     cfg = model.config
     clock_mhz = top.clock_hz / 1e6
     log(f"[3/5] writing the {board.flow} build tree to {out}")
@@ -416,6 +438,10 @@ def _build_tree_and_run(synth, board, variant, part, model, est, top, tmp, out, 
         # router1 did not converge (148k iterations, 20 min, ~80k of 148k arcs unrouted and
         # rising rip-ups); router2 routed the A=4 design in 10 min (docs/benchmarks/fmax).
         overrides_tcl["nextpnr_opts"] = "--timing-allow-fail --router router2"
+        if seed is not None:
+            # The placement varies by several percent of Fmax from seed to seed on this design
+            # (docs/benchmarks/fmax): a seed makes a build reproducible and a sweep possible.
+            overrides_tcl["nextpnr_opts"] += f" --seed {seed}"
         overrides_tcl["script_after_read"] = KEEP_FF_SCRIPT
         # Yosys 0.70's abc9 LUT mapping (synth_ecp5's map_luts step) fails an internal assertion
         # (ABC_OPS_REINTEGRATE, rtlil.cc:3091) on some versions of this design; run synth_ecp5 up
@@ -442,6 +468,7 @@ def _build_tree_and_run(synth, board, variant, part, model, est, top, tmp, out, 
         "elem_bytes": elem_bytes(cfg), "estimate": est.as_dict(), "leds": list(LED_NAMES),
         "performance": predicted_performance(cfg, clock_mhz),
         "build_dir": str(out), "flow": None, "utilisation": None, "timing": None,
+        "nextpnr_seed": seed,
     }
 
     # 4. tools
@@ -554,7 +581,9 @@ def write_reports(report: dict, out: Path) -> None:
         f"A={cfg['act_width']}",
         f"- Clock: {report['clock_mhz']:g} MHz; UART {report['baud']} baud (divisor "
         f"{report['uart_divisor']}), {report['elem_bytes']} bytes per element",
-        f"- Flow: {report['flow']}",
+        f"- Flow: {report['flow']}"
+        + ("" if report.get("nextpnr_seed") is None else
+           f" (nextpnr --seed {report['nextpnr_seed']})"),
         "",
         "## Utilisation",
         "",
@@ -608,6 +637,9 @@ def main(argv=None) -> int:
                     help=f"target clock, {CLOCK_MHZ_RANGE[0]:g} to {CLOCK_MHZ_RANGE[1]:g} MHz "
                          "(default: the board's)")
     ap.add_argument("--baud", type=int, help="UART baud rate (default 1000000)")
+    ap.add_argument("--seed", type=int,
+                    help="nextpnr placement seed (ECP5 boards; default: nextpnr's own): the "
+                         "post-route Fmax varies with it, so a seed makes a build reproducible")
     ap.add_argument("--out", help="build folder (default build/BOARD-VARIANT); written "
                                   "atomically, an existing folder is replaced only if it is an "
                                   "earlier build")
@@ -684,6 +716,9 @@ def _soc_main(args, t0) -> int:
     from .soc.litex_soc import UART_BAUD
     from .soc.sim import build_soc, default_sequence
 
+    if args.seed is not None:
+        raise BuildError("--seed sets nextpnr's placement seed (ECP5 boards); --soc builds the "
+                         "Arty's Vivado tree, which has no placement here.", code=2)
     board = get_board(args.board)
     try:
         variant = board.resolve_variant(args.variant)

@@ -65,6 +65,26 @@ def test_ecp5_tree_has_pll_and_yowasp_script(small_model, tmp_path):
     assert report["uart_divisor"] == 40
 
 
+def test_seed_reaches_nextpnr_and_the_report(small_model, tmp_path, capsys):
+    """``--seed N`` goes on nextpnr's command line and into the report; a board without a
+    placement step, or a seed nextpnr cannot take, is refused before anything is written."""
+    out = tmp_path / "ulx3s"
+    assert build.main(["--board", "ulx3s", str(small_model), "--out", str(out), "--no-synth",
+                       "--seed", "7"]) == 0
+    assert "--router router2 --seed 7" in (out / "build_deltahw_top.sh").read_text()
+    assert json.loads((out / "report.json").read_text())["nextpnr_seed"] == 7
+    assert "nextpnr --seed 7" in (out / "report.md").read_text()
+    capsys.readouterr()
+    for argv, msg in [(["--board", "arty_a7", "--seed", "7"], "only ECP5 boards use"),
+                      (["--board", "ulx3s", "--seed", "-1"], "from 0 to 2147483647; got -1"),
+                      (["--board", "arty_a7", "--soc", "--seed", "7"], "no placement here")]:
+        bad = tmp_path / "bad"
+        assert build.main([str(small_model), "--out", str(bad), "--no-synth", *argv]) == 2
+        err = capsys.readouterr().err
+        assert msg in err and "Traceback" not in err
+        assert not bad.exists()
+
+
 def test_too_large_model_is_refused_before_synthesis(tmp_path, capsys):
     torch.manual_seed(0)
     gru = torch.nn.GRU(13, 160, 2)
