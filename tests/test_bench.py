@@ -375,6 +375,17 @@ def test_recorded_ecp5_takes_the_best_measured_run_of_the_same_p_and_a(tmp_path)
     other_p = DeltaGRUConfig(13, 64, 1, 10, lanes=24, lanes_per_bank=4, act_width=8, enc_width=8)
     assert bench_run.recorded_ecp5(other_p, path) is None
     assert bench_run.recorded_ecp5(cfg, tmp_path / "missing.json") is None
+    # Naming today's gateware: its best run counts, not a faster placement of earlier gateware.
+    rec["current_gateware"] = {"code": ["c5"]}
+    path.write_text(json.dumps(rec))
+    got = bench_run.recorded_ecp5(cfg, path)
+    assert got["fmax_mhz"] == 60.2 and "run 'e'" in got["recorded"]
+    assert "earlier_gateware" not in got
+    rec["current_gateware"] = {"code": ["c9"]}  # no build of it recorded: the best, marked
+    path.write_text(json.dumps(rec))
+    got = bench_run.recorded_ecp5(cfg, path)
+    assert got["fmax_mhz"] == 61.7 and got["earlier_gateware"]
+    assert "an earlier gateware" in got["recorded"]
 
 
 def test_render_refresh_takes_a_newly_recorded_ecp5_build(quick_report, tmp_path):

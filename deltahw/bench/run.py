@@ -272,12 +272,22 @@ FMAX_RECORD = REPO / "docs" / "benchmarks" / "fmax" / "results.json"
 def recorded_ecp5(cfg, path: Path = FMAX_RECORD) -> dict | None:
     """The best measured post-route ECP5 Fmax recorded in ``path`` for ``cfg``'s P and A (runs
     without a ``lanes`` field are of the record's own model, whose P the record states), as a
-    hardware row's ``ecp5`` entry marked ``recorded``; ``None`` when there is none."""
+    hardware row's ``ecp5`` entry marked ``recorded``; ``None`` when there is none.
+
+    When the record names the builds of today's gateware (``current_gateware``: the commits
+    whose gateware is the current one; a run's ``code`` starts with its commit), only those
+    count: a faster placement of an earlier netlist says nothing about this one. Without such a
+    run the best of all is taken and marked ``earlier_gateware``."""
     try:
         rec = json.loads(path.read_text())
     except (OSError, ValueError):
         return None
     default_lanes = rec.get("lanes") or 48
+    current = tuple(rec.get("current_gateware", {}).get("code", []))
+
+    def is_current(run):
+        return bool(current) and str(run.get("code", "")).split(" ")[0] in current
+
     best = None
     for run in rec.get("runs", []):
         if not run.get("measured") or not run.get("fmax_mhz"):
@@ -285,7 +295,8 @@ def recorded_ecp5(cfg, path: Path = FMAX_RECORD) -> dict | None:
         if ((run.get("lanes") or default_lanes) != cfg.lanes
                 or run.get("act_width") != cfg.act_width):
             continue
-        if best is None or run["fmax_mhz"] > best["fmax_mhz"]:
+        key = (is_current(run), run["fmax_mhz"])
+        if best is None or key > (is_current(best), best["fmax_mhz"]):
             best = run
     if best is None:
         return None
@@ -299,6 +310,9 @@ def recorded_ecp5(cfg, path: Path = FMAX_RECORD) -> dict | None:
                        f"{rec.get('model', 'model')})"}
     if used:
         out["used"] = used
+    if current and not is_current(best):
+        out["earlier_gateware"] = True
+        out["recorded"] += "; an earlier gateware (no build of the current one recorded)"
     return out
 
 
