@@ -16,8 +16,6 @@ from amaranth import Array, Cat, Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, memory, wiring
 from amaranth.lib.wiring import In, Out
 
-from . import KEEP
-
 __all__ = ["DeltaQueue"]
 
 
@@ -27,8 +25,7 @@ class DeltaQueue(wiring.Component):
     Write side: ``w_valid[i]`` marks element ``i`` (with ``w_index[i]``, ``w_delta[i]``) as fired;
     fired elements are appended in order of ``i`` to buffer ``w_buf``. With ``w_first`` the buffer
     is emptied first (the first beat of a new fill; with no valid bits it just clears). The write
-    inputs are registered (so an encoder's compare and the compaction never share a cycle), the
-    valid bits once more per bank (each bank's compaction reads a copy placed beside it): the
+    inputs are registered (so an encoder's compare and the compaction never share a cycle): the
     entries are stored one cycle after they are presented, and ``count[b]`` (the number of entries
     in buffer ``b``) and the stored entries are visible two cycles after. One write per cycle.
 
@@ -115,6 +112,7 @@ class DeltaQueue(wiring.Component):
             m.d.comb += out.eq(table[bits[:width]])
             return out
 
+        prefix = [popcount(w_valid, i, f"prefix{i}") for i in range(K)]
         n = popcount(w_valid, K, "n")
         new_count = Signal(self.count_bits)
         m.d.comb += new_count.eq(count + n)
@@ -151,20 +149,10 @@ class DeltaQueue(wiring.Component):
             jj = Signal(max(1, kbits), name=f"j{b}")  # registered: (b - count) mod K
             if kbits:
                 m.d.sync += jj.eq(Const(b, kbits) - c0_next)
-            # The bank's own copy of the registered valid bits (kept apart in synthesis, KEEP):
-            # one w_valid register driving every bank's prefix tables, selects and write enable
-            # was the ECP5's critical path at 85 MHz (hq0.w_valid -> prefix -> a bank's LUT-RAM
-            # write enable: 2.6 ns of logic, 11.4 ns of routing, docs/benchmarks/fmax).
-            if K > 1:
-                bv = Signal(K, name=f"w_valid_b{b}", attrs=KEEP)
-                m.d.sync += bv.eq(self.w_valid)
-            else:
-                bv = w_valid
-            prefix = [popcount(bv, i, f"prefix{b}_{i}") for i in range(K)]
             sels = []
             for i in range(K):
                 sel = Signal(name=f"sel{b}_{i}")
-                m.d.comb += sel.eq(bv[i] & (prefix[i] == jj) if kbits else bv[i])
+                m.d.comb += sel.eq(w_valid[i] & (prefix[i] == jj) if kbits else w_valid[i])
                 sels.append(sel)
             # c0 > K - 1 never holds: the last bank always takes the base word; nor does c0 > b
             # when count mod K cannot reach b + 1 (a queue shorter than K, e.g. I < E: no
