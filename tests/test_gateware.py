@@ -98,6 +98,7 @@ def test_encoder_matches_reference(mode):
             f = f & mask
             assert [(ctx.get(dut.fire) >> i) & 1 for i in range(K)] == f.int().tolist()
             assert list(ctx.get(dut.delta)) == torch.where(f, d, 0).tolist()
+            assert list(ctx.get(dut.diff)) == (torch.tensor(v) - base).tolist()
             assert list(ctx.get(dut.new_vhat)) == torch.where(f, nv, base).tolist()
 
     run(dut, tb, clock=ahead or vhat_ahead)

@@ -440,7 +440,7 @@ class DeltaGRUCore(wiring.Component):
             resetting, reset_addr = resetting_copy(f"hq{l}"), reset_addr_copy(f"hq{l}")
             m.d.comb += [
                 hq[l].w_valid.eq(Mux(sel, enc_h.fire, Mux(theta_h[l] == 0, reset_ok, 0))),
-                hq[l].w_delta.eq(Mux(resetting, 0, enc_h.delta.as_value())),
+                hq[l].w_delta.eq(Mux(resetting, 0, enc_h.diff.as_value())),
                 hq[l].w_first.eq((sel & (dN.beat == 0)) | (resetting & (reset_addr == 0))),
             ]
         for t in range(n_targets):
@@ -451,7 +451,7 @@ class DeltaGRUCore(wiring.Component):
             resetting, reset_addr = resetting_copy(f"xq{t}"), reset_addr_copy(f"xq{t}")
             m.d.comb += [
                 xq[t].w_valid.eq(Mux(sel, enc_x.fire, 0)),
-                xq[t].w_delta.eq(enc_x.delta),
+                xq[t].w_delta.eq(enc_x.diff),  # only fired entries are stored
                 xq[t].w_first.eq((sel & (dN.beat == 0)) | (resetting & (reset_addr == 0))),
             ]
         out_push_act = Signal()

@@ -42,6 +42,12 @@ class DeltaEncoder(wiring.Component):
     ``vhat_ahead=True``: ``vhat``, ``clear`` and ``theta`` are presented one cycle earlier (the
     encoder registers the old value and its bounds), which takes the subtraction off the ``v`` ->
     ``fire`` path. ``LATENCY_VHAT`` gives that offset.
+
+    ``delta`` is the difference where the element fires and 0 elsewhere; ``diff`` is the
+    difference everywhere. A delta queue stores only the fired elements, so it takes ``diff``:
+    zeroing the others puts ``fire`` on every bit of the queue's delta input register (on the
+    ECP5 as those flip-flops' synchronous reset, a fanout of the compare that was the critical
+    path at 75 MHz, docs/benchmarks/fmax lead12-5).
     """
 
     #: Cycles by which ``vhat``/``clear``/``theta`` lead ``v`` with ``vhat_ahead``.
@@ -64,6 +70,7 @@ class DeltaEncoder(wiring.Component):
             "in_range": In(width),
             "fire": Out(width),
             "delta": Out(data.ArrayLayout(signed(act_bits + 1), width)),
+            "diff": Out(data.ArrayLayout(signed(act_bits + 1), width)),
             "new_vhat": Out(data.ArrayLayout(signed(act_bits), width)),
         })
 
@@ -116,6 +123,7 @@ class DeltaEncoder(wiring.Component):
             m.d.comb += [
                 self.fire[i].eq(fire),
                 self.delta[i].eq(Mux(fire, d, 0)),
+                self.diff[i].eq(d),
                 self.new_vhat[i].eq(Mux(fire, v, old)),
             ]
         return m

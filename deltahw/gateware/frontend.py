@@ -200,7 +200,7 @@ class InputFrontEnd(wiring.Component):
             xq0.w_valid.eq(Mux(s1.valid, enc_in.fire, 0)),
             xq0.w_first.eq(s1.valid & s1.first),
             xq0.w_buf.eq(s1.buf),
-            xq0.w_delta.eq(enc_in.delta),
+            xq0.w_delta.eq(enc_in.diff),  # only fired entries are stored
         ]
         for e in range(E):
             m.d.comb += xq0.w_index[e].eq(s1.beat * (E * self.column_stride)

@@ -73,12 +73,18 @@ class HeadReadout(wiring.Component):
         # apart (KEEP) and placed by its element's select: one ``dl[R].k`` flip-flop driving the
         # P/A:1 select of all A words was the ECP5's critical path at 100 MHz (13.15 ns of
         # routing, docs/benchmarks/fmax).
+        # With O <= P the head's outputs are lanes 0..O-1 of one word: the other lanes are never
+        # output (masked to 0 below), so they are left out of the select. Their ``mx_fwd`` words
+        # are then unused, and on the xc7 synth_xilinx keeps those lanes' old-sum registers inside
+        # the DSP48E1s (C register): +1543 flip-flops on fsdd when all 48 lanes were selectable.
         sel = Signal(data.ArrayLayout(signed(cfg.acc_bits), A))
         for i in range(A):
             k_copy = Signal(self.k_bits, name=f"ro_k{i}", reset_less=True, attrs=KEEP)
             m.d.sync += k_copy.eq(dl[R - 1].k)
             with m.Switch(k_copy):
                 for k in range(P // A):
+                    if O <= P and A * k + i >= O:
+                        continue
                     with m.Case(k):
                         m.d.sync += sel[i].eq(self.mx_data[A * k + i])
         # 2. round and saturate.
