@@ -11,8 +11,8 @@ import torch
 from amaranth.sim import Simulator
 
 from deltahw import cycles, regmap
-from deltahw.config import DeltaGRUConfig, ceil_div
-from deltahw.gateware.activation import ACT_LATENCY, ActivationPipe
+from deltahw.config import DeltaGRUConfig, FixedFormat, ceil_div
+from deltahw.gateware.activation import ACT_LATENCY, ActivationPipe, _TanhIndex
 from deltahw.gateware.core import DeltaGRUCore
 from deltahw.gateware.encoder import DeltaEncoder
 from deltahw.gateware.mac import MacArray
@@ -148,20 +148,46 @@ def test_queue_compacts_in_order(width, buffers):
 
 
 # --- activation -----------------------------------------------------------------------------------
-def test_activation_matches_golden_including_saturation():
-    cfg = DeltaGRUConfig(input_size=4, hidden_size=8, lanes=12, act_width=2)
+def _log_uniform(n, bits, g):
+    """Signed values whose magnitudes spread evenly over 0 .. 2^(bits-1) on a log scale: every
+    rounding and saturation boundary of the activation is met at some scale."""
+    mag = torch.exp2(torch.rand(n, generator=g) * (bits - 1)).floor().long() - 1
+    sign = torch.randint(0, 2, (n,), generator=g) * 2 - 1
+    return (mag * sign).clamp(-(1 << (bits - 1)), (1 << (bits - 1)) - 1)
+
+
+_ACT_FORMATS = {
+    "shipped": {},  # tanh index shift 1, stage 5 merged
+    "wide_tanh_in": {"tanh_in": FixedFormat(12, 2)},  # more integer bits than act: not merged
+    "shift0": {"act": FixedFormat(12, 6), "sigmoid_in": FixedFormat(10, 6),
+               "tanh_in": FixedFormat(10, 6)},
+    "frac3": {"act": FixedFormat(10, 3), "sigmoid_in": FixedFormat(8, 3),
+              "tanh_in": FixedFormat(8, 3)},
+}
+
+
+@pytest.mark.parametrize("formats", list(_ACT_FORMATS), ids=list(_ACT_FORMATS))
+def test_activation_matches_golden_including_saturation(formats):
+    cfg = DeltaGRUConfig(input_size=4, hidden_size=8, lanes=12, act_width=2,
+                         **_ACT_FORMATS[formats])
+    # Both forms of stage 5 are exercised (the merged one and the two-step fallback).
+    assert _TanhIndex(cfg).merged == (formats != "wide_tanh_in")
     dut = ActivationPipe(cfg, tag_bits=4, h_copies=2)
-    N, A = 300, 2
+    N, A = 1200, 2
     g = torch.Generator().manual_seed(1)
     lim = 1 << (cfg.acc_bits - 1)
-    vals = [torch.randint(-(1 << 23), 1 << 23, (N, A), generator=g) for _ in range(4)]
+    vals = [_log_uniform(N * A, cfg.acc_bits, g).view(N, A) for _ in range(4)]
     vals[0][:20] = lim - 1
     vals[1][20:40] = -lim
     vals[2][40:60] = lim - 1
     vals[3][60:80] = -lim
-    hp = torch.randint(-32768, 32768, (N, A), generator=g)
-    hp[80:100] = 32767
+    hp = _log_uniform(N * A, cfg.act.bits, g).view(N, A)
+    hp[80:100] = (1 << (cfg.act.bits - 1)) - 1
+    vals[1][100:120], hp[100:120] = lim - 1, -(1 << (cfg.act.bits - 1))  # u = 1: h = h_prev
     expected = gru_activation(cfg, *vals, hp)
+    # h reaches both ends of its range (stage 9's bounds sit right past them).
+    hi = (1 << (cfg.act.bits - 1)) - 1
+    assert (expected == hi).any() and (expected == -hi - 1).any()
     got = []
 
     async def tb(ctx):
@@ -182,6 +208,32 @@ def test_activation_matches_golden_including_saturation():
 
     run(dut, tb)
     assert torch.equal(torch.tensor(got), expected)
+
+
+def test_tanh_index_bounds_are_exact():
+    """Stage 5's merged tanh index (one adder beside two compares with bounds derived by hand in
+    ``_TanhIndex``) against the golden model's two steps (``pre_c`` saturated to the act format,
+    then ``ActivationTable.index``) for every pre-shift sum ``z = (cx << af | half) + r x ch``
+    within a few units of every boundary: an off-by-one in a bound shows here, value by value,
+    whatever the activation test's random values reach."""
+    for formats in _ACT_FORMATS:
+        cfg = DeltaGRUConfig(input_size=4, hidden_size=8, lanes=12, act_width=2,
+                             **_ACT_FORMATS[formats])
+        t = _TanhIndex(cfg)
+        if not t.merged:
+            continue
+        ab, af, ib = cfg.act.bits, cfg.act.frac, cfg.tanh_in.bits
+        lo_ab, hi_ab = -(1 << (ab - 1)), (1 << (ab - 1)) - 1
+        edges = [t.z_hi, t.z_lo, hi_ab << af, lo_ab << af, 0]
+        z = torch.tensor(sorted({e + d for e in edges for d in range(-(3 << af) - 3, (3 << af) + 4)}))
+        want = cfg.tanh.index((z >> af).clamp(lo_ab, hi_ab), af)
+        # Stage 5 in integers: its sum is base + r x ch with base = (cx << af) + k0, i.e. z + k0
+        # - half; its compares are with z_hi, z_lo (rch >= z_hi - base <=> base + rch >= z_hi).
+        zz = z + (t.k0 - (1 << (af - 1)))
+        value = zz >> (af + t.s) if t.s > 0 else (zz >> af) << -t.s
+        got = torch.where(zz >= t.z_hi, (1 << (ib - 1)) - 1,
+                          torch.where(zz < t.z_lo, -(1 << (ib - 1)), value))
+        assert torch.equal(got, want), formats
 
 
 # --- schedule -------------------------------------------------------------------------------------

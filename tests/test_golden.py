@@ -268,43 +268,43 @@ def test_delta_golden_equals_column_reference(I, H, L, O, theta_x, theta_h, thet
 def test_cycle_model_composition():
     """The cycle model's phases, written out by hand for one awkward configuration."""
     cfg = DeltaGRUConfig(13, 37, 2, 5, lanes=12, act_width=2)
-    assert cycles.ACT_DRAIN == 15 and cycles.MAC_FETCH == 2 and cycles.ACC_WRITE_LATENCY == 3
+    assert cycles.ACT_DRAIN == 12 and cycles.MAC_FETCH == 2 and cycles.ACC_WRITE_LATENCY == 3
     assert cycles.FAST_FETCH == 1
     # Layer columns: ceil(3*37/12) = 10 cycles, no drain (10 >= 3); head columns: ceil(5/12) = 1
     # cycle, no drain either (the read-out reads through the MAC array's forwarding, which has an
     # issue's sum the next cycle, as the next column does); activation: ceil(37/2) = 19
-    # beats + 15 drain (accumulator read 2: address register and memory, 12 pipeline stages,
+    # beats + 12 drain (accumulator read 2: address register and memory, 9 pipeline stages,
     # queue count 2, minus the cycle the counts are read in); read-out 3 beats (its pipeline runs
     # on after the timestep closes). Layer 0 (6 x + 4 h columns here) runs an x phase and an h
     # phase, each reading one queue, whose first entry is in a register: 1 fetch cycle (layer 1
     # sweeps its x then h queue: 2; the head reads one queue: 1); inside a sequence the x phase
-    # hides behind the previous timestep's last drain for up to 15 cycles + 1 (its last cycle is
+    # hides behind the previous timestep's last drain for up to 12 cycles + 1 (its last cycle is
     # also the head's first MAC cycle), and the h phase's first min(3 read-out beats, its 1
     # fetch cycle) = 1 cycle (also 1 when no h column fired: its one cycle) behind the previous
     # timestep's read-out.
     x_phase = 1 + 6 * 10 + 0
-    layer0 = x_phase + (1 + 4 * 10 + 0) + 19 + 15
-    layer1 = 2 + 4 * 10 + 0 + 19 + 15
+    layer0 = x_phase + (1 + 4 * 10 + 0) + 19 + 12
+    layer1 = 2 + 4 * 10 + 0 + 19 + 12
     assert cycles.FWD_ACC_WRITE_LATENCY == 1
     head = 1 + 3 * 1 + 0 + 3
     expect = layer0 + layer1 + head
     assert cycles.timestep_cycles(cfg, [10, 4], 3, fired_x0=6, first=True) == expect
-    assert cycles.timestep_cycles(cfg, [10, 4], 3, fired_x0=6, first=False) == expect - 16 - 1
+    assert cycles.timestep_cycles(cfg, [10, 4], 3, fired_x0=6, first=False) == expect - 13 - 1
     # A short x phase hides entirely (a MAC phase in which nothing fired is one cycle: the counts
     # are read, nothing fetched).
     assert cycles.timestep_cycles(cfg, [0, 4], 0, fired_x0=0, first=True) == (
-        1 + 1 + 19 + 15) + layer1 + (1 + 3)
+        1 + 1 + 19 + 12) + layer1 + (1 + 3)
     assert cycles.timestep_cycles(cfg, [0, 4], 0, fired_x0=0, first=False) == (
-        1 + 19 + 15) + layer1 + (1 + 3) - 1
+        1 + 19 + 12) + layer1 + (1 + 3) - 1
     phases = cycles.timestep_phases(cfg, [10, 4], 3, fired_x0=6, first=False)
     assert phases["mac_issue"] == 10 * 10 + 4 * 10 + 3
-    assert phases["overlap"] == -16 - 1
-    assert sum(phases.values()) == expect - 16 - 1
-    assert cycles.ideal_cycles(cfg, [10, 4], 3) < expect - 16 - 1
+    assert phases["overlap"] == -13 - 1
+    assert sum(phases.values()) == expect - 13 - 1
+    assert cycles.ideal_cycles(cfg, [10, 4], 3) < expect - 13 - 1
     # Without a head there is no read-out to overlap.
     nohead = DeltaGRUConfig(13, 37, 2, 0, lanes=12, act_width=2)
     assert cycles.timestep_cycles(nohead, [10, 4], 0, fired_x0=6, first=False) == (
-        layer0 + layer1 - 15)
+        layer0 + layer1 - 12)
 
 
 # --------------------------------------------------------------------------------------------------

@@ -53,6 +53,74 @@ def round_saturate(value, shift: int, bits: int):
     return Mux(over, hi, Mux(under, lo, round_shift(value, shift)))
 
 
+def _round_saturate_int(value: int, shift: int, bits: int) -> int:
+    """:func:`round_saturate` on a Python int."""
+    lo, hi = -(1 << (bits - 1)), (1 << (bits - 1)) - 1
+    v = (value + (1 << (shift - 1))) >> shift if shift > 0 else value << -shift
+    return min(hi, max(lo, v))
+
+
+class _TanhIndex:
+    """Stage 5 of :class:`ActivationPipe`: the tanh table index of ``pre_c = saturate_act(cx +
+    rnd(r x ch))`` in one stage, from ``r x ch`` and three words computed from ``cx`` earlier.
+
+    The golden model rounds ``z = (cx << af | half) + r x ch`` down by ``af`` (``pre``), saturates it
+    to the act format, then rounds and saturates it to the table's input format (shift ``s = af -
+    in_frac``). For ``s > 0`` the two roundings compose: ``round_shift(z >> af, s) = (z + (hs <<
+    af)) >> (af + s)`` with ``hs = 2^(s-1)`` (an integer added before a floor shift passes through
+    it), so the index is ``saturate_in((z + (hs << af)) >> (af + s))``; for ``s <= 0`` it is
+    ``saturate_in(pre << -s)``. Its saturation compares ``z`` with constants, i.e. ``r x ch`` with
+    constants less ``cx << af``: those bounds are computed from ``cx`` in stage 2, so stage 5 is one
+    adder beside two compares, then a select. Saturating to the act format first changes nothing
+    when the act format's extremes already saturate the index (``merged``: a table input format
+    with no more integer bits than the act format, as every shipped model has); otherwise stage 5
+    does the two steps in series (exact, one stage, slower).
+    """
+
+    def __init__(self, cfg: DeltaGRUConfig):
+        ab, af, t = cfg.act.bits, cfg.act.frac, cfg.tanh
+        self.ab, self.af, self.in_bits = ab, af, t.in_bits
+        self.s = s = af - t.in_frac
+        lo_in, hi_in = -(1 << (t.in_bits - 1)), (1 << (t.in_bits - 1)) - 1
+        lo_ab, hi_ab = -(1 << (ab - 1)), (1 << (ab - 1)) - 1
+        self.merged = (_round_saturate_int(hi_ab, s, t.in_bits) == hi_in
+                       and _round_saturate_int(lo_ab, s, t.in_bits) == lo_in)
+        half = 1 << (af - 1) if af > 0 else 0
+        if s > 0:
+            d = af + s
+            self.k0 = half + ((1 << (s - 1)) << af)  # the rounding constants of both shifts
+            self.z_hi, self.z_lo = (hi_in + 1) << d, lo_in << d
+        else:
+            k = -s
+            self.k0 = half
+            self.z_hi, self.z_lo = ((hi_in >> k) + 1) << af, (-((-lo_in) >> k)) << af
+        if not self.merged:
+            self.k0 = half
+        self.width = max(ab, t.in_bits + max(s, 0)) + af + 4
+
+    def constants(self, m: Module, cx, name: str):
+        """Stage 2: registers ``base = (cx << af) + k0`` and the bounds ``z_hi - base``,
+        ``z_lo - base`` that ``r x ch`` is compared with (each one adder)."""
+        w = signed(self.width)
+        base = Signal(w, name=f"{name}_base2", reset_less=True)
+        over = Signal(w, name=f"{name}_over2", reset_less=True)
+        under = Signal(w, name=f"{name}_under2", reset_less=True)
+        scaled = cx << self.af
+        m.d.sync += [base.eq(scaled + self.k0), over.eq((self.z_hi - self.k0) - scaled),
+                     under.eq((self.z_lo - self.k0) - scaled)]
+        return base, over, under
+
+    def index(self, rch, base, over, under):
+        """Stage 5's value: the table index (``in_bits`` wide)."""
+        z = base + rch
+        if not self.merged:  # saturate to the act format, then round and saturate the index
+            pre = saturate_to(z >> self.af, self.ab)
+            return round_saturate(pre, self.s, self.in_bits)[: self.in_bits]
+        lo, hi = -(1 << (self.in_bits - 1)), (1 << (self.in_bits - 1)) - 1
+        value = z >> (self.af + self.s) if self.s > 0 else (z >> self.af) << -self.s
+        return Mux(rch >= over, hi, Mux(rch < under, lo, value[: self.in_bits]))[: self.in_bits]
+
+
 class ActivationPipe(wiring.Component):
     """A units per cycle, latency ``LATENCY``, throughput one beat per cycle, no stalls.
 
@@ -65,27 +133,32 @@ class ActivationPipe(wiring.Component):
     routed over the die (the ECP5's critical path at 66.67 MHz: ``h`` through the head's h delta
     encoder into its queue's write valid, 11.4 ns of routing, docs/benchmarks/fmax).
 
-    Pipeline (one register stage per line; each stage holds at most one carry chain, block RAM
-    read or multiplier in series, so the unit is never the critical path of the design):
+    Pipeline (one register stage per line; each stage holds at most one carry chain (or several
+    side by side, then one select), block RAM read or multiplier in series, so the unit is never
+    the critical path of the design):
 
     1. sigmoid table indices of M_r, M_u and the act-format M_cx, M_ch (round and saturate);
-    2. sigmoid tables read (block RAM, registered address);
+    2. sigmoid tables read (block RAM, registered address); from cx, the constants of stage 5
+       (``cx << af`` with the rounding constants, and the two saturation bounds less it);
     3. r, u registered out of the table RAM;
     4. r x ch (multiplier);
-    5. (cx << af | half) + r x ch, i.e. cx + rnd(r x ch) before the shift (the rounding constant
-       rides in the empty low bits of cx, so one adder);
-    6. pre_c: shift and saturate;
-    7. tanh table index (round and saturate);
-    8. tanh table read;
-    9. h_prev - c (c straight out of the table RAM);
-    10. u x (h_prev - c) (multiplier);
-    11. (c << af | half) + u x (h_prev - c);
-    12. h: shift and saturate.
+    5. the tanh table index: cx + rnd(r x ch), saturated to the act format, then rounded and
+       saturated to the table's input format, as one adder beside two compares of r x ch with the
+       bounds of stage 2 (exact: :func:`_tanh_index_merged`);
+    6. tanh table read;
+    7. h_prev - c (c straight out of the table RAM);
+    8. u x (h_prev - c) (multiplier); from c, the saturation bounds of stage 9;
+    9. h = c + rnd(u x (h_prev - c)), saturated: one adder beside two compares of the product with
+       the bounds of stage 8.
+
+    Stages 5 and 9 each did in two or three stages (adder, then saturate, then the table index's
+    round and saturate) what the bounds computed earlier let one stage do: the pipeline was 12
+    stages, and its latency is in every layer's activation drain (``deltahw.cycles.ACT_DRAIN``).
     """
 
     #: Cycles from inputs presented (``valid``) to the result in ``h`` (``out_valid``); the core's
     #: drains and the cycle model (:mod:`deltahw.cycles`) are derived from it.
-    LATENCY = 12
+    LATENCY = 9
 
     def __init__(self, config: DeltaGRUConfig, tag_bits: int, h_copies: int = 0):
         self.config = config
@@ -140,8 +213,9 @@ class ActivationPipe(wiring.Component):
             return value
 
         half = 1 << (af - 1) if af > 0 else 0
-        rch_bits = ab + af + 2
         prod_bits = ab + af + 3
+        lo_ab, hi_ab = -(1 << (ab - 1)), (1 << (ab - 1)) - 1
+        tix = _TanhIndex(cfg)
         for i in range(A):
             n = f"u{i}"
             smem = memory.Memory(
@@ -162,48 +236,51 @@ class ActivationPipe(wiring.Component):
                 ch1.eq(round_saturate(self.m_ch[i], wf, ab)),
             ]
             h1 = delay(self.h_prev[i], 1, f"{n}_h")
-            # 2. sigmoid tables (registered address: the data appear in stage 2).
+            # 2. sigmoid tables (registered address: the data appear in stage 2); stage 5's
+            # constants from cx.
             m.d.comb += [rr.addr.eq(ir1), ru.addr.eq(iu1)]
+            base2, over2, under2 = tix.constants(m, cx1, n)
             # 3. r, u out of the table RAM into registers.
             r3 = Signal(gate, name=f"{n}_r3", reset_less=True)
             u3 = Signal(gate, name=f"{n}_u3", reset_less=True)
             m.d.sync += [r3.eq(rr.data), u3.eq(ru.data)]
             ch3 = delay(ch1, 2, f"{n}_ch")
             # 4. r x ch.
-            rch4 = Signal(signed(rch_bits), name=f"{n}_rch4", reset_less=True)
+            rch4 = Signal(signed(ab + af + 2), name=f"{n}_rch4", reset_less=True)
             m.d.sync += rch4.eq(r3 * ch3)
-            # 5. cx + rnd(r x ch) before the shift: cx << af has zero low bits, so the rounding
-            # constant is concatenated, not added.
-            cx4 = delay(cx1, 3, f"{n}_cx")
-            sum5 = Signal(signed(ab + af + 2), name=f"{n}_sum5", reset_less=True)
-            m.d.sync += sum5.eq(((cx4 << af) | half) + rch4)
-            # 6. pre_c = saturate(sum >> af).
-            pre6 = Signal(act, name=f"{n}_pre6", reset_less=True)
-            m.d.sync += pre6.eq(saturate_to(sum5 >> af, ab))
-            # 7. tanh table index.
-            ic7 = Signal(tnh.in_bits, name=f"{n}_ic7", reset_less=True)
-            m.d.sync += ic7.eq(index(pre6, af, tnh))
-            # 8. tanh table (data in stage 8).
-            m.d.comb += rc.addr.eq(ic7)
-            # 9. h_prev - c, straight from the table RAM's output.
-            h8 = delay(h1, 7, f"{n}_h")
-            c9 = Signal(signed(tnh.out_bits), name=f"{n}_c9", reset_less=True)
-            diff9 = Signal(signed(max(ab, tnh.out_bits) + 1), name=f"{n}_diff9", reset_less=True)
-            m.d.sync += [c9.eq(rc.data), diff9.eq(h8 - rc.data)]
-            # 10. u x (h_prev - c).
-            u9 = delay(u3, 6, f"{n}_u")
-            prod10 = Signal(signed(prod_bits), name=f"{n}_prod10", reset_less=True)
-            m.d.sync += prod10.eq(u9 * diff9)
-            c10 = delay(c9, 1, f"{n}_c")
-            # 11. c + rnd(u x (h_prev - c)) before the shift.
-            sum11 = Signal(signed(prod_bits + 1), name=f"{n}_sum11", reset_less=True)
-            m.d.sync += sum11.eq(((c10 << af) | half) + prod10)
-            # 12. h = saturate(sum >> af), and its copies.
-            h12 = saturate_to(sum11 >> af, ab)
-            m.d.sync += self.h[i].eq(h12)
+            # 5. the tanh table index of saturate(cx + rnd(r x ch)).
+            ic5 = Signal(tnh.in_bits, name=f"{n}_ic5", reset_less=True)
+            m.d.sync += ic5.eq(tix.index(rch4, *(delay(v, 2, f"{n}_{v.name[len(n) + 1:]}")
+                                                 for v in (base2, over2, under2))))
+            # 6. tanh table (data in stage 6).
+            m.d.comb += rc.addr.eq(ic5)
+            # 7. h_prev - c, straight from the table RAM's output.
+            h6 = delay(h1, 5, f"{n}_h")
+            c7 = Signal(signed(tnh.out_bits), name=f"{n}_c7", reset_less=True)
+            diff7 = Signal(signed(max(ab, tnh.out_bits) + 1), name=f"{n}_diff7", reset_less=True)
+            m.d.sync += [c7.eq(rc.data), diff7.eq(h6 - rc.data)]
+            # 8. u x (h_prev - c); the bounds of stage 9 from c: c + rnd(p) > hi (after the
+            # shift) exactly when p >= ((hi + 1 - c) << af) - half, < lo when p < ((lo - c) << af)
+            # - half (p: the product).
+            u7 = delay(u3, 4, f"{n}_u")
+            prod8 = Signal(signed(prod_bits), name=f"{n}_prod8", reset_less=True)
+            m.d.sync += prod8.eq(u7 * diff7)
+            c8 = Signal(signed(tnh.out_bits), name=f"{n}_c8", reset_less=True)
+            bound = signed(prod_bits + 2)
+            over8 = Signal(bound, name=f"{n}_over8", reset_less=True)
+            under8 = Signal(bound, name=f"{n}_under8", reset_less=True)
+            m.d.sync += [c8.eq(c7),
+                         over8.eq((((hi_ab + 1) << af) - half) - (c7 << af)),
+                         under8.eq(((lo_ab << af) - half) - (c7 << af))]
+            # 9. h = saturate((c << af | half) + p >> af): the adder and the two compares side
+            # by side, then the select.
+            sum9 = Signal(signed(prod_bits + 1), name=f"{n}_sum9")
+            m.d.comb += sum9.eq(((c8 << af) | half) + prod8)
+            h9 = Mux(prod8 >= over8, hi_ab, Mux(prod8 < under8, lo_ab, (sum9 >> af)[:ab]))
+            m.d.sync += self.h[i].eq(h9)
             for c in range(self.h_copies):
-                copy = Signal(act, name=f"{n}_h12_copy{c}", reset_less=True, attrs=KEEP)
-                m.d.sync += copy.eq(h12)
+                copy = Signal(act, name=f"{n}_h9_copy{c}", reset_less=True, attrs=KEEP)
+                m.d.sync += copy.eq(h9)
                 m.d.comb += self.h_copy[c][i].eq(copy)
         return m
 
