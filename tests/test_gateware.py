@@ -225,7 +225,8 @@ def test_tanh_index_bounds_are_exact():
         ab, af, ib = cfg.act.bits, cfg.act.frac, cfg.tanh_in.bits
         lo_ab, hi_ab = -(1 << (ab - 1)), (1 << (ab - 1)) - 1
         edges = [t.z_hi, t.z_lo, hi_ab << af, lo_ab << af, 0]
-        z = torch.tensor(sorted({e + d for e in edges for d in range(-(3 << af) - 3, (3 << af) + 4)}))
+        near = range(-(3 << af) - 3, (3 << af) + 4)
+        z = torch.tensor(sorted({e + d for e in edges for d in near}))
         want = cfg.tanh.index((z >> af).clamp(lo_ab, hi_ab), af)
         # Stage 5 in integers: its sum is base + r x ch with base = (cx << af) + k0, i.e. z + k0
         # - half; its compares are with z_hi, z_lo (rch >= z_hi - base <=> base + rch >= z_hi).

@@ -64,8 +64,8 @@ class _TanhIndex:
     """Stage 5 of :class:`ActivationPipe`: the tanh table index of ``pre_c = saturate_act(cx +
     rnd(r x ch))`` in one stage, from ``r x ch`` and three words computed from ``cx`` earlier.
 
-    The golden model rounds ``z = (cx << af | half) + r x ch`` down by ``af`` (``pre``), saturates it
-    to the act format, then rounds and saturates it to the table's input format (shift ``s = af -
+    The golden model rounds ``z = (cx << af | half) + r x ch`` down by ``af`` (``pre``), saturates
+    it to the act format, then rounds and saturates it to the table's input format (shift ``s = af -
     in_frac``). For ``s > 0`` the two roundings compose: ``round_shift(z >> af, s) = (z + (hs <<
     af)) >> (af + s)`` with ``hs = 2^(s-1)`` (an integer added before a floor shift passes through
     it), so the index is ``saturate_in((z + (hs << af)) >> (af + s))``; for ``s <= 0`` it is
