@@ -315,12 +315,23 @@ class _OutputSlots(wiring.Component):
         # logic nor the 16-bit subtract and compare sits in front of the core's output FIFO read
         # enable any more (fmax9-1's ECP5 critical path, and with the release folded in exactly,
         # the next build's: docs/benchmarks/fmax).
-        head_next = Signal(16)
+        # The room is compared before ``head`` moves: with ``occupied = head - tail`` (never
+        # above the slot count N: a beat is accepted only below it, and the executor releases
+        # only positions between tail and head), ``head + 1 - tail < N`` is ``occupied < N - 1``,
+        # so both compares run beside the byte counter that decides the increment, and only a
+        # select follows it (the ECP5's critical path at 77.3 MHz was idx -> increment -> 16-bit
+        # subtract -> compare, docs/benchmarks/fmax).
+        inc = Signal()  # the timestep's last byte is written: head moves on
         idle_next = Signal()
         ready = Signal(init=1)  # after reset: idle, head == tail
-        m.d.comb += [head_next.eq(self.head), self.o.ready.eq(ready)]
-        m.d.sync += [self.head.eq(head_next),
-                     ready.eq(idle_next & ((head_next - self.tail)[:16] < (1 << self.slots_log2)))]
+        occupied = Signal(16)
+        n_slots = 1 << self.slots_log2
+        room_now = occupied < n_slots
+        room_after = occupied < n_slots - 1  # link.out_slots_log2: at least 2 slots
+        m.d.comb += [occupied.eq((self.head - self.tail)[:16]), self.o.ready.eq(ready)]
+        with m.If(inc):
+            m.d.sync += self.head.eq(self.head + 1)
+        m.d.sync += ready.eq(idle_next & Mux(inc, room_after, room_now))
         with m.If(self.release):
             m.d.sync += self.tail.eq(self.release_pos)
         with m.FSM():
@@ -337,7 +348,7 @@ class _OutputSlots(wiring.Component):
                 m.d.sync += [idx.eq(idx + 1), woff.eq(woff + 1)]
                 with m.If(idx == nbytes - 1):
                     with m.If(beat_last):
-                        m.d.comb += head_next.eq(self.head + 1)
+                        m.d.comb += inc.eq(1)
                         m.d.sync += woff.eq(0)
                     m.d.comb += idle_next.eq(1)
                     m.next = "IDLE"
