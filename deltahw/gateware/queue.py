@@ -12,7 +12,7 @@ MAC array reads the other (``r_buf``), which lets the input encoder work on x_{t
 
 from __future__ import annotations
 
-from amaranth import Array, Cat, Const, Module, Mux, Signal, Value, signed, unsigned
+from amaranth import Array, Cat, Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, memory, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -25,16 +25,12 @@ class DeltaQueue(wiring.Component):
     Write side: ``w_valid[i]`` marks element ``i`` (with ``w_index[i]``, ``w_delta[i]``) as fired;
     fired elements are appended in order of ``i`` to buffer ``w_buf``. With ``w_first`` the buffer
     is emptied first (the first beat of a new fill; with no valid bits it just clears). The write
-    inputs are registered (so an encoder's compare and the compaction never share a cycle); the
-    next cycle packs the fired elements into slots and updates ``count[b]`` (the number of entries
-    in buffer ``b``), visible ``COUNT_LATENCY`` = 2 cycles after the entries were presented; the
-    cycle after that rotates the slots onto the banks and writes them. The read port is
-    transparent for that write, so an entry can be read from the first cycle ``count`` includes
-    it. One write per cycle; pipelined, a new beat every cycle.
+    inputs are registered (so an encoder's compare and the compaction never share a cycle): the
+    entries are stored one cycle after they are presented, and ``count[b]`` (the number of entries
+    in buffer ``b``) and the stored entries are visible two cycles after. One write per cycle.
 
     Read side: ``r_index``/``r_delta`` hold entry ``r_addr`` of buffer ``r_buf`` one cycle after the
-    address (latency 1, one read per cycle), for any entry that ``count`` included when the address
-    was presented.
+    address (latency 1, one read per cycle). Entries written in a cycle can be read from the next.
     ``first_index``/``first_delta`` hold entry 0 of buffer ``r_buf`` with no read at all (a
     register per buffer, written with the entry): a MAC phase takes its first column from there in
     the cycle the count becomes final, while the read port already fetches entry 1
@@ -128,44 +124,18 @@ class DeltaQueue(wiring.Component):
             Mux(self.w_first, 0,
                 Mux(updating & (wbuf == next_buf), new_count, self.count[next_buf])))
         m.d.sync += count.eq(count_next)
+        c0_next = count_next[:kbits] if kbits else Const(0, 1)
+        # Element i goes to bank (count + prefix[i]) mod K, at word (count + prefix[i]) // K: the
+        # words of the banks below count mod K are one further than those at or above it.
+        base = Signal(wbits + 1, name="w_base")
+        base1 = Signal(wbits + 1, name="w_base1")
+        m.d.comb += [base.eq(count >> kbits), base1.eq((count >> kbits) + 1)]
 
-        # Compaction, stage 1 (this cycle): slot j takes the j-th fired element (prefix[i] == j, a
-        # compare with a constant that folds into the prefix table), independent of the count.
-        # Stage 2 (next cycle, from registers only): the slots rotate by count mod K onto the
-        # banks and are written. Splitting the two keeps the valid bits -> select -> LUT-RAM
-        # write-data path (the ECP5's critical path in session 13, 10.5-15.4 ns of routing) to
-        # one stage of logic between flip-flops, and the rotation's select comes from the count
-        # register, not from this cycle's count update.
-        slots = []
-        for j in range(K):
-            idx = 0
-            dlt = 0
-            for i in range(j, K):  # the j-th fired element is element j or later
-                sel = w_valid[i] & (prefix[i] == j) if i else w_valid[i]
-                idx = idx | Mux(sel, w_index[i], 0)
-                dlt = dlt | Mux(sel, w_delta[i].as_unsigned(), 0)
-            slot = Signal(entry, name=f"slot{j}")
-            m.d.comb += [slot.index.eq(idx), slot.delta.eq(dlt)]
-            slots.append(slot)
-        # Entry 0 of each buffer, also kept in a register: slot 0 of the beat in which the buffer
-        # is empty (count 0), written in stage 1 so that it is there when the count is.
+        # Entry 0 of each buffer, also kept in a register: bank 0 takes it, at word 0, in the beat
+        # in which the buffer is empty (count 0).
         firsts = [Signal(entry, name=f"first{b}", reset_less=True) for b in range(self.buffers)]
-        for f in range(self.buffers):
-            with m.If(w_valid.any() & (count == 0) & (wbuf == f)):
-                m.d.sync += firsts[f].eq(slots[0])
-
-        # Stage 2's registers: the slots, how many are valid, and where they go. Bank b takes
-        # slot (b - count) mod K, at word count // K, or one further for the banks below count
-        # mod K (which wrap around into the next word).
-        s_slots = [Signal(entry, name=f"s_slot{j}", reset_less=True) for j in range(K)]
-        s_n = Signal(range(K + 1), name="s_n")
-        s_buf = Signal(name="s_buf", reset_less=True)
-        base = Signal(wbits + 1, name="s_base", reset_less=True)
-        base1 = Signal(wbits + 1, name="s_base1", reset_less=True)
-        m.d.sync += [s_n.eq(n), s_buf.eq(wbuf),
-                     base.eq(count >> kbits), base1.eq((count >> kbits) + 1)]
-        m.d.sync += [s_slots[j].eq(slots[j]) for j in range(K)]
-        c0 = count[:kbits] if kbits else Const(0, 1)
+        empty = Signal()
+        m.d.comb += empty.eq(count == 0)
 
         r_bank = Signal(max(1, kbits))
         m.d.sync += r_bank.eq(self.r_addr[:kbits] if kbits else 0)
@@ -173,27 +143,40 @@ class DeltaQueue(wiring.Component):
         for b in range(K):
             mem = memory.Memory(shape=entry, depth=max(words * self.buffers, 2), init=[])
             m.submodules[f"bank{b}"] = mem
-            wp = mem.write_port()
-            # Transparent: an entry is written in stage 2, the cycle in which ``count`` (already
-            # updated in stage 1) first includes it, and a read addressed then must see it.
-            rp = mem.read_port(transparent_for=(wp,))
-            jj = Signal(max(1, kbits), name=f"j{b}", reset_less=True)  # (b - count) mod K
+            wp, rp = mem.write_port(), mem.read_port()
+            # j = (b - count) mod K: this bank takes the j-th fired element of this cycle. The
+            # select of each element is one-hot over the fired ones, so an AND-OR picks the data.
+            jj = Signal(max(1, kbits), name=f"j{b}")  # registered: (b - count) mod K
             if kbits:
-                m.d.sync += jj.eq(Const(b, kbits) - c0)
+                m.d.sync += jj.eq(Const(b, kbits) - c0_next)
+            sels = []
+            for i in range(K):
+                sel = Signal(name=f"sel{b}_{i}")
+                m.d.comb += sel.eq(w_valid[i] & (prefix[i] == jj) if kbits else w_valid[i])
+                sels.append(sel)
             # c0 > K - 1 never holds: the last bank always takes the base word; nor does c0 > b
             # when count mod K cannot reach b + 1 (a queue shorter than K, e.g. I < E: no
             # constant compare, which Verilator's lint rejects).
-            if kbits and b < min(K, 1 << len(c0)) - 1:
-                above = Signal(name=f"above{b}", reset_less=True)  # count mod K > b
-                m.d.sync += above.eq(c0 > b)
+            if kbits and b < min(K, 1 << len(c0_next)) - 1:
+                above = Signal(name=f"above{b}")  # registered: count mod K > b
+                m.d.sync += above.eq(c0_next > b)
                 word = Mux(above, base1, base)
             else:
                 word = base
             addr = word[:wbits] if wbits else Const(0, 1)
             if self.buffers == 2:
-                addr = Cat(addr, s_buf) if wbits else s_buf
-            slot = Array(Value.cast(s) for s in s_slots)[jj] if kbits else s_slots[0]
-            m.d.comb += [wp.en.eq(jj < s_n), wp.addr.eq(addr), wp.data.eq(slot)]
+                addr = Cat(addr, wbuf) if wbits else wbuf
+            m.d.comb += [wp.en.eq(Cat(*sels).any()), wp.addr.eq(addr)]
+            idx = 0
+            dlt = 0
+            for i in range(K):
+                idx = idx | Mux(sels[i], w_index[i], 0)
+                dlt = dlt | Mux(sels[i], w_delta[i].as_unsigned(), 0)
+            m.d.comb += [wp.data.index.eq(idx), wp.data.delta.eq(dlt)]
+            if b == 0:
+                for f in range(self.buffers):
+                    with m.If(wp.en & empty & (wbuf == f)):
+                        m.d.sync += firsts[f].eq(wp.data)
             raddr = self.r_addr >> kbits
             raddr = raddr[:wbits] if wbits else Const(0, 1)
             if self.buffers == 2:
