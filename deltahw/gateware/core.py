@@ -296,18 +296,9 @@ class DeltaGRUCore(wiring.Component):
             m.d.sync += copy.eq(sched.reset_addr_next)
             return copy
 
-        # The MAC registers its own copies (per bank) from the values of the next cycle. Whether
-        # the next reset address is a bias word is decided from registers (the ECP5's critical
-        # path at 75 MHz ran from the input's reset tag through ``reset_addr_next``'s increment
-        # and this compare's carry chain): the reset phase's first address is 0, a bias word;
-        # inside the phase the next address is ``reset_addr`` + 1.
-        if lay.acc_depth > 1:
-            more_bias = Signal(name="reset_more_bias")
-            m.d.comb += more_bias.eq(sched.reset_addr < lay.acc_depth - 1)
-        else:
-            more_bias = Const(0, 1)
+        # The MAC registers its own copies (per bank) from the values of the next cycle.
         m.d.comb += [
-            mac.load_next.eq(sched.resetting_next & (~sched.resetting | more_bias)),
+            mac.load_next.eq(sched.resetting_next & (sched.reset_addr_next < lay.acc_depth)),
             mac.load_addr_next.eq(sched.reset_addr_next),
         ]
 

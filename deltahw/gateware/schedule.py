@@ -123,9 +123,8 @@ class Schedule(wiring.Component):
             "release": Out(1),
             "resetting": Out(1),
             "resetting_next": Out(1),  # ``resetting`` of the next cycle (for registered copies)
-            "reset_addr": Out(bits_for(cycles.reset_cycles(config))),
-            # ``reset_addr`` of the next cycle (for registered copies)
-            "reset_addr_next": Out(bits_for(cycles.reset_cycles(config))),
+            "reset_addr": Out(16),
+            "reset_addr_next": Out(16),  # ``reset_addr`` of the next cycle (for registered copies)
             # MAC phase
             "latch_fired": Out(1),  # a MAC phase reads its counts (not layer 0's x phase)
             "latch_x0": Out(1),  # layer 0's x phase reads its count
