@@ -42,6 +42,7 @@ TOOLS = {
     "host run": ("deltahw.host", ["run"]),
     "bench": ("deltahw.bench.run", []),
     "skip": ("deltahw.bench.skip", []),
+    "stream": ("deltahw.bench.stream", []),
     "fuzz": ("deltahw.verify.fuzz", []),
     "soc.sim": ("deltahw.soc.sim", []),
     "link_faults": ("deltahw.link_faults", []),
@@ -50,7 +51,8 @@ TOOLS = {
 MODEL_TOOLS = {"export", "generate", "build", "calibrate", "simulate", "golden", "host load",
                "host run", "soc.sim"}
 # Commands that write a folder. golden and simulate write one output file (--output FILE.npy).
-FOLDER_TOOLS = {"export", "generate", "build", "train", "calibrate", "bench", "skip", "fuzz",
+FOLDER_TOOLS = {"export", "generate", "build", "train", "calibrate", "bench", "skip", "stream",
+                "fuzz",
                 "soc.sim", "link_faults"}
 # Old spellings kept as hidden aliases: (tool, flag).
 DEPRECATED = {("build", "--output"), ("build", "--model")}

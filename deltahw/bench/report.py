@@ -698,7 +698,11 @@ def _discussion(results: dict) -> list[str]:
             "head's): the next phase's input deltas are produced beat by beat as h leaves the "
             "activation pipeline, so its MACs could start after the first beat instead of after "
             "the drain. Needs the queues to be readable while they are written and the "
-            "accumulator memories of the two phases to be separate (they are: per layer).",
+            "accumulator memories of the two phases to be separate (they are: per layer). "
+            "A schedule simulation of that streaming on today's datapath, with every latency "
+            "of today's hardware and the fired units' beat positions, and what it needs beside "
+            "it (more activation units, a shorter activation pipeline) to reach the issue's "
+            "targets: [stream.md](stream.md) (`python -m deltahw.bench.stream`).",
             "2. **More activation units A**: ceil(H/A) beats per layer are paid on every "
             "timestep whatever fires; each unit costs two multipliers and two table ROMs.",
             "3. **The head on its own MAC unit**: the head's MAC phase and read-out run beside "
