@@ -23,7 +23,6 @@ as ``python -m deltahw.bench`` takes them, their test split) writes ``skip.json`
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 from pathlib import Path
@@ -32,11 +31,11 @@ import torch
 
 from .. import cycles
 from ..config import ceil_div
-from ..errors import DeltahwError
 from ..golden import run_golden
-from ..util import atomic_write_text, run_cli
+from ..util import atomic_write_text
+from .analysis import analysis_main
 
-__all__ = ["layer_hidden_sequences", "skip_stats", "main"]
+__all__ = ["layer_hidden_sequences", "golden_with_hidden", "skip_stats", "main"]
 
 
 def _truncated(model, layers: int):
@@ -56,15 +55,20 @@ def layer_hidden_sequences(model, x_q: torch.Tensor, lengths) -> list[torch.Tens
             for l in range(model.config.num_layers)]
 
 
+def golden_with_hidden(model, x_q: torch.Tensor, lengths):
+    """(active, golden, hs): the (B, T) mask of real timesteps, the golden model's result and
+    every layer's h sequence (:func:`layer_hidden_sequences`) over ``x_q`` with ``lengths``."""
+    T = x_q.shape[1]
+    lengths = torch.as_tensor(lengths, dtype=torch.int64)
+    active = torch.arange(T)[None, :] < lengths[:, None]
+    return active, run_golden(model, x_q, lengths), layer_hidden_sequences(model, x_q, lengths)
+
+
 def skip_stats(model, x_q: torch.Tensor, lengths) -> dict:
     """The shares of timesteps described in the module docstring, per layer, over the real
     timesteps of ``x_q`` (B, T, I) with ``lengths`` (B,)."""
     cfg = model.config
-    B, T, _ = x_q.shape
-    lengths = torch.as_tensor(lengths, dtype=torch.int64)
-    mask = torch.arange(T)[None, :] < lengths[:, None]
-    g = run_golden(model, x_q, lengths)
-    hs = layer_hidden_sequences(model, x_q, lengths)
+    mask, g, hs = golden_with_hidden(model, x_q, lengths)
     n = int(mask.sum())
     act_cycles = ceil_div(cfg.hidden_size, cfg.act_width) + cycles.ACT_DRAIN
     out = {"timesteps": n, "act_width": cfg.act_width, "activation_cycles": act_cycles,
@@ -110,34 +114,22 @@ def render_markdown(results: dict) -> str:
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m deltahw.bench.skip", description=__doc__.split(
-        "\n")[0])
-    ap.add_argument("models", nargs="+", help="fsdd, watch, example or a model folder")
-    ap.add_argument("--out", type=Path, required=True, help="folder for skip.json and skip.md")
-    args = ap.parse_args(argv)
-    return run_cli(_body, args)
+    return analysis_main(argv, name="skip", description=__doc__.split("\n")[0],
+                         files="skip.json and skip.md", analyse=_analyse, write=_write)
 
 
-def _body(args) -> int:
-    from ..model import load_model
-    from .run import _test_data, resolve_model
+def _analyse(name, model, xq, lengths) -> dict:
+    stats = skip_stats(model, xq, lengths)
+    for l, s in enumerate(stats["layers"]):
+        print(f"skip: {name} layer {l}: {100 * s['skippable']:.3f} % of timesteps "
+              f"skippable ({100 * s['zero_fired']:.2f} % fired nothing)", flush=True)
+    return stats
 
-    specs = [resolve_model(m) for m in args.models]  # every name checked before any long step
-    if args.out.exists() and not args.out.is_dir():
-        raise DeltahwError(f"--out {args.out} is a file; expected a folder.")
-    results = {"models": {}}
-    for spec in specs:
-        print(f"skip: {spec.name}: golden model over the test data ...", flush=True)
-        model = load_model(spec.model_path)
-        xq, lengths, _, desc = _test_data(spec, model)
-        results["models"][spec.name] = {**skip_stats(model, xq, lengths), "data": desc}
-        for l, s in enumerate(results["models"][spec.name]["layers"]):
-            print(f"skip: {spec.name} layer {l}: {100 * s['skippable']:.3f} % of timesteps "
-                  f"skippable ({100 * s['zero_fired']:.2f} % fired nothing)", flush=True)
-    atomic_write_text(args.out / "skip.json", json.dumps(results, indent=1) + "\n")
-    atomic_write_text(args.out / "skip.md", render_markdown(results))
-    print(f"skip: wrote {args.out / 'skip.json'} and {args.out / 'skip.md'}", flush=True)
-    return 0
+
+def _write(out: Path, results: dict) -> None:
+    atomic_write_text(out / "skip.json", json.dumps(results, indent=1) + "\n")
+    atomic_write_text(out / "skip.md", render_markdown(results))
+    print(f"skip: wrote {out / 'skip.json'} and {out / 'skip.md'}", flush=True)
 
 
 if __name__ == "__main__":

@@ -50,7 +50,6 @@ Command line: ``python -m deltahw.bench.stream fsdd watch --out docs/benchmarks`
 
 from __future__ import annotations
 
-import argparse
 import heapq
 import json
 from pathlib import Path
@@ -60,10 +59,10 @@ import torch
 
 from .. import cycles as cyc
 from ..config import ceil_div
-from ..errors import DeltahwError
 from ..golden import _encode, run_golden
-from ..util import atomic_write_bytes, atomic_write_text, run_cli
-from .skip import layer_hidden_sequences
+from ..util import atomic_write_bytes, atomic_write_text
+from .analysis import analysis_main
+from .skip import golden_with_hidden
 
 __all__ = ["fire_masks", "simulate_sequence", "stream_stats", "VARIANTS", "main"]
 
@@ -95,11 +94,8 @@ def fire_masks(model, x_q: torch.Tensor, lengths) -> dict:
     encoder (``golden._encode``) and checked against its fired counts; False past a sequence's
     end."""
     cfg = model.config
-    B, T, _ = x_q.shape
-    lengths = torch.as_tensor(lengths, dtype=torch.int64)
-    active = torch.arange(T)[None, :] < lengths[:, None]
-    g = run_golden(model, x_q, lengths)
-    hs = layer_hidden_sequences(model, x_q, lengths)
+    T = x_q.shape[1]
+    active, g, hs = golden_with_hidden(model, x_q, lengths)
 
     def encode_seq(v: torch.Tensor, theta: int, shift: bool) -> torch.Tensor:
         """Fired masks of the delta encoder run over v (B, T, N); ``shift``: the encoder at t
@@ -453,37 +449,21 @@ def render_plot(results: dict) -> bytes:
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m deltahw.bench.stream",
-                                 description=__doc__.split("\n")[0])
-    ap.add_argument("models", nargs="+", help="fsdd, watch, example or a model folder")
-    ap.add_argument("--out", type=Path, required=True, help="folder for stream.json and stream.md")
-    args = ap.parse_args(argv)
-    return run_cli(_body, args)
+    return analysis_main(argv, name="stream", description=__doc__.split("\n")[0],
+                         files="stream.json, stream.md and stream.png", analyse=_analyse,
+                         write=_write)
 
 
-def _body(args) -> int:
-    from ..model import load_model
-    from .run import _test_data, resolve_model
+def _analyse(name, model, xq, lengths) -> dict:
+    return stream_stats(model, xq, lengths, progress=lambda s: print(f"{name}: {s}", flush=True))
 
-    specs = [resolve_model(m) for m in args.models]  # every name checked before any long step
-    if args.out.exists() and not args.out.is_dir():
-        raise DeltahwError(f"--out {args.out} is a file; expected a folder.")
-    results = {"models": {}}
-    for spec in specs:
-        print(f"stream: {spec.name}: golden model and fire masks over the test data ...",
-              flush=True)
-        model = load_model(spec.model_path)
-        xq, lengths, _, desc = _test_data(spec, model)
-        results["models"][spec.name] = {
-            **stream_stats(model, xq, lengths,
-                           progress=lambda s: print(f"{spec.name}: {s}", flush=True)),
-            "data": desc}
-    atomic_write_text(args.out / "stream.json", json.dumps(results, indent=1) + "\n")
-    atomic_write_text(args.out / "stream.md", render_markdown(results))
-    atomic_write_bytes(args.out / "stream.png", render_plot(results))
-    print(f"stream: wrote {args.out / 'stream.json'}, {args.out / 'stream.md'} and "
-          f"{args.out / 'stream.png'}", flush=True)
-    return 0
+
+def _write(out: Path, results: dict) -> None:
+    atomic_write_text(out / "stream.json", json.dumps(results, indent=1) + "\n")
+    atomic_write_text(out / "stream.md", render_markdown(results))
+    atomic_write_bytes(out / "stream.png", render_plot(results))
+    print(f"stream: wrote {out / 'stream.json'}, {out / 'stream.md'} and {out / 'stream.png'}",
+          flush=True)
 
 
 if __name__ == "__main__":
