@@ -140,7 +140,8 @@ def _per_beat(mask: np.ndarray, A: int) -> np.ndarray:
 
 def simulate_sequence(cfg, x0: np.ndarray, xs: list, hs: list, head, *, act_width: int,
                       act_drain: int, policy: str = "oldest", stream: bool = True) -> int:
-    """Cycles of one sequence under the streaming schedule of the module docstring.
+    """Cycles of one sequence under the schedule of the module docstring (``stream=False``: the
+    columns of a block wait until its queues are final).
 
     ``x0`` (T,) fired input columns of layer 0 per timestep; ``xs`` for layers 1.. (T, nb) fired
     input units per beat of the layer below; ``hs`` per layer (T, nb) fired recurrent units per
@@ -177,7 +178,7 @@ def simulate_sequence(cfg, x0: np.ndarray, xs: list, hs: list, head, *, act_widt
     # Cycles at which a block's sources are final: two sources per layer block (x, h), one for
     # the head; -1 = not known yet.
     final = np.full((T, nblk, 2), -1, dtype=np.int64)
-    final[0, :L, 1] = 0  # no recurrent deltas at a sequence's first timestep
+    final[0, :L, 1] = 0  # the recurrent queues of a sequence's first timestep: the reset state
     lastbeat = np.full((T, nblk), -1, dtype=np.int64)  # last activation / read-out beat
     started = np.zeros((T, nblk), dtype=bool)
     # Column groups waiting for the MAC array: heap of (priority, release, t, block, count).
@@ -209,7 +210,6 @@ def simulate_sequence(cfg, x0: np.ndarray, xs: list, hs: list, head, *, act_widt
         """Layer 0's input columns of t, with their queue final at ``at`` (its count read)."""
         final[t, 0, 0] = at
         add_group(t, 0, at + fetch(0), x0[t])
-
 
     def ready_time(t, l):
         """The cycle block (t, l)'s activation / read-out may start, or None if not yet known."""
