@@ -59,12 +59,12 @@ import torch
 
 from .. import cycles as cyc
 from ..config import ceil_div
-from ..golden import _encode, run_golden
+from ..golden import _encode
 from ..util import atomic_write_bytes, atomic_write_text
 from .analysis import analysis_main
 from .skip import golden_with_hidden
 
-__all__ = ["fire_masks", "simulate_sequence", "stream_stats", "VARIANTS", "main"]
+__all__ = ["fire_masks", "fire_masks_and_golden", "simulate_sequence", "stream_stats", "VARIANTS", "main"]
 
 #: The hardware variants projected: (name, act width multiplier, activation drain change).
 VARIANTS = (
@@ -87,12 +87,17 @@ def schedule_label(policy: str, stream: bool) -> str:
 
 
 def fire_masks(model, x_q: torch.Tensor, lengths) -> dict:
+    """See :func:`fire_masks_and_golden` (the masks only)."""
+    return fire_masks_and_golden(model, x_q, lengths)[0]
+
+
+def fire_masks_and_golden(model, x_q: torch.Tensor, lengths):
     """Which units fired, per timestep: ``x0`` (B, T, I) layer 0's input deltas, ``x`` a list
     (layers 1..) of (B, T, H) input deltas, ``h`` a list per layer of (B, T, H) recurrent deltas
     (the deltas of h_{t-1} consumed at t), ``head`` (B, T, H) the head's input deltas (None
-    without a head). Rebuilt from the golden model's h sequences with the golden model's own
-    encoder (``golden._encode``) and checked against its fired counts; False past a sequence's
-    end."""
+    without a head), and the golden model's result. Rebuilt from the golden model's h sequences
+    with the golden model's own encoder (``golden._encode``) and checked against its fired
+    counts; False past a sequence's end."""
     cfg = model.config
     T = x_q.shape[1]
     active, g, hs = golden_with_hidden(model, x_q, lengths)
@@ -126,7 +131,7 @@ def fire_masks(model, x_q: torch.Tensor, lengths) -> dict:
             raise AssertionError(f"layer {l}: rebuilt fire masks disagree with the golden model")
     if cfg.has_head and not torch.equal(masks["head"].sum(-1), g.fired_head):
         raise AssertionError("head: rebuilt fire masks disagree with the golden model")
-    return masks
+    return masks, g
 
 
 def _per_beat(mask: np.ndarray, A: int) -> np.ndarray:
@@ -361,9 +366,8 @@ def stream_stats(model, x_q, lengths, *, progress=print) -> dict:
     check, over the real timesteps of ``x_q`` (B, T, I)."""
     cfg = model.config
     lengths = torch.as_tensor(lengths, dtype=torch.int64)
-    masks = fire_masks(model, x_q, lengths)
+    masks, g = fire_masks_and_golden(model, x_q, lengths)
     steps = int(lengths.sum())
-    g = run_golden(model, x_q, lengths)
     today = float(g.cycles.sum()) / steps
     op_reduction = float(g.dense_macs.sum()) / float(g.macs.sum())
     rows = []
