@@ -64,7 +64,8 @@ from ..util import atomic_write_bytes, atomic_write_text
 from .analysis import analysis_main
 from .skip import golden_with_hidden
 
-__all__ = ["fire_masks", "fire_masks_and_golden", "simulate_sequence", "stream_stats", "VARIANTS", "main"]
+__all__ = ["fire_masks", "fire_masks_and_golden", "simulate_sequence", "stream_stats", "VARIANTS",
+           "main"]
 
 #: The hardware variants projected: (name, act width multiplier, activation drain change).
 VARIANTS = (
