@@ -81,8 +81,8 @@ def test_streaming_starts_a_column_before_the_drain_ends():
                                         act_width=4, act_drain=D, stream=stream_on)
     # With nothing fired, the next activation starts after the last beat's count + E and the
     # read-out beat of t = 1 (1 cycle; the oldest job goes first). Streaming: the column (3
-    # cycles) issues at the first beat's count + F, a cycle before the last beat's count (the third beat), and the
-    # read-out beat runs beside it.
+    # cycles) issues at the second beat's count + F, a cycle before the last (third) beat's
+    # count, and the read-out beat runs beside it.
     assert run(early, True) - run(z, True) == (F + 3) - 1 - (E + 1)
     # Without streaming the column waits for the last beat's count: fetch F, then 3 cycles.
     assert run(early, False) - run(z, False) == (F + 3) - (E + 1)

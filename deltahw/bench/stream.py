@@ -84,7 +84,9 @@ SCHEDULES = (("oldest", True), ("layers_first", True), ("oldest", False), ("laye
 def schedule_label(policy: str, stream: bool) -> str:
     if stream:
         return f"streaming, {POLICY_LABELS[policy]}"
-    return "no streaming (check)" if policy == "oldest" else f"no streaming, {POLICY_LABELS[policy]}"
+    if policy == "oldest":
+        return "no streaming (check)"
+    return f"no streaming, {POLICY_LABELS[policy]}"
 
 
 def fire_masks(model, x_q: torch.Tensor, lengths) -> dict:
