@@ -65,6 +65,7 @@ def test_a_timestep_with_nothing_fired(policy):
                                         act_width=4, act_drain=D, policy=policy)
     period = run(T) - run(T - 1)
     assert period == 3 + D + E + 1
+    assert stream._steady_step(cfg, 4, D, policy, True, False) == period
     assert period == cyc.timestep_cycles(cfg, [0], 0, fired_x0=0, first=False)
 
 
