@@ -105,20 +105,28 @@ def test_encoder_matches_reference(mode):
 
 
 # --- delta queue ----------------------------------------------------------------------------------
-@pytest.mark.parametrize("width,buffers", [(1, 1), (4, 2), (8, 1)])
-def test_queue_compacts_in_order(width, buffers):
+@pytest.mark.parametrize("width,buffers", [(1, 1), (4, 2), (8, 1), (16, 1)])
+def test_queue_keeps_order_for_every_read_pattern_of_a_mac_phase(width, buffers):
+    """Fills of random fired masks, read back the ways a MAC phase reads (``DeltaQueue``'s read
+    side): from entry 0 or from entry 1 (the first entry then comes from ``first_*``), one step or
+    a hold per cycle, starting in the first cycle the count includes every entry; and with the
+    address held at 1 through the whole fill (the head's queue), stepping on from there."""
     depth = 37
     dut = DeltaQueue(width=width, depth=depth, index_bits=6, delta_bits=17, buffers=buffers)
     rng = random.Random(width)
     firsts = {}  # entry 0 of each buffer's latest fill
 
     async def tb(ctx):
-        for fill in range(6):
+        for fill in range(12):
             buf = fill % buffers
             expected = []
             beats = ceil_div(depth, width)
+            density = (0.05, 0.4, 0.9)[fill % 3]
+            hold_at_1 = fill % 4 == 3
+            ctx.set(dut.r_buf, buf)
+            ctx.set(dut.r_addr, 1 if hold_at_1 else rng.randrange(2, 40))
             for b in range(beats):
-                valid = [rng.random() < 0.4 and b * width + i < depth for i in range(width)]
+                valid = [rng.random() < density and b * width + i < depth for i in range(width)]
                 deltas = [rng.randrange(-65536, 65536) for _ in range(width)]
                 ctx.set(dut.w_valid, sum(int(v) << i for i, v in enumerate(valid)))
                 ctx.set(dut.w_index, [b * width + i for i in range(width)])
@@ -136,15 +144,22 @@ def test_queue_compacts_in_order(width, buffers):
             for other, want in firsts.items():  # entry 0 of every buffer, with no read
                 ctx.set(dut.r_buf, other)
                 assert (ctx.get(dut.first_index), ctx.get(dut.first_delta)) == want
-            # Read from the first cycle the count includes every entry, newest first: the last
-            # beat's entries are being written in that very cycle (the read port's transparency).
-            got = []
             ctx.set(dut.r_buf, buf)
-            for e in reversed(range(len(expected))):
-                ctx.set(dut.r_addr, e)
-                await ctx.tick()
-                got.append((ctx.get(dut.r_index), ctx.get(dut.r_delta)))
-            assert got[::-1] == expected
+            if hold_at_1 and len(expected) > 1:  # entry 1 is there with no new address
+                assert (ctx.get(dut.r_index), ctx.get(dut.r_delta)) == expected[1]
+            # Two passes from the first cycle the count is final: from entry 0 and from entry 1,
+            # holding the address now and then (a column of several row groups).
+            for start in ((1, 0) if hold_at_1 else (0, 1)):
+                got, want = [], []
+                a = start
+                while a < len(expected) + 1:  # one look-ahead read past the last entry
+                    ctx.set(dut.r_addr, a)
+                    await ctx.tick()
+                    if a < len(expected):
+                        got.append((ctx.get(dut.r_index), ctx.get(dut.r_delta)))
+                        want.append(expected[a])
+                    a += rng.random() < 0.7
+                assert got == want, f"fill {fill}, reads from entry {start}"
 
     run(dut, tb)
 

@@ -1,10 +1,14 @@
 """Nonzero-delta queue: the FIFO of (column index, delta) pairs between a delta encoder and the MAC
 array.
 
-An encoder that compares K elements per cycle can fire anywhere from 0 to K of them, so the queue
-takes up to K entries per cycle and packs them densely ("compaction"): entry ``n`` of a fill lives
-in bank ``n % K`` at word ``n // K``, and the fired elements of a cycle go to consecutive entries
-after the current count. The MAC array reads one entry per column (every few cycles) by position.
+An encoder that compares K elements per cycle can fire anywhere from 0 to K of them in a beat. The
+queue stores a beat's K elements as one word, with its mask of fired elements, and only the beats
+in which something fired (word ``w`` of a fill is its ``w``-th such beat). Nothing moves between
+words or lanes when a beat is written, so the write side is K registers wide and has no
+crossbar: an earlier queue packed the fired elements densely into K banks, a K x K select whose
+wiring was the ECP5's critical path and whose LUTs grew with K^2 (most of what an activation unit
+cost above A = 8). The fired elements are found on the read side instead, one per cycle, in
+order: the MAC array reads its columns one after another.
 
 With ``buffers=2`` the queue is double-buffered: an encoder fills one buffer (``w_buf``) while the
 MAC array reads the other (``r_buf``), which lets the input encoder work on x_{t+1} during step t.
@@ -12,29 +16,54 @@ MAC array reads the other (``r_buf``), which lets the input encoder work on x_{t
 
 from __future__ import annotations
 
-from amaranth import Array, Cat, Const, Module, Mux, Signal, signed, unsigned
+from amaranth import Cat, Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, memory, wiring
 from amaranth.lib.wiring import In, Out
 
 __all__ = ["DeltaQueue"]
 
 
+def _lowest(m, bits, name):
+    """One-hot of the lowest set bit of ``bits`` (0 if none): a priority chain of LUTs."""
+    onehot = Signal(len(bits), name=name)
+    for i in range(len(bits)):
+        below = bits[:i].any() if i else Const(0, 1)
+        m.d.comb += onehot[i].eq(bits[i] & ~below)
+    return onehot
+
+
+def _pick(m, onehot, entries, layout, name):
+    """The entry ``onehot`` selects (an AND-OR over the K entries; 0 if none)."""
+    out = Signal(layout, name=name)
+    acc = 0
+    for i in range(len(onehot)):
+        acc = acc | Mux(onehot[i], entries[i].as_value(), 0)
+    m.d.comb += out.eq(acc)
+    return out
+
+
 class DeltaQueue(wiring.Component):
-    """Compacting queue of up to ``depth`` entries per buffer, ``width`` writes per cycle.
+    """Queue of up to ``depth`` entries per buffer, ``width`` (K) writes per cycle.
 
     Write side: ``w_valid[i]`` marks element ``i`` (with ``w_index[i]``, ``w_delta[i]``) as fired;
     fired elements are appended in order of ``i`` to buffer ``w_buf``. With ``w_first`` the buffer
     is emptied first (the first beat of a new fill; with no valid bits it just clears). The write
-    inputs are registered (so an encoder's compare and the compaction never share a cycle): the
-    entries are stored one cycle after they are presented, and ``count[b]`` (the number of entries
-    in buffer ``b``) and the stored entries are visible two cycles after. One write per cycle.
+    inputs are registered (so an encoder's compare and the queue's write never share a cycle): the
+    beat is stored one cycle after it is presented, and ``count[b]`` (the number of entries in
+    buffer ``b``) and the stored entries are visible two cycles after. One beat per cycle.
 
     Read side: ``r_index``/``r_delta`` hold entry ``r_addr`` of buffer ``r_buf`` one cycle after the
-    address (latency 1, one read per cycle). Entries written in a cycle can be read from the next.
-    ``first_index``/``first_delta`` hold entry 0 of buffer ``r_buf`` with no read at all (a
-    register per buffer, written with the entry): a MAC phase takes its first column from there in
-    the cycle the count becomes final, while the read port already fetches entry 1
-    (``deltahw.cycles.FAST_FETCH``).
+    address (latency 1, one read per cycle), for the read patterns a MAC phase makes: from one
+    cycle to the next ``r_addr`` stays, moves on by one, or starts again at 0 or 1. Entries 0 and 1
+    are registers of their own (written with the beat that brings them), so a read of either sees
+    everything stored up to the previous cycle, also while the buffer is being filled (the head's
+    queue is held at entry 1 while the last layer's activation writes it); the entries from 2 on
+    come from a read cursor that steps through the stored words (the word holding the current
+    entry and the next word are read from the LUT RAM, the lowest fired element left is selected).
+    Any other jump of ``r_addr`` reads something undefined. Entries written in a cycle can be read
+    from the next. ``first_index``/``first_delta`` hold entry 0 of buffer ``r_buf`` with no read at
+    all: a MAC phase takes its first column from there in the cycle the count becomes final, while
+    the read port already holds entry 1 (``deltahw.cycles.FAST_FETCH``).
     """
 
     #: Cycles from ``r_addr`` to ``r_index``/``r_delta``.
@@ -72,124 +101,144 @@ class DeltaQueue(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         K = self.width
-        kbits = (K - 1).bit_length()
-        # Words per buffer, rounded up to a power of two so that the buffer select is the top
-        # address bit (no adder between the read address and the memory).
+        B = self.buffers
+        # Words per buffer (at most one per beat), rounded up to a power of two so that the buffer
+        # select is the top address bit (no adder between the read address and the memory).
         words = 1 << max(0, (-(-self.depth // K) - 1).bit_length())
-        wbits = max(0, (words - 1).bit_length())
+        abits = (words - 1).bit_length()  # word address bits in a buffer (0: one word)
+        wbits = max(1, abits)  # the word counters (at least one bit, to lint)
+
+        def addr(w, buf):
+            """Memory address of word ``w`` of buffer ``buf``."""
+            if B == 1:
+                return w[:abits] if abits else Const(0, 1)
+            return Cat(w[:abits], buf) if abits else buf
         entry = data.StructLayout({"index": unsigned(self.index_bits),
                                    "delta": signed(self.delta_bits)})
-        # Input register stage.
+        word = data.StructLayout({"mask": unsigned(K), "e": data.ArrayLayout(entry, K)})
+
+        # ---- write side ------------------------------------------------------------------------
         w_valid = Signal.like(self.w_valid)
         w_index = Signal.like(self.w_index)
         w_delta = Signal.like(self.w_delta)
         w_first, w_buf = Signal(), Signal()
         m.d.sync += [w_valid.eq(self.w_valid), w_index.eq(self.w_index),
                      w_delta.eq(self.w_delta), w_first.eq(self.w_first), w_buf.eq(self.w_buf)]
-        wbuf = w_buf if self.buffers == 2 else Const(0, 1)
-        rbuf = self.r_buf if self.buffers == 2 else Const(0, 1)
+        wbuf = w_buf if B == 2 else Const(0, 1)
+        rbuf = self.r_buf if B == 2 else Const(0, 1)
+
         # count: the entries already in the buffer being written (0 on a fill's first beat). It is
         # a register, computed a cycle ahead from the unregistered w_first/w_buf (Fmax: no count
-        # select before the compaction), and so are the banks' offsets derived from it below.
+        # select before the write).
         count = Signal(self.count_bits)
         updating = Signal()
         m.d.comb += updating.eq(w_first | w_valid.any())
-        next_buf = self.w_buf if self.buffers == 2 else Const(0, 1)
+        next_buf = self.w_buf if B == 2 else Const(0, 1)
 
-        # prefix[i] = number of fired elements before element i (mod K is all that is needed);
-        # n = total fired this cycle. Each is a small lookup table of the valid bits (LUT logic
-        # two levels deep), not a chain of adders.
+        # n = total fired this beat: a small lookup table of the valid bits (two LUT levels).
         def popcount(bits, width, name):
-            if width == 0:  # nothing before element 0 (a 0-bit signal would not lint)
-                return Const(0, 1)
             out = Signal(range(width + 1), name=name)
             if width > 6:  # two tables and one small adder
                 lo = popcount(bits, 6, f"{name}_lo")
                 hi = popcount(bits[6:], width - 6, f"{name}_hi")
                 m.d.comb += out.eq(lo + hi)
                 return out
+            from amaranth import Array
             table = Array(Const(bin(v).count("1"), len(out)) for v in range(1 << width))
             m.d.comb += out.eq(table[bits[:width]])
             return out
 
-        prefix = [popcount(w_valid, i, f"prefix{i}") for i in range(K)]
         n = popcount(w_valid, K, "n")
         new_count = Signal(self.count_bits)
         m.d.comb += new_count.eq(count + n)
         with m.If(updating):
             m.d.sync += self.count[wbuf].eq(new_count)
-        # Next cycle's count: 0 on a fill's first beat, else the buffer's count after this cycle.
         count_next = Signal(self.count_bits)
         m.d.comb += count_next.eq(
             Mux(self.w_first, 0,
                 Mux(updating & (wbuf == next_buf), new_count, self.count[next_buf])))
         m.d.sync += count.eq(count_next)
-        c0_next = count_next[:kbits] if kbits else Const(0, 1)
-        # Element i goes to bank (count + prefix[i]) mod K, at word (count + prefix[i]) // K: the
-        # words of the banks below count mod K are one further than those at or above it.
-        base = Signal(wbits + 1, name="w_base")
-        base1 = Signal(wbits + 1, name="w_base1")
-        m.d.comb += [base.eq(count >> kbits), base1.eq((count >> kbits) + 1)]
 
-        # Entry 0 of each buffer, also kept in a register: bank 0 takes it, at word 0, in the beat
-        # in which the buffer is empty (count 0).
-        firsts = [Signal(entry, name=f"first{b}", reset_less=True) for b in range(self.buffers)]
-        empty = Signal()
-        m.d.comb += empty.eq(count == 0)
+        # The beat is one word, written at the fill's next word if anything fired.
+        wp = Signal(wbits)  # words of the fill written so far (registered, like count)
+        wp_now = Mux(w_first, 0, wp)
+        fired = w_valid.any()
+        m.d.sync += wp.eq(wp_now + fired)
+        mem = memory.Memory(shape=word, depth=max(words * B, 2), init=[])
+        m.submodules.words = mem
+        wport = mem.write_port()
+        w_word = Signal(word)
+        m.d.comb += w_word.mask.eq(w_valid)
+        for i in range(K):
+            m.d.comb += [w_word.e[i].index.eq(w_index[i]), w_word.e[i].delta.eq(w_delta[i])]
+        m.d.comb += [wport.en.eq(fired), wport.addr.eq(addr(wp_now, wbuf)), wport.data.eq(w_word)]
 
-        r_bank = Signal(max(1, kbits))
-        m.d.sync += r_bank.eq(self.r_addr[:kbits] if kbits else 0)
-        read_words = []
-        for b in range(K):
-            mem = memory.Memory(shape=entry, depth=max(words * self.buffers, 2), init=[])
-            m.submodules[f"bank{b}"] = mem
-            wp, rp = mem.write_port(), mem.read_port()
-            # j = (b - count) mod K: this bank takes the j-th fired element of this cycle. The
-            # select of each element is one-hot over the fired ones, so an AND-OR picks the data.
-            jj = Signal(max(1, kbits), name=f"j{b}")  # registered: (b - count) mod K
-            if kbits:
-                m.d.sync += jj.eq(Const(b, kbits) - c0_next)
-            sels = []
-            for i in range(K):
-                sel = Signal(name=f"sel{b}_{i}")
-                m.d.comb += sel.eq(w_valid[i] & (prefix[i] == jj) if kbits else w_valid[i])
-                sels.append(sel)
-            # c0 > K - 1 never holds: the last bank always takes the base word; nor does c0 > b
-            # when count mod K cannot reach b + 1 (a queue shorter than K, e.g. I < E: no
-            # constant compare, which Verilator's lint rejects).
-            if kbits and b < min(K, 1 << len(c0_next)) - 1:
-                above = Signal(name=f"above{b}")  # registered: count mod K > b
-                m.d.sync += above.eq(c0_next > b)
-                word = Mux(above, base1, base)
-            else:
-                word = base
-            addr = word[:wbits] if wbits else Const(0, 1)
-            if self.buffers == 2:
-                addr = Cat(addr, wbuf) if wbits else wbuf
-            m.d.comb += [wp.en.eq(Cat(*sels).any()), wp.addr.eq(addr)]
-            idx = 0
-            dlt = 0
-            for i in range(K):
-                idx = idx | Mux(sels[i], w_index[i], 0)
-                dlt = dlt | Mux(sels[i], w_delta[i].as_unsigned(), 0)
-            m.d.comb += [wp.data.index.eq(idx), wp.data.delta.eq(dlt)]
-            if b == 0:
-                for f in range(self.buffers):
-                    with m.If(wp.en & empty & (wbuf == f)):
-                        m.d.sync += firsts[f].eq(wp.data)
-            raddr = self.r_addr >> kbits
-            raddr = raddr[:wbits] if wbits else Const(0, 1)
-            if self.buffers == 2:
-                raddr = Cat(raddr, rbuf) if wbits else rbuf
-            m.d.comb += rp.addr.eq(raddr)
-            read_words.append(rp.data)
-        # (Not an Array select: an ArrayProxy's own ``index`` attribute would shadow the field.)
-        first = firsts[0] if self.buffers == 1 else Mux(rbuf, firsts[1], firsts[0])
-        first = data.View(entry, first)
+        # Entries 0 and 1 of each buffer in registers, and where the read cursor goes on after
+        # entry 1 (its word and the fired elements of that word still to come).
+        lo1 = _lowest(m, w_valid, "w_lo1")
+        rest1 = Signal(K, name="w_rest1")
+        m.d.comb += rest1.eq(w_valid & ~lo1)
+        lo2 = _lowest(m, rest1, "w_lo2")
+        rest2 = Signal(K, name="w_rest2")
+        m.d.comb += rest2.eq(rest1 & ~lo2)
+        pick1 = _pick(m, lo1, w_word.e, entry, "w_pick1")
+        pick2 = _pick(m, lo2, w_word.e, entry, "w_pick2")
+        e0 = [Signal(entry, name=f"entry0_{b}", reset_less=True) for b in range(B)]
+        e1 = [Signal(entry, name=f"entry1_{b}", reset_less=True) for b in range(B)]
+        s1_w = [Signal(wbits, name=f"snap1_word{b}") for b in range(B)]
+        s1_rest = [Signal(K, name=f"snap1_rest{b}") for b in range(B)]
+        empty = count == 0
+        for b in range(B):
+            with m.If(fired & (wbuf == b)):
+                with m.If(empty):
+                    m.d.sync += e0[b].eq(pick1)
+                    with m.If(rest1.any()):  # entry 1 is in the same beat
+                        m.d.sync += [e1[b].eq(pick2), s1_w[b].eq(0), s1_rest[b].eq(rest2)]
+                with m.Elif(count == 1):
+                    m.d.sync += [e1[b].eq(pick1), s1_w[b].eq(wp_now[:wbits]),
+                                 s1_rest[b].eq(rest1)]
+
+        def of_buf(regs, buf):
+            return regs[0] if B == 1 else Mux(buf, regs[1], regs[0])
+
+        first = data.View(entry, of_buf(e0, rbuf))
         m.d.comb += [self.first_index.eq(first.index), self.first_delta.eq(first.delta)]
-        with m.Switch(r_bank):
-            for b in range(K):
-                with m.Case(b):
-                    m.d.comb += [self.r_index.eq(read_words[b].index),
-                                 self.r_delta.eq(read_words[b].delta)]
+
+        # ---- read cursor -----------------------------------------------------------------------
+        # ``p``: the address read last cycle (its entry is on the outputs); the cursor: the word
+        # holding that entry (and the word after it, a register: no adder before the LUT RAM's
+        # address) and the fired elements of it still to come, valid when p >= 2 (from p = 1 it
+        # starts from entry 1's registers, which a beat may have written since).
+        p = Signal(self.count_bits)
+        p_rbuf, at0, at1 = Signal(), Signal(), Signal()
+        cur_w = Signal(wbits, name="cur_word")
+        cur_w1 = Signal(wbits, name="cur_word1")
+        cur_rest = Signal(K, name="cur_rest")
+        out = Signal(entry, name="r_entry", reset_less=True)
+        m.d.sync += [p.eq(self.r_addr), p_rbuf.eq(rbuf), at0.eq(self.r_addr == 0),
+                     at1.eq(self.r_addr == 1)]
+        s1_word = of_buf(s1_w, rbuf)
+        src_w = Mux(at1, s1_word, cur_w)
+        src_w1 = Mux(at1, s1_word + 1, cur_w1)  # entry 1's word is 0 or 1: a constant-ish add
+        src_rest = Mux(at1, of_buf(s1_rest, rbuf), cur_rest)
+        rp_cur, rp_next = mem.read_port(domain="comb"), mem.read_port(domain="comb")
+        m.d.comb += [rp_cur.addr.eq(addr(src_w, rbuf)), rp_next.addr.eq(addr(src_w1, rbuf))]
+        w_cur, w_nxt = data.View(word, rp_cur.data), data.View(word, rp_next.data)
+        in_cur = src_rest.any()
+        lo_cur = _lowest(m, src_rest, "r_lo_cur")
+        lo_nxt = _lowest(m, w_nxt.mask, "r_lo_next")
+        pick_cur = _pick(m, lo_cur, w_cur.e, entry, "r_pick_cur")
+        pick_nxt = _pick(m, lo_nxt, w_nxt.e, entry, "r_pick_next")
+        step = (self.r_addr != p) & (self.r_addr > 1)
+        with m.If(step):
+            with m.If(in_cur):
+                m.d.sync += [out.eq(pick_cur), cur_w.eq(src_w), cur_w1.eq(src_w1),
+                             cur_rest.eq(src_rest & ~lo_cur)]
+            with m.Else():
+                m.d.sync += [out.eq(pick_nxt), cur_w.eq(src_w1), cur_w1.eq(src_w1 + 1),
+                             cur_rest.eq(w_nxt.mask & ~lo_nxt)]
+        # Entries 0 and 1 straight from their registers (of the buffer read last cycle).
+        res = data.View(entry, Mux(at0, of_buf(e0, p_rbuf),
+                                   Mux(at1, of_buf(e1, p_rbuf), out)))
+        m.d.comb += [self.r_index.eq(res.index), self.r_delta.eq(res.delta)]
         return m
