@@ -16,7 +16,7 @@ MAC array reads the other (``r_buf``), which lets the input encoder work on x_{t
 
 from __future__ import annotations
 
-from amaranth import Cat, Const, Module, Mux, Signal, signed, unsigned
+from amaranth import Array, Cat, Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, memory, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -115,7 +115,11 @@ class DeltaQueue(wiring.Component):
             return Cat(w[:abits], buf) if abits else buf
         entry = data.StructLayout({"index": unsigned(self.index_bits),
                                    "delta": signed(self.delta_bits)})
-        word = data.StructLayout({"mask": unsigned(K), "e": data.ArrayLayout(entry, K)})
+        # A word: the beat's K entries, its first fired entry picked out already and the fired
+        # elements after that one (so a read cursor that moves on to a word needs no priority
+        # select after the LUT RAM, only for the entries after a word's first).
+        word = data.StructLayout({"rest": unsigned(K), "first": entry,
+                                  "e": data.ArrayLayout(entry, K)})
 
         # ---- write side ------------------------------------------------------------------------
         w_valid = Signal.like(self.w_valid)
@@ -143,7 +147,6 @@ class DeltaQueue(wiring.Component):
                 hi = popcount(bits[6:], width - 6, f"{name}_hi")
                 m.d.comb += out.eq(lo + hi)
                 return out
-            from amaranth import Array
             table = Array(Const(bin(v).count("1"), len(out)) for v in range(1 << width))
             m.d.comb += out.eq(table[bits[:width]])
             return out
@@ -159,6 +162,20 @@ class DeltaQueue(wiring.Component):
                 Mux(updating & (wbuf == next_buf), new_count, self.count[next_buf])))
         m.d.sync += count.eq(count_next)
 
+        # Entries 0 and 1 of each buffer in registers, and where the read cursor goes on after
+        # entry 1 (its word and the fired elements of that word still to come).
+        lo1 = _lowest(m, w_valid, "w_lo1")
+        rest1 = Signal(K, name="w_rest1")
+        m.d.comb += rest1.eq(w_valid & ~lo1)
+        lo2 = _lowest(m, rest1, "w_lo2")
+        rest2 = Signal(K, name="w_rest2")
+        m.d.comb += rest2.eq(rest1 & ~lo2)
+        w_entries = Signal(data.ArrayLayout(entry, K))
+        for i in range(K):
+            m.d.comb += [w_entries[i].index.eq(w_index[i]), w_entries[i].delta.eq(w_delta[i])]
+        pick1 = _pick(m, lo1, w_entries, entry, "w_pick1")
+        pick2 = _pick(m, lo2, w_entries, entry, "w_pick2")
+
         # The beat is one word, written at the fill's next word if anything fired.
         wp = Signal(wbits)  # words of the fill written so far (registered, like count)
         wp_now = Mux(w_first, 0, wp)
@@ -168,21 +185,9 @@ class DeltaQueue(wiring.Component):
         m.submodules.words = mem
         wport = mem.write_port()
         w_word = Signal(word)
-        m.d.comb += w_word.mask.eq(w_valid)
-        for i in range(K):
-            m.d.comb += [w_word.e[i].index.eq(w_index[i]), w_word.e[i].delta.eq(w_delta[i])]
+        m.d.comb += [w_word.rest.eq(rest1), w_word.first.eq(pick1), w_word.e.eq(w_entries)]
         m.d.comb += [wport.en.eq(fired), wport.addr.eq(addr(wp_now, wbuf)), wport.data.eq(w_word)]
 
-        # Entries 0 and 1 of each buffer in registers, and where the read cursor goes on after
-        # entry 1 (its word and the fired elements of that word still to come).
-        lo1 = _lowest(m, w_valid, "w_lo1")
-        rest1 = Signal(K, name="w_rest1")
-        m.d.comb += rest1.eq(w_valid & ~lo1)
-        lo2 = _lowest(m, rest1, "w_lo2")
-        rest2 = Signal(K, name="w_rest2")
-        m.d.comb += rest2.eq(rest1 & ~lo2)
-        pick1 = _pick(m, lo1, w_word.e, entry, "w_pick1")
-        pick2 = _pick(m, lo2, w_word.e, entry, "w_pick2")
         e0 = [Signal(entry, name=f"entry0_{b}", reset_less=True) for b in range(B)]
         e1 = [Signal(entry, name=f"entry1_{b}", reset_less=True) for b in range(B)]
         s1_w = [Signal(wbits, name=f"snap1_word{b}") for b in range(B)]
@@ -205,38 +210,45 @@ class DeltaQueue(wiring.Component):
         m.d.comb += [self.first_index.eq(first.index), self.first_delta.eq(first.delta)]
 
         # ---- read cursor -----------------------------------------------------------------------
-        # ``p``: the address read last cycle (its entry is on the outputs); the cursor: the word
-        # holding that entry (and the word after it, a register: no adder before the LUT RAM's
-        # address) and the fired elements of it still to come, valid when p >= 2 (from p = 1 it
-        # starts from entry 1's registers, which a beat may have written since).
+        # ``p``: the address read last cycle (its entry is on the outputs). The cursor: the word
+        # holding that entry (``cur_w``, and ``cur_w1`` the word after it, both with their buffer
+        # bit, so the LUT RAMs' read addresses come straight from flip-flops) and the fired
+        # elements of it still to come (``cur_rest``). While the address is 0 or 1 the cursor is
+        # loaded every cycle with where it goes on after entry 1 (entry 1's registers, which a beat
+        # may still be writing; the schedule steps on to entry 2 no earlier than the cycle after
+        # the one in which the count is final, so the cursor loaded then is complete).
         p = Signal(self.count_bits)
         p_rbuf, at0, at1 = Signal(), Signal(), Signal()
-        cur_w = Signal(wbits, name="cur_word")
-        cur_w1 = Signal(wbits, name="cur_word1")
+        abuf = abits + (B == 2)  # memory address bits
+        cur_w = Signal(max(1, abuf), name="cur_word")
+        cur_w1 = Signal(max(1, abuf), name="cur_word1")
         cur_rest = Signal(K, name="cur_rest")
         out = Signal(entry, name="r_entry", reset_less=True)
         m.d.sync += [p.eq(self.r_addr), p_rbuf.eq(rbuf), at0.eq(self.r_addr == 0),
                      at1.eq(self.r_addr == 1)]
-        s1_word = of_buf(s1_w, rbuf)
-        src_w = Mux(at1, s1_word, cur_w)
-        src_w1 = Mux(at1, s1_word + 1, cur_w1)  # entry 1's word is 0 or 1: a constant-ish add
-        src_rest = Mux(at1, of_buf(s1_rest, rbuf), cur_rest)
         rp_cur, rp_next = mem.read_port(domain="comb"), mem.read_port(domain="comb")
-        m.d.comb += [rp_cur.addr.eq(addr(src_w, rbuf)), rp_next.addr.eq(addr(src_w1, rbuf))]
+        m.d.comb += [rp_cur.addr.eq(cur_w), rp_next.addr.eq(cur_w1)]
         w_cur, w_nxt = data.View(word, rp_cur.data), data.View(word, rp_next.data)
-        in_cur = src_rest.any()
-        lo_cur = _lowest(m, src_rest, "r_lo_cur")
-        lo_nxt = _lowest(m, w_nxt.mask, "r_lo_next")
+        lo_cur = _lowest(m, cur_rest, "r_lo_cur")
         pick_cur = _pick(m, lo_cur, w_cur.e, entry, "r_pick_cur")
-        pick_nxt = _pick(m, lo_nxt, w_nxt.e, entry, "r_pick_next")
-        step = (self.r_addr != p) & (self.r_addr > 1)
-        with m.If(step):
-            with m.If(in_cur):
-                m.d.sync += [out.eq(pick_cur), cur_w.eq(src_w), cur_w1.eq(src_w1),
-                             cur_rest.eq(src_rest & ~lo_cur)]
+
+        def next_word(w):
+            """The address of the word after ``w`` in the same buffer."""
+            if not abits:
+                return w
+            low = (w[:abits] + 1)[:abits]
+            return Cat(low, w[abits:]) if B == 2 else low
+
+        with m.If(self.r_addr <= 1):
+            s1 = of_buf(s1_w, rbuf)
+            m.d.sync += [cur_w.eq(addr(s1, rbuf)), cur_w1.eq(addr(s1 + 1, rbuf)),
+                         cur_rest.eq(of_buf(s1_rest, rbuf))]
+        with m.Elif(self.r_addr != p):  # one step
+            with m.If(cur_rest.any()):
+                m.d.sync += [out.eq(pick_cur), cur_rest.eq(cur_rest & ~lo_cur)]
             with m.Else():
-                m.d.sync += [out.eq(pick_nxt), cur_w.eq(src_w1), cur_w1.eq(src_w1 + 1),
-                             cur_rest.eq(w_nxt.mask & ~lo_nxt)]
+                m.d.sync += [out.eq(w_nxt.first), cur_rest.eq(w_nxt.rest), cur_w.eq(cur_w1),
+                             cur_w1.eq(next_word(cur_w1))]
         # Entries 0 and 1 straight from their registers (of the buffer read last cycle).
         res = data.View(entry, Mux(at0, of_buf(e0, p_rbuf),
                                    Mux(at1, of_buf(e1, p_rbuf), out)))
