@@ -58,10 +58,12 @@ class InputFrontEnd(wiring.Component):
 
     Core side: ``r_full`` says the read buffer holds a complete vector (``r_reset``: it starts a
     sequence), ``count`` its fired entries, read by position with ``r_addr`` -> ``r_index`` /
-    ``r_delta`` (latency ``DeltaQueue.READ_LATENCY``; ``r_index`` is the element's index, or
-    ``base + index * stride`` with ``column=(base, stride)``); ``first_index``/``first_delta``
-    hold entry 0 with no read (``DeltaQueue``). A ``release`` pulse hands the
-    buffer back (the core has read all its entries) and switches to the other one.
+    ``r_delta`` in the order a MAC phase reads them (from entry 0 or 1, a step or a hold per
+    cycle: ``DeltaQueue``; latency ``DeltaQueue.READ_LATENCY``; ``r_index`` is the element's
+    index, or ``base + index * stride`` with ``column=(base, stride)``);
+    ``first_index``/``first_delta`` hold entry 0 with no read (``DeltaQueue``). A ``release``
+    pulse hands the buffer back (the core has read all its entries) and switches to the other
+    one.
     """
 
     def __init__(self, config: DeltaGRUConfig, *, column=(0, 1)):

@@ -212,11 +212,11 @@ class DeltaQueue(wiring.Component):
         # ---- read cursor -----------------------------------------------------------------------
         # ``p``: the address read last cycle (its entry is on the outputs). The cursor: the word
         # holding that entry (``cur_w``, and ``cur_w1`` the word after it, both with their buffer
-        # bit, so the LUT RAMs' read addresses come straight from flip-flops) and the fired
-        # elements of it still to come (``cur_rest``). While the address is 0 or 1 the cursor is
-        # loaded every cycle with where it goes on after entry 1 (entry 1's registers, which a beat
-        # may still be writing; the schedule steps on to entry 2 no earlier than the cycle after
-        # the one in which the count is final, so the cursor loaded then is complete).
+        # bit) and the fired elements of it still to come (``cur_rest``). While the address is 0
+        # or 1 the cursor is loaded every cycle with where it goes on after entry 1 (entry 1's
+        # registers, which a beat may still be writing; the schedule steps on to entry 2 no
+        # earlier than the cycle after the one in which the count is final, so the cursor loaded
+        # then is complete).
         p = Signal(self.count_bits)
         p_rbuf, at0, at1 = Signal(), Signal(), Signal()
         abuf = abits + (B == 2)  # memory address bits
@@ -226,8 +226,11 @@ class DeltaQueue(wiring.Component):
         out = Signal(entry, name="r_entry", reset_less=True)
         m.d.sync += [p.eq(self.r_addr), p_rbuf.eq(rbuf), at0.eq(self.r_addr == 0),
                      at1.eq(self.r_addr == 1)]
-        rp_cur, rp_next = mem.read_port(domain="comb"), mem.read_port(domain="comb")
-        m.d.comb += [rp_cur.addr.eq(cur_w), rp_next.addr.eq(cur_w1)]
+        # The words at the cursor come out of synchronous read ports addressed with the cursor's
+        # next value (so the LUT RAMs' data are registered; the select of the entry works from
+        # flip-flops). Not transparent: the words a step reads were written at least two cycles
+        # before it (see above).
+        rp_cur, rp_next = mem.read_port(), mem.read_port()
         w_cur, w_nxt = data.View(word, rp_cur.data), data.View(word, rp_next.data)
         lo_cur = _lowest(m, cur_rest, "r_lo_cur")
         pick_cur = _pick(m, lo_cur, w_cur.e, entry, "r_pick_cur")
@@ -239,16 +242,21 @@ class DeltaQueue(wiring.Component):
             low = (w[:abits] + 1)[:abits]
             return Cat(low, w[abits:]) if B == 2 else low
 
+        cur_w_n = Signal.like(cur_w, name="cur_word_next")
+        cur_w1_n = Signal.like(cur_w1, name="cur_word1_next")
+        m.d.comb += [cur_w_n.eq(cur_w), cur_w1_n.eq(cur_w1)]
         with m.If(self.r_addr <= 1):
             s1 = of_buf(s1_w, rbuf)
-            m.d.sync += [cur_w.eq(addr(s1, rbuf)), cur_w1.eq(addr(s1 + 1, rbuf)),
-                         cur_rest.eq(of_buf(s1_rest, rbuf))]
+            m.d.comb += [cur_w_n.eq(addr(s1, rbuf)), cur_w1_n.eq(addr(s1 + 1, rbuf))]
+            m.d.sync += cur_rest.eq(of_buf(s1_rest, rbuf))
         with m.Elif(self.r_addr != p):  # one step
             with m.If(cur_rest.any()):
                 m.d.sync += [out.eq(pick_cur), cur_rest.eq(cur_rest & ~lo_cur)]
             with m.Else():
-                m.d.sync += [out.eq(w_nxt.first), cur_rest.eq(w_nxt.rest), cur_w.eq(cur_w1),
-                             cur_w1.eq(next_word(cur_w1))]
+                m.d.sync += [out.eq(w_nxt.first), cur_rest.eq(w_nxt.rest)]
+                m.d.comb += [cur_w_n.eq(cur_w1), cur_w1_n.eq(next_word(cur_w1))]
+        m.d.sync += [cur_w.eq(cur_w_n), cur_w1.eq(cur_w1_n)]
+        m.d.comb += [rp_cur.addr.eq(cur_w_n), rp_next.addr.eq(cur_w1_n)]
         # Entries 0 and 1 straight from their registers (of the buffer read last cycle).
         res = data.View(entry, Mux(at0, of_buf(e0, p_rbuf),
                                    Mux(at1, of_buf(e1, p_rbuf), out)))
