@@ -113,6 +113,7 @@ class DeltaQueue(wiring.Component):
             if B == 1:
                 return w[:abits] if abits else Const(0, 1)
             return Cat(w[:abits], buf) if abits else buf
+
         entry = data.StructLayout({"index": unsigned(self.index_bits),
                                    "delta": signed(self.delta_bits)})
         # A word: the beat's K entries, its first fired entry picked out already and the fired
