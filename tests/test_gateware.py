@@ -227,6 +227,52 @@ def test_activation_matches_golden_including_saturation(formats):
     assert torch.equal(torch.tensor(got), expected)
 
 
+@pytest.mark.parametrize("width,signed_", [(1, False), (1, True), (5, False), (5, True),
+                                            (30, True), (17, False)])
+def test_ge_const_is_the_comparison_for_every_constant(width, signed_):
+    """``ge_const(v, k)`` (the compare as AND/OR logic that the rounding/saturation of stage 1 and
+    the read-out use) equals ``v >= k``: exhaustively for narrow values (every k, every v, k one
+    past either end too), and for wide ones at every k the activation's round/saturate derives
+    from the shipped formats plus random and edge constants, each with the values next to it."""
+    from amaranth import Module, Signal
+    from amaranth import signed as s_, unsigned as u_
+
+    from deltahw.gateware.activation import ge_const
+
+    lo, hi = (-(1 << (width - 1)), (1 << (width - 1)) - 1) if signed_ else (0, (1 << width) - 1)
+    rng = random.Random(width)
+    if width <= 6:
+        ks = list(range(lo - 1, hi + 2))
+        values = list(range(lo, hi + 1))
+    else:
+        ks = {lo, lo + 1, hi, hi + 1, 0, 1, -1, lo - 1}
+        for bits, shift in ((10, 9), (16, 7), (10, 6), (8, 3), (16, 0)):
+            half = 1 << (shift - 1) if shift else 0
+            ks |= {((1 << (bits - 1)) << shift) - half, (-(1 << (bits - 1)) << shift) - half}
+        ks |= {rng.randrange(lo, hi + 1) for _ in range(40)}
+        ks |= {(1 << p) + d for p in range(width - 1) for d in (-1, 0, 1)}
+        ks = sorted(k for k in ks if lo - 1 <= k <= hi + 1)
+        values = sorted({min(hi, max(lo, k + d)) for k in ks for d in (-2, -1, 0, 1)}
+                        | {rng.randrange(lo, hi + 1) for _ in range(200)})
+    m = Module()
+    v = Signal(s_(width) if signed_ else u_(width))
+    outs = Signal(len(ks))
+    for i, k in enumerate(ks):
+        m.d.comb += outs[i].eq(ge_const(v, k))
+    got = {}
+
+    async def tb(ctx):
+        for x in values:
+            ctx.set(v, x)
+            await ctx.delay(1e-9)
+            got[x] = ctx.get(outs)
+
+    run(m, tb, clock=False)
+    for x in values:
+        for i, k in enumerate(ks):
+            assert (got[x] >> i) & 1 == int(x >= k), (x, k)
+
+
 def test_tanh_index_bounds_are_exact():
     """Stage 5's merged tanh index (one adder beside two compares with bounds derived by hand in
     ``_TanhIndex``) against the golden model's two steps (``pre_c`` saturated to the act format,
