@@ -151,11 +151,15 @@ def _memories(config: DeltaGRUConfig, rx_depth: int):
         ("sigmoid_rom", sig.size, cfg.act.frac + 1, A, 2),
         ("tanh_rom", tnh.size, tnh.out_bits, A, 1),
         ("xhat_in", ceil_div(I, E), E * ab, 1, 1),
-        # A queue word: a beat's K entries, its first fired entry and the fired mask after it; two
-        # read ports (deltahw/gateware/queue.py: the read cursor's word and the next one).
-        ("x_queue_in", 2 * ceil_div(I, E), (E + 1) * qent(I) + E, 1, 2),
+        # A queue word: a beat's K entries, its first fired entry and the fired mask after it,
+        # with two read ports (deltahw/gateware/queue.py), the read cursor's word and the next
+        # one. Only the entries of the first and the head of the second are used, and synthesis
+        # maps only the bits a port uses: the entries once, the head once more.
+        ("x_queue_in", 2 * ceil_div(I, E), E * qent(I), 1, 1),
+        ("x_queue_in_heads", 2 * ceil_div(I, E), qent(I) + E, 1, 1),
         ("h_state", nb, A * ab, 2 * L + n_targets, 1),
-        ("h_queues", ceil_div(H, A), (A + 1) * qent(H) + A, L + n_targets, 2),
+        ("h_queues", ceil_div(H, A), A * qent(H), L + n_targets, 1),
+        ("h_queue_heads", ceil_div(H, A), qent(H) + A, L + n_targets, 1),
         ("bridge_rx", rx_depth, 8, 1, 1),
         ("bridge_out", _out_slot_bytes(cfg), 8, 1, 1),
     ]

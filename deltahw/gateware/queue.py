@@ -58,9 +58,8 @@ class DeltaQueue(wiring.Component):
     are registers of their own (written with the beat that brings them), so a read of either sees
     everything stored up to the previous cycle, also while the buffer is being filled (the head's
     queue is held at entry 1 while the last layer's activation writes it); the entries from 2 on
-    come from a read cursor that steps through the stored words (the entries of the word holding
-    the current entry and the first fired entry and mask of the next word are read from the LUT
-    RAM, the lowest fired element left is selected).
+    come from a read cursor that steps through the stored words (the word holding the current
+    entry and the next word are read from the LUT RAM, the lowest fired element left is selected).
     Any other jump of ``r_addr`` reads something undefined. Entries written in a cycle can be read
     from the next. ``first_index``/``first_delta`` hold entry 0 of buffer ``r_buf`` with no read at
     all: a MAC phase takes its first column from there in the cycle the count becomes final, while
@@ -117,14 +116,11 @@ class DeltaQueue(wiring.Component):
 
         entry = data.StructLayout({"index": unsigned(self.index_bits),
                                    "delta": signed(self.delta_bits)})
-        # A word: the beat's K entries (``ents``), and in a memory of its own (``head``) its first
-        # fired entry picked out already and the fired elements after that one (so a read cursor
-        # that moves on to a word needs no priority select after the LUT RAM, only for the entries
-        # after a word's first). Two memories because the cursor reads the entries of its current
-        # word but only the head of the next one: one memory with two read ports of whole words
-        # held every bit twice (more than half the queue's LUT RAM at K = 16).
-        ents = data.ArrayLayout(entry, K)
-        head = data.StructLayout({"rest": unsigned(K), "first": entry})
+        # A word: the beat's K entries, its first fired entry picked out already and the fired
+        # elements after that one (so a read cursor that moves on to a word needs no priority
+        # select after the LUT RAM, only for the entries after a word's first).
+        word = data.StructLayout({"rest": unsigned(K), "first": entry,
+                                  "e": data.ArrayLayout(entry, K)})
 
         # ---- write side ------------------------------------------------------------------------
         w_valid = Signal.like(self.w_valid)
@@ -186,15 +182,12 @@ class DeltaQueue(wiring.Component):
         wp_now = Mux(w_first, 0, wp)
         fired = w_valid.any()
         m.d.sync += wp.eq(wp_now + fired)
-        mem_e = memory.Memory(shape=ents, depth=max(words * B, 2), init=[])
-        mem_h = memory.Memory(shape=head, depth=max(words * B, 2), init=[])
-        m.submodules.words, m.submodules.heads = mem_e, mem_h
-        w_head = Signal(head)
-        m.d.comb += [w_head.rest.eq(rest1), w_head.first.eq(pick1)]
-        for mem, data_ in ((mem_e, w_entries), (mem_h, w_head)):
-            wport = mem.write_port()
-            m.d.comb += [wport.en.eq(fired), wport.addr.eq(addr(wp_now, wbuf)),
-                         wport.data.eq(data_)]
+        mem = memory.Memory(shape=word, depth=max(words * B, 2), init=[])
+        m.submodules.words = mem
+        wport = mem.write_port()
+        w_word = Signal(word)
+        m.d.comb += [w_word.rest.eq(rest1), w_word.first.eq(pick1), w_word.e.eq(w_entries)]
+        m.d.comb += [wport.en.eq(fired), wport.addr.eq(addr(wp_now, wbuf)), wport.data.eq(w_word)]
 
         e0 = [Signal(entry, name=f"entry0_{b}", reset_less=True) for b in range(B)]
         e1 = [Signal(entry, name=f"entry1_{b}", reset_less=True) for b in range(B)]
@@ -238,10 +231,10 @@ class DeltaQueue(wiring.Component):
         # next value (so the LUT RAMs' data are registered; the select of the entry works from
         # flip-flops). Not transparent: the words a step reads were written at least two cycles
         # before it (see above).
-        rp_cur, rp_next = mem_e.read_port(), mem_h.read_port()
-        w_cur, w_nxt = data.View(ents, rp_cur.data), data.View(head, rp_next.data)
+        rp_cur, rp_next = mem.read_port(), mem.read_port()
+        w_cur, w_nxt = data.View(word, rp_cur.data), data.View(word, rp_next.data)
         lo_cur = _lowest(m, cur_rest, "r_lo_cur")
-        pick_cur = _pick(m, lo_cur, w_cur, entry, "r_pick_cur")
+        pick_cur = _pick(m, lo_cur, w_cur.e, entry, "r_pick_cur")
 
         def next_word(w):
             """The address of the word after ``w`` in the same buffer."""
