@@ -246,11 +246,19 @@ class DeltaQueue(wiring.Component):
         cur_w_n = Signal.like(cur_w, name="cur_word_next")
         cur_w1_n = Signal.like(cur_w1, name="cur_word1_next")
         m.d.comb += [cur_w_n.eq(cur_w), cur_w1_n.eq(cur_w1)]
-        with m.If(self.r_addr <= 1):
+        # The read contract (the address stays, steps by one, or restarts at 0 or 1) lets both
+        # decisions look at few bits: a restart is an address with no bit set above bit 0, and
+        # past a restart an address steps exactly when its lowest bit changed. (A compare of the
+        # whole address with the last one, a carry chain, sat in front of the LUT RAM's read
+        # address: an ECP5 critical path of 59.93 MHz, docs/benchmarks/fmax lead17-1.)
+        restart = Signal(name="r_restart")
+        step = Signal(name="r_step")
+        m.d.comb += [restart.eq(~self.r_addr[1:].any()), step.eq(self.r_addr[0] ^ p[0])]
+        with m.If(restart):
             s1 = of_buf(s1_w, rbuf)
             m.d.comb += [cur_w_n.eq(addr(s1, rbuf)), cur_w1_n.eq(addr(s1 + 1, rbuf))]
             m.d.sync += cur_rest.eq(of_buf(s1_rest, rbuf))
-        with m.Elif(self.r_addr != p):  # one step
+        with m.Elif(step):
             with m.If(cur_rest.any()):
                 m.d.sync += [out.eq(pick_cur), cur_rest.eq(cur_rest & ~lo_cur)]
             with m.Else():
