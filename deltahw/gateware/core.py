@@ -37,7 +37,7 @@ from .. import cycles, regmap
 from ..config import DeltaGRUConfig, ceil_div
 from ..layout import Layout
 from . import KEEP
-from .activation import ActivationPipe
+from .activation import ActivationPipe, logic_compares_for
 from .counters import PerfCounters
 from .encoder import DeltaEncoder
 from .frontend import InputFrontEnd, bits_for, column_bits, input_layout, mem_depth
@@ -313,7 +313,9 @@ class DeltaGRUCore(wiring.Component):
         act_lat = ActivationPipe.LATENCY
         # Three copies of the new h: the h memories' write data (and the network output), the h
         # encoder, the x encoder (ActivationPipe: each its own registers, placed by its users).
-        m.submodules.act = actp = ActivationPipe(cfg, tag_bits=beat_bits, h_copies=2)
+        # Stage 1's compares as LUT logic on Xilinx 7-series parts only (ActivationPipe).
+        m.submodules.act = actp = ActivationPipe(cfg, tag_bits=beat_bits, h_copies=2,
+                                                 logic_compares=logic_compares_for(platform))
         h_out = [actp.h, actp.h_copy[0], actp.h_copy[1]]
         # The layer travels along: while the last layer drains, the schedule's block is already
         # layer 0 (the next timestep's overlapped x phase).

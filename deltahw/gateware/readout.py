@@ -8,7 +8,7 @@ from amaranth.lib.wiring import In, Out
 
 from ..config import DeltaGRUConfig, ceil_div
 from . import KEEP
-from .activation import round_saturate
+from .activation import logic_compares_for, round_saturate
 from .frontend import bits_for
 from .mac import MacArray
 
@@ -60,6 +60,7 @@ class HeadReadout(wiring.Component):
         m = Module()
         cfg = self.config
         P, A, O, ab = cfg.lanes, cfg.act_width, cfg.output_size, cfg.act.bits
+        lc = logic_compares_for(platform)  # the rescale's compares (ActivationPipe's reasons)
         st = data.StructLayout({"valid": 1, "beat": len(self.beat), "k": self.k_bits})
         # Delay line of the issued beats: dl[i] holds the issue of i cycles ago; the words are on
         # mx_data at dl[R] (R = MacArray.FWD_READ_LATENCY), the result leaves at dl[R + LATENCY].
@@ -90,7 +91,7 @@ class HeadReadout(wiring.Component):
         # 2. round and saturate.
         y = Signal(data.ArrayLayout(signed(ab), A))
         for i in range(A):
-            m.d.sync += y[i].eq(round_saturate(sel[i], cfg.weight.frac, ab))
+            m.d.sync += y[i].eq(round_saturate(sel[i], cfg.weight.frac, ab, lc))
         out = dl[R + self.LATENCY]
         for i in range(A):
             m.d.comb += self.out.data[i].eq(Mux(out.beat * A + i < O, y[i], 0))
