@@ -230,8 +230,8 @@ class ActivationPipe(wiring.Component):
 
     ``logic_compares``: stage 1's eight compares with constants (round/saturate of the four gate
     words) as AND/OR logic (:func:`ge_const`) instead of carry chains. The core turns it on for
-    Xilinx 7-series parts, where a LUT6 takes about five bits of a compare: 2-7 % fewer LUTs for
-    the whole design (docs/benchmarks/fit_check.md). Not on the ECP5: there the logic saved 12 %
+    Xilinx 7-series parts, where a LUT6 takes about five bits of a compare (part of session 17's
+    4-7 % fewer LUTs, docs/benchmarks/fit_check.md). Not on the ECP5: there the logic saved 12 %
     of the LUT4s, but the same design placed at 57.07 MHz against 75.99 with carry chains
     (docs/benchmarks/fmax, lead17-3 and lead17-4; a chain uses the dedicated carry routing, a
     LUT tree the general routing the activation's neighbourhood is short of). Both forms compute
