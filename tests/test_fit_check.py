@@ -46,3 +46,31 @@ def test_current_gateware_spans_activation_widths():
     """The per-unit costs are fitted across A: the current gateware is measured at A = 4, 8, 16
     on the xc7 (one family is enough to pin the slope; the ECP5 factor scales it)."""
     assert {r["act_width"] for r in ROWS if PARTS[r["part"]].family == "xc7"} >= {4, 8, 16}
+
+
+class _Series7:
+    """A stand-in platform: the core asks its platform for nothing but ``family``."""
+
+    family = "series7"
+
+
+@pytest.mark.parametrize("layers,head", [(1, True), (2, False), (3, True)])
+def test_state_memories_are_block_ram_on_series7_and_in_the_estimate(layers, head):
+    """The h state memories carry ``ram_style = "block"`` on a Xilinx 7-series platform only
+    (``state_memory_attrs``), all 2 L + targets of them and no other memory, and the estimate
+    counts exactly those in block RAM on an xc7 part and in LUT RAM on an ECP5 part."""
+    from amaranth.back import rtlil
+
+    from deltahw.config import DeltaGRUConfig
+    from deltahw.gateware.core import DeltaGRUCore
+
+    cfg = DeltaGRUConfig(3, 12, layers, 2 if head else 0, lanes=12, lanes_per_bank=4,
+                         act_width=4, enc_width=4)
+    n_state = 2 * layers + (layers if head else layers - 1)
+    marked = rtlil.convert(DeltaGRUCore(cfg), platform=_Series7()).count('\\ram_style "block"')
+    assert marked == n_state
+    assert rtlil.convert(DeltaGRUCore(cfg)).count("ram_style") == 0
+    for part, kind in (("xc7a35t", "bram"), ("LFE5U-85F", "lutram")):
+        rows = {mm[0]: mm for mm in estimate(cfg, PARTS[part]).memories}
+        assert rows["h_state"][3] == n_state and rows["h_state"][4] == kind
+        assert rows["h_queues"][4] == "lutram"  # the shallow memories that are not state stay

@@ -52,6 +52,20 @@ __all__ = ["DeltaGRUCore", "BusSignature", "input_layout", "output_layout"]
 _depth, _bits = mem_depth, bits_for
 
 
+def state_memory_attrs(platform) -> dict:
+    """Synthesis attributes of the per-layer state memories (h, and the last-transmitted h of
+    each h encoder): block RAM on Xilinx 7-series parts, the synthesis tool's choice elsewhere.
+
+    Each is ``A`` words wide and ``ceil(H/A)`` deep with one synchronous read port, so block RAM
+    reads them with the same one-cycle latency as LUT RAM (nothing in the schedule changes). As
+    LUT RAM they take ``ceil(16 A / 6)`` RAM32M each (A=16: 3 x 43 RAM32M = 516 LUTs, 2.7 % of the
+    A7-35T), as block RAM a few of its 50 BRAM36, of which the design uses under half. On the ECP5
+    the LUTs are plentiful and an EBR's clock-to-output delay would sit at the start of the h
+    encoders' paths, so they stay the tool's choice there (LUT RAM).
+    """
+    return {"ram_style": "block"} if getattr(platform, "family", None) == "series7" else {}
+
+
 class DeltaGRUCore(wiring.Component):
     """A delta-GRU accelerator for one :class:`DeltaGRUConfig`.
 
@@ -141,9 +155,12 @@ class DeltaGRUCore(wiring.Component):
         # ---- per-layer state memories and queues -------------------------------------------------
         beat_bits = _bits(nb)
         h_r, h_w, hhat_r, hhat_w, hq = [], [], [], [], []
+        state_attrs = state_memory_attrs(platform)
         for l in range(L):
-            hm = memory.Memory(shape=data.ArrayLayout(act, A), depth=_depth(nb), init=[])
-            hh = memory.Memory(shape=data.ArrayLayout(act, A), depth=_depth(nb), init=[])
+            hm = memory.Memory(shape=data.ArrayLayout(act, A), depth=_depth(nb), init=[],
+                               attrs=state_attrs)
+            hh = memory.Memory(shape=data.ArrayLayout(act, A), depth=_depth(nb), init=[],
+                               attrs=state_attrs)
             m.submodules[f"h{l}"], m.submodules[f"hhat{l}"] = hm, hh
             h_r.append(hm.read_port()), h_w.append(hm.write_port())
             hhat_r.append(hh.read_port()), hhat_w.append(hh.write_port())
@@ -153,7 +170,8 @@ class DeltaGRUCore(wiring.Component):
             hq.append(q)
         xt_r, xt_w, xq = [], [], []  # x encoders fed by activation: target t+1 (layer t+1 or head)
         for t in range(n_targets):
-            xm = memory.Memory(shape=data.ArrayLayout(act, A), depth=_depth(nb), init=[])
+            xm = memory.Memory(shape=data.ArrayLayout(act, A), depth=_depth(nb), init=[],
+                               attrs=state_attrs)
             m.submodules[f"xhat{t + 1}"] = xm
             xt_r.append(xm.read_port()), xt_w.append(xm.write_port())
             q = DeltaQueue(width=A, depth=H, index_bits=column_bits(*x_origin[t + 1], H),
