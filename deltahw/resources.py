@@ -23,6 +23,7 @@ from dataclasses import dataclass
 
 from .errors import DeltahwError
 from .config import DeltaGRUConfig, ceil_div
+from .gateware import Forms
 from .layout import Layout
 
 __all__ = ["Estimate", "FitError", "estimate", "check_fit", "LUTRAM_MAX_DEPTH", "suggest"]
@@ -174,7 +175,7 @@ def _memories(config: DeltaGRUConfig, rx_depth: int):
         # maps only the bits a port uses: the entries once, the head once more.
         ("x_queue_in", 2 * ceil_div(I, E), E * qent(I), 1, 1),
         ("x_queue_in_heads", 2 * ceil_div(I, E), qent(I) + E, 1, 1),
-        # In block RAM on Xilinx 7-series parts (deltahw.gateware.core.state_memory_attrs).
+        # In block RAM with Forms.state_in_block_ram (deltahw.gateware.core.state_memory_attrs).
         ("h_state", nb, A * ab, 2 * L + n_targets, 1),
         ("h_queues", ceil_div(H, A), A * qent(H), L + n_targets, 1),
         ("h_queue_heads", ceil_div(H, A), qent(H) + A, L + n_targets, 1),
@@ -184,15 +185,22 @@ def _memories(config: DeltaGRUConfig, rx_depth: int):
     return [mm for mm in mems if mm[3] > 0 and mm[1] > 0]
 
 
+def part_forms(part) -> Forms:
+    """The implementation forms the board builds generate for ``part`` (``Part.family`` "xc7" is
+    Amaranth's "series7")."""
+    return Forms.for_family({"xc7": "series7"}.get(part.family, part.family))
+
+
 def estimate(config: DeltaGRUConfig, part, rx_depth: int = 1024) -> Estimate:
     """Resource estimate of the board top level (core + bridge + UART) of ``config`` on ``part``."""
     modes = _XC7_RAMB18 if part.family == "xc7" else _ECP5_EBR
+    forms = part_forms(part)
     per_block = 2 if part.bram_kbits == 36 else 1  # 18-kbit halves per counted block
     blocks18 = 0
     lutram = 0
     rows = []
     for name, depth, width, count, ports in _memories(config, rx_depth):
-        if depth > LUTRAM_MAX_DEPTH or (name == "h_state" and part.family == "xc7"):
+        if depth > LUTRAM_MAX_DEPTH or (name == "h_state" and forms.state_in_block_ram):
             # A ROM with two read ports uses the block's two ports; a 1-port memory uses one.
             b = _blocks18(depth, width, modes)
             blocks18 += b * count

@@ -62,6 +62,7 @@ def test_state_memories_are_block_ram_on_series7_and_in_the_estimate(layers, hea
     from amaranth.back import rtlil
 
     from deltahw.config import DeltaGRUConfig
+    from deltahw.gateware import Forms
     from deltahw.gateware.core import DeltaGRUCore
 
     cfg = DeltaGRUConfig(3, 12, layers, 2 if head else 0, lanes=12, lanes_per_bank=4,
@@ -70,6 +71,8 @@ def test_state_memories_are_block_ram_on_series7_and_in_the_estimate(layers, hea
     marked = rtlil.convert(DeltaGRUCore(cfg), platform=_Series7()).count('\\ram_style "block"')
     assert marked == n_state
     assert rtlil.convert(DeltaGRUCore(cfg)).count("ram_style") == 0
+    forced = DeltaGRUCore(cfg, forms=Forms.for_family("series7"))  # as the xc7 simulation runs
+    assert rtlil.convert(forced).count('\\ram_style "block"') == n_state
     for part, kind in (("xc7a35t", "bram"), ("LFE5U-85F", "lutram")):
         rows = {mm[0]: mm for mm in estimate(cfg, PARTS[part]).memories}
         assert rows["h_state"][3] == n_state and rows["h_state"][4] == kind

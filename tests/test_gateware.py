@@ -13,6 +13,7 @@ from amaranth.sim import Simulator
 from deltahw import cycles, regmap
 from deltahw.config import DeltaGRUConfig, FixedFormat, ceil_div
 from deltahw.gateware.activation import ACT_LATENCY, ActivationPipe, _TanhIndex
+from deltahw.gateware import Forms
 from deltahw.gateware.core import DeltaGRUCore
 from deltahw.gateware.encoder import DeltaEncoder
 from deltahw.gateware.mac import MacArray
@@ -470,7 +471,7 @@ def test_mac_array_accumulates_columns(shape, read):
 # --- whole core -----------------------------------------------------------------------------------
 def simulate_core(model, x_q, firsts, *, backpressure=0.0, idle=0.0, seed=0, thresholds=None,
                   drain_trim=None, fired=None, lockstep=False, totals=None, load_over_bus=False,
-                  gap=0):
+                  gap=0, forms=None):
     """Run the core in amaranth.sim; returns (outputs (T, W), CYCLES_LAST per timestep). ``gap``
     idle input cycles come before every beat (``idle``: random ones, after them). With a
     list ``fired``, FIRED_LAST0 and FIRED_HEAD_LAST of every timestep are appended to it. With
@@ -479,14 +480,15 @@ def simulate_core(model, x_q, firsts, *, backpressure=0.0, idle=0.0, seed=0, thr
     With ``load_over_bus`` the parameter memories start zeroed and every weight and bias is written
     over the bus (one write per cycle, as ``Device.load_model`` orders them, then lane 0's bias
     word 0 again, the word the bias load reads first, wrong until then), the first input beat
-    offered in the cycle of that last ``PARAM_DATA`` write."""
+    offered in the cycle of that last ``PARAM_DATA`` write. ``forms``: the core's implementation
+    forms (``None``: those of a simulation, the timing forms)."""
     cfg, lay = model.config, Layout(model.config)
     wb = lay.to_bank_words(lay.lane_weights(model), cfg.weight.bits)
     bb = lay.to_bank_words(lay.lane_biases(model), cfg.bias.bits)
     if load_over_bus:
-        dut = DeltaGRUCore(cfg, drain_trim=drain_trim)
+        dut = DeltaGRUCore(cfg, drain_trim=drain_trim, forms=forms)
     else:
-        dut = DeltaGRUCore(cfg, weight_init=wb, bias_init=bb, drain_trim=drain_trim)
+        dut = DeltaGRUCore(cfg, weight_init=wb, bias_init=bb, drain_trim=drain_trim, forms=forms)
     E, A = cfg.enc_width, cfg.act_width
     regs = regmap.by_name(cfg.num_layers)
     T = x_q.shape[0]
@@ -584,16 +586,21 @@ def simulate_core(model, x_q, firsts, *, backpressure=0.0, idle=0.0, seed=0, thr
     return torch.tensor(outs), cyc
 
 
-def test_core_matches_golden():
+@pytest.mark.parametrize("family", [None, "series7"], ids=["timing_forms", "xc7_forms"])
+def test_core_matches_golden(family):
     """Two layers, a head, thresholds, saturated inputs, a sequence reset at t = 5, idle input
-    cycles and output back-pressure: outputs and CYCLES_LAST equal the golden model's."""
+    cycles and output back-pressure: outputs and CYCLES_LAST equal the golden model's. With the
+    implementation forms of a simulation (the ECP5's) and with those of Xilinx 7-series parts
+    (``Forms``: LUT-logic compares, plain h encoders, which read the last transmitted h a cycle
+    later), which the cocotb regression does not run."""
     model = small_model(I=5, H=7, L=2, O=3, lanes=12, act_width=2, enc_width=2, theta=20)
     T = 7
     x = torch.randn(T, model.config.input_size, generator=torch.Generator().manual_seed(5))
     x[3] = 200.0  # saturates to the act format's maximum
     x_q, _ = model.quantize_input(x)
     firsts = [t in (0, 5) for t in range(T)]  # a new sequence starts at t = 5
-    out, cyc = simulate_core(model, x_q, firsts, backpressure=0.3, idle=0.3, seed=1)
+    out, cyc = simulate_core(model, x_q, firsts, backpressure=0.3, idle=0.3, seed=1,
+                             forms=Forms.for_family(family))
     exp_out, exp_cyc = [], []
     for a, b in ((0, 5), (5, T)):
         g = run_golden(model, x_q[a:b])

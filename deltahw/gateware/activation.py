@@ -19,7 +19,7 @@ from ..config import DeltaGRUConfig
 from . import KEEP
 
 __all__ = ["ActivationPipe", "ACT_LATENCY", "round_shift", "saturate_to", "round_saturate",
-           "ge_const", "const_init", "logic_compares_for"]
+           "ge_const", "const_init"]
 
 
 def round_shift(value, shift: int):
@@ -75,13 +75,6 @@ def ge_const(value, k: int):
 
     gt, eq = gt_eq(low, w)
     return gt | eq
-
-
-def logic_compares_for(platform) -> bool:
-    """Whether compares with constants are built as LUT logic (:func:`ge_const`) for
-    ``platform``: on Xilinx 7-series parts only (why: :class:`ActivationPipe`). ``None`` (the
-    simulations, plain Verilog) gets carry-chain compares."""
-    return getattr(platform, "family", None) == "series7"
 
 
 def round_saturate(value, shift: int, bits: int, logic_compares: bool = False):

@@ -36,8 +36,8 @@ from amaranth.lib.wiring import In, Out
 from .. import cycles, regmap
 from ..config import DeltaGRUConfig, ceil_div
 from ..layout import Layout
-from . import KEEP
-from .activation import ActivationPipe, logic_compares_for
+from . import KEEP, Forms
+from .activation import ActivationPipe
 from .counters import PerfCounters
 from .encoder import DeltaEncoder
 from .frontend import InputFrontEnd, bits_for, column_bits, input_layout, mem_depth
@@ -52,9 +52,10 @@ __all__ = ["DeltaGRUCore", "BusSignature", "input_layout", "output_layout"]
 _depth, _bits = mem_depth, bits_for
 
 
-def state_memory_attrs(platform) -> dict:
+def state_memory_attrs(forms: Forms) -> dict:
     """Synthesis attributes of the per-layer state memories (h, and the last-transmitted h of
-    each h encoder): block RAM on Xilinx 7-series parts, the synthesis tool's choice elsewhere.
+    each h encoder): block RAM with ``forms.state_in_block_ram`` (Xilinx 7-series parts), the
+    synthesis tool's choice elsewhere.
 
     Each is ``A`` words wide and ``ceil(H/A)`` deep with one synchronous read port, so block RAM
     reads them with the same one-cycle latency as LUT RAM (nothing in the schedule changes). As
@@ -63,7 +64,7 @@ def state_memory_attrs(platform) -> dict:
     the LUTs are plentiful and an EBR's clock-to-output delay would sit at the start of the h
     encoders' paths, so they stay the tool's choice there (LUT RAM).
     """
-    return {"ram_style": "block"} if getattr(platform, "family", None) == "series7" else {}
+    return {"ram_style": "block"} if forms.state_in_block_ram else {}
 
 
 class DeltaGRUCore(wiring.Component):
@@ -75,13 +76,18 @@ class DeltaGRUCore(wiring.Component):
 
     ``drain_trim`` (tests only) is passed to the :class:`Schedule`: it shortens the waits by the
     given cycles, to show that each is the minimum that stays bit-exact.
+
+    ``forms`` (:class:`~deltahw.gateware.Forms`) picks the implementation forms; ``None``: the
+    elaborating platform's family's (the board builds). The simulations elaborate with no
+    platform, so a test passes ``Forms.for_family("series7")`` to simulate the Xilinx forms.
     """
 
     def __init__(
         self, config: DeltaGRUConfig, *, weight_init=None, bias_init=None, init_files=False,
-        drain_trim=None,
+        drain_trim=None, forms: Forms | None = None,
     ):
         self.config = config
+        self.forms = forms
         self.drain_trim = dict(drain_trim or {})
         self.layout = Layout(config)
         self.weight_init, self.bias_init, self.init_files = weight_init, bias_init, init_files
@@ -96,6 +102,7 @@ class DeltaGRUCore(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         cfg, lay = self.config, self.layout
+        forms = self.forms if self.forms is not None else Forms.for_platform(platform)
         I, H, L, O = cfg.input_size, cfg.hidden_size, cfg.num_layers, cfg.output_size
         P, A, ab = cfg.lanes, cfg.act_width, cfg.act.bits
         head = cfg.has_head
@@ -155,7 +162,7 @@ class DeltaGRUCore(wiring.Component):
         # ---- per-layer state memories and queues -------------------------------------------------
         beat_bits = _bits(nb)
         h_r, h_w, hhat_r, hhat_w, hq = [], [], [], [], []
-        state_attrs = state_memory_attrs(platform)
+        state_attrs = state_memory_attrs(forms)
         for l in range(L):
             hm = memory.Memory(shape=data.ArrayLayout(act, A), depth=_depth(nb), init=[],
                                attrs=state_attrs)
@@ -333,7 +340,7 @@ class DeltaGRUCore(wiring.Component):
         # encoder, the x encoder (ActivationPipe: each its own registers, placed by its users).
         # Stage 1's compares as LUT logic on Xilinx 7-series parts only (ActivationPipe).
         m.submodules.act = actp = ActivationPipe(cfg, tag_bits=beat_bits, h_copies=2,
-                                                 logic_compares=logic_compares_for(platform))
+                                                 logic_compares=forms.logic_compares)
         h_out = [actp.h, actp.h_copy[0], actp.h_copy[1]]
         # The layer travels along: while the last layer drains, the schedule's block is already
         # layer 0 (the next timestep's overlapped x phase).
@@ -351,8 +358,11 @@ class DeltaGRUCore(wiring.Component):
             m.d.sync += dl[i + 1].eq(dl[i])
         m.d.comb += [mac.mch_addr.eq(t_mchbase[layer] + act_g)]
         # The h encoders take the last transmitted values a cycle ahead of the new h (vhat_ahead,
-        # so only a compare follows the pipeline's output), read with one cycle of latency.
-        vhat_at = rd_lat + act_lat - DeltaEncoder.VHAT_AHEAD_LATENCY - 1
+        # so only a compare follows the pipeline's output), read with one cycle of latency; in
+        # their plain form (Forms.plain_h_encoders) in the new h's cycle.
+        vhat_ahead = not forms.plain_h_encoders
+        vhat_lead = DeltaEncoder.VHAT_AHEAD_LATENCY if vhat_ahead else 0
+        vhat_at = rd_lat + act_lat - vhat_lead - 1
         for l in range(L):
             m.d.comb += [h_r[l].addr.eq(dl[rd_lat - 1].beat),
                          hhat_r[l].addr.eq(dl[vhat_at].beat)]
@@ -397,13 +407,13 @@ class DeltaGRUCore(wiring.Component):
         # Output stage: write h, delta-encode it twice, emit it if it is the network output.
         dN = dl[act_lat + rd_lat]
         act_layer = dN.layer  # the layer whose beat leaves the pipeline
-        # The beat whose last transmitted values the h encoders take (a cycle ahead of dN).
-        pre_layer = dl[act_lat + rd_lat - DeltaEncoder.VHAT_AHEAD_LATENCY].layer
+        # The beat whose last transmitted values the h encoders take (a cycle ahead of dN, or dN).
+        pre_layer = dl[act_lat + rd_lat - vhat_lead].layer
         unit_ok = Signal(A)
         for i in range(A):
             m.d.comb += unit_ok[i].eq(dN.beat * A + i < H)
-        m.submodules.enc_h = enc_h = DeltaEncoder(width=A, act_bits=ab, vhat_ahead=True)
-        m.submodules.enc_x = enc_x = DeltaEncoder(width=A, act_bits=ab, vhat_ahead=True)
+        m.submodules.enc_h = enc_h = DeltaEncoder(width=A, act_bits=ab, vhat_ahead=vhat_ahead)
+        m.submodules.enc_x = enc_x = DeltaEncoder(width=A, act_bits=ab, vhat_ahead=vhat_ahead)
         hhat_data = Array([p.data.as_value() for p in hhat_r])
         m.d.comb += [
             enc_h.v.eq(h_out[1]),
@@ -483,7 +493,7 @@ class DeltaGRUCore(wiring.Component):
 
         # ---- head read-out -----------------------------------------------------------------------
         if head:
-            m.submodules.readout = ro = HeadReadout(cfg)
+            m.submodules.readout = ro = HeadReadout(cfg, logic_compares=forms.logic_compares)
             m.d.comb += [
                 ro.issue.eq(sched.ro_issue),
                 ro.beat.eq(sched.ro_beat),

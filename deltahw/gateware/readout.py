@@ -8,7 +8,8 @@ from amaranth.lib.wiring import In, Out
 
 from ..config import DeltaGRUConfig, ceil_div
 from . import KEEP
-from .activation import logic_compares_for, round_saturate
+from . import Forms
+from .activation import round_saturate
 from .frontend import bits_for
 from .mac import MacArray
 
@@ -42,8 +43,11 @@ class HeadReadout(wiring.Component):
     #: Cycles from ``mx_data`` to ``out``/``w_en`` (select, then rescale, each registered).
     LATENCY = 2
 
-    def __init__(self, config: DeltaGRUConfig):
+    def __init__(self, config: DeltaGRUConfig, *, logic_compares=None):
         self.config = config
+        #: The rescale's compares as LUT logic (ActivationPipe's reasons); ``None``: as
+        #: :class:`~deltahw.gateware.Forms` says for the elaborating platform.
+        self.logic_compares = logic_compares
         P, A = config.lanes, config.act_width
         self.nbo = ceil_div(config.output_size, A)
         self.k_bits = bits_for(max(1, P // A))
@@ -60,7 +64,8 @@ class HeadReadout(wiring.Component):
         m = Module()
         cfg = self.config
         P, A, O, ab = cfg.lanes, cfg.act_width, cfg.output_size, cfg.act.bits
-        lc = logic_compares_for(platform)  # the rescale's compares (ActivationPipe's reasons)
+        lc = (Forms.for_platform(platform).logic_compares if self.logic_compares is None
+              else self.logic_compares)
         st = data.StructLayout({"valid": 1, "beat": len(self.beat), "k": self.k_bits})
         # Delay line of the issued beats: dl[i] holds the issue of i cycles ago; the words are on
         # mx_data at dl[R] (R = MacArray.FWD_READ_LATENCY), the result leaves at dl[R + LATENCY].
