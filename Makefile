@@ -8,6 +8,7 @@ BOARD ?= arty_a7
 FUZZ_N ?= 50
 FUZZ_SEED ?=
 FUZZ_OUT ?= fuzz_out
+FORMS ?= portable
 export PYTHONHASHSEED = 0
 
 .PHONY: help setup demo test unit sim fuzz fuzz-sample firmware-test soc-sim soc-sim-small soc-build lint \
@@ -19,13 +20,15 @@ help:
 	@echo "make test           unit tests + RTL regression (Icarus) + co-simulation tests"
 	@echo "make unit           Python unit tests only (golden model, numerics, gateware blocks)"
 	@echo "make sim            cocotb regression of the RTL vs the golden model"
-	@echo "                    (SIM=icarus|verilator, CONFIG=config.json|model folder, WAVES=1)"
+	@echo "                    (SIM=icarus|verilator, CONFIG=config.json|model folder, WAVES=1,"
+	@echo "                    FORMS=portable|series7: the implementation forms under test)"
 	@echo "make sim CONFIG=model INPUT=x.npy"
 	@echo "                    your own float input (T, I) or (B, T, I) through the model's RTL"
 	@echo "                    on Verilator: outputs to x.rtl.npy, hardware counters to x.rtl.json"
 	@echo "make fuzz           random legal configs through the RTL regression on Verilator"
 	@echo "                    (FUZZ_N=50, FUZZ_SEED=<seed; default from the clock>, FUZZ_OUT=dir;"
-	@echo "                    a failing config is saved in FUZZ_OUT/failures/ for make sim CONFIG=)"
+	@echo "                    a failing config is saved in FUZZ_OUT/failures/ for make sim CONFIG=;"
+	@echo "                    FORMS=series7 fuzzes the Xilinx 7-series forms)"
 	@echo "make firmware-test  C driver against a Verilator model of the core"
 	@echo "make soc-sim        the RISC-V SoC (LiteX, VexRiscv, the fsdd core, UART) in LiteX's"
 	@echo "                    Verilator simulation: the firmware loads the weights, runs an fsdd"
@@ -58,14 +61,14 @@ ifneq ($(strip $(INPUT)),)
 	$(PYTHON) -m deltahw.simulate $(CONFIG) --input $(INPUT) \
 		--output $(basename $(INPUT)).rtl.npy --stats $(basename $(INPUT)).rtl.json
 else ifneq ($(strip $(CONFIG)),)
-	SIM=$(SIM) CONFIG=$(CONFIG) WAVES=$(WAVES) $(PYTHON) -m pytest -q \
+	SIM=$(SIM) CONFIG=$(CONFIG) WAVES=$(WAVES) FORMS=$(FORMS) $(PYTHON) -m pytest -q \
 		rtl_tests/test_rtl_core.py rtl_tests/test_rtl_vectors.py
 else
-	SIM=$(SIM) WAVES=$(WAVES) $(PYTHON) -m pytest -q rtl_tests
+	SIM=$(SIM) WAVES=$(WAVES) FORMS=$(FORMS) $(PYTHON) -m pytest -q rtl_tests
 endif
 
 fuzz:
-	$(PYTHON) -m deltahw.verify.fuzz --n $(FUZZ_N) $(if $(FUZZ_SEED),--seed $(FUZZ_SEED)) \
+	FORMS=$(FORMS) $(PYTHON) -m deltahw.verify.fuzz --n $(FUZZ_N) $(if $(FUZZ_SEED),--seed $(FUZZ_SEED)) \
 		--out $(FUZZ_OUT) --sim verilator
 
 # The CI sample: two configurations of a fixed seed (reproducible; `make fuzz` varies the seed).

@@ -72,19 +72,34 @@ def top_name(interface: str = "native") -> str:
     return TOP_NAME
 
 
-def verilog_source(config: DeltaGRUConfig, interface: str = "native") -> str:
-    """Verilog of the core for ``config`` (parameters come from the .mem files at elaboration)."""
+#: ``--family`` choices: the implementation forms of the generated Verilog
+#: (:class:`deltahw.gateware.Forms`). ``portable``: the carry-chain and registered forms the
+#: simulations and the ECP5 use, correct and timed anywhere; ``series7``: the Xilinx 7-series
+#: forms the Arty A7 builds use (fewer LUTs; the h encoders subtract then compare).
+FAMILIES = ("portable", "series7")
+
+
+def verilog_source(config: DeltaGRUConfig, interface: str = "native",
+                   family: str = "portable") -> str:
+    """Verilog of the core for ``config`` (parameters come from the .mem files at elaboration),
+    in the implementation forms of ``family`` (:data:`FAMILIES`)."""
     from amaranth.back import verilog
+
+    from .gateware import Forms
+
+    if family not in FAMILIES:
+        raise ConfigError(f"Unknown family {family!r}; expected one of {', '.join(FAMILIES)}.")
+    forms = Forms.for_family(None if family == "portable" else family)
 
     if interface == "axi":
         from .gateware.axi import DeltaGRUAxiTop, axi_ports
 
-        top = DeltaGRUAxiTop(config, init_files=True)
+        top = DeltaGRUAxiTop(config, init_files=True, forms=forms)
         return verilog.convert(top, name=top_name(interface), ports=axi_ports(top),
                                emit_src=False)
     from .gateware.core import DeltaGRUCore
 
-    core = DeltaGRUCore(config, init_files=True)
+    core = DeltaGRUCore(config, init_files=True, forms=forms)
     return verilog.convert(core, name=top_name(interface), emit_src=False)
 
 
@@ -102,17 +117,18 @@ def check_buildable(config: DeltaGRUConfig) -> None:
 
 
 def generate(model: QuantizedModel, out, force: bool = False, protect=(),
-             interface: str = "native") -> dict:
+             interface: str = "native", family: str = "portable") -> dict:
     """Write the RTL, init files and manifest for ``model`` into ``out`` (replaced atomically).
 
     An existing ``out`` is replaced only if an earlier generate wrote it (or with ``force``).
     ``interface``: ``native`` (top ``deltahw_core``) or ``axi`` (top ``deltahw_axi``).
+    ``family``: the implementation forms (:data:`FAMILIES`).
     """
     cfg = model.config
     check_buildable(cfg)
     top = top_name(interface)
     with output_dir(out, "generate", force=force, protect=protect) as tmp:
-        source = verilog_source(cfg, interface)
+        source = verilog_source(cfg, interface, family)
         (tmp / f"{top}.v").write_text(source)
         from .gateware.ram import VERILOG_RAM_PATH
 
@@ -226,6 +242,10 @@ def main(argv=None) -> int:
     ap.add_argument("--interface", choices=INTERFACES, default="native",
                     help="native stream/register-bus ports (default) or AXI4-Stream + AXI4-Lite "
                     "(top module deltahw_axi; see deltahw/gateware/axi.py)")
+    ap.add_argument("--family", choices=FAMILIES, default="portable",
+                    help="implementation forms: portable (default; what the simulations and the "
+                    "ECP5 use) or series7 (the Xilinx 7-series forms of the Arty builds: fewer "
+                    "LUTs, the same results and cycles)")
     for name in ("lanes", "lanes-per-bank", "enc-width", "act-width"):
         ap.add_argument(
             f"--{name}", type=int, help=f"override the config's {name.replace('-', '_')}"
@@ -251,7 +271,7 @@ def _run(args) -> int:
     for line in chosen_lines(model.config):
         print(line, flush=True)
     manifest = generate(model, args.out, force=args.force, protect=[args.model],
-                        interface=args.interface)
+                        interface=args.interface, family=args.family)
     if args.lint:
         lint(args.out)
         print("verilator --lint-only: clean")

@@ -77,3 +77,26 @@ def test_state_memories_are_block_ram_on_series7_and_in_the_estimate(layers, hea
         rows = {mm[0]: mm for mm in estimate(cfg, PARTS[part]).memories}
         assert rows["h_state"][3] == n_state and rows["h_state"][4] == kind
         assert rows["h_queues"][4] == "lutram"  # the shallow memories that are not state stay
+
+
+def test_generate_family_picks_the_forms_and_refuses_an_unknown_one(monkeypatch):
+    """``python -m deltahw.generate --family`` and the regression's ``FORMS``: ``series7`` gives
+    the Xilinx forms (block-RAM state memories, plain h encoders: no registered bounds), the
+    default the portable ones; an unknown family is a one-sentence error naming it."""
+    from deltahw.config import ConfigError, DeltaGRUConfig
+    from deltahw.generate import verilog_source
+    from deltahw.verify.sim import forms_family
+
+    cfg = DeltaGRUConfig(3, 12, 1, 2, lanes=12, lanes_per_bank=4, act_width=4, enc_width=4)
+    portable, xc7 = verilog_source(cfg), verilog_source(cfg, family="series7")
+    assert "ram_style" not in portable and xc7.count('ram_style = "block"') == 3
+    # The registered bounds of a vhat_ahead encoder (``olo``/``ohi``) exist in the portable form
+    # only.
+    assert "olo0" in portable and "olo0" not in xc7
+    with pytest.raises(ConfigError, match="'virtex2'"):
+        verilog_source(cfg, family="virtex2")
+    monkeypatch.setenv("FORMS", "series7")
+    assert forms_family() == "series7"
+    monkeypatch.setenv("FORMS", "ecp9")
+    with pytest.raises(ValueError, match="FORMS must be one of portable, series7; got 'ecp9'"):
+        forms_family()

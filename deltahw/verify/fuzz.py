@@ -99,7 +99,8 @@ def _features(cfg: DeltaGRUConfig) -> list[str]:
 
 def _write_report(out: Path, doc: dict) -> None:
     (out / "fuzz.json").write_text(json.dumps(doc, indent=1) + "\n")
-    lines = [f"# deltahw fuzz: seed {doc['seed']}, simulator {doc['sim']}", "",
+    forms = doc.get("forms", "portable")
+    lines = [f"# deltahw fuzz: seed {doc['seed']}, simulator {doc['sim']}, {forms} forms", "",
              f"{doc['passed']} passed, {doc['failed']} failed of {len(doc['runs'])} run "
              f"({doc['requested']} requested) in {doc['wall_seconds']:.0f} s.", "",
              "| # | config | features | result | seconds |", "|---|---|---|---|---:|"]
@@ -107,7 +108,8 @@ def _write_report(out: Path, doc: dict) -> None:
         lines.append(f"| {r['index']} | {r['summary']} | {', '.join(r['features'])} | "
                      f"{r['result']} | {r['seconds']:.0f} |")
     if doc["failed"]:
-        lines += ["", "Rerun a failure with `make sim SIM=" + doc["sim"] + " CONFIG=<file>`:", ""]
+        lines += ["", "Rerun a failure with `make sim SIM=" + doc["sim"]
+                  + (f" FORMS={forms}" if forms != "portable" else "") + " CONFIG=<file>`:", ""]
         lines += [f"- `{r['failure_file']}`" for r in doc["runs"] if r.get("failure_file")]
     (out / "fuzz.md").write_text("\n".join(lines) + "\n")
 
@@ -135,10 +137,18 @@ def main(argv=None) -> int:
         return 2
     out = Path(args.out).resolve()
     (out / "configs").mkdir(parents=True, exist_ok=True)
-    print(f"fuzz seed {seed}: {args.n} configuration(s) on {args.sim} "
+    from .sim import forms_family
+
+    try:
+        forms = forms_family()  # FORMS, passed on to the regression with the environment
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(f"fuzz seed {seed}: {args.n} configuration(s) on {args.sim}, {forms} forms "
           f"(rerun with FUZZ_SEED={seed})", flush=True)
     builds = out / "sim_build"
-    doc = {"seed": seed, "sim": args.sim, "requested": args.n, "passed": 0, "failed": 0,
+    doc = {"seed": seed, "sim": args.sim, "forms": forms, "requested": args.n, "passed": 0,
+           "failed": 0,
            "wall_seconds": 0.0, "runs": []}
     t_all = time.time()
     rng = random.Random(seed)
@@ -180,7 +190,8 @@ def main(argv=None) -> int:
         doc["wall_seconds"] = time.time() - t_all
         _write_report(out, doc)
         print(f"[{i + 1}/{args.n}] {name}: {result} in {run['seconds']:.0f} s - {cfg.summary()}"
-              + (f"\n    rerun: make sim SIM={args.sim} CONFIG={run['failure_file']} "
+              + (f"\n    rerun: make sim SIM={args.sim} FORMS={forms} "
+                 f"CONFIG={run['failure_file']} "
                  f"(log {log})" if result != "pass" else ""), flush=True)
     print(f"fuzz seed {seed}: {doc['passed']} passed, {doc['failed']} failed; report "
           f"{out / 'fuzz.md'}", flush=True)

@@ -66,6 +66,18 @@ def simulator() -> str:
     return sim
 
 
+def forms_family() -> str:
+    """``FORMS``: the implementation forms of the RTL under test (``deltahw.generate.FAMILIES``;
+    default ``portable``, the forms the ECP5 and plain Verilog get; ``series7``: the Xilinx
+    7-series forms of the Arty builds)."""
+    from deltahw.generate import FAMILIES
+
+    fam = os.environ.get("FORMS", "").strip().lower() or "portable"
+    if fam not in FAMILIES:
+        raise ValueError(f"FORMS must be one of {', '.join(FAMILIES)}; got {fam!r}.")
+    return fam
+
+
 def waves_enabled() -> bool:
     return os.environ.get("WAVES", "0").strip().lower() in ("1", "yes", "true", "on")
 
@@ -136,7 +148,7 @@ def _generate(model, out_dir: Path) -> None:
     if out_dir.exists():
         shutil.rmtree(out_dir)
     out_dir.mkdir(parents=True)
-    generate(model, out_dir)
+    generate(model, out_dir, family=forms_family())
     missing = [n for n in (f"{TOPLEVEL}.v", "manifest.json") if not (out_dir / n).is_file()]
     if missing:
         raise FileNotFoundError(f"deltahw.generate.generate wrote no {', '.join(missing)} in "
