@@ -106,6 +106,7 @@ def build_soc(model, out: Path, *, target="sim", load=True, x_q=None, sequence="
     from ..golden import run_golden
     from .firmware import compile_firmware, write_headers
     from .litex_soc import DeltahwSoC, make_platform
+    from ..gateware import Forms
     from .wishbone import verilog_source
 
     if run and target != "sim":
@@ -124,7 +125,10 @@ def build_soc(model, out: Path, *, target="sim", load=True, x_q=None, sequence="
         rtl.mkdir()
         log(f"[1/4] core RTL (Wishbone slave) for {cfg.summary()}; weights "
             f"{'zero at power-on, loaded by the firmware' if load else 'in the block RAM init'}")
-        (rtl / "deltahw_wb.v").write_text(verilog_source(cfg))
+        # The Arty build gets the Xilinx 7-series forms, as the UART-bridge build does (the
+        # simulation target the portable ones, as every other simulation).
+        forms = Forms.for_family("series7") if target == "arty_a7" else None
+        (rtl / "deltahw_wb.v").write_text(verilog_source(cfg, forms))
         from ..gateware.ram import VERILOG_RAM_PATH
 
         shutil.copyfile(VERILOG_RAM_PATH, rtl / VERILOG_RAM_PATH.name)

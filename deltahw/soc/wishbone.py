@@ -236,11 +236,12 @@ class DeltaGRUWishbone(wiring.Component):
         return m
 
 
-def verilog_source(config: DeltaGRUConfig) -> str:
-    """Verilog of the wrapper (module ``deltahw_wb``; parameters from the ``.mem`` files)."""
+def verilog_source(config: DeltaGRUConfig, forms=None) -> str:
+    """Verilog of the wrapper (module ``deltahw_wb``; parameters from the ``.mem`` files), in
+    the implementation forms ``forms`` (:class:`deltahw.gateware.Forms`; ``None``: portable)."""
     from amaranth.back import verilog
 
-    top = DeltaGRUWishbone(config, init_files=True)
+    top = DeltaGRUWishbone(config, init_files=True, forms=forms)
     return verilog.convert(top, name=WB_TOP_NAME, emit_src=False)
 
 
