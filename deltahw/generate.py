@@ -139,6 +139,7 @@ def generate(model: QuantizedModel, out, force: bool = False, protect=(),
         manifest["rtl"] = {
             "top": top,
             "interface": interface,
+            "forms": family,  # the implementation forms (FAMILIES): same results and cycles
             "sources": [f"{top}.v", VERILOG_RAM_PATH.name],
             "cycle_model": {
                 "column_cost": cycles.column_cost(cfg),
