@@ -106,14 +106,14 @@ _FF_BASE, _FF_PER_LANE, _FF_PER_ACC_BIT, _FF_PER_UNIT = 5200, 10, 2.0, 355
 # TRELLIS_FF) fixed both factors. Session 17: the ECP5 at A=8 on 63c6499's netlist (lead17-4, 75
 # MHz: 32602 / 19290; carry-chain compares there, so the factor over the xc7 estimate grew) fixes
 # them again (one row: exact there; A=4 and A=16 follow the xc7 slope).
-# Session 18: the same ECP5 row (the state memories' attribute is for the xc7 only: the ECP5
-# netlist did not change), refitted against the new base and per-unit costs.
 # Session 18, Forms.plain_h_encoders (the xc7's h encoders subtract, then compare): the base and
 # per-unit costs above are of that form. The registered-bounds form the ECP5 builds (two adders
 # and 2 x 52 flip-flops per unit) costs _LUT_PER_UNIT_BOUNDS / _FF_PER_UNIT_BOUNDS more per unit,
 # measured as the difference of the two forms on the xc7 at A=8 (14571 - 14010 LUTs, 12513 -
 # 11681 FFs, over 8 units).
 _LUT_PER_UNIT_BOUNDS, _FF_PER_UNIT_BOUNDS = 70, 104
+# Both factors refitted on the same ECP5 row at A=8 (its netlist did not change); the A=16 row
+# (lead18-1) is within 1.5 % / 4.9 %.
 _LUT4_FACTOR = 2.233  # session 18; 2.220 in 17, 2.084 in 16, 2.170 in 14, 2.091 in 13, 2.35 before
 _ECP5_FF_FACTOR = 1.577  # session 18; 1.546 in 17, 1.580 in 16, 1.589 in 14, 1.592 in 13, 1.702
 

@@ -1,5 +1,8 @@
 """Amaranth gateware of the delta-GRU accelerator (one component per block)."""
 
+from dataclasses import dataclass
+from typing import ClassVar
+
 #: Attributes of a flip-flop that duplicates another on purpose (one copy per group of consumers,
 #: to cut a high fanout): ``keep`` on its wire, which the board builds turn into ``keep`` on the
 #: driving flip-flop (``deltahw.build``: ``KEEP_FF_SCRIPT``) so that Yosys does not merge the
@@ -8,6 +11,7 @@
 KEEP = {"keep": 1}
 
 
+@dataclass(frozen=True)
 class Forms:
     """The implementation forms the generator picks per FPGA family: the same function and the
     same cycles (the cycle model does not see them), different LUTs and timing.
@@ -26,13 +30,12 @@ class Forms:
     is measured and routing-bound, and plain Verilog or simulation) gets the timing forms.
     """
 
-    def __init__(self, *, logic_compares=False, plain_h_encoders=False, state_in_block_ram=False):
-        self.logic_compares = logic_compares
-        self.plain_h_encoders = plain_h_encoders
-        self.state_in_block_ram = state_in_block_ram
+    logic_compares: bool = False
+    plain_h_encoders: bool = False
+    state_in_block_ram: bool = False
 
     #: The Amaranth platform family (``platform.family``) that gets the LUT-saving forms.
-    LUT_SAVING_FAMILY = "series7"
+    LUT_SAVING_FAMILY: ClassVar[str] = "series7"
 
     @classmethod
     def for_family(cls, family) -> "Forms":
@@ -43,7 +46,3 @@ class Forms:
     @classmethod
     def for_platform(cls, platform) -> "Forms":
         return cls.for_family(getattr(platform, "family", None))
-
-    def __repr__(self):
-        return (f"Forms(logic_compares={self.logic_compares}, plain_h_encoders="
-                f"{self.plain_h_encoders}, state_in_block_ram={self.state_in_block_ram})")
