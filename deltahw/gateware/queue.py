@@ -20,6 +20,8 @@ from amaranth import Array, Cat, Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, memory, wiring
 from amaranth.lib.wiring import In, Out
 
+from . import KEEP
+
 __all__ = ["DeltaQueue"]
 
 
@@ -165,9 +167,15 @@ class DeltaQueue(wiring.Component):
 
         # Entries 0 and 1 of each buffer in registers, and where the read cursor goes on after
         # entry 1 (its word and the fired elements of that word still to come).
-        lo1 = _lowest(m, w_valid, "w_lo1")
+        # The entry-0/1 logic (two priority picks in series, two K-way selects) reads its own
+        # registered copy of the fire bits, kept apart (KEEP): with one register, the fire bits
+        # also drive the popcount and the word write, and at K = 16 their routing from the one
+        # register to both was the ECP5's critical path (docs/benchmarks/fmax, lead18-1).
+        w_fire = Signal(K, name="w_fire_entries", attrs=KEEP)
+        m.d.sync += w_fire.eq(self.w_valid)
+        lo1 = _lowest(m, w_fire, "w_lo1")
         rest1 = Signal(K, name="w_rest1")
-        m.d.comb += rest1.eq(w_valid & ~lo1)
+        m.d.comb += rest1.eq(w_fire & ~lo1)
         lo2 = _lowest(m, rest1, "w_lo2")
         rest2 = Signal(K, name="w_rest2")
         m.d.comb += rest2.eq(rest1 & ~lo2)
