@@ -71,7 +71,7 @@ def test_seed_reaches_nextpnr_and_the_report(small_model, tmp_path, capsys):
     out = tmp_path / "ulx3s"
     assert build.main(["--board", "ulx3s", str(small_model), "--out", str(out), "--no-synth",
                        "--seed", "7"]) == 0
-    assert "--router router2 --seed 7" in (out / "build_deltahw_top.sh").read_text()
+    assert "--router router2 --tmg-ripup --seed 7" in (out / "build_deltahw_top.sh").read_text()
     assert json.loads((out / "report.json").read_text())["nextpnr_seed"] == 7
     assert "nextpnr --seed 7" in (out / "report.md").read_text()
     capsys.readouterr()
