@@ -35,6 +35,7 @@ TOOLS = {
     "generate": ("deltahw.generate", []),
     "build": ("deltahw.build", []),
     "train": ("deltahw.train.train", []),
+    "act_width": ("deltahw.train.act_width", []),
     "calibrate": ("deltahw.calibrate", []),
     "simulate": ("deltahw.simulate", []),
     "golden": ("deltahw.golden", []),

@@ -212,6 +212,42 @@ def test_shipped_metrics_are_reproduced_by_the_golden_model():
         assert s["float_dense_test_accuracy"] - res["accuracy"] <= 0.01 + 1e-9
 
 
+def test_act_width_is_chosen_again_without_touching_the_weights(tmp_path, capsys):
+    """``python -m deltahw.train.act_width``: the act-width choice made again on a trained folder
+    with today's cycle model and fit check. The float parameters and the rest of the checkpoint
+    are kept bit for bit; the config, config.json and metrics.json record the new width, and the
+    previous choice is kept; the choice is the fastest width that fits by the recorded sweep.
+    A folder that is not a training output is a one-sentence error, before any work."""
+    from deltahw.train.act_width import main as act_width_main
+
+    folder = tmp_path / "fsdd"
+    folder.mkdir()
+    for name in ("model.pt", "config.json", "metrics.json"):
+        (folder / name).write_bytes((ROOT / "models" / "fsdd" / name).read_bytes())
+    before = torch.load(folder / "model.pt", weights_only=True)
+    old_metrics = json.loads((folder / "metrics.json").read_text())
+    assert act_width_main([str(folder)]) == 0
+    after = torch.load(folder / "model.pt", weights_only=True)
+    for part in ("gru", "head"):
+        assert before[part].keys() == after[part].keys()
+        assert all(torch.equal(before[part][k], after[part][k]) for k in before[part])
+    assert before["meta"] == after["meta"]
+    choice = json.loads((folder / "metrics.json").read_text())["act_width_choice"]
+    fits = [r for r in choice["sweep"] if r["fits"]]
+    assert choice["act_width"] == min(fits, key=lambda r: r["delta_cycles"])["act_width"]
+    assert choice["previous"]["act_width"] == old_metrics["act_width_choice"]["act_width"]
+    cfg = DeltaGRUConfig.load(folder / "config.json")
+    assert cfg.act_width == after["config"]["act_width"] == choice["act_width"]
+    assert cfg.replace(act_width=1) == DeltaGRUConfig.load(ROOT / "models" / "fsdd" /
+                                                          "config.json").replace(act_width=1)
+    assert f"chose act_width {choice['act_width']}" in capsys.readouterr().out
+    (folder / "metrics.json").unlink()
+    assert act_width_main([str(folder)]) == 2
+    err = capsys.readouterr().err
+    assert "has no metrics.json; expected the output folder of python -m deltahw.train" in err
+    assert "Traceback" not in err
+
+
 # ----------------------------------------------------------------------------- training CLI
 SMOKE = ["--dataset", "fsdd", "--limit", "320", "--hidden", "16", "--dense-epochs", "3",
          "--delta-epochs", "2", "--ramp-epochs", "1", "--batch-size", "32", "--lr", "1e-2",
