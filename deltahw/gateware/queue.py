@@ -125,7 +125,9 @@ class DeltaQueue(wiring.Component):
                                   "e": data.ArrayLayout(entry, K)})
 
         # ---- write side ------------------------------------------------------------------------
-        w_valid = Signal.like(self.w_valid)
+        # KEEP on both fire-bit registers (w_valid here, w_fire below): with it on one only,
+        # Yosys merges the other into it (same input; 1484738 had one register).
+        w_valid = Signal.like(self.w_valid, attrs=KEEP)
         w_index = Signal.like(self.w_index)
         w_delta = Signal.like(self.w_delta)
         w_first, w_buf = Signal(), Signal()
@@ -170,7 +172,8 @@ class DeltaQueue(wiring.Component):
         # The entry-0/1 logic (two priority picks in series, two K-way selects) reads its own
         # registered copy of the fire bits, kept apart (KEEP): with one register, the fire bits
         # also drive the popcount and the word write, and at K = 16 their routing from the one
-        # register to both was the ECP5's critical path (docs/benchmarks/fmax, lead18-1).
+        # register to both was the ECP5's critical path (docs/benchmarks/fmax, lead18-1). The two
+        # registers: A=16 at 74.43 MHz against 70.49 with one (lead19-9, lead19-1).
         w_fire = Signal(K, name="w_fire_entries", attrs=KEEP)
         m.d.sync += w_fire.eq(self.w_valid)
         lo1 = _lowest(m, w_fire, "w_lo1")
