@@ -95,7 +95,8 @@ def rechoose(folder, part: str = DEFAULT_PART, dry_run: bool = False) -> dict:
     metrics["act_width_choice"] = choice
     if isinstance(metrics.get("config"), dict) and "act_width" in metrics["config"]:
         metrics["config"]["act_width"] = A
-    # Checkpoint last: a run stopped half-way leaves a model.pt that still matches its metrics.
+    # Three atomic writes: a run stopped between them leaves every file whole, and running the
+    # command again (the choice is deterministic) brings the three into line.
     atomic_write_text(config_path, cfg.to_json() + "\n")
     atomic_write_text(metrics_path, json.dumps(metrics, indent=2) + "\n")
     atomic_write_bytes(ckpt_path, buf.getvalue())
