@@ -32,13 +32,9 @@ from ..config import ConfigError, DeltaGRUConfig
 from ..model import CHECKPOINT_KIND, _load_torch_file, load_model
 from ..util import atomic_write_bytes, atomic_write_text, run_cli
 from .data import DATASETS, load_dataset
-from .train import DEFAULT_PART
+from .train import ACT_WIDTH_RULE, DEFAULT_PART
 
 __all__ = ["rechoose", "main"]
-
-#: The rule recorded with the choice (the same words training records).
-RULE = ("fewest mean cycles per timestep (deltahw.cycles) among the widths that fit the part "
-        "(deltahw.resources.fits)")
 
 
 def _folder_files(folder: Path) -> tuple[Path, Path, Path]:
@@ -82,7 +78,7 @@ def rechoose(folder, part: str = DEFAULT_PART, dry_run: bool = False) -> dict:
     A, rows = act_width_for_data(model, xq, lengths, PARTS[part])
     previous = metrics.get("act_width_choice")
     choice = {"act_width": A, "part": PARTS[part].name, "data": "validation split",
-              "rule": RULE, "sweep": rows,
+              "rule": ACT_WIDTH_RULE, "sweep": rows,
               "how": "python -m deltahw.train.act_width (chosen again after training)",
               "previous": None if previous is None else
               {k: previous.get(k) for k in ("act_width", "part", "rule")}}

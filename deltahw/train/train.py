@@ -109,6 +109,9 @@ def auto_schedule(n_train: int) -> dict:
 HW_DEFAULTS = dict(lanes=48, lanes_per_bank=4, act_width="auto", enc_width=8)
 #: The part an ``act_width="auto"`` choice must fit (the Arty A7-35T, the primary board).
 DEFAULT_PART = "xc7a35t"
+#: How ``--act-width auto`` chooses, recorded with the choice (also by ``deltahw.train.act_width``).
+ACT_WIDTH_RULE = ("fewest mean cycles per timestep (deltahw.cycles) among the widths that fit "
+                  "the part (deltahw.resources.fits)")
 
 
 def _act_width_arg(text: str):
@@ -988,8 +991,7 @@ def _finish(out: Path, ds, base, target, net: DeltaGRU, state, best, opts,
         target = target.replace(act_width=A)
         model = model.with_config(target)
         choice = {"act_width": A, "part": auto_part.name, "data": "validation split",
-                  "rule": "fewest mean cycles per timestep (deltahw.cycles) among the widths "
-                          "that fit the part (deltahw.resources.fits)", "sweep": rows}
+                  "rule": ACT_WIDTH_RULE, "sweep": rows}
     trained = {s: golden_eval(model, ds, s) for s in ("val", "test")}
     converted = {}
     if dense["head"] is not None:
