@@ -60,7 +60,8 @@ from .resources import FitError, check_fit
 from .util import atomic_write_text, run_cli
 
 __all__ = ["main", "build_model", "default_model", "BuildError", "TOP_NAME", "parse_yosys_stat",
-           "parse_nextpnr_log", "predicted_performance"]
+           "parse_nextpnr_log", "parse_slack_histogram", "endpoints_slower_than",
+           "predicted_performance"]
 
 TOP_NAME = "deltahw_top"
 #: Yosys commands run right after reading the design (ECP5 flow): a flip-flop whose wire has the
@@ -236,7 +237,47 @@ def parse_nextpnr_log(text: str) -> dict:
                          r"([\d.]+) MHz\)", text):
         fmax[m.group(1)] = {"fmax_mhz": float(m.group(2)), "pass": m.group(3) == "PASS",
                             "target_mhz": float(m.group(4))}
-    return {"cells": util, "clocks": fmax, "critical_path": parse_critical_path(text)}
+    return {"cells": util, "clocks": fmax, "critical_path": parse_critical_path(text),
+            "slack_histogram": parse_slack_histogram(text)}
+
+
+def parse_slack_histogram(text: str) -> dict | None:
+    """nextpnr's last (post-route) slack histogram: ``{"target_mhz", "bins"}``, each bin
+    ``{"from_ps", "to_ps", "min", "max"}`` with the endpoints whose slack at the target clock
+    is in ``[from_ps, to_ps)``. nextpnr draws each ``*`` as a fixed number of endpoints and a
+    trailing ``+`` as 1 to that number less one, so a bin's count is a range. None if the log
+    has no histogram."""
+    start = text.rfind("Slack histogram:")
+    if start < 0:
+        return None
+    unit = re.search(r"\* represents (\d+) endpoint", text[start:])
+    targets = re.findall(r"\((?:PASS|FAIL) at ([\d.]+) MHz\)", text[:start])
+    if not unit or not targets:
+        return None
+    n = int(unit.group(1))
+    bins = []
+    for m in re.finditer(r"^Info: \[\s*(-?\d+),\s*(-?\d+)\) \|(\**)(\+?)\s*$",
+                         text[start:], re.M):
+        stars, plus = len(m.group(3)), bool(m.group(4))
+        bins.append({"from_ps": int(m.group(1)), "to_ps": int(m.group(2)),
+                     "min": stars * n + plus, "max": stars * n + plus * (n - 1)})
+    return {"target_mhz": float(targets[-1]), "bins": bins} if bins else None
+
+
+def endpoints_slower_than(histogram: dict, mhz: float) -> tuple[int, int]:
+    """How many endpoints of a post-route :func:`parse_slack_histogram` have a path longer than
+    a ``mhz`` clock's period, as (at least, at most): the bins wholly below the slack that
+    clock needs count in both, the bin that straddles it in the second only."""
+    need_ps = 1e6 / histogram["target_mhz"] - 1e6 / mhz  # slack at the target for mhz's period
+    lo = sum(b["min"] for b in histogram["bins"] if b["to_ps"] <= need_ps)
+    hi = sum(b["max"] for b in histogram["bins"] if b["from_ps"] < need_ps)
+    return lo, hi
+
+
+def _faster_clocks(fmax: float, steps: int = 3) -> list[int]:
+    """The next ``steps`` multiples of 10 MHz above ``fmax``."""
+    first = int(fmax // 10 + 1) * 10
+    return [first + 10 * k for k in range(steps)]
 
 
 def parse_critical_path(text: str) -> dict | None:
@@ -561,9 +602,14 @@ def _trellis_flow(synth, out, part, platform, top, report, clock_mhz):
     # The design clock is the fastest constrained clock that nextpnr reports.
     fmax = min((c["fmax_mhz"] for c in clocks.values()), default=None)
     crit = parsed["critical_path"]
+    hist = parsed["slack_histogram"]
     report["timing"] = {"clocks": clocks, "fmax_mhz": fmax, "target_mhz": top.clock_hz / 1e6,
                         "met": fmax is not None and fmax >= top.clock_hz / 1e6,
-                        "critical_path": crit}
+                        "critical_path": crit, "slack_histogram": hist}
+    if hist and fmax:
+        # How far the design is from a faster clock: a few paths to fix, or a wall of them.
+        report["timing"]["endpoints_slower_than"] = {
+            str(f): list(endpoints_slower_than(hist, f)) for f in _faster_clocks(fmax)}
     log(f"      done in {elapsed:.0f} s; post-route Fmax {fmax} MHz at a "
         f"{top.clock_hz / 1e6:g} MHz target")
     if crit:
@@ -605,6 +651,13 @@ def write_reports(report: dict, out: Path) -> None:
         lines += ["", "## Timing", "",
                   f"Post-route Fmax {timing['fmax_mhz']} MHz against a "
                   f"{timing['target_mhz']:g} MHz target: {'met' if timing['met'] else 'NOT met'}."]
+        slower = timing.get("endpoints_slower_than")
+        if slower:
+            lines += ["", "Endpoints whose post-route path is too slow for a faster clock (from "
+                      "nextpnr's slack histogram, a range because the histogram is drawn in "
+                      "units): " + "; ".join(f"{mhz} MHz: {lo}-{hi}" if lo != hi else
+                                            f"{mhz} MHz: {lo}"
+                                            for mhz, (lo, hi) in slower.items()) + "."]
     lines += [
         "", "## Predicted performance (deltahw.cycles)", "",
         f"- Dense timestep (every delta fires): {perf['dense_cycles_per_timestep']} cycles = "

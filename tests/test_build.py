@@ -185,6 +185,34 @@ Info: 0.76 ns logic, 3.00 ns routing
                     "logic_ns": 0.76, "routing_ns": 3.0}
 
 
+def test_slack_histogram_and_the_endpoints_a_faster_clock_would_fail():
+    """nextpnr's post-route slack histogram (layout of nextpnr-ecp5 0.11): the last one in the
+    log, '*' = 10 endpoints, '+' = 1 to 9 more; at a 50 MHz target (20000 ps) a 62.5 MHz clock
+    (16000 ps) needs 4000 ps of slack."""
+    log = """Info: Max frequency for clock '$glbnet$clk': 55.00 MHz (FAIL at 60.00 MHz)
+Info: Slack histogram:
+Info:  legend: * represents 3 endpoint(s)
+Info: [ -1000,      0) |*
+Info: Max frequency for clock '$glbnet$clk': 61.23 MHz (PASS at 50.00 MHz)
+Info: Slack histogram:
+Info:  legend: * represents 10 endpoint(s)
+Info:          + represents [1,10) endpoint(s)
+Info: [  1000,   2500) |+
+Info: [  2500,   4000) |**
+Info: [  4000,   5500) |***+
+Info: [  5500,   7000) |**********
+"""
+    h = build.parse_slack_histogram(log)
+    assert h["target_mhz"] == 50.0
+    assert [(b["from_ps"], b["min"], b["max"]) for b in h["bins"]] == [
+        (1000, 1, 9), (2500, 20, 20), (4000, 31, 39), (5500, 100, 100)]
+    assert build.endpoints_slower_than(h, 62.5) == (21, 29)  # both bins below 4000 ps
+    assert build.endpoints_slower_than(h, 60.0) == (1, 29)  # 3333 ps: the second bin straddles
+    assert build.endpoints_slower_than(h, 50.0) == (0, 0)
+    assert build.parse_nextpnr_log(log)["slack_histogram"] == h
+    assert build.parse_slack_histogram("Info: Program finished normally.") is None
+
+
 def test_led_stretcher_delays_and_holds():
     """The board's LED pulse stretcher: a one-cycle trigger lights the LED ``DELAY`` + 1 cycles
     later (registered trigger, then the counter) for exactly ``cycles`` cycles; a trigger while
