@@ -134,14 +134,36 @@ def test_report_files(small_model, tmp_path):
     stats = stream.stream_stats(small_model, xq, torch.tensor([8, 6]), progress=lambda s: None)
     assert stats["timesteps"] == 14
     assert len(stats["rows"]) == len(stream.VARIANTS) * len(stream.SCHEDULES)
-    # More activation units never make a timestep slower than A units, all else equal.
+    # More activation units, or a shorter drain, never make a timestep slower, all else equal.
     by = {(r["act_width"], r["act_drain"], r["policy"], r["stream"]): r["delta_cycles"]
           for r in stats["rows"]}
     A = small_model.config.act_width
+    pairs = 0
     for (a, d, p, s), v in by.items():
-        if a == A:
-            assert by[(2 * A, d, p, s)] <= v
+        if (2 * a, d, p, s) in by:
+            assert by[(2 * a, d, p, s)] <= v
+            pairs += 1
+        for (a2, d2, p2, s2), v2 in by.items():
+            if (a2, p2, s2) == (a, p, s) and d2 < d:
+                assert v2 <= v, ((a, d, p, s), d2)
+                pairs += 1
+    assert pairs > len(stream.SCHEDULES) and (A, cyc.ACT_DRAIN - 6, "oldest", False) in by
     results = {"models": {"tiny": stats}}
     md = stream.render_markdown(results)
     assert md.count("| no streaming (check) |") == len(stream.VARIANTS)
+    assert "What" not in md  # "tiny" has no target
+    md = stream.render_markdown({"models": {"watch": stats}})
+    assert f"**What watch needs for the issue's 65 %** at A = {A}:" in md
     assert stream.render_plot(results).startswith(b"\x89PNG\r\n\x1a\n")
+
+
+def test_drain_needed_picks_the_smallest_cut_that_reaches_the_target():
+    rows = [{"act_width": 4, "act_drain": d, "policy": p, "stream": st, "realized": r}
+            for p, st in stream.SCHEDULES
+            for d, r in ((12, 0.5), (10, 0.6 if st else 0.5), (9, 0.7), (6, 0.8))]
+    rows.append({"act_width": 8, "act_drain": 12, "policy": "oldest", "stream": False,
+                 "realized": 0.9})  # 2A: not a drain cut
+    need = stream.drain_needed(rows, 0.6)
+    assert need[("oldest", True)] == 2 and need[("oldest", False)] == 3
+    assert stream.drain_needed(rows, 0.5)[("layers_first", False)] == 0
+    assert stream.drain_needed(rows, 0.85)[("oldest", False)] is None
