@@ -6,6 +6,7 @@ The full flows (open synthesis for xc7, bitstream for ECP5) take minutes and run
 """
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -249,3 +250,38 @@ def test_led_stretcher_delays_and_holds():
     d = _Stretch.DELAY + 1
     lit = [c for c, v in enumerate(trace) if v]
     assert lit == list(range(d, d + 5)) + list(range(10 + d, 12 + d + 5)), lit
+
+
+def _fmax_wall():
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "scripts" / "fmax_wall.py"
+    spec = importlib.util.spec_from_file_location("fmax_wall", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_fmax_wall_arrivals_worked_by_hand():
+    """scripts/fmax_wall.py: a flip-flop -> a LUT -> a carry chain of two cells -> a flip-flop,
+    and a block RAM straight into a flip-flop, with routing delays given per sink."""
+    def net(driver, port, *sinks):
+        return {"driver": driver, "port": port, "net": f"{driver}.{port}",
+                "endpoints": [{"cell": c, "port": p, "delay": [d / 2, d]} for c, p, d in sinks]}
+
+    report = {"detailed_net_timings": [
+        net("top.core.a.r_TRELLIS_FF", "Q", ("top.core.a.l_LUT4", "A", 1.0)),
+        net("top.core.a.l_LUT4", "F", ("top.core.b.c$CCU2_COMB0", "B", 2.0)),
+        net("top.core.b.c$CCU2_COMB0", "FCO", ("top.core.b.c$CCU2_COMB1", "FCI", 0.0)),
+        net("top.core.b.c$CCU2_COMB1", "F", ("top.core.b.q_TRELLIS_FF", "DI", 3.0)),
+        net("top.core.m.ram_DP16KD", "DOA0", ("top.core.b.k_TRELLIS_FF", "M", 1.5)),
+    ]}
+    res = _fmax_wall().analyse(report, [100.0, 125.0, 200.0])
+    # 0.52 + 1.0 + 0.24 (LUT) + 2.0 + 0.45 (B -> FCO) + 0.0 + 0.44 (FCI -> sum) + 3.0
+    assert res["worst_ns"] == pytest.approx(7.65)
+    assert res["worst"][0] == "top.core.a.r_TRELLIS_FF"
+    assert res["endpoints"] == 2
+    # the RAM path: 5.83 + 1.5 = 7.33 ns; 125 MHz = 8 ns, 200 MHz = 5 ns
+    assert res["clocks"]["100.0"]["slower"] == 0 and res["clocks"]["125.0"]["slower"] == 0
+    assert res["clocks"]["200.0"]["by_module"] == [["core.a", "core.b", 1],
+                                                  ["core.m", "core.b", 1]]
