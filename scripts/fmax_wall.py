@@ -1,22 +1,23 @@
-"""Where the paths that a faster clock would fail are: a static timing pass over a nextpnr-ecp5
-routed design's JSON report.
+"""Where the paths that a faster clock would fail are, from a nextpnr-ecp5 routed design's JSON
+report.
 
 nextpnr prints one critical path per clock and a slack histogram, which says how many endpoints
-a faster clock would fail (``deltahw.build.endpoints_slower_than``) but not where they are. This
-script rebuilds the arrival time of every endpoint from the report's per-net routing delays
-(``--report FILE --detailed-timing-report``) and a table of cell delays, and counts the endpoints
-slower than each clock by the module of the path's start and end (the cell name's hierarchy,
+a faster clock would fail (``deltahw.build.endpoints_slower_than``) but not where they are. Its
+JSON report with ``--detailed-timing-report`` gives, for every sink of every net, the arrival
+time there (the worst path from a launching register, routing and cells included: the largest
+is the critical path). This script takes the arrivals at the design clock's endpoints (the data,
+enable and reset inputs of flip-flops, the inputs of block RAMs and the write ports of LUT RAMs),
+adds their setup time, traces each one back through the latest input of every combinational
+cell to the register or block RAM that launched it, and counts the endpoints slower than each
+clock by the modules of the path's start and end (the cell name's hierarchy,
 ``top.core.act.u3_...`` -> ``core.act``).
 
-The cell delays are the ones nextpnr-ecp5 reports on this design's critical paths at speed grade
-6 (``docs/benchmarks/fmax/reports/*.nextpnr.log``): a flip-flop's clock-to-out 0.52 ns, a LUT4
-0.24 ns, a carry cell 0.45 ns into its carry out (0.07 along the chain) and 0.44 ns into its sum,
-a wide-function mux 0.17-0.26 ns, a block RAM's registered read 5.83 ns, an unregistered
-multiplier 3.93 ns. Each cell's arcs are taken from every input to every output of its kind (an
-upper bound where a cell has fewer arcs), so an arrival can be slightly pessimistic; the script
-prints its worst path's delay beside nextpnr's for comparison.
+The report leaves out some nets (those driven by a wide-function mux's output, for one), so a
+trace can stop at a combinational cell, which then stands for the path's start; the arrivals,
+and so the counts and the end modules, are nextpnr's own (the largest arrival is its critical
+path, printed beside it).
 
-Usage: ``python scripts/fmax_wall.py REPORT.json [--clocks 80,90,100] [--depth 2]
+Usage: ``python scripts/fmax_wall.py REPORT.json [--clocks 80,90,100] [--depth 2] [--top 12]
 [--json OUT.json]``.
 """
 
@@ -24,22 +25,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
+import re
 from collections import Counter, defaultdict
 
-#: Clock-to-out (ns) of the cells that start paths, by kind.
-CLK_TO_OUT = {"ff": 0.52, "ebr": 5.83, "mult_reg": 0.74}
-
-
-def setup_of(kind: str, port: str) -> float:
-    """Setup (ns) of an endpoint port: a flip-flop's set/reset 0.42 (its data 0), a LUT RAM's
-    write enable 0.39 (its data and address 0), a block RAM's or multiplier's input 0.08."""
-    if kind == "ff":
-        return 0.42 if port.startswith("LSR") else 0.0
-    if kind == "comb":
-        return 0.39 if port.startswith("WRE") else 0.0
-    return 0.08
-#: The design clock's endpoints only: ports that are inputs of sequential elements.
+#: Ports of a flip-flop that end a path (its clock does not).
 FF_INPUTS = ("DI", "M", "CE", "LSR")
 
 
@@ -56,25 +45,23 @@ def kind_of(cell: str, ports: set) -> str:
     return "comb"
 
 
-def arc_delay(kind: str, cell: str, in_port: str, out_port: str) -> float | None:
-    """Delay (ns) from ``in_port`` to ``out_port`` of a combinational cell, None if no arc."""
-    if kind == "mult":
-        return 3.93 if out_port.startswith("P") else None
-    if kind == "ramw":
-        return 0.0
-    if kind != "comb":
-        return None
-    if in_port.startswith(("WD", "WAD", "WRE", "WCK")):
-        return None  # LUT RAM write ports: endpoints
-    if out_port == "FCO":
-        if in_port == "FCI":
-            return 0.07 if cell.endswith("COMB0") else 0.0
-        return 0.45
-    if out_port == "F":
-        return 0.44 if "CCU2" in cell else 0.24
-    if out_port == "OFX":
-        return 0.17 if in_port.startswith("F") else 0.26
-    return 0.24
+def setup_of(kind: str, port: str) -> float:
+    """Setup (ns) of an endpoint port, as nextpnr-ecp5 reports them on this design's critical
+    paths at speed grade 6: a flip-flop's set/reset 0.42 (its data and enable 0), a LUT RAM's
+    write enable 0.39 (its data and address 0), a block RAM's input 0.08."""
+    if kind == "ff":
+        return 0.42 if port.startswith("LSR") else 0.0
+    if kind == "comb":
+        return 0.39 if port.startswith("WRE") else 0.0
+    return 0.08
+
+
+def is_endpoint(kind: str, port: str) -> bool:
+    if kind == "ff":
+        return port.startswith(FF_INPUTS)
+    if kind == "ebr":
+        return not port.startswith("CLK")
+    return kind == "comb" and port.startswith(("WD", "WAD", "WRE"))
 
 
 def analyse(report: dict, clocks, depth: int = 2) -> dict:
@@ -82,78 +69,60 @@ def analyse(report: dict, clocks, depth: int = 2) -> dict:
     if not nets:
         raise SystemExit("error: the report has no detailed_net_timings; run nextpnr with "
                          "--report FILE --detailed-timing-report.")
-    ports = defaultdict(set)  # cell -> ports named
-    fanin = defaultdict(list)  # (cell, in port) -> [(driver cell, driver port, route delay)]
-    outs = defaultdict(set)
+    ports = defaultdict(set)  # cell -> the ports the report names
+    arrival = {}  # (cell, input port) -> (worst arrival ns, driver cell)
+    inputs = defaultdict(list)  # cell -> its input ports with an arrival
     for n in nets:
-        d = (n["driver"], n["port"])
-        ports[d[0]].add(d[1])
-        outs[d[0]].add(d[1])
+        ports[n["driver"]].add(n["port"])
         for e in n["endpoints"]:
+            if e.get("event", "").startswith("<async>"):
+                continue
+            key = (e["cell"], e["port"])
             ports[e["cell"]].add(e["port"])
-            fanin[(e["cell"], e["port"])].append((d[0], d[1], float(e["delay"][1])))
+            t = float(e["delay"][1])
+            if key not in arrival:
+                inputs[e["cell"]].append(e["port"])
+            if key not in arrival or t > arrival[key][0]:
+                arrival[key] = (t, n["driver"])
     kinds = {c: kind_of(c, p) for c, p in ports.items()}
-    ins = defaultdict(set)
-    for (c, p) in fanin:
-        ins[c].add(p)
 
-    memo: dict = {}
+    def launcher(cell: str) -> str:
+        """The register or block RAM that launched the latest path into ``cell``'s output:
+        back through each combinational cell's latest input."""
+        for _ in range(10000):
+            if kinds.get(cell) in ("ff", "ebr") or not inputs.get(cell):
+                return cell
+            port = max(inputs[cell], key=lambda p: arrival[(cell, p)][0])
+            cell = arrival[(cell, port)][1]
+        return cell
 
-    def out_arrival(cell, port):
-        """(arrival ns, start cell) at a cell's output port."""
-        key = (cell, port)
-        if key in memo:
-            return memo[key]
-        k = kinds[cell]
-        if k in ("ff", "ebr"):
-            res = (CLK_TO_OUT[k], cell)
-        else:
-            memo[key] = (0.0, cell)  # a combinational loop (none expected) stops here
-            best = (0.0, cell)
-            for p in ins[cell]:
-                a = arc_delay(k, cell, p, port)
-                if a is None:
-                    continue
-                t, s = in_arrival(cell, p)
-                if t + a > best[0]:
-                    best = (t + a, s)
-            res = best
-        memo[key] = res
-        return res
-
-    def in_arrival(cell, port):
-        best = (0.0, cell)
-        for dc, dp, r in fanin[(cell, port)]:
-            t, s = out_arrival(dc, dp)
-            if t + r > best[0]:
-                best = (t + r, s)
-        return best
-
-    sys.setrecursionlimit(100000)
     endpoints = []
-    for (cell, port) in fanin:
+    for (cell, port), (t, driver) in arrival.items():
         k = kinds[cell]
-        is_end = ((k == "ff" and port.startswith(FF_INPUTS))
-                  or (k == "ebr") or (k == "comb" and port.startswith(("WD", "WAD", "WRE"))))
-        if not is_end:
-            continue
-        t, start = in_arrival(cell, port)
-        endpoints.append((t + setup_of(k, port), start, cell, port))
+        if is_endpoint(k, port):
+            endpoints.append((t + setup_of(k, port), launcher(driver), cell, port))
     endpoints.sort(reverse=True)
 
     def module(cell):
+        """``depth`` levels of the hierarchy below ``top``; a level that names a signal (the
+        third in ``top.core.act.u13_prod8_TRELLIS_FF_Q_5``) loses the cell suffix synthesis
+        added and its numbers (``u#_prod#``), so that the A units' copies count together."""
         parts = cell.split(".")
-        return ".".join(parts[1:1 + depth]) if parts[0] == "top" else parts[0][:40]
+        if parts[0] != "top":
+            return re.sub(r"\d+", "#", parts[0].split("_TRELLIS")[0])[:40]
+        levels = parts[1:1 + depth]
+        last = re.split(r"_TRELLIS|_LUT4|_MULT18|_DP16KD|\$|_CCU2", levels[-1])[0] or \
+            levels[-1].lstrip("$")[:30]
+        return ".".join(levels[:-1] + [re.sub(r"\d+", "#", last)])
 
     result = {"endpoints": len(endpoints), "worst_ns": endpoints[0][0] if endpoints else None,
-              "worst": endpoints[0][1:] if endpoints else None, "clocks": {}}
+              "worst": list(endpoints[0][1:]) if endpoints else None, "clocks": {}}
     for mhz in clocks:
-        period = 1e3 / mhz
-        slow = [e for e in endpoints if e[0] > period]
+        slow = [e for e in endpoints if e[0] > 1e3 / mhz]
         pairs = Counter((module(s), module(c)) for _, s, c, _ in slow)
-        result["clocks"][str(mhz)] = {"slower": len(slow),
-                                      "by_module": [[a, b, n] for (a, b), n in
-                                                    pairs.most_common()]}
+        result["clocks"][f"{mhz:g}"] = {"slower": len(slow),
+                                        "by_module": [[a, b, n] for (a, b), n in
+                                                      pairs.most_common()]}
     return result
 
 
