@@ -92,7 +92,11 @@ def analyse(report: dict, clocks, depth: int = 2) -> dict:
         for _ in range(10000):
             if kinds.get(cell) in ("ff", "ebr") or not inputs.get(cell):
                 return cell
-            port = max(inputs[cell], key=lambda p: arrival[(cell, p)][0])
+            # A LUT RAM's write ports end paths; its read output comes from the read address.
+            through = [p for p in inputs[cell] if not p.startswith(("WD", "WAD", "WRE", "WCK"))]
+            if not through:
+                return cell
+            port = max(through, key=lambda p: arrival[(cell, p)][0])
             cell = arrival[(cell, port)][1]
         return cell
 
