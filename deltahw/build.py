@@ -57,13 +57,17 @@ from .gateware.uart import MIN_DIVISOR
 from .layout import Layout
 from .model import load_model
 from .resources import FitError, check_fit
+from .slack import endpoints_slower_than, faster_clocks, parse_slack_histogram, where_slower
 from .util import atomic_write_text, run_cli
 
 __all__ = ["main", "build_model", "default_model", "BuildError", "TOP_NAME", "parse_yosys_stat",
-           "parse_nextpnr_log", "parse_slack_histogram", "endpoints_slower_than",
-           "predicted_performance"]
+           "parse_nextpnr_log", "predicted_performance"]
 
 TOP_NAME = "deltahw_top"
+#: nextpnr's JSON timing report in an ECP5 build folder (``--report``).
+NEXTPNR_REPORT = "nextpnr_report.json"
+#: Module pairs per faster clock kept in the build report (deltahw.slack.where_slower).
+SLOWER_BY_MODULE_TOP = 8
 #: Yosys commands run right after reading the design (ECP5 flow): a flip-flop whose wire has the
 #: ``keep`` attribute (:data:`deltahw.gateware.KEEP`: a deliberate copy, e.g. one reset flip-flop
 #: per block) gets ``keep`` itself, or ``opt_merge`` merges the copies back into one flip-flop
@@ -239,45 +243,6 @@ def parse_nextpnr_log(text: str) -> dict:
                             "target_mhz": float(m.group(4))}
     return {"cells": util, "clocks": fmax, "critical_path": parse_critical_path(text),
             "slack_histogram": parse_slack_histogram(text)}
-
-
-def parse_slack_histogram(text: str) -> dict | None:
-    """nextpnr's last (post-route) slack histogram: ``{"target_mhz", "bins"}``, each bin
-    ``{"from_ps", "to_ps", "min", "max"}`` with the endpoints whose slack at the target clock
-    is in ``[from_ps, to_ps)``. nextpnr draws each ``*`` as a fixed number of endpoints and a
-    trailing ``+`` as 1 to that number less one, so a bin's count is a range. None if the log
-    has no histogram."""
-    start = text.rfind("Slack histogram:")
-    if start < 0:
-        return None
-    unit = re.search(r"\* represents (\d+) endpoint", text[start:])
-    targets = re.findall(r"\((?:PASS|FAIL) at ([\d.]+) MHz\)", text[:start])
-    if not unit or not targets:
-        return None
-    n = int(unit.group(1))
-    bins = []
-    for m in re.finditer(r"^Info: \[\s*(-?\d+),\s*(-?\d+)\) \|(\**)(\+?)\s*$",
-                         text[start:], re.M):
-        stars, plus = len(m.group(3)), bool(m.group(4))
-        bins.append({"from_ps": int(m.group(1)), "to_ps": int(m.group(2)),
-                     "min": stars * n + plus, "max": stars * n + plus * (n - 1)})
-    return {"target_mhz": float(targets[-1]), "bins": bins} if bins else None
-
-
-def endpoints_slower_than(histogram: dict, mhz: float) -> tuple[int, int]:
-    """How many endpoints of a post-route :func:`parse_slack_histogram` have a path longer than
-    a ``mhz`` clock's period, as (at least, at most): the bins wholly below the slack that
-    clock needs count in both, the bin that straddles it in the second only."""
-    need_ps = 1e6 / histogram["target_mhz"] - 1e6 / mhz  # slack at the target for mhz's period
-    lo = sum(b["min"] for b in histogram["bins"] if b["to_ps"] <= need_ps)
-    hi = sum(b["max"] for b in histogram["bins"] if b["from_ps"] < need_ps)
-    return lo, hi
-
-
-def _faster_clocks(fmax: float, steps: int = 3) -> list[int]:
-    """The next ``steps`` multiples of 10 MHz above ``fmax``."""
-    first = int(fmax // 10 + 1) * 10
-    return [first + 10 * k for k in range(steps)]
 
 
 def parse_critical_path(text: str) -> dict | None:
@@ -482,6 +447,9 @@ def _build_tree_and_run(synth, board, variant, part, model, est, top, tmp, out, 
         # critical paths are 8-13 ns of routing on one congested net (docs/benchmarks/fmax); on
         # one A=16 netlist it took the post-route clock from 65.44 to 69.30 MHz (lead19-2/-3).
         overrides_tcl["nextpnr_opts"] = "--timing-allow-fail --router router2 --tmg-ripup"
+        # The JSON report with every sink's arrival: where a faster clock would fail
+        # (deltahw.slack.where_slower; the report is in the build folder, ~15 MB at A=16).
+        overrides_tcl["nextpnr_opts"] += f" --report {NEXTPNR_REPORT} --detailed-timing-report"
         if seed is not None:
             # The placement varies by several percent of Fmax from seed to seed on this design
             # (docs/benchmarks/fmax): a seed makes a build reproducible and a sweep possible.
@@ -609,7 +577,14 @@ def _trellis_flow(synth, out, part, platform, top, report, clock_mhz):
     if hist and fmax:
         # How far the design is from a faster clock: a few paths to fix, or a wall of them.
         report["timing"]["endpoints_slower_than"] = {
-            str(f): list(endpoints_slower_than(hist, f)) for f in _faster_clocks(fmax)}
+            str(f): list(endpoints_slower_than(hist, f)) for f in faster_clocks(fmax)}
+    npr = out / NEXTPNR_REPORT
+    if fmax and npr.exists():
+        # ... and where they are.
+        where = where_slower(json.loads(npr.read_text()), faster_clocks(fmax), depth=3)
+        report["timing"]["slower_by_module"] = {
+            mhz: {"slower": c["slower"], "by_module": c["by_module"][:SLOWER_BY_MODULE_TOP]}
+            for mhz, c in where["clocks"].items()}
     log(f"      done in {elapsed:.0f} s; post-route Fmax {fmax} MHz at a "
         f"{top.clock_hz / 1e6:g} MHz target")
     if crit:
@@ -658,6 +633,15 @@ def write_reports(report: dict, out: Path) -> None:
                       "units): " + "; ".join(f"{mhz} MHz: {lo}-{hi}" if lo != hi else
                                             f"{mhz} MHz: {lo}"
                                             for mhz, (lo, hi) in slower.items()) + "."]
+        where = timing.get("slower_by_module")
+        if where:
+            lines += ["", "Where they are (nextpnr's arrivals, by the modules at a path's two "
+                      "ends; `deltahw.slack`):", "",
+                      "| clock | endpoints slower | start module -> end module (endpoints) |",
+                      "|---:|---:|---|"]
+            for mhz, c in where.items():
+                pairs = "; ".join(f"`{a}` -> `{b}` ({n})" for a, b, n in c["by_module"]) or "-"
+                lines.append(f"| {mhz} MHz | {c['slower']} | {pairs} |")
     lines += [
         "", "## Predicted performance (deltahw.cycles)", "",
         f"- Dense timestep (every delta fires): {perf['dense_cycles_per_timestep']} cycles = "

@@ -6,12 +6,11 @@ The full flows (open synthesis for xc7, bitstream for ECP5) take minutes and run
 """
 
 import json
-from pathlib import Path
 
 import pytest
 import torch
 
-from deltahw import build
+from deltahw import build, slack
 from deltahw.boards import BOARDS, PARTS, BoardTop, get_board
 from deltahw.boards.clocking import ecp5_pll_params, mmcm_params
 from deltahw.config import DeltaGRUConfig
@@ -72,8 +71,21 @@ def test_seed_reaches_nextpnr_and_the_report(small_model, tmp_path, capsys):
     out = tmp_path / "ulx3s"
     assert build.main(["--board", "ulx3s", str(small_model), "--out", str(out), "--no-synth",
                        "--seed", "7"]) == 0
-    assert "--router router2 --tmg-ripup --seed 7" in (out / "build_deltahw_top.sh").read_text()
-    assert json.loads((out / "report.json").read_text())["nextpnr_seed"] == 7
+    script = (out / "build_deltahw_top.sh").read_text()
+    assert "--router router2 --tmg-ripup --report nextpnr_report.json --detailed-timing-report " \
+        "--seed 7" in script
+    report = json.loads((out / "report.json").read_text())
+    assert report["nextpnr_seed"] == 7
+    # The report's timing section, as the ECP5 flow fills it: the slack histogram's counts per
+    # faster clock, and where they are.
+    report["timing"] = {"fmax_mhz": 74.43, "target_mhz": 70.0, "met": True,
+                        "endpoints_slower_than": {"80": [1, 325], "90": [548, 548]},
+                        "slower_by_module": {"80": {"slower": 103, "by_module": [
+                            ["core.xq1.words", "core.xq1.rp_cur", 62]]}}}
+    build.write_reports(report, tmp_path)
+    md = (tmp_path / "report.md").read_text()
+    assert "80 MHz: 1-325; 90 MHz: 548." in md
+    assert "| 80 MHz | 103 | `core.xq1.words` -> `core.xq1.rp_cur` (62) |" in md
     assert "nextpnr --seed 7" in (out / "report.md").read_text()
     capsys.readouterr()
     for argv, msg in [(["--board", "arty_a7", "--seed", "7"], "only ECP5 boards use"),
@@ -203,15 +215,17 @@ Info: [  2500,   4000) |**
 Info: [  4000,   5500) |***+
 Info: [  5500,   7000) |**********
 """
-    h = build.parse_slack_histogram(log)
+    h = slack.parse_slack_histogram(log)
     assert h["target_mhz"] == 50.0
     assert [(b["from_ps"], b["min"], b["max"]) for b in h["bins"]] == [
         (1000, 1, 9), (2500, 20, 20), (4000, 31, 39), (5500, 100, 100)]
-    assert build.endpoints_slower_than(h, 62.5) == (21, 29)  # both bins below 4000 ps
-    assert build.endpoints_slower_than(h, 60.0) == (1, 29)  # 3333 ps: the second bin straddles
-    assert build.endpoints_slower_than(h, 50.0) == (0, 0)
+    assert slack.endpoints_slower_than(h, 62.5) == (21, 29)  # both bins below 4000 ps
+    assert slack.endpoints_slower_than(h, 60.0) == (1, 29)  # 3333 ps: the second bin straddles
+    assert slack.endpoints_slower_than(h, 50.0) == (0, 0)
     assert build.parse_nextpnr_log(log)["slack_histogram"] == h
-    assert build.parse_slack_histogram("Info: Program finished normally.") is None
+    assert slack.parse_slack_histogram("Info: Program finished normally.") is None
+    assert slack.faster_clocks(74.43) == [80, 90, 100] and slack.faster_clocks(80.0) == [90, 100,
+                                                                                        110]
 
 
 def test_led_stretcher_delays_and_holds():
@@ -252,19 +266,10 @@ def test_led_stretcher_delays_and_holds():
     assert lit == list(range(d, d + 5)) + list(range(10 + d, 12 + d + 5)), lit
 
 
-def _fmax_wall():
-    import importlib.util
-
-    path = Path(__file__).resolve().parents[1] / "scripts" / "fmax_wall.py"
-    spec = importlib.util.spec_from_file_location("fmax_wall", path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
-def test_fmax_wall_arrivals_worked_by_hand():
-    """scripts/fmax_wall.py on a report worked by hand: a flip-flop -> a LUT -> a carry chain of
-    two cells -> a flip-flop, and a block RAM straight into a flip-flop. A sink's delay in
+def test_where_slower_arrivals_worked_by_hand():
+    """deltahw.slack.where_slower on a nextpnr report worked by hand: a flip-flop -> a LUT -> a
+    carry chain of two cells -> a flip-flop, and a block RAM straight into a flip-flop. A sink's
+    delay in
     nextpnr's detailed report is the arrival there (the worst path so far), so the endpoints'
     are taken as they are, and each is traced back to the register that launched it."""
     def net(driver, port, *sinks):
@@ -281,7 +286,7 @@ def test_fmax_wall_arrivals_worked_by_hand():
         net("top.core.m.ram_DP16KD", "DOA0", ("top.core.b.k_TRELLIS_FF", "M", 7.33),
             ("top.core.b.k_TRELLIS_FF", "LSR", 2.0)),
     ]}
-    res = _fmax_wall().analyse(report, [100.0, 125.0, 150.0, 200.0])
+    res = slack.where_slower(report, [100.0, 125.0, 150.0, 200.0])
     assert res["worst_ns"] == pytest.approx(7.65)
     assert res["worst"] == ["top.core.a.r_TRELLIS_FF", "top.core.b.q_TRELLIS_FF", "DI"]
     assert res["endpoints"] == 3  # two data inputs and the reset (the LUT inputs are not)
@@ -290,3 +295,5 @@ def test_fmax_wall_arrivals_worked_by_hand():
     assert res["clocks"]["150"]["by_module"] == [["core.a", "core.b", 1],
                                                 ["core.m", "core.b", 1]]
     assert res["clocks"]["200"]["slower"] == 2
+    with pytest.raises(ValueError, match="no detailed_net_timings"):
+        slack.where_slower({"critical_paths": []}, [100.0])
