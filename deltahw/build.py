@@ -580,11 +580,16 @@ def _trellis_flow(synth, out, part, platform, top, report, clock_mhz):
             str(f): list(endpoints_slower_than(hist, f)) for f in faster_clocks(fmax)}
     npr = out / NEXTPNR_REPORT
     if fmax and npr.exists():
-        # ... and where they are.
-        where = where_slower(json.loads(npr.read_text()), faster_clocks(fmax), depth=3)
-        report["timing"]["slower_by_module"] = {
-            mhz: {"slower": c["slower"], "by_module": c["by_module"][:SLOWER_BY_MODULE_TOP]}
-            for mhz, c in where["clocks"].items()}
+        # ... and where they are. A report that cannot be read costs this table only, never
+        # the build that wrote the bitstream.
+        try:
+            where = where_slower(json.loads(npr.read_text()), faster_clocks(fmax), depth=3)
+        except (ValueError, KeyError, TypeError) as e:
+            log(f"      (no per-module timing table: {NEXTPNR_REPORT} could not be read: {e})")
+        else:
+            report["timing"]["slower_by_module"] = {
+                mhz: {"slower": c["slower"], "by_module": c["by_module"][:SLOWER_BY_MODULE_TOP]}
+                for mhz, c in where["clocks"].items()}
     log(f"      done in {elapsed:.0f} s; post-route Fmax {fmax} MHz at a "
         f"{top.clock_hz / 1e6:g} MHz target")
     if crit:

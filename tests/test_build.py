@@ -297,3 +297,42 @@ def test_where_slower_arrivals_worked_by_hand():
     assert res["clocks"]["200"]["slower"] == 2
     with pytest.raises(ValueError, match="no detailed_net_timings"):
         slack.where_slower({"critical_paths": []}, [100.0])
+
+
+def test_ecp5_flow_reports_where_and_survives_a_bad_nextpnr_report(tmp_path, monkeypatch):
+    """The ECP5 flow's timing section from nextpnr's outputs (the tools replaced by a stub that
+    writes them): the slack histogram's counts and the per-module table; a nextpnr report that
+    cannot be read costs the table only, not the build."""
+    import types
+
+    log_text = """Info: Max frequency for clock '$glbnet$clk': 74.43 MHz (PASS at 70.00 MHz)
+Info: Slack histogram:
+Info:  legend: * represents 1 endpoint(s)
+Info: [  1000,   1500) |*
+"""
+    npr = {"detailed_net_timings": [
+        {"driver": "top.core.a.r_TRELLIS_FF", "port": "Q", "net": "n",
+         "endpoints": [{"cell": "top.core.b.q_TRELLIS_FF", "port": "DI", "delay": [1.0, 13.0],
+                        "event": "posedge $glbnet$clk"}]}]}
+
+    def run(report_text):
+        out = tmp_path / f"b{len(list(tmp_path.iterdir()))}"
+        out.mkdir()
+
+        def fake_run_tool(cmd, cwd, what, log_file, env=None, timeout=None):
+            (cwd / f"{build.TOP_NAME}.tim").write_text(log_text)
+            (cwd / build.NEXTPNR_REPORT).write_text(report_text)
+            return 1.0
+
+        monkeypatch.setattr(build, "run_tool", fake_run_tool)
+        report = {}
+        build._trellis_flow(True, out, PARTS["LFE5U-85F"], None,
+                            types.SimpleNamespace(clock_hz=70e6), report, 70.0)
+        return report["timing"]
+
+    timing = run(json.dumps(npr))
+    assert timing["fmax_mhz"] == 74.43 and timing["endpoints_slower_than"]["80"] == [1, 1]
+    assert timing["slower_by_module"]["80"] == {"slower": 1,
+                                                "by_module": [["core.a.r", "core.b.q", 1]]}
+    timing = run(json.dumps(npr)[:40])  # cut short
+    assert "slower_by_module" not in timing and timing["endpoints_slower_than"]["80"] == [1, 1]
