@@ -349,7 +349,7 @@ def test_schedule_next_outputs_lead_by_one_cycle():
         for port, n in ((dut.nx, 2), (dut.nh, 3), (dut.nh0, 3), (dut.nhead, 1)):
             ctx.set(port, n)
         prev = None
-        for _ in range(3000):
+        for _ in range(6000):
             ctx.set(dut.r_full, rng.random() < 0.9)
             ctx.set(dut.r_reset, rng.random() < 0.3)
             ctx.set(dut.out_room, rng.random() < 0.8)
