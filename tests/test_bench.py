@@ -386,6 +386,16 @@ def test_recorded_ecp5_takes_the_best_measured_run_of_the_same_p_and_a(tmp_path)
     got = bench_run.recorded_ecp5(cfg, path)
     assert got["fmax_mhz"] == 61.7 and got["earlier_gateware"]
     assert "an earlier gateware" in got["recorded"]
+    # A faster run on another speed grade than the record's is not a build for its board.
+    rec["speed_grade"] = 6
+    rec["runs"].append({"name": "f", "code": "c1", "act_width": 8, "target_mhz": 70,
+                        "fmax_mhz": 90.0, "measured": True, "speed_grade": 8})
+    path.write_text(json.dumps(rec))
+    got = bench_run.recorded_ecp5(cfg, path)
+    assert got["fmax_mhz"] == 61.7 and "run 'a'" in got["recorded"]
+    rec["runs"][-1]["speed_grade"] = 6
+    path.write_text(json.dumps(rec))
+    assert bench_run.recorded_ecp5(cfg, path)["fmax_mhz"] == 90.0
 
 
 def test_render_refresh_takes_a_newly_recorded_ecp5_build(quick_report, tmp_path):

@@ -277,13 +277,16 @@ def recorded_ecp5(cfg, path: Path = FMAX_RECORD) -> dict | None:
     When the record names the builds of today's gateware (``current_gateware``: the commits
     whose gateware is the current one; a run's ``code`` starts with its commit), only those
     count: a faster placement of an earlier netlist says nothing about this one. Without such a
-    run the best of all is taken and marked ``earlier_gateware``."""
+    run the best of all is taken and marked ``earlier_gateware``. A run placed on another speed
+    grade than the record's (a run's ``speed_grade``, when it has one, against the record's) is
+    not a build for the record's board and never counts."""
     try:
         rec = json.loads(path.read_text())
     except (OSError, ValueError):
         return None
     default_lanes = rec.get("lanes") or 48
     current = tuple(rec.get("current_gateware", {}).get("code", []))
+    speed = rec.get("speed_grade")
 
     def is_current(run):
         return bool(current) and str(run.get("code", "")).split(" ")[0] in current
@@ -291,6 +294,8 @@ def recorded_ecp5(cfg, path: Path = FMAX_RECORD) -> dict | None:
     best = None
     for run in rec.get("runs", []):
         if not run.get("measured") or not run.get("fmax_mhz"):
+            continue
+        if run.get("speed_grade", speed) != speed:
             continue
         if ((run.get("lanes") or default_lanes) != cfg.lanes
                 or run.get("act_width") != cfg.act_width):
