@@ -318,8 +318,12 @@ def dense_columns(config: DeltaGRUConfig) -> list[int]:
 
 
 def reset_cycles(config: DeltaGRUConfig) -> int:
-    """Cycles of the sequence-reset phase (accumulators reloaded with biases, states cleared)."""
+    """Cycles of the sequence-reset phase (accumulators reloaded with biases, states cleared): one
+    bias word and one state word per cycle, announced a cycle ahead of the phase's cycles; the
+    last bias word is written ``MacArray.LOAD_AHEAD`` cycles after its announcement, in the
+    phase's last cycle at the latest (not part of a timestep's compute cycles)."""
     from .layout import Layout
 
     lay = Layout(config)
-    return max(lay.acc_depth, ceil_div(config.hidden_size, config.act_width)) + 1
+    return max(lay.acc_depth + MacArray.LOAD_AHEAD - 1,
+               ceil_div(config.hidden_size, config.act_width)) + 1

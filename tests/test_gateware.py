@@ -125,7 +125,8 @@ def test_queue_keeps_order_for_every_read_pattern_of_a_mac_phase(width, buffers)
             density = (0.05, 0.4, 0.9)[fill % 3]
             hold_at_1 = fill % 4 == 3
             ctx.set(dut.r_buf, buf)
-            ctx.set(dut.r_addr, 1 if hold_at_1 else rng.randrange(2, 40))
+            # The address is given a cycle ahead (``r_addr_next``); the queue registers it.
+            ctx.set(dut.r_addr_next, 1 if hold_at_1 else rng.randrange(2, 40))
             for b in range(beats):
                 valid = [rng.random() < density and b * width + i < depth for i in range(width)]
                 deltas = [rng.randrange(-65536, 65536) for _ in range(width)]
@@ -153,13 +154,18 @@ def test_queue_keeps_order_for_every_read_pattern_of_a_mac_phase(width, buffers)
             for start in ((1, 0) if hold_at_1 else (0, 1)):
                 got, want = [], []
                 a = start
+                # The pass's first address goes in as the next one in the cycle before (the
+                # schedule sets it in its fetch state), then each cycle the one after it.
+                ctx.set(dut.r_addr_next, a)
+                await ctx.tick()
                 while a < len(expected) + 1:  # one look-ahead read past the last entry
-                    ctx.set(dut.r_addr, a)
+                    nxt = a + (rng.random() < 0.7)
+                    ctx.set(dut.r_addr_next, nxt)
                     await ctx.tick()
                     if a < len(expected):
                         got.append((ctx.get(dut.r_index), ctx.get(dut.r_delta)))
                         want.append(expected[a])
-                    a += rng.random() < 0.7
+                    a = nxt
                 assert got == want, f"fill {fill}, reads from entry {start}"
 
     run(dut, tb)
@@ -343,7 +349,7 @@ def test_schedule_next_outputs_lead_by_one_cycle():
         for port, n in ((dut.nx, 2), (dut.nh, 3), (dut.nh0, 3), (dut.nhead, 1)):
             ctx.set(port, n)
         prev = None
-        for _ in range(3000):
+        for _ in range(6000):
             ctx.set(dut.r_full, rng.random() < 0.9)
             ctx.set(dut.r_reset, rng.random() < 0.3)
             ctx.set(dut.out_room, rng.random() < 0.8)
@@ -803,8 +809,10 @@ def test_front_end_stores_column_addresses(column):
         await ctx.tick()  # ``count`` is complete the cycle after ``r_full`` rises
         n = ctx.get(dut.count)
         entries = []
+        ctx.set(dut.r_addr_next, 0)
+        await ctx.tick()  # the address is registered in the queue
         for j in range(n):
-            ctx.set(dut.r_addr, j)
+            ctx.set(dut.r_addr_next, j + 1)
             await ctx.tick()  # DeltaQueue.READ_LATENCY
             entries.append((ctx.get(dut.r_index), ctx.get(dut.r_delta)))
         seen["entries"] = entries

@@ -226,21 +226,21 @@ class DeltaGRUCore(wiring.Component):
         cur_h = Signal()  # current entry is an h column
         cur_delta = Signal(signed(delta_bits))
         fetch_h = Signal()  # the entry on the queues' read ports comes from the h queue
-        q_raddr = Signal(16)
 
         # Queue reads: the data are selected by (block, fetch_h). The schedule keeps one entry of
         # look-ahead: while column e is swept, entry e+1 sits on the read ports and its weight
         # address is registered (``take``) in the column's last cycle, so the queue -> column
         # address arithmetic never shares a cycle with the BRAM address.
         # The x queues are read at the entry's index, the h queues at its index minus the x
-        # count: both addresses are registers of the schedule (no arithmetic before the LUT RAMs).
-        m.d.comb += [q_raddr.eq(sched.q_addr), front.r_addr.eq(q_raddr)]
+        # count: the schedule gives both a cycle ahead and each queue registers its own copy (no
+        # arithmetic before the LUT RAMs).
+        m.d.comb += front.r_addr_next.eq(sched.q_addr_next)
         m.d.sync += fetch_h.eq(sched.q_h)
         for t, q in enumerate(xq):
             is_head = head and t == L - 1
-            m.d.comb += q.r_addr.eq(sched.q_addr_head if is_head else q_raddr)
+            m.d.comb += q.r_addr_next.eq(sched.q_addr_head_next if is_head else sched.q_addr_next)
         for q in hq:
-            m.d.comb += q.r_addr.eq(sched.q_addr_h)
+            m.d.comb += q.r_addr_next.eq(sched.q_addr_h_next)
         x_dl = Array([front.r_delta] + [q.r_delta for q in xq])
         h_dl = Array([q.r_delta for q in hq] + ([Const(0, 1)] if head else []))
         q_delta = Mux(fetch_h, h_dl[layer], x_dl[layer])
@@ -456,6 +456,21 @@ class DeltaGRUCore(wiring.Component):
             enc_beat = Mux(resetting_copy(f"qi{qi}"), reset_addr_copy(f"qi{qi}"), dN.beat)
             for i in range(A):  # the column's weight address (beat * A + i is the element)
                 m.d.comb += q.w_index[i].eq(enc_beat * (A * stride) + (origin + i * stride))
+        # The queues' fire bits: the compare, masked by "element i of a beat of this layer
+        # leaves the pipeline" (``sel`` and ``unit_ok``), registered a cycle ahead from the stage
+        # before, one copy per queue (KEEP), so the mask joins the compare's OR in one LUT. The
+        # h encoder's compare -> the h queue's fire-bit registers was the ECP5's critical path
+        # (13.44 ns, 4 LUT levels and 3 routes after the carry chains: docs/benchmarks/fmax
+        # lead20-1).
+        d_pre = dl[act_lat + rd_lat - 1]
+
+        def fire_mask(layer, name):
+            mask = Signal(A, name=f"fire_mask_{name}", attrs=KEEP)
+            for i in range(A):
+                m.d.sync += mask[i].eq(d_pre.valid & (d_pre.layer == layer)
+                                       & (d_pre.beat * A + i < H))
+            return mask
+
         for l in range(L):
             sel = act_out & (act_layer == l)
             resetting, reset_addr = resetting_copy(f"h{l}"), reset_addr_copy(f"h{l}")
@@ -469,7 +484,9 @@ class DeltaGRUCore(wiring.Component):
                        Mux(resetting, 0, enc_h.new_vhat), Mux(resetting, reset_addr < nb, sel))
             resetting, reset_addr = resetting_copy(f"hq{l}"), reset_addr_copy(f"hq{l}")
             m.d.comb += [
-                hq[l].w_valid.eq(Mux(sel, enc_h.fire, Mux(theta_h[l] == 0, reset_ok, 0))),
+                # = Mux(sel, enc_h.fire, Mux(theta_h[l] == 0, reset_ok, 0))
+                hq[l].w_valid.eq((enc_h.over & fire_mask(l, f"hq{l}"))
+                                 | Mux(sel | (theta_h[l] != 0), 0, reset_ok)),
                 hq[l].w_delta.eq(Mux(resetting, 0, enc_h.diff.as_value())),
                 hq[l].w_first.eq((sel & (dN.beat == 0)) | (resetting & (reset_addr == 0))),
             ]
@@ -480,7 +497,7 @@ class DeltaGRUCore(wiring.Component):
                        Mux(resetting, 0, enc_x.new_vhat), Mux(resetting, reset_addr < nb, sel))
             resetting, reset_addr = resetting_copy(f"xq{t}"), reset_addr_copy(f"xq{t}")
             m.d.comb += [
-                xq[t].w_valid.eq(Mux(sel, enc_x.fire, 0)),
+                xq[t].w_valid.eq(enc_x.over & fire_mask(t, f"xq{t}")),  # Mux(sel, fire, 0)
                 xq[t].w_delta.eq(enc_x.diff),  # only fired entries are stored
                 xq[t].w_first.eq((sel & (dN.beat == 0)) | (resetting & (reset_addr == 0))),
             ]

@@ -43,6 +43,8 @@ class DeltaEncoder(wiring.Component):
     encoder registers the old value and its bounds), which takes the subtraction off the ``v`` ->
     ``fire`` path. ``LATENCY_VHAT`` gives that offset.
 
+    ``over`` is the threshold compare alone (``|d| >= theta``, not masked by ``in_range``), for a
+    user that masks it with its own registered enable in the same LUT as the compare's OR.
     ``delta`` is the difference where the element fires and 0 elsewhere; ``diff`` is the
     difference everywhere. A delta queue stores only the fired elements, so it takes ``diff``:
     zeroing the others puts ``fire`` on every bit of the queue's delta input register (on the
@@ -69,6 +71,7 @@ class DeltaEncoder(wiring.Component):
             "clear": In(1),
             "in_range": In(width),
             "fire": Out(width),
+            "over": Out(width),
             "delta": Out(data.ArrayLayout(signed(act_bits + 1), width)),
             "diff": Out(data.ArrayLayout(signed(act_bits + 1), width)),
             "new_vhat": Out(data.ArrayLayout(signed(act_bits), width)),
@@ -122,6 +125,7 @@ class DeltaEncoder(wiring.Component):
             m.d.comb += fire.eq(self.in_range[i] & big)
             m.d.comb += [
                 self.fire[i].eq(fire),
+                self.over[i].eq(big),
                 self.delta[i].eq(Mux(fire, d, 0)),
                 self.diff[i].eq(d),
                 self.new_vhat[i].eq(Mux(fire, v, old)),

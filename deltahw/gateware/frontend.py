@@ -57,8 +57,9 @@ class InputFrontEnd(wiring.Component):
     flip-flops, with no LUT-RAM read or write port in it.
 
     Core side: ``r_full`` says the read buffer holds a complete vector (``r_reset``: it starts a
-    sequence), ``count`` its fired entries, read by position with ``r_addr`` -> ``r_index`` /
-    ``r_delta`` in the order a MAC phase reads them (from entry 0 or 1, a step or a hold per
+    sequence), ``count`` its fired entries, read by position with ``r_addr_next`` (the address of
+    the next cycle, registered in the queue) -> ``r_index`` / ``r_delta`` in the order a MAC phase
+    reads them (from entry 0 or 1, a step or a hold per
     cycle: ``DeltaQueue``; latency ``DeltaQueue.READ_LATENCY``; ``r_index`` is the element's
     index, or ``base + index * stride`` with ``column=(base, stride)``);
     ``first_index``/``first_delta`` hold entry 0 with no read (``DeltaQueue``). A ``release``
@@ -88,7 +89,7 @@ class InputFrontEnd(wiring.Component):
             "r_full": Out(1),
             "r_reset": Out(1),
             "count": Out(count_bits),
-            "r_addr": In(count_bits),
+            "r_addr_next": In(count_bits),
             "r_index": Out(index_bits),
             "r_delta": Out(signed(config.delta_bits)),
             "first_index": Out(index_bits),
@@ -222,7 +223,7 @@ class InputFrontEnd(wiring.Component):
             self.r_reset.eq(Mux(rbuf, reset_tag[1], reset_tag[0])),
             self.count.eq(xq0.count[rbuf]),
             xq0.r_buf.eq(rbuf),
-            xq0.r_addr.eq(self.r_addr),
+            xq0.r_addr_next.eq(self.r_addr_next),
             self.r_index.eq(xq0.r_index),
             self.r_delta.eq(xq0.r_delta),
             self.first_index.eq(xq0.first_index),

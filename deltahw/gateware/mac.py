@@ -54,13 +54,15 @@ class MacArray(wiring.Component):
     address is registered, and the memory is read in the following cycle (``READ_LATENCY`` 2; an
     issue reads its old sum one cycle after it is issued, when the issue 3 before has written).
 
-    Bias load (sequence reset): ``load_next`` with ``load_addr_next`` announce, one cycle ahead, a
-    load of bias word ``load_addr_next``: in the next cycle the word is read, and one cycle later it
-    is written, aligned to the accumulator format, to MX (addresses below the MX depth) or MCH. One
-    word per cycle. Each bank registers the two itself (``LOAD_AHEAD``), so that the bias memories'
-    read address comes from a flip-flop next to them: one shared load address decoded by the
-    schedule and routed to every bank's bias memory was the ECP5's critical path at 70 MHz (15.5
-    ns of routing, docs/benchmarks/fmax).
+    Bias load (sequence reset): ``load_next`` with ``load_addr_next`` announce, ``LOAD_AHEAD`` (2)
+    cycles ahead, a load of bias word ``load_addr_next``: then the word is read, and one cycle later
+    it is written, aligned to the accumulator format, to MX (addresses below the MX depth) or MCH.
+    One word per cycle. The two are registered once for the array, next to the schedule that
+    decodes them, then once per bank, so that the bias memories' read address comes from a
+    flip-flop next to them: one shared load address decoded by the schedule and routed to every
+    bank's bias memory was the ECP5's critical path at 70 MHz (15.5 ns of routing), and with the
+    per-bank registers only, the schedule's decode in front of that route was (11.5 ns of routing,
+    lead21-3; docs/benchmarks/fmax).
 
     Parameter writes: ``p_we`` writes ``p_data`` into lane ``p_lane`` of the weight (``p_kind`` 0)
     or bias (1) memory at ``p_addr``. Latency: the write lands at the end of the cycle
@@ -89,8 +91,9 @@ class MacArray(wiring.Component):
     #: Cycles from an issue until a forwarded read-out (``mx_fwd``) addressing the word it
     #: updates sees the new sum: the next cycle, as for the next issue.
     FWD_ACC_WRITE_LATENCY = 1
-    #: Cycles by which ``load_next``/``load_addr_next`` lead the bias memory's read.
-    LOAD_AHEAD = 1
+    #: Cycles by which ``load_next``/``load_addr_next`` lead the bias memory's read (the sequence
+    #: reset lasts long enough for the last word's write: ``cycles.reset_cycles``).
+    LOAD_AHEAD = 2
     #: Cycles from ``p_we`` until the parameter memory holds the word (the end of that cycle):
     #: an array-wide register, then one per bank.
     PARAM_WRITE_LATENCY = 2
@@ -148,14 +151,18 @@ class MacArray(wiring.Component):
         m.d.sync += [pw1_we.eq(self.p_we), pw1.kind.eq(self.p_kind), pw1.lane.eq(self.p_lane),
                      pw1.addr.eq(self.p_addr), pw1.data.eq(self.p_data[:pbits])]
         weights, biases = [], []
-        # The bias load, one copy per bank (kept apart, KEEP), registered from the values
-        # announced a cycle ahead: the same values in the same cycle as the shared ones before.
+        # The bias load: registered for the whole array, then one copy per bank (kept apart,
+        # KEEP), LOAD_AHEAD cycles after it is announced.
+        assert self.LOAD_AHEAD == 2, "one array register, then one per bank"
+        load_a = Signal(name="load_a")
+        load_addr_a = Signal(self.babits, name="load_addr_a", reset_less=True)
+        m.d.sync += [load_a.eq(self.load_next), load_addr_a.eq(self.load_addr_next)]
         load, load_addr = [], []
         for b in range(lay.num_banks):
             load.append(Signal(name=f"load_b{b}", attrs=KEEP))
             load_addr.append(Signal(self.babits, name=f"load_addr_b{b}", reset_less=True,
                                     attrs=KEEP))
-            m.d.sync += [load[b].eq(self.load_next), load_addr[b].eq(self.load_addr_next)]
+            m.d.sync += [load[b].eq(load_a), load_addr[b].eq(load_addr_a)]
         for b in range(lay.num_banks):
             wr = ParamRAM(lanes=G, lane_bits=wb, depth=lay.weight_depth,
                           init=None if self.weight_init is None else self.weight_init[b],

@@ -54,9 +54,12 @@ class DeltaQueue(wiring.Component):
     beat is stored one cycle after it is presented, and ``count[b]`` (the number of entries in
     buffer ``b``) and the stored entries are visible two cycles after. One beat per cycle.
 
-    Read side: ``r_index``/``r_delta`` hold entry ``r_addr`` of buffer ``r_buf`` one cycle after the
-    address (latency 1, one read per cycle), for the read patterns a MAC phase makes: from one
-    cycle to the next ``r_addr`` stays, moves on by one, or starts again at 0 or 1. Entries 0 and 1
+    Read side: ``r_addr_next`` is the read address of the next cycle (the queue registers it, with
+    the decisions the read cursor takes from it, so its read side starts at flip-flops of its own:
+    ``r_addr`` below is that register). ``r_index``/``r_delta`` hold entry ``r_addr`` of buffer
+    ``r_buf`` one cycle after the address (latency 1, one read per cycle), for the read patterns a
+    MAC phase makes: from one cycle to the next ``r_addr`` stays, moves on by one, or starts again
+    at 0 or 1. Entries 0 and 1
     are registers of their own (written with the beat that brings them), so a read of either sees
     everything stored up to the previous cycle, also while the buffer is being filled (the head's
     queue is held at entry 1 while the last layer's activation writes it); the entries from 2 on
@@ -73,6 +76,9 @@ class DeltaQueue(wiring.Component):
     #: Cycles from an entry presented on the write inputs until ``count`` includes it (input
     #: register, then the count register).
     COUNT_LATENCY = 2
+    #: Entries per LUT RAM of the read side, each with its own copy of the read cursor (Fmax:
+    #: the fanout of one read address).
+    ENTRIES_PER_GROUP = 2
 
     def __init__(self, *, width: int, depth: int, index_bits: int, delta_bits: int, buffers=1):
         if width & (width - 1) or width < 1:
@@ -92,7 +98,7 @@ class DeltaQueue(wiring.Component):
             "w_first": In(1),
             "w_buf": In(1),
             "count": Out(data.ArrayLayout(unsigned(self.count_bits), buffers)),
-            "r_addr": In(self.count_bits),
+            "r_addr_next": In(self.count_bits),
             "r_buf": In(1),
             "r_index": Out(index_bits),
             "r_delta": Out(signed(delta_bits)),
@@ -121,8 +127,6 @@ class DeltaQueue(wiring.Component):
         # A word: the beat's K entries, its first fired entry picked out already and the fired
         # elements after that one (so a read cursor that moves on to a word needs no priority
         # select after the LUT RAM, only for the entries after a word's first).
-        word = data.StructLayout({"rest": unsigned(K), "first": entry,
-                                  "e": data.ArrayLayout(entry, K)})
 
         # ---- write side ------------------------------------------------------------------------
         # KEEP on both fire-bit registers (w_valid here, w_fire below): with it on one only,
@@ -193,27 +197,49 @@ class DeltaQueue(wiring.Component):
         wp_now = Mux(w_first, 0, wp)
         fired = w_valid.any()
         m.d.sync += wp.eq(wp_now + fired)
-        mem = memory.Memory(shape=word, depth=max(words * B, 2), init=[])
-        m.submodules.words = mem
-        wport = mem.write_port()
-        w_word = Signal(word)
-        m.d.comb += [w_word.rest.eq(rest1), w_word.first.eq(pick1), w_word.e.eq(w_entries)]
-        m.d.comb += [wport.en.eq(fired), wport.addr.eq(addr(wp_now, wbuf)), wport.data.eq(w_word)]
+        # The word is stored in several LUT RAMs, each read at its own copy of the read cursor's
+        # word address (below): the head of the word (``rest``, whether ``rest`` has a bit set,
+        # ``first``), read only at the word after the cursor's, and the K entries in groups of
+        # ``ENTRIES_PER_GROUP``, read only at the cursor's word.
+        head_shape = data.StructLayout({"rest": unsigned(K), "rest_any": unsigned(1),
+                                        "first": entry})
+        n_groups = -(-K // self.ENTRIES_PER_GROUP)
+        groups = [range(gi * self.ENTRIES_PER_GROUP, min(K, (gi + 1) * self.ENTRIES_PER_GROUP))
+                  for gi in range(n_groups)]
+        mem_depth = max(words * B, 2)
+        mem_head = memory.Memory(shape=head_shape, depth=mem_depth, init=[])
+        m.submodules.words_head = mem_head
+        mem_e = [memory.Memory(shape=data.ArrayLayout(entry, len(grp)), depth=mem_depth, init=[])
+                 for grp in groups]
+        for gi, mem in enumerate(mem_e):
+            m.submodules[f"words_e{gi}"] = mem
+        w_head = Signal(head_shape)
+        m.d.comb += [w_head.rest.eq(rest1), w_head.rest_any.eq(rest1.any()),
+                     w_head.first.eq(pick1)]
+        wport = mem_head.write_port()
+        m.d.comb += [wport.en.eq(fired), wport.addr.eq(addr(wp_now, wbuf)), wport.data.eq(w_head)]
+        for grp, mem in zip(groups, mem_e):
+            wport = mem.write_port()
+            m.d.comb += [wport.en.eq(fired), wport.addr.eq(addr(wp_now, wbuf))]
+            for j, i in enumerate(grp):
+                m.d.comb += wport.data[j].eq(w_entries[i])
 
         e0 = [Signal(entry, name=f"entry0_{b}", reset_less=True) for b in range(B)]
         e1 = [Signal(entry, name=f"entry1_{b}", reset_less=True) for b in range(B)]
         s1_w = [Signal(wbits, name=f"snap1_word{b}") for b in range(B)]
         s1_rest = [Signal(K, name=f"snap1_rest{b}") for b in range(B)]
+        s1_any = [Signal(name=f"snap1_rest_any{b}") for b in range(B)]
         empty = count == 0
         for b in range(B):
             with m.If(fired & (wbuf == b)):
                 with m.If(empty):
                     m.d.sync += e0[b].eq(pick1)
                     with m.If(rest1.any()):  # entry 1 is in the same beat
-                        m.d.sync += [e1[b].eq(pick2), s1_w[b].eq(0), s1_rest[b].eq(rest2)]
+                        m.d.sync += [e1[b].eq(pick2), s1_w[b].eq(0), s1_rest[b].eq(rest2),
+                                     s1_any[b].eq(rest2.any())]
                 with m.Elif(count == 1):
                     m.d.sync += [e1[b].eq(pick1), s1_w[b].eq(wp_now[:wbits]),
-                                 s1_rest[b].eq(rest1)]
+                                 s1_rest[b].eq(rest1), s1_any[b].eq(rest1.any())]
 
         def of_buf(regs, buf):
             return regs[0] if B == 1 else Mux(buf, regs[1], regs[0])
@@ -222,30 +248,29 @@ class DeltaQueue(wiring.Component):
         m.d.comb += [self.first_index.eq(first.index), self.first_delta.eq(first.delta)]
 
         # ---- read cursor -----------------------------------------------------------------------
-        # ``p``: the address read last cycle (its entry is on the outputs). The cursor: the word
+        # ``r_addr``: this cycle's read address, a register of ``r_addr_next``. The cursor: the word
         # holding that entry (``cur_w``, and ``cur_w1`` the word after it, both with their buffer
-        # bit) and the fired elements of it still to come (``cur_rest``). While the address is 0
-        # or 1 the cursor is loaded every cycle with where it goes on after entry 1 (entry 1's
-        # registers, which a beat may still be writing; the schedule steps on to entry 2 no
-        # earlier than the cycle after the one in which the count is final, so the cursor loaded
-        # then is complete).
-        p = Signal(self.count_bits)
+        # bit) and the fired elements of it still to come (``cur_rest``, and ``cur_any``: whether
+        # there are any). While the address is 0 or 1 the cursor is loaded every cycle with where
+        # it goes on after entry 1 (entry 1's registers, which a beat may still be writing; the
+        # schedule steps on to entry 2 no earlier than the cycle after the one in which the count
+        # is final, so the cursor loaded then is complete).
+        r_addr = Signal(self.count_bits, name="r_addr")
         p_rbuf, at0, at1 = Signal(), Signal(), Signal()
         abuf = abits + (B == 2)  # memory address bits
-        cur_w = Signal(max(1, abuf), name="cur_word")
         cur_w1 = Signal(max(1, abuf), name="cur_word1")
         cur_rest = Signal(K, name="cur_rest")
+        cur_any = Signal(name="cur_rest_any")
         out = Signal(entry, name="r_entry", reset_less=True)
-        m.d.sync += [p.eq(self.r_addr), p_rbuf.eq(rbuf), at0.eq(self.r_addr == 0),
-                     at1.eq(self.r_addr == 1)]
+        m.d.sync += [r_addr.eq(self.r_addr_next), p_rbuf.eq(rbuf), at0.eq(r_addr == 0),
+                     at1.eq(r_addr == 1)]
         # The words at the cursor come out of synchronous read ports addressed with the cursor's
         # next value (so the LUT RAMs' data are registered; the select of the entry works from
         # flip-flops). Not transparent: the words a step reads were written at least two cycles
         # before it (see above).
-        rp_cur, rp_next = mem.read_port(), mem.read_port()
-        w_cur, w_nxt = data.View(word, rp_cur.data), data.View(word, rp_next.data)
+        rp_next = mem_head.read_port()
+        w_nxt = data.View(head_shape, rp_next.data)
         lo_cur = _lowest(m, cur_rest, "r_lo_cur")
-        pick_cur = _pick(m, lo_cur, w_cur.e, entry, "r_pick_cur")
 
         def next_word(w):
             """The address of the word after ``w`` in the same buffer."""
@@ -254,29 +279,55 @@ class DeltaQueue(wiring.Component):
             low = (w[:abits] + 1)[:abits]
             return Cat(low, w[abits:]) if B == 2 else low
 
-        cur_w_n = Signal.like(cur_w, name="cur_word_next")
-        cur_w1_n = Signal.like(cur_w1, name="cur_word1_next")
-        m.d.comb += [cur_w_n.eq(cur_w), cur_w1_n.eq(cur_w1)]
         # The read contract (the address stays, steps by one, or restarts at 0 or 1) lets both
         # decisions look at few bits: a restart is an address with no bit set above bit 0, and
         # past a restart an address steps exactly when its lowest bit changed. (A compare of the
         # whole address with the last one, a carry chain, sat in front of the LUT RAM's read
-        # address: an ECP5 critical path of 59.93 MHz, docs/benchmarks/fmax lead17-1.)
-        restart = Signal(name="r_restart")
-        step = Signal(name="r_step")
-        m.d.comb += [restart.eq(~self.r_addr[1:].any()), step.eq(self.r_addr[0] ^ p[0])]
+        # address: an ECP5 critical path of 59.93 MHz, docs/benchmarks/fmax lead17-1.) Both are
+        # registered from the next address, so no logic but the cursor's own selects sits
+        # between a flip-flop and the LUT RAMs' read addresses (the head's queue's read,
+        # 13.4-13.7 ns on the ECP5 with the decisions taken from the address: lead20-1, lead21-1).
+        restart = Signal(name="r_restart", init=1)  # r_addr has no bit set above bit 0
+        step = Signal(name="r_step")  # r_addr's bit 0 differs from last cycle's
+        m.d.sync += [restart.eq(~self.r_addr_next[1:].any()),
+                     step.eq(self.r_addr_next[0] ^ r_addr[0])]
+        # The cursor moves on to the next word: a step with no fired element left in this one
+        # (``cur_any`` is a register, so no OR over the K bits sits in front of the addresses).
+        advance = Signal(name="r_advance")
+        m.d.comb += advance.eq(step & ~cur_any)
+        s1 = of_buf(s1_w, rbuf)
+        w1_restart = addr(s1 + 1, rbuf)
+        cur_w1_n = Signal.like(cur_w1, name="cur_word1_next")
+        m.d.comb += cur_w1_n.eq(Mux(restart, w1_restart, Mux(advance, next_word(cur_w1), cur_w1)))
+        m.d.sync += cur_w1.eq(cur_w1_n)
+        m.d.comb += rp_next.addr.eq(cur_w1_n)
+        # Each group of entries has its own copy of the cursor's word (KEEP: Yosys would merge
+        # the copies) and of its next value: the read address of one copy reaches the LUT RAMs
+        # of ``ENTRIES_PER_GROUP`` entries, not all K. With one copy, that address fanned out to
+        # all 105 LUT RAM cells of the head's queue at A = 16, the ECP5's second-slowest path
+        # (13.36 ns, docs/benchmarks/fmax lead20-1).
+        w_cur = []
+        for gi, mem in enumerate(mem_e):
+            cw = Signal(max(1, abuf), name=f"cur_word_g{gi}", attrs=KEEP)
+            cw_n = Signal.like(cw, name=f"cur_word_next_g{gi}")
+            m.d.comb += cw_n.eq(Mux(restart, addr(s1, rbuf), Mux(advance, cur_w1, cw)))
+            m.d.sync += cw.eq(cw_n)
+            rp = mem.read_port()
+            m.d.comb += rp.addr.eq(cw_n)
+            w_cur.extend(rp.data[j] for j in range(len(groups[gi])))
+        pick_cur = _pick(m, lo_cur, w_cur, entry, "r_pick_cur")
+        # Two or more fired elements left: one is left after this step takes the lowest.
+        rest_after = Signal(K, name="r_rest_after")
+        m.d.comb += rest_after.eq(cur_rest & ~lo_cur)
         with m.If(restart):
-            s1 = of_buf(s1_w, rbuf)
-            m.d.comb += [cur_w_n.eq(addr(s1, rbuf)), cur_w1_n.eq(addr(s1 + 1, rbuf))]
-            m.d.sync += cur_rest.eq(of_buf(s1_rest, rbuf))
+            m.d.sync += [cur_rest.eq(of_buf(s1_rest, rbuf)), cur_any.eq(of_buf(s1_any, rbuf))]
         with m.Elif(step):
-            with m.If(cur_rest.any()):
-                m.d.sync += [out.eq(pick_cur), cur_rest.eq(cur_rest & ~lo_cur)]
+            with m.If(cur_any):
+                m.d.sync += [out.eq(pick_cur), cur_rest.eq(rest_after),
+                             cur_any.eq(rest_after.any())]
             with m.Else():
-                m.d.sync += [out.eq(w_nxt.first), cur_rest.eq(w_nxt.rest)]
-                m.d.comb += [cur_w_n.eq(cur_w1), cur_w1_n.eq(next_word(cur_w1))]
-        m.d.sync += [cur_w.eq(cur_w_n), cur_w1.eq(cur_w1_n)]
-        m.d.comb += [rp_cur.addr.eq(cur_w_n), rp_next.addr.eq(cur_w1_n)]
+                m.d.sync += [out.eq(w_nxt.first), cur_rest.eq(w_nxt.rest),
+                             cur_any.eq(w_nxt.rest_any)]
         # Entries 0 and 1 straight from their registers (of the buffer read last cycle).
         res = data.View(entry, Mux(at0, of_buf(e0, p_rbuf),
                                    Mux(at1, of_buf(e1, p_rbuf), out)))

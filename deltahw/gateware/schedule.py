@@ -13,8 +13,8 @@ A timestep, per block b (layers 0..L-1, then the head if any), in order:
   that reads one queue (layer 0's x or h phase, the head: ``is_fast``) takes entry 0 here out of
   its queue's first-entry register (``take_first``, ``first_h``: its weight address is
   registered) with entry 1 already on the read port, and issues next cycle
-  (``cycles.FAST_FETCH`` = 1). Layers 1.. put entry 0 on the read port (``q_addr`` of the x
-  queue or ``q_addr_h`` of the h queue, ``q_h``) and go on with
+  (``cycles.FAST_FETCH`` = 1). Layers 1.. put entry 0 on the read port (its position in the x
+  queue or in the h queue, ``q_h``) and go on with
 * ``MAC_FETCH2`` (1 cycle, layers 1..): entry 0 is taken (``take``), entry 1 addressed
   (``cycles.MAC_FETCH`` = 2 cycles in all before the first issue).
 * ``MAC_RUN``: ``issue`` for every row group ``g`` of every fired column, ``groups`` cycles per
@@ -79,7 +79,8 @@ reset reloads every accumulator). With nothing to do the schedule waits in ``IDL
 
 Latency and throughput: one state per cycle, no internal pipelining; the outputs are
 combinational from the state (``q_h`` and the strobes) or registers (``block``, ``g``, beat
-counters, and the queue read addresses ``q_addr``/``q_addr_h``, set a cycle ahead).
+counters); the queue read addresses are given for the next cycle (``q_addr_next``,
+``q_addr_h_next``, ``q_addr_head_next``, combinational) and each queue registers its own copy.
 """
 
 from __future__ import annotations
@@ -130,10 +131,11 @@ class Schedule(wiring.Component):
             "latch_x0": Out(1),  # layer 0's x phase reads its count
             "n_x": Out(16),  # x entries the current phase sweeps (0 in layer 0's h phase)
             "n_h": Out(16),  # h entries the current phase sweeps (0 in layer 0's x phase)
-            "q_addr": Out(16),  # entry put on the x queues' read port (a register) ...
-            "q_addr_h": Out(16),  # ... its position in the h queue (a register) ...
-            "q_h": Out(1),  # ... and which of the two it is: the h queue (else the x queue)
-            "q_addr_head": Out(16),  # the head's x queue's read address (q_addr in its phase)
+            # The queues' read addresses of the next cycle (each queue registers its own copy):
+            "q_addr_next": Out(16),  # entry put on the x queues' read port ...
+            "q_addr_h_next": Out(16),  # ... its position in the h queue ...
+            "q_addr_head_next": Out(16),  # the head's x queue's (q_addr_next in its phase)
+            "q_h": Out(1),  # the entry on the ports in this cycle is the h queue's (else x's)
             "take": Out(1),  # the entry addressed in the previous cycle becomes the column
             # the phase's first column is entry 0 out of the block's queue's first-entry register
             # (the h queue's with first_h: layer 0's h phase, else the x queue's)
@@ -195,6 +197,11 @@ class Schedule(wiring.Component):
         t_groups, t_drain = table(costs), table(drains)
 
         block, g = self.block, self.g
+        # ``block`` is a register; ``block_n`` its value of the next cycle (the states below set
+        # it), from which the head's queue's next read address is derived.
+        block_n = Signal.like(block, name="block_next")
+        m.d.comb += block_n.eq(block)
+        m.d.sync += block.eq(block_n)
         # reset_addr is the register of reset_addr_next (which holds it but where a state below
         # sets it), so the datapath can register copies of it from reset_addr_next.
         m.d.comb += self.reset_addr_next.eq(self.reset_addr)
@@ -259,16 +266,24 @@ class Schedule(wiring.Component):
         # The queue read addresses are registers (Fmax: the queues' LUT RAMs are read straight
         # from flip-flops): ``qi`` is the entry on the read ports in this cycle, ``qi_h`` the same
         # entry's position in the h queue (``qi - n_x``; the x count is constant during a phase).
-        # Each fetching state sets next cycle's entry: 0 at a phase's start (begin_mac), then 1,
-        # then one step each cycle in which the sweep moves on to the next entry.
-        # ``qi1``/``qi_h1`` hold them plus one, so a step is a select, not an adder after the
-        # step's logic.
+        # Each fetching state sets next cycle's entry (``qi_n``, ``qi_h_n``): 0 at a phase's start
+        # (begin_mac), then 1, then one step each cycle in which the sweep moves on to the next
+        # entry. The queues get the next values and register their own copies (with the read
+        # cursor's decisions: ``DeltaQueue``). ``qi1``/``qi_h1`` hold them plus one, so a step is
+        # a select, not an adder after the step's logic.
         max_entries = max([cfg.layer_input_size(l) + cfg.hidden_size for l in range(L)]
                           + ([cfg.hidden_size] if head else []))
         qbits = (max_entries + 2).bit_length()
         qi, qi_h = Signal(qbits), Signal(qbits)
         qi1, qi_h1 = Signal(qbits, init=1), Signal(qbits, init=1)
-        m.d.comb += [self.q_addr.eq(qi), self.q_addr_h.eq(qi_h), self.q_h.eq(qi >= n_x)]
+        regs = (qi, qi1, qi_h, qi_h1)
+        qi_n, qi1_n, qi_h_n, qi_h1_n = nexts = [Signal.like(r, name=f"{r.name}_next")
+                                                for r in regs]
+        for r, n in zip(regs, nexts):
+            m.d.comb += n.eq(r)
+            m.d.sync += r.eq(n)
+        m.d.comb += [self.q_addr_next.eq(qi_n), self.q_addr_h_next.eq(qi_h_n),
+                     self.q_h.eq(qi >= n_x)]
 
         def is_fast(blk):
             """The block's MAC phases read one queue (layer 0's x or h phase, the head), whose
@@ -282,25 +297,26 @@ class Schedule(wiring.Component):
         # (below) takes its entry 0 from the first-entry register in the x phase's last cycle,
         # whatever qi is then, with entry 1 on the read port.
         if head:
-            m.d.comb += self.q_addr_head.eq(Mux(block == L, qi, 1))
+            m.d.comb += self.q_addr_head_next.eq(Mux(block_n == L, qi_n, 1))
 
         def fetch_next(step):
             """Next cycle's entry is this one plus ``step`` (0 or 1)."""
-            m.d.sync += [qi.eq(Mux(step, qi1, qi)), qi1.eq(Mux(step, qi1 + 1, qi1)),
-                         qi_h.eq(Mux(step, qi_h1, qi_h)), qi_h1.eq(Mux(step, qi_h1 + 1, qi_h1))]
+            m.d.comb += [qi_n.eq(Mux(step, qi1, qi)), qi1_n.eq(Mux(step, qi1 + 1, qi1)),
+                         qi_h_n.eq(Mux(step, qi_h1, qi_h)),
+                         qi_h1_n.eq(Mux(step, qi_h1 + 1, qi_h1))]
 
         def fetch_at(index, index_h):
             """Next cycle's entry is ``index`` (``index_h`` in the h queue)."""
-            m.d.sync += [qi.eq(index), qi1.eq(index + 1), qi_h.eq(index_h),
-                         qi_h1.eq(index_h + 1)]
+            m.d.comb += [qi_n.eq(index), qi1_n.eq(index + 1), qi_h_n.eq(index_h),
+                         qi_h1_n.eq(index_h + 1)]
 
         # ``g_last``: the current row group is its column's last (a register, Fmax).
         g_last = Signal()
 
         def begin_mac(blk, use_x, use_h, mode=None):
             """Start a MAC phase of block ``blk`` next cycle (``mode``: layer 0's x phase)."""
-            m.d.sync += [block.eq(blk), px.eq(use_x), ph.eq(use_h), xseg.eq(mode is not None),
-                         h_lost.eq(0)]
+            m.d.comb += block_n.eq(blk)
+            m.d.sync += [px.eq(use_x), ph.eq(use_h), xseg.eq(mode is not None), h_lost.eq(0)]
             # MAC_FETCH reads entry 0 (of either queue); a fast phase takes entry 0 from the
             # first-entry register there, with entry 1 already on the read port.
             first = Mux(is_fast(blk), 1, 0)
@@ -317,7 +333,7 @@ class Schedule(wiring.Component):
                 begin_mac(0, 0, 1)
             with m.Elif(self.r_full):
                 with m.If(self.r_reset):
-                    m.d.sync += block.eq(0)
+                    m.d.comb += block_n.eq(0)
                     m.d.comb += self.reset_addr_next.eq(0)
                     m.d.comb += self.resetting_next.eq(1)
                     m.next = "RESET"
@@ -372,10 +388,11 @@ class Schedule(wiring.Component):
             m.d.comb += [self.counting.eq(1), self.counting_next.eq(0), self.latch_fired.eq(1),
                          self.latch_block.eq(L), self.latch_nx.eq(self.nhead)]
             # The head's entry 0 is taken out of its first-entry register, entry 1 is on its
-            # queue's read port (q_addr_head = 1 while the block is not the head); next cycle the
+            # queue's read port (its address is 1 while the block is not the head); next cycle the
             # first issue, with the entry MAC_RUN's look-ahead wants on the port (as MAC_FETCH).
             m.d.comb += [self.q_h.eq(0), self.take_head_first.eq(1)]
-            m.d.sync += [block.eq(L), px.eq(1), ph.eq(1), xseg.eq(0), h_lost.eq(0),
+            m.d.comb += block_n.eq(L)
+            m.d.sync += [px.eq(1), ph.eq(1), xseg.eq(0), h_lost.eq(0),
                          e.eq(0), g.eq(0), cnt.eq(0), g_last.eq(t_groups[L] == 1),
                          last_e.eq(self.nhead == 1)]
             nxt = 2 if costs[L] == 1 else 1
