@@ -673,7 +673,8 @@ def main(argv=None) -> int:
                     help="exported model folder or checkpoint (default: the shipped trained model "
                          "under models/)")
     ap.add_argument("--board", required=True, choices=sorted(BOARDS))
-    ap.add_argument("--variant", help="board variant (arty_a7: 35 or 100; ulx3s: 85, 45, 25)")
+    ap.add_argument("--variant", help="board variant (arty_a7: 35 or 100; ulx3s: 85, 45, 25; "
+                         "ecp5_evn: 85)")
     # Deprecated spelling (hidden): the model was an option before it became the positional
     # argument every other command takes.
     ap.add_argument("--model", dest="model_option", metavar="MODEL", help=argparse.SUPPRESS)

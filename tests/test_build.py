@@ -65,6 +65,20 @@ def test_ecp5_tree_has_pll_and_yowasp_script(small_model, tmp_path):
     assert report["uart_divisor"] == 40
 
 
+def test_ecp5_evn_tree_targets_the_5g_85f_at_speed_8(small_model, tmp_path):
+    """The ECP5-5G evaluation board: its part (the -8 speed grade) on nextpnr's command line, and
+    its default clock made exactly from the 12 MHz oscillator."""
+    out = tmp_path / "evn"
+    assert build.main(["--board", "ecp5_evn", str(small_model), "--out", str(out),
+                       "--no-synth"]) == 0
+    script = (out / "build_deltahw_top.sh").read_text()
+    assert "--um5g-85k" in script and "--speed 8" in script and "--router router2" in script
+    assert "EHXPLLL" in (out / "deltahw_top.il").read_text()
+    report = json.loads((out / "report.json").read_text())
+    assert report["part"] == "LFE5UM5G-85F"
+    assert report["clock_mhz"] == pytest.approx(BOARDS["ecp5_evn"].default_clock_mhz)
+
+
 def test_seed_reaches_nextpnr_and_the_report(small_model, tmp_path, capsys):
     """``--seed N`` goes on nextpnr's command line and into the report; a board without a
     placement step, or a seed nextpnr cannot take, is refused before anything is written."""
@@ -141,6 +155,10 @@ def test_clocking_solvers():
     assert q["f_out"] == pytest.approx(70e6) and 400e6 <= q["vco"] <= 800e6
     q = ecp5_pll_params(25e6, 75e6)
     assert q["f_out"] == pytest.approx(75e6) and 400e6 <= q["vco"] <= 800e6
+    # the ECP5-5G evaluation board's default from its 12 MHz oscillator, exactly
+    evn = BOARDS["ecp5_evn"]
+    q = ecp5_pll_params(evn.osc_hz, evn.default_clock_mhz * 1e6)
+    assert q["f_out"] == pytest.approx(evn.default_clock_mhz * 1e6, abs=1)
     q = ecp5_pll_params(25e6, 66.67e6)
     assert q["f_out"] == pytest.approx(200e6 / 3) and 400e6 <= q["vco"] <= 800e6
     with pytest.raises(ValueError, match="cannot make"):

@@ -45,6 +45,9 @@ PARTS = {
     "LFE5U-25F": Part("LFE5U-25F", "ecp5", 24288, 24288, 56, 18, 28, "MULT18X18D", "EBR"),
     "LFE5U-45F": Part("LFE5U-45F", "ecp5", 43848, 43848, 108, 18, 72, "MULT18X18D", "EBR"),
     "LFE5U-85F": Part("LFE5U-85F", "ecp5", 83640, 83640, 208, 18, 156, "MULT18X18D", "EBR"),
+    # The ECP5-5G 85F: the LFE5U-85F's fabric with 5 Gb/s SERDES, sold in the -8 speed grade.
+    "LFE5UM5G-85F": Part("LFE5UM5G-85F", "ecp5", 83640, 83640, 208, 18, 156, "MULT18X18D",
+                         "EBR"),
 }
 
 
@@ -99,6 +102,15 @@ BOARDS = {
         # 25 MHz / 5 x 14 / 6. Before: 75 MHz (sessions 13-16), 70 MHz (session 12), 75 MHz
         # (sessions 10-11), 66.67 MHz (sessions 7-9), 62.5 MHz (session 6), 60 MHz (session 5).
         default_variant="85", default_clock_mhz=70.0, default_baud=1_000_000),
+    # The ECP5's fastest speed grade (-8; the ULX3S is -6). Its UART pins reach the on-board
+    # FTDI only after two resistor jumpers are moved and the FTDI's channel B is set to UART
+    # (the board's user manual, section 6.2); the 12 MHz oscillator feeds the PLL.
+    "ecp5_evn": Board(
+        "ecp5_evn", "Lattice ECP5-5G Evaluation Board", "trellis", "clk12", 12e6, "rst",
+        variants={"85": (("ecp5_5g_evn", "ECP55GEVNPlatform"), "LFE5UM5G-85F")},
+        # 90 MHz = 12 MHz / 2 x 15: the shipped fsdd core's default build closes at it
+        # (docs/benchmarks/fmax, session 22).
+        default_variant="85", default_clock_mhz=90.0, default_baud=1_000_000),
 }
 
 
