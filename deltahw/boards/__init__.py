@@ -99,8 +99,10 @@ BOARDS = {
         # post-route at this target (lead17-7), and missed 75 MHz with the same seed (69.66,
         # lead17-6; the same logic under other names met 75 at 75.99, lead17-4): placements of
         # one netlist spread over 10-25 % with the target and the names (docs/benchmarks/fmax).
-        # 25 MHz / 5 x 14 / 6. Before: 75 MHz (sessions 13-16), 70 MHz (session 12), 75 MHz
-        # (sessions 10-11), 66.67 MHz (sessions 7-9), 62.5 MHz (session 6), 60 MHz (session 5).
+        # Session 21's gateware (940c252, on main since session 22) places at 71.16 / 70.59 MHz
+        # (lead21-7/-8). 25 MHz / 5 x 14 / 6. Before: 75 MHz (sessions 13-16), 70 MHz (session
+        # 12), 75 MHz (sessions 10-11), 66.67 MHz (sessions 7-9), 62.5 MHz (session 6), 60 MHz
+        # (session 5).
         default_variant="85", default_clock_mhz=70.0, default_baud=1_000_000),
     # The ECP5's fastest speed grade (-8; the ULX3S is -6). Its UART pins reach the on-board
     # FTDI only after two resistor jumpers are moved and the FTDI's channel B is set to UART
