@@ -8,7 +8,7 @@ flow (``vivado`` for Xilinx 7-series, with open-source Yosys synthesis when Viva
 rate. :class:`BoardTop` puts :class:`~deltahw.boards.top.UARTTop` on the board's pins.
 """
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from amaranth.hdl import ClockDomain, Elaboratable, Module
 from amaranth.lib import io
@@ -45,10 +45,10 @@ PARTS = {
     "LFE5U-25F": Part("LFE5U-25F", "ecp5", 24288, 24288, 56, 18, 28, "MULT18X18D", "EBR"),
     "LFE5U-45F": Part("LFE5U-45F", "ecp5", 43848, 43848, 108, 18, 72, "MULT18X18D", "EBR"),
     "LFE5U-85F": Part("LFE5U-85F", "ecp5", 83640, 83640, 208, 18, 156, "MULT18X18D", "EBR"),
-    # The ECP5-5G 85F: the LFE5U-85F's fabric with 5 Gb/s SERDES, sold in the -8 speed grade.
-    "LFE5UM5G-85F": Part("LFE5UM5G-85F", "ecp5", 83640, 83640, 208, 18, 156, "MULT18X18D",
-                         "EBR"),
 }
+# The ECP5-5G 85F: the LFE5U-85F's fabric (the same totals) with 5 Gb/s SERDES, sold in the -8
+# speed grade.
+PARTS["LFE5UM5G-85F"] = replace(PARTS["LFE5U-85F"], name="LFE5UM5G-85F")
 
 
 @dataclass(frozen=True)
