@@ -398,6 +398,40 @@ def test_recorded_ecp5_takes_the_best_measured_run_of_the_same_p_and_a(tmp_path)
     assert bench_run.recorded_ecp5(cfg, path)["fmax_mhz"] == 90.0
 
 
+def test_recorded_ecp5_other_speed_grades(tmp_path):
+    """A record of -6 (ULX3S) builds with -8 runs: the -8 runs are offered per grade, the best
+    of today's gateware, with the board of a board build."""
+    rec = {"speed_grade": 6, "current_gateware": {"code": ["new"]}, "runs": [
+        {"name": "u", "code": "new", "act_width": 8, "target_mhz": 70, "fmax_mhz": 71.0,
+         "measured": True},
+        {"name": "old8", "code": "old", "act_width": 8, "target_mhz": 100, "fmax_mhz": 120.0,
+         "measured": True, "speed_grade": 8},
+        {"name": "e1", "code": "new", "act_width": 8, "target_mhz": 100, "fmax_mhz": 101.5,
+         "measured": True, "speed_grade": 8, "board": "ecp5_evn"},
+        {"name": "e2", "code": "new", "act_width": 8, "target_mhz": 100, "fmax_mhz": 109.5,
+         "measured": True, "speed_grade": 8, "board": "ecp5_evn"},
+        {"name": "x7", "code": "new", "act_width": 8, "target_mhz": 100, "fmax_mhz": None,
+         "measured": False, "speed_grade": 7}]}
+    path = tmp_path / "results.json"
+    path.write_text(json.dumps(rec))
+    assert bench_run.recorded_speed_grades(path) == [8]
+    assert bench_run.recorded_speed_grades(tmp_path / "missing.json") == []
+    cfg = DeltaGRUConfig(13, 64, 1, 10, lanes=48, lanes_per_bank=4, act_width=8, enc_width=8)
+    own = bench_run.recorded_ecp5(cfg, path)
+    assert own["fmax_mhz"] == 71.0 and own["speed_grade"] == 6 and "board" not in own
+    fast = bench_run.recorded_ecp5(cfg, path, 8)
+    assert fast["fmax_mhz"] == 109.5 and "run 'e2'" in fast["recorded"]
+    assert fast["board"] == {"name": "ecp5_evn", "title": "Lattice ECP5-5G Evaluation Board",
+                             "part": "LFE5UM5G-85F"}
+    cs = {"mean_cycles": 50.0, "p99_cycles": 90.0, "dense_cycles": 400}
+    (entry,) = bench_run._other_grades(cfg, cs, path)
+    assert entry["speed_grade"] == 8
+    assert entry["perf"]["latency_us_mean"] == pytest.approx(50.0 / 109.5)
+    other_a = DeltaGRUConfig(13, 64, 1, 10, lanes=48, lanes_per_bank=4, act_width=4,
+                             enc_width=8)
+    assert bench_run._other_grades(other_a, cs, path) == []
+
+
 def test_render_refresh_takes_a_newly_recorded_ecp5_build(quick_report, tmp_path):
     _, _, res = quick_report
     res = json.loads(json.dumps(res))
@@ -414,3 +448,4 @@ def test_render_refresh_takes_a_newly_recorded_ecp5_build(quick_report, tmp_path
         got["cycle_model"]["mean_cycles"] / 80.0)
     assert all(r["ecp5"] is None and r["perf_ecp5_fmax"] is None
                for P, r in rows.items() if P != 6)
+    assert all(r["ecp5_other_grades"] == [] for r in rows.values())  # the record has one grade

@@ -228,6 +228,15 @@ def _shipped(m: dict) -> dict:
     return next(r for r in m["hardware"] if r["lanes"] == m["config"]["lanes"])
 
 
+def _grade_label(e: dict, board: bool = True) -> str:
+    """An ``ecp5_other_grades`` entry's device: "ECP5 -8", or the part of a board build and
+    (``board``) the board: "ECP5 LFE5UM5G-85F-8, Lattice ECP5-5G Evaluation Board"."""
+    b = e.get("board")
+    if not b:
+        return f"ECP5 -{e['speed_grade']}"
+    return f"ECP5 {b['part']}-{e['speed_grade']}" + (f", {b['title']}" if board else "")
+
+
 def _summary_table(results: dict) -> list[str]:
     lines = ["| model | network | test metric (delta / Theta = 0) | op reduction | RTL speedup "
              "over dense | lane utilisation (delta / dense) | measured / ideal cycles | cycles "
@@ -242,6 +251,10 @@ def _summary_table(results: dict) -> list[str]:
             e = sh["perf_ecp5_fmax"]
             lat.append(f"{e['latency_us_mean']:.2f} us @ {e['clock_mhz']:.1f} MHz ECP5 "
                        "(post-route Fmax)")
+        for g_ in sh.get("ecp5_other_grades", []):
+            lat.append(f"{g_['perf']['latency_us_mean']:.2f} us @ {g_['fmax_mhz']:.1f} MHz "
+                       f"{_grade_label(g_, board=False)} (post-route Fmax"
+                       + (f"; {g_['board']['title']})" if g_.get("board") else ")"))
         acc = (f"{_metric(g)} / {_metric(g, 'metrics_theta0')}"
                if g.get("metrics") or g["accuracy"] is not None else "- (no labels)")
         lines.append(
@@ -432,6 +445,17 @@ def _hw_section(results: dict) -> list[str]:
             out += [""] + [f"P={P}: no synthesis in this run (`--no-synth`); the ECP5 figures are "
                            f"the best measured post-route build of the same P and A, from {src}."
                            for P, src in rec]
+        for r in m["hardware"]:
+            for g_ in r.get("ecp5_other_grades", []):
+                pg = g_["perf"]
+                how = (f"`python -m deltahw.build --board {g_['board']['name']}`"
+                       if g_.get("board") else "a place and route")
+                out += ["", f"P={r['lanes']} on a faster speed grade: **{g_['fmax_mhz']:.1f} "
+                        f"MHz** post-route on the {_grade_label(g_)} ({how}; target "
+                        f"{g_['target_mhz']:g} MHz): latency {pg['latency_us_mean']:.2f} us per "
+                        f"timestep (mean; dense {pg['dense_latency_us']:.2f} us), "
+                        f"{pg['effective_gops']:.2f} effective GOp/s; the measured build is "
+                        f"{g_['recorded']}."]
         fm = [(r["lanes"], r["ecp5"]["fmax_mhz"]) for r in m["hardware"]
               if r["ecp5"] and r["ecp5"].get("fmax_mhz")]
         if len(fm) > 1:
@@ -512,6 +536,18 @@ def _peer_rows(results: dict) -> list[dict]:
                          "effective_gops": pe["effective_gops"],
                          "ops_per_mac_cycle": pe.get("effective_ops_per_mac_cycle"),
                          "latency": f"{pe['latency_us_mean']:.2f} us per timestep (mean)",
+                         "weights": "on-chip BRAM, run-time loadable",
+                         "source": "this report (RTL cycles x post-route Fmax)"})
+        for g_ in sh.get("ecp5_other_grades", []):
+            pg = g_["perf"]
+            rows.append({"label": f"deltahw {name}, ECP5-85F -{g_['speed_grade']} @ "
+                                  f"{pg['clock_mhz']:.0f} MHz",
+                         "ours": True, "chip": f"Lattice {_grade_label(g_)}",
+                         "clock": f"{pg['clock_mhz']:.1f} MHz (post-route Fmax, measured)",
+                         "workload": work, "mac_units": c["lanes"],
+                         "effective_gops": pg["effective_gops"],
+                         "ops_per_mac_cycle": pg.get("effective_ops_per_mac_cycle"),
+                         "latency": f"{pg['latency_us_mean']:.2f} us per timestep (mean)",
                          "weights": "on-chip BRAM, run-time loadable",
                          "source": "this report (RTL cycles x post-route Fmax)"})
     for p in results["published"]:

@@ -269,10 +269,12 @@ def _perf_at(cfg, mean_cycles: float, p99_cycles: float, dense_cycles: int, f_mh
 FMAX_RECORD = REPO / "docs" / "benchmarks" / "fmax" / "results.json"
 
 
-def recorded_ecp5(cfg, path: Path = FMAX_RECORD) -> dict | None:
+def recorded_ecp5(cfg, path: Path = FMAX_RECORD, speed_grade: int | None = None) -> dict | None:
     """The best measured post-route ECP5 Fmax recorded in ``path`` for ``cfg``'s P and A (runs
     without a ``lanes`` field are of the record's own model, whose P the record states), as a
     hardware row's ``ecp5`` entry marked ``recorded``; ``None`` when there is none.
+    ``speed_grade``: the runs placed on that grade (:func:`recorded_speed_grades`); by default
+    the record's own (its board's).
 
     When the record names the builds of today's gateware (``current_gateware``: the commits
     whose gateware is the current one; a run's ``code`` starts with its commit), only those
@@ -286,7 +288,8 @@ def recorded_ecp5(cfg, path: Path = FMAX_RECORD) -> dict | None:
         return None
     default_lanes = rec.get("lanes") or 48
     current = tuple(rec.get("current_gateware", {}).get("code", []))
-    speed = rec.get("speed_grade")
+    own_speed = rec.get("speed_grade")
+    speed = own_speed if speed_grade is None else speed_grade
 
     def is_current(run):
         return bool(current) and str(run.get("code", "")).split(" ")[0] in current
@@ -295,7 +298,7 @@ def recorded_ecp5(cfg, path: Path = FMAX_RECORD) -> dict | None:
     for run in rec.get("runs", []):
         if not run.get("measured") or not run.get("fmax_mhz"):
             continue
-        if run.get("speed_grade", speed) != speed:
+        if run.get("speed_grade", own_speed) != speed:
             continue
         if ((run.get("lanes") or default_lanes) != cfg.lanes
                 or run.get("act_width") != cfg.act_width):
@@ -315,15 +318,51 @@ def recorded_ecp5(cfg, path: Path = FMAX_RECORD) -> dict | None:
                        f"{rec.get('model', 'model')})"}
     if used:
         out["used"] = used
+    if speed is not None:
+        out["speed_grade"] = speed
+    if best.get("board"):  # a run of ``python -m deltahw.build --board B``
+        from ..boards import get_board
+
+        board = get_board(best["board"])
+        out["board"] = {"name": board.name, "title": board.title, "part": board.part().name}
     if current and not is_current(best):
         out["earlier_gateware"] = True
         out["recorded"] += "; an earlier gateware (no build of the current one recorded)"
     return out
 
 
+def recorded_speed_grades(path: Path = FMAX_RECORD) -> list[int]:
+    """The speed grades of the measured runs in the ECP5 record ``path`` other than the record's
+    own (for example -8 builds for the ECP5-5G evaluation board in a record of ULX3S (-6)
+    builds), in increasing order; ``[]`` without a record."""
+    try:
+        rec = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return []
+    own = rec.get("speed_grade")
+    return sorted({run["speed_grade"] for run in rec.get("runs", [])
+                   if run.get("measured") and run.get("fmax_mhz")
+                   and run.get("speed_grade", own) != own})
+
+
+def _other_grades(cfg, cs: dict, path: Path = FMAX_RECORD) -> list[dict]:
+    """A hardware row's ``ecp5_other_grades``: for each other speed grade in the record
+    (:func:`recorded_speed_grades`) with a run of ``cfg``'s P and A, that run's
+    :func:`recorded_ecp5` entry with the performance at its clock (``perf``)."""
+    out = []
+    for grade in recorded_speed_grades(path):
+        e = recorded_ecp5(cfg, path, grade)
+        if e is not None:
+            e["perf"] = _perf_at(cfg, cs["mean_cycles"], cs["p99_cycles"], cs["dense_cycles"],
+                                 e["fmax_mhz"])
+            out.append(e)
+    return out
+
+
 def refresh_recorded_ecp5(results: dict, path: Path = FMAX_RECORD) -> None:
     """Re-read the ECP5 record for the rows of a run without synthesis (``--render`` after a new
-    place-and-route build was recorded): their ``ecp5`` entry and the performance at its clock."""
+    place-and-route build was recorded): their ``ecp5`` entry, the other speed grades'
+    (``ecp5_other_grades``) and the performance at their clocks."""
     for m in results.get("models", {}).values():
         if m.get("hardware_mode") != "estimate":
             continue
@@ -333,6 +372,7 @@ def refresh_recorded_ecp5(results: dict, path: Path = FMAX_RECORD) -> None:
             cfg = hw.with_lanes(DeltaGRUConfig.from_dict(m["config"]), row["lanes"])
             row["ecp5"] = recorded_ecp5(cfg, path)
             cs = row["cycle_model"]
+            row["ecp5_other_grades"] = _other_grades(cfg, cs, path)
             row["perf_ecp5_fmax"] = _perf_at(cfg, cs["mean_cycles"], cs["p99_cycles"],
                                              cs["dense_cycles"],
                                              (row["ecp5"] or {}).get("fmax_mhz"))
@@ -393,6 +433,8 @@ def _hardware_rows(spec: ModelSpec, model, test: dict, lanes_list, reports: dict
         fmax = (row["ecp5"] or {}).get("fmax_mhz")
         row["perf_ecp5_fmax"] = _perf_at(cfg, cs["mean_cycles"], cs["p99_cycles"],
                                          cs["dense_cycles"], fmax)
+        # Measured builds of the same P and A on other ECP5 speed grades (the record's).
+        row["ecp5_other_grades"] = _other_grades(cfg, cs)
         rows.append(row)
     return rows
 
