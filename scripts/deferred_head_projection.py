@@ -17,7 +17,8 @@ cycle model (:func:`deltahw.cycles.timestep_cycles`) beside a closed-form model 
 With a late input (a lock-step host) the head runs in place and the next window is padded to what
 the model says (docs/deferred_head.md): the lock-step cost is the mean pad, printed per model.
 Approximations: the merged head fetch and today's read-out overlap rules are not modelled; the
-"today" column is the exact model.
+"today" column is the exact model, and the same closed form with the head in place after the drain
+(today's order) is printed as a check: compare the deferred column with that one.
 
 Usage: ``python scripts/deferred_head_projection.py fsdd watch``
 """
@@ -56,9 +57,11 @@ def counts(name: str):
     return cfg, x0, nh, st["fired_head"].astype(np.int64), first, last, opred
 
 
-def deferred(cfg, x0, nh, no, first, last, trim: int):
-    """Cycles per timestep of the deferred variant (module docstring) with the drain ``trim``
-    cycles shorter, and the lock-step pad per timestep."""
+def closed_form(cfg, x0, nh, no, first, last, trim: int, defer: bool):
+    """Cycles per timestep of the closed form (module docstring) with the drain ``trim`` cycles
+    shorter, deferring the head (``defer``) or running it in place after the drain as today
+    (the check: its gap to the exact model is the closed form's error), and the lock-step pad
+    per timestep (0 without deferral)."""
     cc, hc = cyc.column_cost(cfg), cyc.head_column_cost(cfg)
     nb = ceil_div(cfg.hidden_size, cfg.act_width)
     R = ceil_div(cfg.output_size, cfg.act_width)
@@ -70,39 +73,44 @@ def deferred(cfg, x0, nh, no, first, last, trim: int):
         if first[t]:
             out[t] = X[t] + H[t] + nb + W
             continue
-        s = X[t] + (0 if first[t - 1] else F[t - 2] + R - 1)
+        s = X[t] + (F[t - 2] + R - 1 if defer and not first[t - 1] else 0)
         out[t] = max(0, s - W) + H[t] + nb + W
-        if not first[t - 1]:
+        if defer and not first[t - 1]:
             pad[t] = max(0, s - W) - max(0, X[t] - W)
-    out = out + last * (F + R - 1)  # the flushed head of each sequence's last timestep
+    # Deferred: the flushed head of each sequence's last timestep; else every head in place.
+    out = out + (last if defer else 1) * (F + R - 1)
     return out, pad
 
 
-def dense(cfg, trim: int) -> int:
+def dense(cfg, trim: int, defer: bool) -> int:
     """The same for a timestep in which everything fires, inside a sequence."""
     cc, hc = cyc.column_cost(cfg), cyc.head_column_cost(cfg)
     nb = ceil_div(cfg.hidden_size, cfg.act_width)
     R = ceil_div(cfg.output_size, cfg.act_width)
     W = cyc.ACT_DRAIN - trim
-    s = cfg.input_size * cc + 1 + cfg.hidden_size * hc + 1 + R - 1
-    return max(0, s - W) + cfg.hidden_size * cc + 1 + nb + W
+    head = cfg.hidden_size * hc + 1 + R - 1
+    s = cfg.input_size * cc + 1 + (head if defer else 0)
+    return max(0, s - W) + cfg.hidden_size * cc + 1 + nb + W + (0 if defer else head)
 
 
 def main(argv) -> int:
-    print("| model | drain | today: cycles (dense), realized | deferred: cycles (dense), "
-          "realized | lock-step pad per timestep |")
-    print("|---|---:|---|---|---:|")
+    print("| model | drain | today (exact model): cycles (dense), realized | closed form, head in "
+          "place (check) | closed form, head deferred | lock-step pad per timestep |")
+    print("|---|---:|---|---|---|---:|")
     for name in argv:
         cfg, x0, nh, no, first, last, opred = counts(name)
         today = cyc.timestep_cycles(cfg, [x0 + nh], no, fired_x0=x0, first=first).mean()
         td = cyc.dense_cycles(cfg)
         for trim in DRAINS:
-            c, pad = deferred(cfg, x0, nh, no, first, last, trim)
-            d = dense(cfg, trim)
+            cells = []
+            for defer in (False, True):
+                c, pad = closed_form(cfg, x0, nh, no, first, last, trim, defer)
+                d = dense(cfg, trim, defer)
+                cells.append(f"{c.mean():.2f} ({d}), {d / c.mean() / opred:.1%}")
             today_cell = (f"{today:.2f} ({td}), {td / today / opred:.1%}" if trim == 0
                           else "-")
-            print(f"| {name} | {cyc.ACT_DRAIN - trim} | {today_cell} | {c.mean():.2f} ({d}), "
-                  f"{d / c.mean() / opred:.1%} | {pad.mean():.2f} |")
+            print(f"| {name} | {cyc.ACT_DRAIN - trim} | {today_cell} | {cells[0]} | {cells[1]} "
+                  f"| {pad.mean():.2f} |")
     return 0
 
 
