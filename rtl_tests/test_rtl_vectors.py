@@ -226,3 +226,34 @@ def test_edge_and_theta_change_on_small_formats(kw):
             assert b["THETA_X0"] != b["THETA_X1"]
     else:
         assert a != b or change.not_exercised
+
+
+def test_stream_scenario_on_an_input_bound_config():
+    """Fuzz seed 23001, configuration 8: 24 input beats per vector beside timesteps of 15 cycles.
+    Streamed inputs come late there (stall cycles that are correct), so the stream scenario must
+    not claim zero stall: it says so and checks STALL_TOTAL against the testbench's busy-cycle
+    count instead; a configuration whose input keeps up keeps the zero-stall claim."""
+    from deltahw.verify.vectors import input_keeps_up
+
+    cfg = DeltaGRUConfig(input_size=24, hidden_size=7, lanes=12, lanes_per_bank=2, act=(12, 7),
+                         weight=(8, 6), bias=(23, 9), acc_bits=28, sigmoid_in=(7, 3),
+                         tanh_in=(6, 3), enc_width=1, act_width=4, theta_x=(5,), theta_h=(11,))
+    assert not input_keeps_up(cfg)
+    case = CoreCase("input_bound", cfg, seed=3, timesteps=6)
+    model = make_model(case)
+    sc = build_scenario(case, "stream", model)
+    (totals,) = [o for o in sc.ops if o["op"] == "totals"]
+    (check,) = [o for o in sc.ops if o["op"] == "stall_check"]
+    assert not totals["stall_zero"]
+    assert check["hold_cycles"] == 0 and check["backpressure"] == 0.0
+    assert check["sequences"] == _sequences(sc)
+    assert any("24 beats" in w for w in sc.not_exercised)
+    regs = build_scenario(case, "registers", model)
+    assert not next(o for o in regs.ops if o["op"] == "totals")["stall_zero"]
+    assert any("STALL_TOTAL = 0" in w for w in regs.not_exercised)
+    # The built-in cases all keep up: their stream scenarios claim zero stall, unchanged.
+    for builtin in BUILTIN_CASES:
+        assert input_keeps_up(builtin.config), builtin.name
+        sc = build_scenario(builtin, "stream", make_model(builtin))
+        assert [o["op"] for o in sc.ops].count("stall_check") == 0
+        assert next(o for o in sc.ops if o["op"] == "totals")["stall_zero"]

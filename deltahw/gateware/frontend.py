@@ -48,7 +48,8 @@ class InputFrontEnd(wiring.Component):
     beats per vector). A beat is compared with the last transmitted input (threshold ``theta``) the
     cycle after it is accepted and its fired (index, delta) pairs reach the queue
     (``DeltaQueue.COUNT_LATENCY`` cycles later they are counted); ``i.ready`` comes from a
-    flip-flop. Latency: ``r_full`` rises 2 cycles after a vector's last beat is accepted and
+    flip-flop. Latency: ``r_full`` rises ``FULL_LATENCY`` (2) cycles after a vector's last beat
+    is accepted (the beat's compare register, then the buffer's full flag) and
     ``count`` is complete one cycle later, the first cycle in which the core (which starts a
     timestep the cycle after it sees ``r_full``) reads it. Throughput: one beat per cycle. The
     last transmitted word of a beat is read from its LUT RAM in the accept cycle into a register,
@@ -66,6 +67,11 @@ class InputFrontEnd(wiring.Component):
     pulse hands the buffer back (the core has read all its entries) and switches to the other
     one.
     """
+
+    #: Cycles from accepting a vector's last beat until ``r_full`` says the vector is in (stage
+    #: ``s1``, then ``full``; the testbenches use it to tell whether a streamed input can come
+    #: late).
+    FULL_LATENCY = 2
 
     def __init__(self, config: DeltaGRUConfig, *, column=(0, 1)):
         self.config = config

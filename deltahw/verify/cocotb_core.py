@@ -172,12 +172,16 @@ class VectorRunner:
         mon = cocotb.start_soon(self.tb.bus.monitor(self.regs["STATUS"], stop, samples))
         await RisingEdge(self.tb.dut.clk)
         # No output is read for hold_cycles (the core must stall), then with random backpressure.
-        self.tb.set_backpressure(1.0)
+        if op["hold_cycles"]:
+            self.tb.set_backpressure(1.0)
+        else:  # the output read from the start (the stream scenario's input-bound check)
+            self.tb.set_backpressure(op.get("backpressure", self.doc["backpressure"]))
         for seq in op["sequences"]:
             for t in range(len(seq["inputs"])):
                 self.queue_timestep(seq, t)
             self.steps_since_clear += len(seq["inputs"])
-        await ClockCycles(self.tb.dut.clk, op["hold_cycles"])
+        if op["hold_cycles"]:
+            await ClockCycles(self.tb.dut.clk, op["hold_cycles"])
         self.tb.set_backpressure(op.get("backpressure", self.doc["backpressure"]))
         await self.tb.wait_outputs(self._timeout(self.pending_cycles, len(self.tb.expected)
                                                  + self.tb.source.pending), "the stall check")
