@@ -266,8 +266,7 @@ def predicted_performance(config: DeltaGRUConfig, clock_mhz: float) -> dict:
     """Cycles per timestep (dense, i.e. every delta fires, and the no-change floor) and latency."""
     cols = cycles.dense_columns(config)
     dense = cycles.dense_cycles(config)
-    floor = int(cycles.timestep_cycles(config, [0] * config.num_layers, 0, fired_x0=0,
-                                       first=False))
+    floor = cycles.floor_cycles(config)
     macs = sum(3 * config.hidden_size * c for c in cols) + config.hidden_size * config.output_size
     return {
         "clock_mhz": clock_mhz,

@@ -1,6 +1,6 @@
 """Cycle model of the delta-GRU datapath: the one place that says how long a timestep takes.
 
-The golden model calls :func:`timestep_cycles` on its fired-delta counts and the RTL's cycle counter
+The golden model calls :func:`run_cycles` on its fired-delta counts and the RTL's cycle counter
 must give the same number for every timestep (the cocotb regression checks it). The pipeline depths
 below are derived from the latencies the gateware blocks export (``ActivationPipe.LATENCY``,
 ``MacArray.READ_LATENCY`` / ``ACC_WRITE_LATENCY``, ``DeltaQueue.READ_LATENCY`` / ``COUNT_LATENCY``):
@@ -29,34 +29,35 @@ vector in parallel, so its time is hidden and not counted):
 * per layer: **ACT**, ``ceil(H/A)`` beats of A units, then ``ACT_DRAIN`` while the pipeline drains;
   the h delta encoders (for this layer's next step and for the next layer's or the head's input)
   consume the new h values as they leave the pipeline, so encoding costs no extra cycles;
-* the head: ``ceil(O/A)`` read-out beats (the read-out pipeline finishes after the timestep
-  closes, ``READOUT_STAGES``).
+* the head (the head slot, below): its MAC phase and ``ceil(O/A)`` read-out beats (the read-out
+  pipeline finishes on its own, ``READOUT_STAGES``).
 
-**Read-out overlapped with the next h phase.** The read-out beats read the head's accumulator
-words; the first cycles of a MAC phase (reading the queue counts, fetching the first entry) touch
-no accumulator. So when the next timestep's x phase already ran (overlapped, below), its layer-0 h
-phase starts during the read-out's last beats: ``min(ceil(O/A), fetch)`` of them, ``fetch`` being
-``FAST_FETCH`` if any h column fired, else the ``EMPTY_MAC_PHASE`` cycle
-(:func:`readout_hidden`). The h queue is complete (its count is final since the drain before the
-head's phase). Those cycles belong to the timestep that reads out (its read-out beats); the next
-timestep's h phase is that much shorter. A sequence's first timestep has nothing to overlap with;
-a late input loses this overlap too (stall cycles, :func:`lost_overlap`).
+**The window and the deferred head.** Call the last layer's activation drain after its last
+beat the timestep's **window** (``ACT_DRAIN`` cycles, W). In the cycle of that last beat the
+schedule decides: if the next input vector is in and continues the sequence, the next
+timestep's x phase (layer 0's x columns of t+1 do not depend on h_t) and this timestep's head
+run in windows: the head of t is **deferred** to the window of t+1. The window of t runs
 
-**Overlap across timesteps.** Layer 0's x columns of timestep t+1 do not depend on h_t, so while
-the last layer's activation of timestep t drains, the x phase of t+1 already runs on the MAC array
-(the accumulator words it writes were all read by layer 0's activation beats of t). The drain's
-``ACT_DRAIN`` cycles belong to timestep t; the x phase's cycles past them (if it is longer) to
-timestep t+1. With a head, when the x phase runs past the drain, its last cycle is also the head's
-first MAC cycle (its ``FAST_FETCH``, or the whole empty phase; the head's queue is complete
-then), counted for timestep t: the x phase's cycles past ``x_hide_limit``
-= ``ACT_DRAIN`` + 1 are t+1's. So a timestep that is not the first of its sequence pays ``max(0,
-x_phase - x_hide_limit)`` for its x phase, the first one (after the sequence reset, with nothing to
-overlap) the whole x phase. When the next input vector is not in when the last activation beat
-issues, the schedule falls back: drain, head, read-out, close the timestep; the next timestep's x
-phase then runs alone, and its first ``min(x_phase, x_hide_limit)`` cycles are **stall** cycles
-(the overlap the late input lost), not compute cycles. So the compute cycles of every timestep are
-a function of its fired counts and of whether it starts a sequence only, whatever the input timing;
-the input timing shows in ``STALL_TOTAL`` (:func:`lost_overlap` per late timestep).
+1. its **head slot**: the head of t-1 (deferred) and its read-out, ``S = head_slot`` cycles; if
+   that head was not deferred (it ran in place, below), the slot is kept empty for as many
+   cycles (a pad: the model must not depend on where a head ran); no slot on a sequence's first
+   timestep;
+2. then the x phase of t+1, if its input is in.
+
+The timestep closes when the drain and the slot are both done, after ``max(W, S)`` window
+cycles; the x phase's cycles after that are t+1's, so t+1 pays ``max(0, x_phase - max(0, W -
+S))`` for its x phase (:func:`x_phase_hidden`), a sequence's first timestep (after the sequence
+reset, with nothing to overlap) the whole x phase. Then the h phase of t+1 follows. The output
+of t leaves during the window of t+1, which needs no further input: no host can deadlock.
+
+A head that is not deferred (the input of t+1 was not in, or starts a new sequence, or never
+comes: the hardware cannot tell those apart) **runs in place** after its timestep closed: its
+cycles are stall cycles (the output's flush, :func:`flush_cycles`), not compute cycles. A late
+input's x phase runs alone, its first ``x_phase_hidden`` cycles as stall cycles (the overlap it
+lost, :func:`lost_overlap`). So the compute cycles of every timestep are a function of the
+fired counts and of the sequence's structure only, whatever the input timing: a sequence-level
+function (the head slots need the head counts of the two previous timesteps,
+:func:`window_slots`, :func:`run_cycles`); the input timing shows in ``STALL_TOTAL``.
 
 The timestep closes in its last cycle (the counters latch there). Cycles spent waiting for output
 back-pressure, or lost to a late input as above, are stall cycles, counted separately by the
@@ -92,12 +93,19 @@ __all__ = [
     "weight_words_read",
     "mac_phase_fixed",
     "x_phase",
-    "x_hide_limit",
+    "NO_SLOT",
+    "head_phase",
+    "head_slot",
+    "flush_cycles",
+    "window_slots",
     "x_phase_hidden",
-    "readout_hidden",
     "lost_overlap",
+    "lockstep_stall",
     "timestep_phases",
     "timestep_cycles",
+    "run_cycles",
+    "mac_issue_cycles",
+    "floor_cycles",
     "dense_cycles",
     "ideal_cycles",
     "dense_columns",
@@ -185,44 +193,90 @@ def x_phase(config: DeltaGRUConfig, fired_x0):
     return fired_x0 * cc + mac_phase_fixed(fired_x0, cc, 0)
 
 
-def x_hide_limit(config: DeltaGRUConfig) -> int:
-    """The most cycles of layer 0's overlapped x phase that are not the next timestep's:
-    ``ACT_DRAIN`` (they run beside the previous timestep's drain), + 1 with a head (the head's
-    ``FAST_FETCH`` cycle runs in the x phase's last cycle when that is past the drain; module
-    docstring)."""
-    return ACT_DRAIN + (1 if config.has_head else 0)
+#: ``slot_head`` of a window with no head slot (a sequence's first timestep, a model without a
+#: head): :func:`window_slots`.
+NO_SLOT = -1
 
 
-def x_phase_hidden(config: DeltaGRUConfig, fired_x0, first):
-    """Cycles of layer 0's x phase hidden behind the previous timestep's last activation drain
-    (and, with a head, its first MAC cycle): ``min(x_phase, x_hide_limit)``, 0 on the first
-    timestep of a sequence (``first``: bool, or a bool array/tensor that broadcasts). Without
-    overlap (a late input) the same cycles are stall cycles; either way they are not compute
-    cycles of the timestep."""
-    xp = x_phase(config, fired_x0)
-    lim = x_hide_limit(config)
-    hidden = xp - (xp - lim) * (xp > lim)  # min() that works on ints and arrays
-    return hidden * (1 - _as_int(first))
+def _min(a, b):
+    """``min`` that works on ints and numpy/torch integer arrays."""
+    return a - (a - b) * (a > b)
 
 
-def readout_hidden(config: DeltaGRUConfig, fired_h0, first):
-    """Cycles of layer 0's h phase hidden behind the previous timestep's head read-out (module
-    docstring): ``min(ceil(O/A), FAST_FETCH)`` when ``fired_h0`` > 0 h columns fired, else
-    ``min(ceil(O/A), EMPTY_MAC_PHASE)``; 0 without a head or on the first timestep of a
-    sequence. Ints, or numpy/torch arrays that broadcast (``first`` bool)."""
+def _max0(a):
+    """``max(0, a)`` on ints and numpy/torch integer arrays."""
+    return a * (a > 0)
+
+
+def head_phase(config: DeltaGRUConfig, n):
+    """Cycles of the head's MAC phase with ``n`` fired columns (its fetch, or the empty phase's
+    cycle, and its columns; it does not drain: :func:`head_mac_drain`)."""
+    hc = head_column_cost(config)
+    return n * hc + mac_phase_fixed(n, hc, HEAD)
+
+
+def head_slot(config: DeltaGRUConfig, slot_head):
+    """``S``: cycles of a window's head slot holding the head phase of ``slot_head`` fired
+    columns and its ``ceil(O/A)`` read-out beats; 0 for :data:`NO_SLOT` or without a head. The
+    same cycles are a head's flush when it runs in place (:func:`flush_cycles`)."""
     if not config.has_head:
-        return 0 * fired_h0
-    nbo = ceil_div(config.output_size, config.act_width)
-    full, empty = min(nbo, phase_fetch(0)), min(nbo, EMPTY_MAC_PHASE)
-    hidden = empty + (full - empty) * (fired_h0 > 0)
-    return hidden * (1 - _as_int(first))
+        return 0 * slot_head
+    has = slot_head >= 0
+    n = slot_head * has
+    return has * (head_phase(config, n) + ceil_div(config.output_size, config.act_width))
 
 
-def lost_overlap(config: DeltaGRUConfig, fired_x0, fired_h0, first):
+def flush_cycles(config: DeltaGRUConfig, fired_head):
+    """Stall cycles of a head run in place (module docstring: its timestep was not followed by
+    an input in time, or was a sequence's last): its MAC phase and read-out beats."""
+    return head_slot(config, fired_head)
+
+
+def window_slots(fired_head, first):
+    """``(slot_head, slot_head_prev)`` of every timestep of a run: the head columns of the head
+    slot in the timestep's window (the previous timestep's head) and in the previous timestep's
+    window, :data:`NO_SLOT` where there is none (the timestep, or the previous one, starts a
+    sequence). ``fired_head`` and ``first`` are numpy or torch arrays with the timesteps of each
+    sequence in order along the last axis, each sequence starting with ``first`` (a golden
+    run's (B, T), or the flat sequence-major arrays of a split)."""
+    if hasattr(fired_head, "roll"):  # torch
+        import torch
+
+        slot = torch.where(first, NO_SLOT, torch.roll(fired_head, 1, dims=-1))
+        return slot, torch.where(first, NO_SLOT, torch.roll(slot, 1, dims=-1))
+    import numpy as np
+
+    fired_head, first = np.asarray(fired_head), np.asarray(first, dtype=bool)
+    slot = np.where(first, NO_SLOT, np.roll(fired_head, 1, axis=-1))
+    return slot, np.where(first, NO_SLOT, np.roll(slot, 1, axis=-1))
+
+
+def x_phase_hidden(config: DeltaGRUConfig, fired_x0, first, slot_head_prev=NO_SLOT):
+    """Cycles of layer 0's x phase hidden in the previous timestep's window: what the head slot
+    there (``slot_head_prev``: :func:`window_slots`) leaves of the drain, ``min(x_phase, max(0,
+    ACT_DRAIN - S))``; 0 on the first timestep of a sequence (``first``: bool, or a bool
+    array/tensor that broadcasts). Without overlap (a late input) the same cycles are stall
+    cycles; either way they are not compute cycles of the timestep."""
+    xp = x_phase(config, fired_x0)
+    lim = _max0(ACT_DRAIN - head_slot(config, slot_head_prev))
+    return _min(xp, lim) * (1 - _as_int(first))
+
+
+def lost_overlap(config: DeltaGRUConfig, fired_x0, first, slot_head_prev=NO_SLOT):
     """Stall cycles of a timestep whose input vector came late (after the previous timestep's
-    last activation beat): the overlaps it lost, :func:`x_phase_hidden` and
-    :func:`readout_hidden` (0 on a sequence's first timestep)."""
-    return x_phase_hidden(config, fired_x0, first) + readout_hidden(config, fired_h0, first)
+    last activation beat): the part of its x phase the previous window would have hidden,
+    :func:`x_phase_hidden` (0 on a sequence's first timestep). The previous timestep's head then
+    ran in place too: :func:`flush_cycles`, counted for that one."""
+    return x_phase_hidden(config, fired_x0, first, slot_head_prev)
+
+
+def lockstep_stall(config: DeltaGRUConfig, fired_x0, fired_head, first):
+    """Stall cycles of every timestep of a sequence fed one timestep at a time (each input sent
+    only after the previous output was read): every input is late (:func:`lost_overlap`, with
+    the slot of the window it missed) and every head runs in place (:func:`flush_cycles`).
+    Arrays along the last axis, as :func:`window_slots` takes them."""
+    _, slot_prev = window_slots(fired_head, first)
+    return lost_overlap(config, fired_x0, first, slot_prev) + flush_cycles(config, fired_head)
 
 
 def _as_int(flag):
@@ -234,18 +288,22 @@ def _as_int(flag):
     return flag.astype("int64")
 
 
-def timestep_phases(config: DeltaGRUConfig, fired_per_layer, fired_head=0, *, fired_x0,
-                    first) -> dict:
+def timestep_phases(config: DeltaGRUConfig, fired_per_layer, *, fired_x0, first,
+                    slot_head=NO_SLOT, slot_head_prev=NO_SLOT) -> dict:
     """The cycles of one timestep split into phases that add up to :func:`timestep_cycles`.
 
-    ``mac_issue``: column issue cycles; ``mac_fixed``: fetch/drain (or the empty-phase cycle) of
-    every MAC phase (layer 0's x and h phases counted separately); ``act``: activation beats (+
-    the head's read-out beats); ``act_fixed``: activation pipeline drains; ``overlap`` (<= 0):
-    minus the cycles of layer 0's x phase hidden behind the previous timestep's drain
-    (:func:`x_phase_hidden`). ``fired_per_layer`` is a sequence of L counts (x + h columns of each
-    layer; ints, or numpy/torch integer arrays that broadcast); ``fired_head`` likewise;
+    ``mac_issue``: column issue cycles (the layers', and the head slot's); ``mac_fixed``:
+    fetch/drain (or the empty-phase cycle) of every MAC phase (layer 0's x and h phases counted
+    separately, the head slot's); ``act``: activation beats (+ the head slot's read-out beats);
+    ``act_fixed``: activation pipeline drains; ``overlap`` (<= 0): minus the cycles hidden in the
+    windows, layer 0's x phase in the previous one (:func:`x_phase_hidden`) and the head slot in
+    this one (``min(ACT_DRAIN, S)``). ``fired_per_layer`` is a sequence of L counts (x + h
+    columns of each layer; ints, or numpy/torch integer arrays that broadcast);
     ``fired_x0`` the x columns of layer 0 (part of ``fired_per_layer[0]``); ``first``: the
-    timestep starts a sequence.
+    timestep starts a sequence; ``slot_head`` / ``slot_head_prev``: the head columns in this
+    timestep's window and in the previous one (:func:`window_slots`; ignored without a head).
+    The timestep's own head runs in the next timestep's window (or in place, as stall), so its
+    columns are not an argument.
     """
     cc = column_cost(config)
     nb = ceil_div(config.hidden_size, config.act_width)
@@ -258,31 +316,69 @@ def timestep_phases(config: DeltaGRUConfig, fired_per_layer, fired_head=0, *, fi
             fixed = fixed + mac_phase_fixed(n, cc, l)
         act = act + nb
         act_fixed = act_fixed + ACT_DRAIN
+    slot = 0
     if config.has_head:
         hc = head_column_cost(config)
-        issue = issue + fired_head * hc
-        fixed = fixed + mac_phase_fixed(fired_head, hc, HEAD)
-        act = act + ceil_div(config.output_size, config.act_width)
+        has = slot_head >= 0
+        n = slot_head * has
+        issue = issue + n * hc
+        fixed = fixed + has * mac_phase_fixed(n, hc, HEAD)
+        act = act + has * ceil_div(config.output_size, config.act_width)
+        slot = head_slot(config, slot_head)
+    hidden = x_phase_hidden(config, fired_x0, first, slot_head_prev) + _min(slot, ACT_DRAIN)
     return {"mac_issue": issue, "mac_fixed": fixed, "act": act, "act_fixed": act_fixed,
-            "overlap": -lost_overlap(config, fired_x0, fired_per_layer[0] - fired_x0, first)}
+            "overlap": -hidden}
 
 
-def timestep_cycles(config: DeltaGRUConfig, fired_per_layer, fired_head=0, *, fired_x0, first):
-    """Compute cycles of one timestep from the fired columns of each layer (x + h), of the head,
-    and of layer 0's x columns (``fired_x0``); ``first``: the timestep starts a sequence.
+def timestep_cycles(config: DeltaGRUConfig, fired_per_layer, *, fired_x0, first,
+                    slot_head=NO_SLOT, slot_head_prev=NO_SLOT):
+    """Compute cycles of one timestep from the fired columns of each layer (x + h), of layer 0's
+    x columns (``fired_x0``), whether it starts a sequence (``first``) and the head slots of its
+    window and of the previous one (``slot_head``, ``slot_head_prev``: :func:`window_slots`).
 
     All arguments may be ints or broadcastable integer (bool for ``first``) arrays/tensors.
     """
-    p = timestep_phases(config, fired_per_layer, fired_head, fired_x0=fired_x0, first=first)
+    p = timestep_phases(config, fired_per_layer, fired_x0=fired_x0, first=first,
+                        slot_head=slot_head, slot_head_prev=slot_head_prev)
     return p["mac_issue"] + p["mac_fixed"] + p["act"] + p["act_fixed"] + p["overlap"]
+
+
+def run_cycles(config: DeltaGRUConfig, fired_per_layer, fired_head, *, fired_x0, first):
+    """:func:`timestep_cycles` of every timestep of a run (arrays along the last axis, as
+    :func:`window_slots` takes them), the head slots derived from ``fired_head``."""
+    slot, slot_prev = window_slots(fired_head, first)
+    return timestep_cycles(config, fired_per_layer, fired_x0=fired_x0, first=first,
+                           slot_head=slot, slot_head_prev=slot_prev)
+
+
+def mac_issue_cycles(config: DeltaGRUConfig, fired_per_layer, fired_head=0):
+    """Column issue cycles of a timestep's own columns and its own head (``MAC_BUSY`` counts them
+    wherever they run: the head's in the next window or in place)."""
+    cc = column_cost(config)
+    total = 0
+    for n in fired_per_layer:
+        total = total + n * cc
+    if config.has_head:
+        total = total + fired_head * head_column_cost(config)
+    return total
+
+
+def floor_cycles(config: DeltaGRUConfig) -> int:
+    """Cycles of a timestep in which nothing fires, inside a sequence (its window and the
+    previous one hold a head slot with no columns): the least a timestep costs."""
+    slot = 0 if config.has_head else NO_SLOT
+    return int(timestep_cycles(config, [0] * config.num_layers, fired_x0=0, first=False,
+                               slot_head=slot, slot_head_prev=slot))
 
 
 def dense_cycles(config: DeltaGRUConfig) -> int:
     """Cycles of a timestep in which every delta fires (Theta = 0), inside a sequence (not its
-    first timestep): the reference the speedups are measured against."""
+    first timestep, nor the second: both windows hold a whole head): the reference the speedups
+    are measured against."""
     cols = dense_columns(config)
-    return int(timestep_cycles(config, cols, config.hidden_size if config.has_head else 0,
-                               fired_x0=cols[0] - config.hidden_size, first=False))
+    slot = config.hidden_size if config.has_head else NO_SLOT
+    return int(timestep_cycles(config, cols, fired_x0=cols[0] - config.hidden_size, first=False,
+                               slot_head=slot, slot_head_prev=slot))
 
 
 def ideal_cycles(config: DeltaGRUConfig, fired_per_layer, fired_head=0):

@@ -181,8 +181,8 @@ def run_golden(
     # Every sequence starts at t = 0 (nothing to overlap its x phase with).
     first = (torch.arange(T) == 0).expand(B, T)
     cyc = torch.as_tensor(
-        cycles.timestep_cycles(cfg, [n_layer[..., l] for l in range(L)], fired_head,
-                               fired_x0=fired_x[..., 0], first=first))
+        cycles.run_cycles(cfg, [n_layer[..., l] for l in range(L)], fired_head,
+                          fired_x0=fired_x[..., 0], first=first))
     if padded:
         dense_macs = torch.where(mask, dense_macs, 0)
         cyc = torch.where(mask, cyc, 0)

@@ -141,7 +141,8 @@ def _document(network: str, pause: str, model, power_on) -> dict:
         sequences.append({"label": op["label"], "lockstep": op["lockstep"], "in": ins,
                           "out": outs, "cycles": op["cycles"], "fired_x": op["fired_x"],
                           "fired_h": op["fired_h"], "fired_head": op["fired_head"],
-                          "mac_busy": op["mac_busy"], "lost_overlap": op["lost_overlap"]})
+                          "mac_busy": op["mac_busy"], "stall_lockstep": op["stall_lockstep"],
+                          "stall_streamed": op["stall_streamed"]})
     regs = {r.name: 4 * r.addr for r in regmap.register_map(cfg.num_layers)}
     regs.update({r.name: 4 * r.addr for r in regmap.axi_register_map()})
     irq = {f.name: f.offset for f in regmap.axi_by_name()["IRQ_STATUS"].fields}

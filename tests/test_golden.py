@@ -195,13 +195,17 @@ def test_theta_zero_equals_dense_fixed_point_gru(I, H, L, O):
     dense_cols = cycles.dense_columns(model.config)
     assert res.fired_x[..., 0].eq(I).all() and res.fired_h.eq(H).all()
     assert torch.equal(res.macs, res.dense_macs)
-    fired_head = H if O else 0
-    # Every sequence's first timestep runs its x phase alone; the others are the dense reference.
-    first = cycles.timestep_cycles(model.config, dense_cols, fired_head, fired_x0=I, first=True)
-    assert res.cycles[:, 0].eq(first).all()
-    assert res.cycles[:, 1:].eq(cycles.dense_cycles(model.config)).all()
+    slot = H if O else cycles.NO_SLOT
+    # Every sequence's first timestep runs its x phase alone and has no head slot in its window;
+    # the second has one (the first's head) but its x phase hid in a window without; from the
+    # third on, the dense reference.
+    first = cycles.timestep_cycles(model.config, dense_cols, fired_x0=I, first=True)
+    second = cycles.timestep_cycles(model.config, dense_cols, fired_x0=I, first=False,
+                                    slot_head=slot)
+    assert res.cycles[:, 0].eq(first).all() and res.cycles[:, 1].eq(second).all()
+    assert res.cycles[:, 2:].eq(cycles.dense_cycles(model.config)).all()
     assert cycles.dense_cycles(model.config) == cycles.timestep_cycles(
-        model.config, dense_cols, fired_head, fired_x0=I, first=False) < first
+        model.config, dense_cols, fired_x0=I, first=False, slot_head=slot, slot_head_prev=slot)
 
 
 def test_theta_zero_with_saturating_weights_and_inputs():
@@ -257,9 +261,8 @@ def test_delta_golden_equals_column_reference(I, H, L, O, theta_x, theta_h, thet
         macs = (n * 3 * H).sum(-1) + ref["fired_head"] * O
         assert torch.equal(res.macs[b], macs)
         T = x_q.shape[1]
-        expect = cycles.timestep_cycles(cfg, [n[:, l] for l in range(L)], ref["fired_head"],
-                                        fired_x0=ref["fired_x"][:, 0],
-                                        first=torch.arange(T) == 0)
+        expect = cycles.run_cycles(cfg, [n[:, l] for l in range(L)], ref["fired_head"],
+                                   fired_x0=ref["fired_x"][:, 0], first=torch.arange(T) == 0)
         assert torch.equal(res.cycles[b], torch.as_tensor(expect).expand(T))
     if max(theta_x) < 1000:
         assert res.macs.sum() < res.dense_macs.sum()  # smooth inputs: the delta network saves work
@@ -274,37 +277,45 @@ def test_cycle_model_composition():
     # cycle, no drain either (the read-out reads through the MAC array's forwarding, which has an
     # issue's sum the next cycle, as the next column does); activation: ceil(37/2) = 19
     # beats + 12 drain (accumulator read 2: address register and memory, 9 pipeline stages,
-    # queue count 2, minus the cycle the counts are read in); read-out 3 beats (its pipeline runs
-    # on after the timestep closes). Layer 0 (6 x + 4 h columns here) runs an x phase and an h
-    # phase, each reading one queue, whose first entry is in a register: 1 fetch cycle (layer 1
-    # sweeps its x then h queue: 2; the head reads one queue: 1); inside a sequence the x phase
-    # hides behind the previous timestep's last drain for up to 12 cycles + 1 (its last cycle is
-    # also the head's first MAC cycle), and the h phase's first min(3 read-out beats, its 1
-    # fetch cycle) = 1 cycle (also 1 when no h column fired: its one cycle) behind the previous
-    # timestep's read-out.
+    # queue count 2, minus the cycle the counts are read in); read-out 3 beats. Layer 0 (6 x + 4
+    # h columns here) runs an x phase and an h phase, each reading one queue, whose first entry
+    # is in a register: 1 fetch cycle (layer 1 sweeps its x then h queue: 2). The last layer's
+    # drain is the window: the head slot (the previous timestep's head: its fetch, columns and
+    # read-out), then the next timestep's x phase; the timestep takes max(12, slot).
     x_phase = 1 + 6 * 10 + 0
-    layer0 = x_phase + (1 + 4 * 10 + 0) + 19 + 12
-    layer1 = 2 + 4 * 10 + 0 + 19 + 12
-    assert cycles.FWD_ACC_WRITE_LATENCY == 1
-    head = 1 + 3 * 1 + 0 + 3
-    expect = layer0 + layer1 + head
-    assert cycles.timestep_cycles(cfg, [10, 4], 3, fired_x0=6, first=True) == expect
-    assert cycles.timestep_cycles(cfg, [10, 4], 3, fired_x0=6, first=False) == expect - 13 - 1
+    layer0 = (1 + 4 * 10 + 0) + 19 + 12
+    layer1 = 2 + 4 * 10 + 0 + 19
+    first = x_phase + layer0 + layer1 + 12
+    assert cycles.timestep_cycles(cfg, [10, 4], fired_x0=6, first=True) == first
+    # A slot of 3 head columns: 1 + 3 + 3 = 7 cycles, inside the window; the x phase hid behind
+    # the 12 - 7 = 5 cycles such a slot left of the previous window.
+    assert cycles.head_slot(cfg, 3) == 7 and cycles.head_slot(cfg, cycles.NO_SLOT) == 0
+    inside = cycles.timestep_cycles(cfg, [10, 4], fired_x0=6, first=False, slot_head=3,
+                                    slot_head_prev=3)
+    assert inside == first - 5
+    # A slot of 20 columns (24 cycles) outlasts the window, and leaves none to hide behind.
+    assert cycles.timestep_cycles(cfg, [10, 4], fired_x0=6, first=False, slot_head=20,
+                                  slot_head_prev=20) == first + 12
     # A short x phase hides entirely (a MAC phase in which nothing fired is one cycle: the counts
     # are read, nothing fetched).
-    assert cycles.timestep_cycles(cfg, [0, 4], 0, fired_x0=0, first=True) == (
-        1 + 1 + 19 + 12) + layer1 + (1 + 3)
-    assert cycles.timestep_cycles(cfg, [0, 4], 0, fired_x0=0, first=False) == (
-        1 + 19 + 12) + layer1 + (1 + 3) - 1
-    phases = cycles.timestep_phases(cfg, [10, 4], 3, fired_x0=6, first=False)
+    assert cycles.timestep_cycles(cfg, [0, 4], fired_x0=0, first=False, slot_head=0,
+                                  slot_head_prev=0) == (1 + 19 + 12) + layer1 + 12
+    phases = cycles.timestep_phases(cfg, [10, 4], fired_x0=6, first=False, slot_head=3,
+                                    slot_head_prev=3)
     assert phases["mac_issue"] == 10 * 10 + 4 * 10 + 3
-    assert phases["overlap"] == -13 - 1
-    assert sum(phases.values()) == expect - 13 - 1
-    assert cycles.ideal_cycles(cfg, [10, 4], 3) < expect - 13 - 1
-    # Without a head there is no read-out to overlap.
+    assert phases["overlap"] == -5 - 7
+    assert sum(phases.values()) == inside
+    assert cycles.ideal_cycles(cfg, [10, 4], 3) < inside
+    # Lock-step: every head runs in place (stall), and every x phase but the first alone, the
+    # part the window it missed would have hidden stalling: 12 cycles after a first timestep
+    # (no slot in its window), 5 after a window with a slot of 3 columns.
+    stall = cycles.lockstep_stall(cfg, np.array([6, 6, 6]), np.array([3, 4, 0]),
+                                  np.array([True, False, False]))
+    assert stall.tolist() == [cycles.head_slot(cfg, 3), 12 + cycles.head_slot(cfg, 4),
+                              5 + cycles.head_slot(cfg, 0)]
+    # Without a head, the window is the drain.
     nohead = DeltaGRUConfig(13, 37, 2, 0, lanes=12, act_width=2)
-    assert cycles.timestep_cycles(nohead, [10, 4], 0, fired_x0=6, first=False) == (
-        layer0 + layer1 - 12)
+    assert cycles.timestep_cycles(nohead, [10, 4], fired_x0=6, first=False) == first - 12
 
 
 # --------------------------------------------------------------------------------------------------

@@ -291,8 +291,8 @@ def test_smoke_training_writes_a_loadable_checkpoint(tmp_path):
 
     def mean_cycles(A):
         c = cfg.replace(act_width=A)
-        return float(cycles.timestep_cycles(c, [fired], r.fired_head[r.mask], fired_x0=x0,
-                                            first=first).float().mean())
+        return float(cycles.run_cycles(c, [fired], r.fired_head[r.mask], fired_x0=x0,
+                                       first=first).float().mean())
 
     legal = [A for A in (1, 2, 4, 8, 16) if cfg.lanes % (3 * A) == 0
              and resources.fits(cfg.replace(act_width=A), PARTS["xc7a35t"])]

@@ -74,12 +74,12 @@ def cycle_stats(config: DeltaGRUConfig, fired_layers, fired_head, cycles=None, *
     fh = np.asarray(fired_head, dtype=np.int64)
     x0 = np.asarray(fired_x0, dtype=np.int64)
     fs = np.asarray(first, dtype=bool)
-    model_cycles = np.asarray(cyc.timestep_cycles(
+    model_cycles = np.asarray(cyc.run_cycles(
         config, [fl[:, l] for l in range(config.num_layers)], fh, fired_x0=x0, first=fs),
         dtype=np.int64).reshape(-1)
     if cycles is not None and not np.array_equal(model_cycles, np.asarray(cycles)):
         raise AssertionError("The golden model's cycles differ from "
-                             "deltahw.cycles.timestep_cycles.")
+                             "deltahw.cycles.run_cycles.")
     cols = cyc.dense_columns(config)
     head = config.hidden_size if config.has_head else 0
     dense = cyc.dense_cycles(config)

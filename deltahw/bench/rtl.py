@@ -30,7 +30,7 @@ import numpy as np
 import torch
 
 from .. import cycles as cyc
-from ..config import DeltaGRUConfig
+from ..config import DeltaGRUConfig, ceil_div
 
 __all__ = ["CycleModelMismatch", "measure_rtl", "decompose", "ideal_per_step",
            "useful_macs"]
@@ -69,11 +69,13 @@ def decompose(config: DeltaGRUConfig, fired_layers, fired_head, *, fired_x0, fir
     issue columns (ceil(3H/P) per fired layer column, ceil(O/P) per fired head column);
     ``mac_fixed``, fetch and drain of every MAC phase (one cycle for a phase in which nothing
     fired); ``act``, ceil(H/A) activation beats per layer (+ the head's ceil(O/A) read-out beats);
-    ``act_fixed``, the activation pipeline drains; ``overlap`` (<= 0), the cycles of layer 0's
-    x phase hidden behind the previous timestep's drain. ``fired_x0`` (T,) are layer 0's x
-    columns, ``first`` (T,) whether the timestep starts a sequence. They add up to
-    :func:`deltahw.cycles.timestep_cycles`, and ``mac_issue + act`` is
-    :func:`deltahw.cycles.ideal_cycles` (both checked).
+    ``act_fixed``, the activation pipeline drains; ``overlap`` (<= 0), the cycles hidden in the
+    windows (layer 0's x phase in the previous timestep's, the head slot in this one's; the head
+    phase and read-out counted are the slot's, the previous timestep's head). ``fired_x0`` (T,)
+    are layer 0's x columns, ``first`` (T,) whether the timestep starts a sequence (the
+    timesteps of each sequence in order). They add up to :func:`deltahw.cycles.run_cycles`, and
+    ``mac_issue + act`` is :func:`deltahw.cycles.ideal_cycles` of the layers' columns and the
+    slot's head (both checked).
     """
     cfg = config
     fl = np.asarray(fired_layers, dtype=np.int64).reshape(-1, cfg.num_layers)
@@ -81,12 +83,18 @@ def decompose(config: DeltaGRUConfig, fired_layers, fired_head, *, fired_x0, fir
     layers = [fl[:, l] for l in range(cfg.num_layers)]
     kw = {"fired_x0": np.broadcast_to(np.asarray(fired_x0, dtype=np.int64), fh.shape),
           "first": np.broadcast_to(np.asarray(first, dtype=bool), fh.shape)}
+    slot, slot_prev = cyc.window_slots(fh, kw["first"])
+    kw.update(slot_head=slot, slot_head_prev=slot_prev)
     parts = {k: np.broadcast_to(np.asarray(v, dtype=np.int64), fh.shape).copy()
-             for k, v in cyc.timestep_phases(cfg, layers, fh, **kw).items()}
+             for k, v in cyc.timestep_phases(cfg, layers, **kw).items()}
     total = sum(parts.values())
-    if not np.array_equal(total, cyc.timestep_cycles(cfg, layers, fh, **kw)):
-        raise AssertionError("deltahw.cycles.timestep_phases does not add up to timestep_cycles.")
-    if not np.array_equal(parts["mac_issue"] + parts["act"], cyc.ideal_cycles(cfg, layers, fh)):
+    if not np.array_equal(total, cyc.run_cycles(cfg, layers, fh, fired_x0=kw["fired_x0"],
+                                                first=kw["first"])):
+        raise AssertionError("deltahw.cycles.timestep_phases does not add up to run_cycles.")
+    ideal = cyc.ideal_cycles(cfg, layers, np.maximum(slot, 0))
+    if cfg.has_head:  # ideal_cycles counts a read-out in every timestep; no slot, no read-out
+        ideal = ideal - (slot < 0) * ceil_div(cfg.output_size, cfg.act_width)
+    if not np.array_equal(parts["mac_issue"] + parts["act"], ideal):
         raise AssertionError("The MAC issue and activation phases are no longer the ideal bound "
                              "of deltahw.cycles; update deltahw.bench.rtl.decompose and the "
                              "report's wording.")

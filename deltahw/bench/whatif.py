@@ -7,15 +7,15 @@ perfect overlap), so the report labels them so.
 
 Changes:
 
-* ``overlap``: a layer's activation phase (ceil(H/A) beats + ``ACT_DRAIN``) overlaps the next MAC
-  phase (the next layer's, or the head's), hiding min(activation, next MAC phase) per boundary;
-  the next MAC phase includes its fetch (or its empty-phase cycle) and drain. At the last layer's
-  boundary the cycles the next timestep's x phase already hides behind the drain
-  (:func:`deltahw.cycles.x_phase_hidden`, part of today's schedule) are not available again;
+* ``overlap``: a layer's activation phase (ceil(H/A) beats + ``ACT_DRAIN``) overlaps the next
+  layer's MAC phase, hiding min(activation, next MAC phase) per boundary; the next MAC phase
+  includes its fetch (or its empty-phase cycle) and drain. The last layer's boundary is the
+  window, which already holds the head slot and the next timestep's x phase (today's
+  schedule, :mod:`deltahw.cycles`);
 * ``act_x2``: twice the activation units (A -> 2A): ceil(H/2A) beats per layer, ceil(O/2A) read-out;
 * ``head_unit``: the head on its own MAC unit (its own weight memory), its MAC phase and read-out
-  running beside the next timestep's layers: they leave the timestep entirely (an upper bound:
-  it assumes the next timestep never waits for them);
+  running beside the next timestep's layers: the head slots of the windows stay empty (an upper
+  bound: it assumes the next timestep never waits for them);
 * ``all``: every change above together.
 
 :func:`act_width_sweep` and :func:`choose_act_width` make the choice of the activation width A
@@ -35,7 +35,7 @@ __all__ = ["CHANGES", "OPTIONS", "projected_cycles", "what_if", "act_width_sweep
            "choose_act_width", "act_width_for_data"]
 
 CHANGES = {
-    "overlap": "overlap each layer's activation with the next MAC phase (next layer or head)",
+    "overlap": "overlap each layer's activation with the next layer's MAC phase",
     "act_x2": "twice the activation units (A -> 2A)",
     "head_unit": "the head on its own MAC unit, beside the next timestep's layers",
     "all": "all of the above",
@@ -66,30 +66,36 @@ def _arrays(cfg: DeltaGRUConfig, fired_layers, fired_head, fired_x0, first):
 
 def projected_cycles(cfg: DeltaGRUConfig, fired_layers, fired_head, *, fired_x0, first,
                      overlap=False, act_mult=1, head_unit=False) -> np.ndarray:
-    """Cycles per timestep under the changes; with no change it equals ``timestep_cycles``.
+    """Cycles per timestep under the changes; with no change it equals ``run_cycles``.
 
     ``fired_layers`` is (T, L) fired columns (x + h) per layer, ``fired_head`` (T,), ``fired_x0``
-    (T,) layer 0's x columns, ``first`` (T,) the timestep starts a sequence.
+    (T,) layer 0's x columns, ``first`` (T,) the timestep starts a sequence (the timesteps of
+    each sequence in order: the head slots of :func:`deltahw.cycles.window_slots`). The formula
+    is the cycle model's (``deltahw.cycles`` module docstring) with the read-out beats of
+    ``A * act_mult`` units, the head slots empty with ``head_unit``, and with ``overlap`` each
+    layer's activation hiding part of the next layer's MAC phase.
     """
     layers, fh, x0, fs = _arrays(cfg, fired_layers, fired_head, fired_x0, first)
-    ph = cyc.timestep_phases(cfg, layers, fh, fired_x0=x0, first=fs)
+    L, W = cfg.num_layers, cyc.ACT_DRAIN
+    cc = cyc.column_cost(cfg)
     layer_beats, head_beats = _act_beats(cfg, cfg.act_width * act_mult)
-    total = (ph["mac_issue"] + ph["mac_fixed"] + ph["act_fixed"] + ph["overlap"]
-             + cfg.num_layers * layer_beats + head_beats)
-    if overlap:
-        # The MAC phase that follows each layer's activation: the next layer's, then the head's.
-        cc = cyc.column_cost(cfg)
-        nxt = [n * cc + cyc.mac_phase_fixed(n, cc, l + 1) for l, n in enumerate(layers[1:])]
-        act = layer_beats + cyc.ACT_DRAIN
-        for m in nxt:
-            total = total - np.minimum(act, m)
-        if cfg.has_head and not head_unit:
-            hc = cyc.head_column_cost(cfg)
-            free = act - cyc.x_phase_hidden(cfg, x0, fs)  # the drain is partly taken
-            total = total - np.minimum(free, fh * hc + cyc.mac_phase_fixed(fh, hc, cyc.HEAD))
-    if head_unit and cfg.has_head:
-        hc = cyc.head_column_cost(cfg)
-        total = total - (fh * hc + cyc.mac_phase_fixed(fh, hc, cyc.HEAD) + head_beats)
+    slot, slot_prev = cyc.window_slots(fh, fs)
+
+    def slot_cycles(n):
+        if head_unit or not cfg.has_head:
+            return 0 * n
+        has = n >= 0
+        return has * (cyc.head_phase(cfg, n * has) + head_beats)
+
+    X = cyc.x_phase(cfg, x0)
+    hidden_x = np.where(fs, 0, np.minimum(X, np.maximum(0, W - slot_cycles(slot_prev))))
+    nh0 = layers[0] - x0
+    total = (X - hidden_x + nh0 * cc + cyc.mac_phase_fixed(nh0, cc, 0) + L * layer_beats
+             + (L - 1) * W + np.maximum(W, slot_cycles(slot)))
+    act = layer_beats + W
+    for l, n in enumerate(layers[1:], start=1):
+        m = n * cc + cyc.mac_phase_fixed(n, cc, l)
+        total = total + m - (np.minimum(act, m) if overlap else 0)
     return np.broadcast_to(np.asarray(total, dtype=np.int64), fh.shape).copy()
 
 
@@ -103,10 +109,9 @@ def what_if(cfg: DeltaGRUConfig, fired_layers, fired_head, *, fired_x0, first) -
     dense_kw = {"fired_x0": np.asarray([cfg.input_size]), "first": np.asarray([False])}
     floor_kw = {"fired_x0": np.asarray([0]), "first": np.asarray([False])}
     base = projected_cycles(cfg, fl, fh, fired_x0=x0, first=fs)
-    if not np.array_equal(base, cyc.timestep_cycles(cfg, layers, fh, fired_x0=x0, first=fs)):
+    if not np.array_equal(base, cyc.run_cycles(cfg, layers, fh, fired_x0=x0, first=fs)):
         raise AssertionError("whatif.projected_cycles no longer matches deltahw.cycles; update it.")
-    issue = float(np.mean(cyc.timestep_phases(cfg, layers, fh, fired_x0=x0,
-                                              first=fs)["mac_issue"]))
+    issue = float(np.mean(cyc.mac_issue_cycles(cfg, layers, fh)))
     today = float(base.mean())
     out = {}
     for k, kw in OPTIONS.items():
@@ -134,12 +139,10 @@ def act_width_sweep(cfg: DeltaGRUConfig, fired_layers, fired_head, part=None, *,
         if cfg.lanes % (3 * A) == 0:
             c = cfg.replace(act_width=A)
             layers, fh, x0, fs = _arrays(c, fired_layers, fired_head, fired_x0, first)
-            mean = float(np.mean(cyc.timestep_cycles(c, layers, fh, fired_x0=x0, first=fs)))
+            mean = float(np.mean(cyc.run_cycles(c, layers, fh, fired_x0=x0, first=fs)))
             dense = cyc.dense_cycles(c)
             row = {"act_width": A, "delta_cycles": mean, "dense_cycles": dense,
-                   "speedup_vs_dense": dense / mean,
-                   "no_fire_cycles": int(cyc.timestep_cycles(c, [0] * c.num_layers, 0,
-                                                             fired_x0=0, first=False))}
+                   "speedup_vs_dense": dense / mean, "no_fire_cycles": cyc.floor_cycles(c)}
             if part is not None:
                 est = resources.estimate(c, part)
                 row.update(part=part.name, dsps=est.dsps, luts=est.luts,

@@ -181,10 +181,16 @@ class DeltaGRUCore(wiring.Component):
                                attrs=state_attrs)
             m.submodules[f"xhat{t + 1}"] = xm
             xt_r.append(xm.read_port()), xt_w.append(xm.write_port())
+            # The head's x queue has two buffers: the last layer's activation of a timestep
+            # fills one while the head of the previous timestep, deferred, reads the other
+            # (deltahw.gateware.schedule: the window).
+            is_head = head and t == L - 1
             q = DeltaQueue(width=A, depth=H, index_bits=column_bits(*x_origin[t + 1], H),
-                           delta_bits=delta_bits)
+                           delta_bits=delta_bits, buffers=2 if is_head else 1)
             m.submodules[f"xq{t + 1}"] = q
             xq.append(q)
+            if is_head:
+                m.d.comb += [q.w_buf.eq(sched.head_wbuf), q.r_buf.eq(sched.head_rbuf)]
 
         # ---- output FIFO -------------------------------------------------------------------------
         ol = output_layout(cfg)
@@ -214,13 +220,12 @@ class DeltaGRUCore(wiring.Component):
 
         nx = Signal(16)  # entries of the block's x queue
         nh = Signal(16)  # entries of the block's h queue
-        x_counts = [front.count] + [q.count[0] for q in xq]
+        x_counts = [front.count] + [q.count[q.r_buf] if q.buffers == 2 else q.count[0]
+                                    for q in xq]
         m.d.comb += nx.eq(Array(x_counts)[layer] if blocks > 1 else x_counts[0])
         h_counts = [q.count[0] for q in hq] + ([Const(0, 1)] if head else [])
         m.d.comb += nh.eq(Array(h_counts)[layer] if blocks > 1 else h_counts[0])
-        m.d.comb += [sched.nx.eq(nx), sched.nh.eq(nh), sched.nh0.eq(hq[0].count[0])]
-        if head:
-            m.d.comb += sched.nhead.eq(x_counts[L])
+        m.d.comb += [sched.nx.eq(nx), sched.nh.eq(nh)]
 
         g = sched.g
         cur_h = Signal()  # current entry is an h column
@@ -251,7 +256,7 @@ class DeltaGRUCore(wiring.Component):
         h_base = [q.r_index for q in hq] + ([Const(0, 1)] if head else [])  # the head: no h
         fetched_base = Mux(fetch_h, Array(h_base)[layer], Array(x_base)[layer])
         # A fast phase's first column (schedule: ``take_first``): entry 0 of the block's queue out
-        # of its first-entry register, no read; the merged head fetch takes the head's.
+        # of its first-entry register, no read.
         x_first = [front] + xq
         h_first = hq + ([None] if head else [])
 
@@ -263,16 +268,9 @@ class DeltaGRUCore(wiring.Component):
                          first_of(x_first, "first_index"))
         first_delta = Mux(sched.first_h, first_of(h_first, "first_delta"),
                           first_of(x_first, "first_delta"))
-        # The column's sources, by priority: (strobe, weight address, delta, h column). The
-        # merged head fetch comes first (its cycle may also be the x phase's last, whose ``take``
-        # then fetches nothing that is used).
-        takes = []
-        if head:
-            hq_first = xq[-1]  # the head's x queue
-            takes.append((sched.take_head_first, hq_first.first_index, hq_first.first_delta,
-                          Const(0, 1)))
-        takes += [(sched.take_first, first_base, first_delta, sched.first_h),
-                  (sched.take, fetched_base, q_delta, fetch_h)]
+        # The column's sources, by priority: (strobe, weight address, delta, h column).
+        takes = [(sched.take_first, first_base, first_delta, sched.first_h),
+                 (sched.take, fetched_base, q_delta, fetch_h)]
         for i, (strobe, _, dlt, is_h) in enumerate(takes):
             with (m.If if i == 0 else m.Elif)(strobe):
                 m.d.sync += [cur_delta.eq(dlt), cur_h.eq(is_h)]
@@ -536,17 +534,15 @@ class DeltaGRUCore(wiring.Component):
             cnt.stalling.eq(sched.stalling),
             cnt.step_done.eq(sched.step_done),
             cnt.issue.eq(sched.issue),
-            cnt.counting_next.eq(sched.counting_next),
             cnt.latch_fired.eq(sched.latch_fired),
             cnt.latch_x0.eq(sched.latch_x0),
-            cnt.latch_ahead.eq(sched.latch_ahead),
             cnt.block.eq(sched.latch_block),
             cnt.nx.eq(sched.latch_nx),
             cnt.nh.eq(sched.n_h),
             cnt.clear.eq(regs.strobe("CTRL") & regs["CTRL"].clear_counters),
         ]
         busy = Signal()
-        m.d.comb += busy.eq(sched.counting | sched.counting_next | sched.stalling
+        m.d.comb += busy.eq(sched.counting | sched.stalling
                             | sched.resetting)
         status = regs["STATUS"]
         m.d.comb += [

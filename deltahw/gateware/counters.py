@@ -15,20 +15,20 @@ class PerfCounters(wiring.Component):
     """Cycle, stall, timestep, MAC-issue and fired-column counters.
 
     Inputs each cycle (from :class:`~deltahw.gateware.schedule.Schedule`): ``counting`` (a compute
-    cycle of the running timestep), ``counting_next`` (a compute cycle of the next timestep, run
-    ahead: the overlapped x phase), ``stalling``, ``step_done`` (the timestep's last cycle),
-    ``issue`` (the MAC array issues), ``latch_fired`` with ``block``, ``nx`` and ``nh`` (a MAC
-    phase's first cycle and the fired x / h counts it sweeps), ``latch_x0`` with ``nx`` (layer 0's
-    x phase, which may belong to the next timestep: its count is held until layer 0's h phase,
-    which always follows it in the same timestep, latches both; with ``latch_ahead`` that h phase
-    runs before the timestep that reads out closes, and its counts are held until the cycle after
-    ``step_done``), ``clear`` (``CTRL.clear_counters``).
+    cycle of the running timestep: after ``step_done``, the next one's), ``stalling``,
+    ``step_done`` (the timestep's last cycle), ``issue`` (the MAC array issues), ``latch_fired``
+    with ``block``, ``nx`` and ``nh`` (a MAC phase's first cycle and the fired x / h counts it
+    sweeps; the head's, ``FIRED_HEAD_LAST``, is the head phase that ran last: a deferred head
+    runs in the next timestep's window, an in-place head after its timestep closed),
+    ``latch_x0`` with ``nx`` (layer 0's x phase, which may run in the previous timestep's window:
+    its count is held until layer 0's h phase, which always follows it, latches both),
+    ``clear`` (``CTRL.clear_counters``).
 
     Latency: every counter is a register updated at the end of the cycle; ``cycles_last`` is the
-    number of counting cycles of the last closed timestep (the closing cycle and the cycles it
-    ran ahead included) and latches, like ``timesteps``, at the end of ``step_done``. A ``clear``
-    in the same cycle as an increment wins (``cycles_last`` and the fired counts are not cleared).
-    Throughput: every cycle.
+    number of counting cycles of the last closed timestep (the closing cycle included) and
+    latches, like ``timesteps``, at the end of ``step_done``. A ``clear`` in the same cycle as an
+    increment wins (``cycles_last`` and the fired counts are not cleared). Throughput: every
+    cycle.
     """
 
     def __init__(self, config: DeltaGRUConfig):
@@ -36,13 +36,11 @@ class PerfCounters(wiring.Component):
         L = config.num_layers
         super().__init__({
             "counting": In(1),
-            "counting_next": In(1),
             "stalling": In(1),
             "step_done": In(1),
             "issue": In(1),
             "latch_fired": In(1),
             "latch_x0": In(1),
-            "latch_ahead": In(1),
             "block": In(range(L + 1)),
             "nx": In(16),
             "nh": In(16),
@@ -62,16 +60,12 @@ class PerfCounters(wiring.Component):
         cfg = self.config
         L = cfg.num_layers
         step_cycles = Signal(32)  # compute cycles of the running timestep
-        next_cycles = Signal(32)  # ... of the next one, run ahead (never while step_done)
         with m.If(self.step_done):
-            m.d.sync += [step_cycles.eq(next_cycles), next_cycles.eq(0),
-                         self.cycles_last.eq(step_cycles + 1),
+            m.d.sync += [step_cycles.eq(0), self.cycles_last.eq(step_cycles + 1),
                          self.timesteps.eq(self.timesteps + 1)]
         with m.Elif(self.counting):
             m.d.sync += step_cycles.eq(step_cycles + 1)
-        with m.Elif(self.counting_next):
-            m.d.sync += next_cycles.eq(next_cycles + 1)
-        with m.If(self.counting | self.counting_next):
+        with m.If(self.counting):
             m.d.sync += self.cycles_total.eq(self.cycles_total + 1)
         with m.If(self.stalling):
             m.d.sync += self.stall_total.eq(self.stall_total + 1)
@@ -80,20 +74,7 @@ class PerfCounters(wiring.Component):
         x0 = Signal(16)  # layer 0's x count, held until its h phase
         with m.If(self.latch_x0):
             m.d.sync += x0.eq(self.nx)
-        # Layer 0's counts latched ahead (the next timestep's h phase overlaps the read-out):
-        # held (ahead) until the running timestep has closed (ready), then shown.
-        ahead_x, ahead_h = Signal(16), Signal(16)
-        ahead, ready = Signal(), Signal()
-        with m.If(ready):
-            m.d.sync += [self.fired_x[0].eq(ahead_x), self.fired_h[0].eq(ahead_h),
-                         ready.eq(0)]
-        with m.If(self.step_done & (ahead | (self.latch_fired & self.latch_ahead))):
-            m.d.sync += [ahead.eq(0), ready.eq(1)]
-        with m.If(self.latch_fired & self.latch_ahead):
-            m.d.sync += [ahead_x.eq(x0), ahead_h.eq(self.nh)]
-            with m.If(~self.step_done):
-                m.d.sync += ahead.eq(1)
-        with m.Elif(self.latch_fired):
+        with m.If(self.latch_fired):
             for l in range(L):
                 with m.If(self.block == l):
                     m.d.sync += [self.fired_x[l].eq(x0 if l == 0 else self.nx),

@@ -22,65 +22,55 @@ A timestep, per block b (layers 0..L-1, then the head if any), in order:
 * ``MAC_DRAIN``: ``cycles.mac_drain(groups)`` cycles until the last column's sums are readable
   (``cycles.head_mac_drain``, 0, for the head: its read-out reads through the MAC's forwarding).
 * ``ACT_RUN`` (layers): ceil(H/A) activation beats (``act_issue``, ``act_beat``, ``act_k``; the
-  accumulator word ``rd_group``), then ``ACT_DRAIN`` (``cycles.ACT_DRAIN``) until the new h values
-  and their fired deltas are in the queues; the next block starts after it.
+  accumulator word ``rd_group``), then, for layers 0..L-2, ``ACT_DRAIN`` (``cycles.ACT_DRAIN``)
+  until the new h values and their fired deltas are in the queues; the next block starts after it.
 * ``OUT_RUN`` (head): ceil(O/A) read-out beats (``ro_issue``, ``ro_beat``, ``ro_k``,
-  ``ro_group``), issued by a small read-out engine once started (``ro_go``); the timestep closes
-  with the last one (``step_done``).
-* Without a head the timestep closes with the last layer's activation drain.
+  ``ro_group``), issued by a small read-out engine once started (``ro_go``).
 
 Layer 0 runs two MAC phases: its **x phase** (the input deltas; ``release`` hands the input vector
-back at its end), then its **h phase**; layers 1.. sweep x then h entries in one phase; the head's
-phase reads its x queue only.
+back at its end), then its **h phase**; layers 1.. sweep x then h entries in one phase.
 
-**Overlap across timesteps** (``cycles`` module docstring): in the cycle of the last layer's last
-activation beat, if the next input vector is in and does not start a new sequence, the next
-timestep's x phase starts (``X`` mode ``OVL``) in the next cycle, while the activation pipeline
-drains; a segment counter ``seg`` counts the drain's ``ACT_DRAIN`` cycles alongside. When both are
-done: the head's MAC phase and read-out of this timestep (the timestep closes), then the next
-timestep's h phase; without a head the timestep closes in the drain's last cycle (``seg`` =
-``ACT_DRAIN`` - 1) and the h phase follows the x phase. The accumulator words the x phase writes
-were all read by layer 0's activation beats (each beat reads its word in its issue cycle; the
-first x issue comes ``cycles.FAST_FETCH`` + 1 cycles after the last beat); the h and head queues are
-complete when their phases read their counts (after the drain, as without overlap).
+**The window** (``cycles`` module docstring): the last layer's drain after its last activation
+beat (``ACT_DRAIN`` cycles, W), counted by ``wcnt`` (``win``). In the cycle of that last beat the
+schedule decides ``ovl``: the next input vector is in and continues the sequence. The window
+then runs the **head slot** (with a head, unless the timestep starts its sequence, ``slot_ok``):
+the deferred head of the previous timestep (``pend``) and its read-out, or, when that head ran in
+place, ``PAD`` for as many cycles (``pad_len``, measured when it ran); then, with ``ovl``, the
+next timestep's x phase (``X`` mode ``OVL``). The timestep closes (``step_done``) in the window
+cycle in which the drain and the slot are both done (``cycles``: ``max(W, S)`` cycles), wherever
+the state machine is then (``WIN_WAIT`` if nothing else runs); the window's later cycles are the
+next timestep's. After the close and the x phase: with ``ovl`` the next h phase (the head of this
+timestep is deferred: ``pend``), without it the head runs **in place** (``inplace``: its MAC
+phase and read-out are stall cycles, ``cycles.flush_cycles``) and the next input is awaited.
 
-**Read-out overlap** (with a head, after an overlapped x phase): the next timestep's layer-0 h
-phase starts in the read-out's last ``cycles.readout_hidden`` beats (its fetch cycles, or the
-empty phase's one cycle, which touch no accumulator; ``nh0``, final since the drain, says which);
-the read-out engine finishes beside ``MAC_FETCH`` and closes the timestep, and the
-first issue or activation beat comes after its last beat. Those cycles count for the running
-timestep; the h phase's count latch is marked ``latch_ahead`` (the counters show it once the
-running timestep has closed). After a late x phase (``h_lost``) the h phase runs alone and its
-first ``readout_hidden`` cycles are stall cycles (the overlap it lost).
+The head's x queue is double-buffered: the last layer's activation of each timestep fills the
+other buffer (``head_wbuf``, switched at its first beat), so the deferred head reads its own
+(``head_rbuf``) while the next timestep's deltas come in. The accumulator words the overlapped x
+phase writes were all read by layer 0's activation beats (it starts after the slot, at least
+``cycles.FAST_FETCH`` + 1 cycles after the last beat); the h queue is complete when the h phase
+reads its count (after the close, so after the drain).
 
-**Merged head fetch** (with a head): when the overlapped x phase ends past the drain (``seg`` >=
-``ACT_DRAIN``), its last cycle is also the head's ``MAC_FETCH`` (``nhead`` read, entry 0 taken
-from the head queue's first-entry register, ``take_head_first``; the counters latch it through
-``latch_block`` / ``latch_nx``); the state machine goes on with ``MAC_RUN`` (or the read-out if
-nothing fired). That cycle counts
-for the running timestep (``cycles.x_hide_limit``); a late x phase stalls as long.
-
-Cycle accounting (``counting``: a compute cycle of the running timestep; ``counting_next``: of the
-next one; ``stalling``): in the overlapped x phase the first ``ACT_DRAIN`` cycles are the running
-timestep's (its drain), the rest the next one's (but the merged head fetch) (``counting_next``
-before the head closes the running timestep, ``counting`` after the close without a head). Fallback
-when the input is late (``LATE``): drain, head, read-out, close; when the input comes, its x phase
-runs alone and its first ``cycles.x_hide_limit`` cycles are stall cycles (the overlap that was
-lost). After a sequence reset (``FIRST``) the x phase is all compute. So the compute cycles of a
-timestep never depend on the input timing (``cycles.timestep_cycles``).
+Cycle accounting (``counting``: a compute cycle of the running timestep, which is the next one
+from the cycle after ``step_done``; ``stalling``): every cycle counts but these stall: waiting
+for output room (``WAIT_OUT``), an in-place head, and the first ``hide_lim`` cycles of a **late**
+x phase (``LATE``: its input was not in at the decision), the part of it the window would have
+hidden (``cycles.lost_overlap``: ``W`` less the slot that window held). Stall cycles do not
+advance the window. After a sequence reset (``FIRST``) the x phase is all compute. So the
+compute cycles of a timestep never depend on the input timing (``cycles.run_cycles``).
 
 Before the phase that writes the output FIFO (the head's read-out, or the last layer's activation)
-the schedule waits in ``WAIT_OUT`` until there is room for a timestep (``out_room``): stall cycles
-(``stalling``), not compute cycles. A new input vector with ``r_reset`` first runs the ``RESET``
-phase (``cycles.reset_cycles``: accumulators <- biases, states cleared, ``resetting`` with
-``reset_addr``; ``resetting_next`` and ``reset_addr_next`` are their values of the next cycle,
-from which the datapath registers copies of them next to their consumers); it never overlaps (the
-reset reloads every accumulator). With nothing to do the schedule waits in ``IDLE`` (not counted).
+the schedule waits in ``WAIT_OUT`` until there is room for a timestep (``out_room``). A new input
+vector with ``r_reset`` first runs the ``RESET`` phase (``cycles.reset_cycles``: accumulators <-
+biases, states cleared, ``resetting`` with ``reset_addr``; ``resetting_next`` and
+``reset_addr_next`` are their values of the next cycle, from which the datapath registers copies
+of them next to their consumers); it never overlaps (the reset reloads every accumulator). With
+nothing to do the schedule waits in ``IDLE`` (not counted).
 
 Latency and throughput: one state per cycle, no internal pipelining; the outputs are
 combinational from the state (``q_h`` and the strobes) or registers (``block``, ``g``, beat
-counters); the queue read addresses are given for the next cycle (``q_addr_next``,
-``q_addr_h_next``, ``q_addr_head_next``, combinational) and each queue registers its own copy.
+counters, ``head_wbuf``/``head_rbuf``); the queue read addresses are given for the next cycle
+(``q_addr_next``, ``q_addr_h_next``, ``q_addr_head_next``, combinational) and each queue
+registers its own copy.
 """
 
 from __future__ import annotations
@@ -116,8 +106,6 @@ class Schedule(wiring.Component):
             "r_reset": In(1),
             "nx": In(16),  # fired entries in the current block's x queue
             "nh": In(16),  # ... and in its h queue
-            "nh0": In(16),  # fired entries in layer 0's h queue (the read-out overlap's length)
-            "nhead": In(16),  # fired entries in the head's x queue (its fetch merged, below)
             "out_room": In(1),
             # where the timestep is
             "block": Out(range(L + 1)),  # L = the head
@@ -141,7 +129,6 @@ class Schedule(wiring.Component):
             # (the h queue's with first_h: layer 0's h phase, else the x queue's)
             "take_first": Out(1),
             "first_h": Out(1),
-            "take_head_first": Out(1),  # ... the head's, in the merged head fetch
             "issue": Out(1),
             "g": Out(bits_for(max(cycles.column_cost(config),
                                   cycles.head_column_cost(config) if config.has_head else 1))),
@@ -157,12 +144,13 @@ class Schedule(wiring.Component):
             "ro_group": Out(16),  # head accumulator word read by the current read-out beat
             # accounting
             "counting": Out(1),
-            "counting_next": Out(1),  # a compute cycle of the next timestep (overlap)
             "stalling": Out(1),
             "step_done": Out(1),
-            "latch_ahead": Out(1),  # latch_fired belongs to the next timestep (read-out overlap)
             "latch_block": Out(range(L + 1)),  # the block whose counts latch_fired latches ...
-            "latch_nx": Out(16),  # ... and its x count (block / n_x but in the merged fetch)
+            "latch_nx": Out(16),  # ... and its x count
+            # the head's x queue: the buffer the activation fills, the one the head phase reads
+            "head_wbuf": Out(1),
+            "head_rbuf": Out(1),
         })
 
 
@@ -193,8 +181,18 @@ class Schedule(wiring.Component):
         if head:
             drains.append(cycles.head_mac_drain(costs[L]) - trim.get("head_mac", 0))
         act_drain = cycles.ACT_DRAIN - trim.get("act", 0)
-        assert min(drains) >= 0 and act_drain >= 1, "a drain cannot be trimmed below zero"
+        assert min(drains) >= 0 and act_drain >= 2, "a drain cannot be trimmed that far"
         t_groups, t_drain = table(costs), table(drains)
+        # The head slot's cycles, S = 1 + n * ceil(O/P) + ceil(O/A) for n fired columns (its
+        # fetch or empty phase, its columns, no drain, its read-out beats): cycles.head_slot.
+        if head:
+            hc = costs[L]
+            assert drains[L] == 0 and all(
+                cycles.head_slot(cfg, n) == 1 + n * hc + nbo for n in (0, 1, 2)), (
+                "the head slot's length below is cycles.head_slot")
+            s_max = cycles.head_slot(cfg, cfg.hidden_size)
+        else:
+            s_max = 1  # (no slot; one bit, not a zero-width vector, for Verilator's lint)
 
         block, g = self.block, self.g
         # ``block`` is a register; ``block_n`` its value of the next cycle (the states below set
@@ -219,34 +217,36 @@ class Schedule(wiring.Component):
         act_beat, act_k, rd_group = self.act_beat, self.act_k, self.rd_group
         ro_beat, ro_k = self.ro_beat, self.ro_k
         final_block = L if head else L - 1
-        # Layer 0's x phase: xseg, its mode, the segment counter (saturating at act_drain).
+        # Layer 0's x phase: xseg, its mode; a late one's stall counter (saturating at hide_lim).
         OVL, LATE, FIRST = 0, 1, 2
         xseg = Signal()
         xmode = Signal(2)
-        # The overlapped x phase's cycles hidden behind the drain (+ the merged head fetch):
-        # cycles.x_hide_limit; a late x phase stalls for as many.
-        x_hide = act_drain + (cycles.x_hide_limit(cfg) - cycles.ACT_DRAIN)
-        seg = Signal(range(x_hide + 1))
-        x_done = Signal()  # the next timestep's x phase already ran (overlapped)
-        h_lost = Signal()  # layer 0's h phase after a late x phase: its read-out overlap is lost
-        # Read-out engine: issues the head's ceil(O/A) beats once started (ro_go), alongside the
-        # state machine, which may already run the next h phase's fetch (cycles.readout_hidden).
+        seg = Signal(range(act_drain + 1))
+        hide_lim = Signal(range(act_drain + 1), init=act_drain)
+        # The window (module docstring): its counted cycles, the next input's decision, the slot.
+        w_max = max(act_drain, s_max)
+        win = Signal()
+        wcnt = Signal(range(w_max + 1))
+        ovl = Signal()  # the next timestep's x phase runs in this window
+        slot_fin = Signal()  # the window's head slot is done (or there is none)
+        slot_end = Signal()  # ... this cycle is its last
+        pend = Signal()  # the head of the previous timestep was deferred to this window
+        slot_ok = Signal()  # the running timestep does not start a sequence (a slot in its window)
+        inplace = Signal()  # the head phase running is an in-place head (stall cycles)
+        s_len = Signal(range(s_max + 1))  # the slot's cycles in this window
+        pad_len = Signal(range(s_max + 1))  # the cycles of the head that ran in place last
+        pcnt = Signal(range(s_max + 1))
+        hb = Signal()  # the head queue buffer the last layer's activation fills
+        hb_n = Signal()  # ... its value of the next cycle
+        hrb = Signal()  # the one the head phase reads
+        m.d.comb += hb_n.eq(hb)
+        m.d.sync += hb.eq(hb_n)
+        m.d.comb += [self.head_wbuf.eq(hb), self.head_rbuf.eq(hrb)]
+        # Read-out engine: issues the head's ceil(O/A) beats once started (ro_go).
         ro_go = Signal()  # the first read-out beat issues next cycle
         ro_active = Signal()
         ro_group = self.ro_group
         if head:
-            # Beats of the read-out that overlap the next h phase (nothing fired: its one cycle).
-            k_full = min(nbo, cycles.FAST_FETCH)
-            k_empty = min(nbo, cycles.EMPTY_MAC_PHASE)
-            h0_empty = self.nh0 == 0
-            k_ovl = Mux(h0_empty, k_empty, k_full)
-
-            def beat_is(b):
-                return (ro_beat == b) if b >= 0 else Const(0, 1)
-
-            # The read-out beat in whose cycle the state machine starts the h phase (so that
-            # the phase's first cycle is beat nbo - k).
-            chain_beat = Mux(h0_empty, beat_is(nbo - k_empty - 1), beat_is(nbo - k_full - 1))
             m.d.comb += self.ro_issue.eq(ro_active)
             with m.If(ro_active):
                 m.d.sync += ro_beat.eq(ro_beat + 1)
@@ -257,7 +257,6 @@ class Schedule(wiring.Component):
                 with m.If(ro_beat == nbo - 1):
                     # The read-out pipeline (cycles.READOUT_STAGES) finishes on its own.
                     m.d.sync += ro_active.eq(0)
-                    m.d.comb += self.step_done.eq(1)
             with m.If(ro_go):
                 m.d.sync += [ro_active.eq(1), ro_beat.eq(0), ro_k.eq(0), ro_group.eq(0)]
 
@@ -293,9 +292,8 @@ class Schedule(wiring.Component):
             return (blk == 0) | ((blk == L) if head else Const(0, 1))
 
         m.d.comb += self.first_h.eq(~px)
-        # The head's x queue is read at entry 1 outside the head's phase: the merged head fetch
-        # (below) takes its entry 0 from the first-entry register in the x phase's last cycle,
-        # whatever qi is then, with entry 1 on the read port.
+        # The head's x queue is read at entry 1 outside the head's phase, so that its phase's
+        # fetch finds entry 1 on the read port.
         if head:
             m.d.comb += self.q_addr_head_next.eq(Mux(block_n == L, qi_n, 1))
 
@@ -316,116 +314,96 @@ class Schedule(wiring.Component):
         def begin_mac(blk, use_x, use_h, mode=None):
             """Start a MAC phase of block ``blk`` next cycle (``mode``: layer 0's x phase)."""
             m.d.comb += block_n.eq(blk)
-            m.d.sync += [px.eq(use_x), ph.eq(use_h), xseg.eq(mode is not None), h_lost.eq(0)]
+            m.d.sync += [px.eq(use_x), ph.eq(use_h), xseg.eq(mode is not None)]
             # MAC_FETCH reads entry 0 (of either queue); a fast phase takes entry 0 from the
             # first-entry register there, with entry 1 already on the read port.
             first = Mux(is_fast(blk), 1, 0)
             fetch_at(first, first)
             if mode is not None:
                 m.d.sync += [xmode.eq(mode), seg.eq(0)]
-            if isinstance(blk, int) and blk == 0 and not use_x:  # layer 0's h phase
-                m.d.sync += x_done.eq(0)
             m.next = "MAC_FETCH"
 
+        def begin_head(in_place):
+            """Start a head phase next cycle: the deferred head of the previous timestep (its
+            buffer is the one the last activation did not fill) or this timestep's, in place."""
+            m.d.sync += [inplace.eq(in_place), hrb.eq(hb_n if in_place else ~hb_n)]
+            begin_mac(L, 1, 1)
+
         def start_step():
-            """Leave the timestep's last cycle (or IDLE): start the next one if its input is in."""
-            with m.If(x_done):
-                begin_mac(0, 0, 1)
-            with m.Elif(self.r_full):
+            """After a timestep that closed without its successor's x phase (or in IDLE): start
+            the next one if its input is in."""
+            with m.If(self.r_full):
                 with m.If(self.r_reset):
                     m.d.comb += block_n.eq(0)
                     m.d.comb += self.reset_addr_next.eq(0)
                     m.d.comb += self.resetting_next.eq(1)
+                    m.d.sync += slot_ok.eq(0)
                     m.next = "RESET"
                 with m.Else():
+                    m.d.sync += slot_ok.eq(1)
                     begin_mac(0, 1, 0, LATE)
             with m.Else():
                 m.next = "IDLE"
 
-        def finish_step():
-            m.d.comb += self.step_done.eq(1)
-            start_step()
+        # ---- the window: its count, the close ------------------------------------------------
+        close = Signal()  # the running timestep closes in this cycle
+        m.d.comb += close.eq(win & self.counting & (wcnt >= act_drain - 1)
+                             & (slot_fin | slot_end))
+        m.d.comb += self.step_done.eq(close)
+        with m.If(win & self.counting):
+            m.d.sync += wcnt.eq(wcnt + 1)
+        with m.If(close):
+            # A late next x phase stalls for what this window would have hidden of it.
+            m.d.sync += [win.eq(0), hide_lim.eq(Mux(s_len >= act_drain, 0, act_drain - s_len))]
 
-        def start_readout():
-            """The head's read-out starts next cycle; with the next timestep's x phase done, its
-            h phase starts with the read-out's last ``k_ovl`` beats (here if that is all)."""
-            m.d.comb += ro_go.eq(1)
-            with m.If(x_done & (k_ovl == nbo)):
+        def post_window():
+            """The window closes this cycle and the slot (and the overlapped x phase) are done:
+            the next h phase, or this timestep's head in place (or the next input)."""
+            with m.If(ovl):
+                m.d.sync += pend.eq(1 if head else 0)
                 begin_mac(0, 0, 1)
             with m.Else():
-                m.next = "OUT_RUN"
+                m.d.sync += pend.eq(0)
+                if head:
+                    begin_head(True)
+                else:
+                    start_step()
+
+        def after_slot(go):
+            """The slot is done (in this cycle): the overlapped x phase, or wait for the close."""
+            with m.If(go):
+                begin_mac(0, 1, 0, OVL)
+            with m.Elif(close):
+                post_window()
+            with m.Else():
+                m.next = "WIN_WAIT"
+
+        def start_readout():
+            m.d.comb += ro_go.eq(1)
+            m.next = "OUT_RUN"
 
         def account():
             """Whose cycle this is (module docstring, cycle accounting)."""
-            early = seg < act_drain
-            with m.If(xseg):
-                m.d.sync += seg.eq(Mux(seg < x_hide, seg + 1, seg))
-                with m.Switch(xmode):
-                    with m.Case(OVL):
-                        m.d.comb += [self.counting.eq(early | (not head)),
-                                     self.counting_next.eq(~early & head)]
-                        if not head:  # the running timestep closes with its drain
-                            m.d.comb += self.step_done.eq(seg == act_drain - 1)
-                    with m.Case(LATE):
-                        lost = seg < x_hide
-                        m.d.comb += [self.stalling.eq(lost), self.counting.eq(~lost)]
-                    with m.Default():
-                        m.d.comb += self.counting.eq(1)
+            with m.If(inplace & (block == L) if head else Const(0, 1)):
+                m.d.comb += self.stalling.eq(1)
+            with m.Elif(xseg & (xmode == LATE)):
+                lost = seg < hide_lim
+                m.d.sync += seg.eq(Mux(lost, seg + 1, seg))
+                m.d.comb += [self.stalling.eq(lost), self.counting.eq(~lost)]
             with m.Else():
                 m.d.comb += self.counting.eq(1)
-
-        def after_segment():
-            """The overlapped x phase and the drain are both done (this cycle)."""
-            if head:
-                begin_mac(L, 1, 1)
-            else:
-                begin_mac(0, 0, 1)
-
-        def merged_head_fetch():
-            """The overlapped x phase ends this cycle, past the drain (the head's queue is
-            complete): this cycle is also the head's ``MAC_FETCH`` (its count read, its entry 0
-            addressed; cycles.x_hide_limit). It counts for the running timestep."""
-            m.d.comb += [self.counting.eq(1), self.counting_next.eq(0), self.latch_fired.eq(1),
-                         self.latch_block.eq(L), self.latch_nx.eq(self.nhead)]
-            # The head's entry 0 is taken out of its first-entry register, entry 1 is on its
-            # queue's read port (its address is 1 while the block is not the head); next cycle the
-            # first issue, with the entry MAC_RUN's look-ahead wants on the port (as MAC_FETCH).
-            m.d.comb += [self.q_h.eq(0), self.take_head_first.eq(1)]
-            m.d.comb += block_n.eq(L)
-            m.d.sync += [px.eq(1), ph.eq(1), xseg.eq(0), h_lost.eq(0),
-                         e.eq(0), g.eq(0), cnt.eq(0), g_last.eq(t_groups[L] == 1),
-                         last_e.eq(self.nhead == 1)]
-            nxt = 2 if costs[L] == 1 else 1
-            fetch_at(nxt, nxt)
-            with m.If(self.nhead == 0):  # cycles.EMPTY_MAC_PHASE: the read-out follows
-                with m.If(~self.out_room):
-                    m.next = "WAIT_OUT"
-                with m.Else():
-                    start_readout()
-            with m.Else():
-                m.next = "MAC_RUN"
 
         def mac_done():
             """The MAC phase ends this cycle: on to the next phase."""
             with m.If(xseg):
                 m.d.comb += self.release.eq(1)  # the input vector's queue has been read
                 with m.If(xmode == OVL):
-                    if head:
-                        with m.If(seg >= act_drain):
-                            merged_head_fetch()
-                        with m.Elif(seg == act_drain - 1):
-                            after_segment()
-                        with m.Else():
-                            m.next = "X_WAIT"
-                    else:
-                        with m.If(seg >= act_drain - 1):
-                            after_segment()
-                        with m.Else():
-                            m.next = "X_WAIT"
+                    with m.If(~win | close):
+                        post_window()
+                    with m.Else():
+                        m.next = "WIN_WAIT"
                 with m.Else():
                     begin_mac(0, 0, 1)
-                    if head:  # a late input loses the read-out overlap too (stall cycles)
-                        m.d.sync += h_lost.eq(xmode == LATE)
             with m.Elif((block == final_block) & ~self.out_room):
                 m.next = "WAIT_OUT"
             if head:
@@ -445,12 +423,8 @@ class Schedule(wiring.Component):
                 with m.Else():
                     m.d.comb += self.resetting_next.eq(1)
             with m.State("MAC_FETCH"):
-                with m.If(h_lost):
-                    m.d.comb += self.stalling.eq(1)  # (cycles.readout_hidden >= 1)
-                with m.Else():
-                    account()
-                m.d.comb += [self.latch_fired.eq(~xseg), self.latch_x0.eq(xseg),
-                             self.latch_ahead.eq(ro_active)]
+                account()
+                m.d.comb += [self.latch_fired.eq(~xseg), self.latch_x0.eq(xseg)]
                 # Slow phase: entry 0 on the read ports; next cycle entry 1 (its h position from
                 # the count read now; it is only used when n_x <= 1). Fast phase: entry 0 taken
                 # from the first-entry register, entry 1 on the read ports; next cycle the entry
@@ -465,6 +439,14 @@ class Schedule(wiring.Component):
                     fetch_at(1, 1 - n_x)
                 with m.If(~xseg):  # (the overlapped x phase runs after the last beat)
                     m.d.sync += [rd_group.eq(0), act_k.eq(0), act_beat.eq(0)]
+                if head:
+                    # The head slot's length (cycles.head_slot), or the pad's for the next window.
+                    with m.If(block == L):
+                        s_now = 1 + n_x * costs[L] + nbo
+                        with m.If(inplace):
+                            m.d.sync += pad_len.eq(s_now)
+                        with m.Else():
+                            m.d.sync += s_len.eq(s_now)
                 m.d.sync += last_e.eq(n_total == 1)
                 with m.If((self.n_x == 0) & (self.n_h == 0)):  # n_total == 0, without the adder
                     mac_done()  # cycles.EMPTY_MAC_PHASE
@@ -473,7 +455,6 @@ class Schedule(wiring.Component):
                 with m.Else():
                     m.next = "MAC_FETCH2"  # cycles.MAC_FETCH
             with m.State("MAC_FETCH2"):
-                # Layers 1.. only (never layer 0's h phase, so no read-out overlap to lose).
                 account()
                 m.d.comb += self.take.eq(1)
                 # Entry 1 on the read ports; MAC_RUN starts at column 0, group 0.
@@ -502,18 +483,12 @@ class Schedule(wiring.Component):
                 with m.Else():
                     m.d.sync += g.eq(g + 1)
             with m.State("MAC_DRAIN"):
-                # Until the last column's first accumulator word is readable (cycles.mac_drain,
-                # cycles.head_mac_drain).
+                # Until the last column's first accumulator word is readable (cycles.mac_drain).
                 account()
                 m.d.sync += cnt.eq(cnt + 1)
                 with m.If(cnt == t_drain[block] - 1):
                     m.d.sync += cnt.eq(0)
                     mac_done()
-            with m.State("X_WAIT"):
-                # The overlapped x phase is done; the activation pipeline still drains.
-                account()
-                with m.If(seg >= act_drain - 1):
-                    after_segment()
             with m.State("WAIT_OUT"):
                 m.d.comb += self.stalling.eq(1)
                 with m.If(self.out_room):
@@ -528,33 +503,68 @@ class Schedule(wiring.Component):
                     m.d.sync += [act_k.eq(0), rd_group.eq(rd_group + 1)]
                 with m.Else():
                     m.d.sync += act_k.eq(act_k + 1)
+                last_layer = block == L - 1
+                if head:  # the last layer's activation fills the other buffer of the head queue
+                    with m.If(last_layer & (act_beat == 0)):
+                        m.d.comb += hb_n.eq(~hb)
                 with m.If(act_beat == nb - 1):
                     m.d.sync += cnt.eq(0)
-                    # The last layer's last beat: overlap the next timestep's x phase with the
-                    # drain if its input vector is in (and continues the sequence).
-                    with m.If((block == L - 1) & self.r_full & ~self.r_reset):
-                        m.d.sync += x_done.eq(1)
-                        begin_mac(0, 1, 0, OVL)
+                    with m.If(last_layer):
+                        # The window starts next cycle; decide whether the next timestep's x
+                        # phase runs in it (its input is in and continues the sequence).
+                        go = self.r_full & ~self.r_reset
+                        m.d.sync += [win.eq(1), wcnt.eq(0), ovl.eq(go)]
+                        if head:
+                            m.d.sync += slot_ok.eq(go)  # the next timestep's (start_step else)
+                            with m.If(slot_ok & pend):
+                                m.d.sync += slot_fin.eq(0)
+                                begin_head(False)
+                            with m.Elif(slot_ok & (pad_len != 0)):
+                                # (pad_len is 0 only before any head ran: a run whose first
+                                # input did not start a sequence, which no model describes)
+                                m.d.sync += [slot_fin.eq(0), s_len.eq(pad_len), pcnt.eq(0)]
+                                m.next = "PAD"
+                            with m.Else():
+                                m.d.sync += [slot_fin.eq(1), s_len.eq(0)]
+                                after_slot(go)
+                        else:
+                            m.d.sync += [slot_fin.eq(1), s_len.eq(0)]
+                            after_slot(go)
                     with m.Else():
                         m.next = "ACT_DRAIN"
             with m.State("ACT_DRAIN"):
+                # Layers 0..L-2: until the new h values and their deltas are in the queues.
                 m.d.comb += self.counting.eq(1)
                 m.d.sync += cnt.eq(cnt + 1)
                 with m.If(cnt == act_drain - 1):
                     m.d.sync += cnt.eq(0)
-                    if head:
-                        begin_mac(block + 1, 1, 1)
-                    else:
-                        with m.If(block == L - 1):
-                            finish_step()
-                        with m.Else():
-                            begin_mac(block + 1, 1, 1)
-            with m.State("OUT_RUN"):
-                # The read-out engine issues the beats (and closes the timestep with the last).
+                    begin_mac(block + 1, 1, 1)
+            with m.State("PAD"):
+                # The empty head slot (the previous head ran in place): as many cycles as it took.
                 m.d.comb += self.counting.eq(1)
+                m.d.sync += pcnt.eq(pcnt + 1)
+                with m.If(pcnt == s_len - 1):
+                    m.d.comb += slot_end.eq(1)
+                    m.d.sync += slot_fin.eq(1)
+                    after_slot(ovl)
+            with m.State("WIN_WAIT"):
+                # The rest of the window (the drain, or the slot's overflow is past already).
+                m.d.comb += self.counting.eq(1)
+                with m.If(close):
+                    post_window()
+            with m.State("OUT_RUN"):
+                # The read-out engine issues the beats.
                 if head:
-                    with m.If(x_done & chain_beat):
-                        begin_mac(0, 0, 1)  # the next h phase overlaps the last beats
-                    with m.Elif(ro_beat == nbo - 1):
-                        start_step()
+                    with m.If(inplace):
+                        m.d.comb += self.stalling.eq(1)
+                    with m.Else():
+                        m.d.comb += self.counting.eq(1)
+                    with m.If(ro_beat == nbo - 1):
+                        with m.If(inplace):
+                            m.d.sync += inplace.eq(0)
+                            start_step()
+                        with m.Else():
+                            m.d.comb += slot_end.eq(1)
+                            m.d.sync += slot_fin.eq(1)
+                            after_slot(ovl)
         return m

@@ -295,15 +295,16 @@ def parse_console(text: str) -> dict:
 
 def lockstep_stall(config, golden) -> int:
     """STALL_TOTAL of a run fed one timestep at a time (the firmware sends the next input only
-    after reading the previous output): every timestep after the first loses the overlaps of its
-    layer-0 x phase with the previous activation drain and of its h phase's fetch with the
-    previous read-out (:func:`deltahw.cycles.lost_overlap`)."""
+    after reading the previous output): every timestep after the first loses the part of its
+    x phase the previous window would have hidden, and every head runs in place
+    (:func:`deltahw.cycles.lockstep_stall`)."""
+    import torch
+
     from .. import cycles
 
-    fx = golden.fired_x[0, :, 0].tolist()
-    fh = golden.fired_h[0, :, 0].tolist()
-    return sum(int(cycles.lost_overlap(config, int(x), int(h), t == 0))
-               for t, (x, h) in enumerate(zip(fx, fh)))
+    T = golden.fired_x.shape[1]
+    return int(cycles.lockstep_stall(config, golden.fired_x[0, :, 0], golden.fired_head[0],
+                                     torch.arange(T) == 0).sum())
 
 
 def compare(console: str, golden, steps: int, width: int, load: bool,

@@ -152,7 +152,8 @@ class VectorRunner:
         stall = await self.read("STALL_TOTAL")
         if op["stall_zero"] and stall != op["stall"]:
             self.error(f"{where}: STALL_TOTAL expected {op['stall']} (output always ready: only "
-                       f"the overlap lock-step timesteps lose) got {stall}")
+                       f"what lock-step sequences lose and the last heads run in place) got "
+                       f"{stall}")
         self.tb.log.info("totals: %d timesteps, %d compute cycles, MAC busy %d, stall %d",
                          op["timesteps"], op["cycles"], busy, stall)
 

@@ -408,16 +408,17 @@ def _sequence_op(model: QuantizedModel, x_q: torch.Tensor, label: str, lockstep:
         "fired_x": res.fired_x[0].tolist(),
         "fired_h": res.fired_h[0].tolist(),
         "fired_head": fired_head,
-        # Stall cycles each timestep costs when its input vector comes late (lock-step): the
-        # overlaps it loses (its x phase behind the previous drain, its h phase's fetch behind
-        # the previous read-out): cycles.lost_overlap.
-        "lost_overlap": [int(cycle_model.lost_overlap(cfg, int(res.fired_x[0, t, 0]),
-                                                      int(res.fired_h[0, t, 0]), t == 0))
-                         for t in range(T)],
-        # MAC_BUSY counts column issue cycles: the cycle model's issue phase, exactly.
-        "mac_busy": [int(cycle_model.timestep_phases(
-            cfg, f, fh, fired_x0=int(res.fired_x[0, t, 0]), first=t == 0)["mac_issue"])
-                     for t, (f, fh) in enumerate(zip(fired, fired_head))],
+        # Stall cycles the sequence costs run lock-step (every input late: the part of its x
+        # phase the previous window would have hidden; every head in place), and streamed with
+        # its inputs in time (the last timestep's head runs in place): cycles.lockstep_stall,
+        # cycles.flush_cycles.
+        "stall_lockstep": int(cycle_model.lockstep_stall(
+            cfg, res.fired_x[0, :, 0], res.fired_head[0], torch.arange(T) == 0).sum()),
+        "stall_streamed": int(cycle_model.flush_cycles(cfg, fired_head[-1])),
+        # MAC_BUSY counts column issue cycles: each timestep's own columns and head, wherever
+        # they run (cycles.mac_issue_cycles).
+        "mac_busy": [int(cycle_model.mac_issue_cycles(cfg, f, fh))
+                     for f, fh in zip(fired, fired_head)],
     }
     stats = {
         "timesteps": T,
@@ -469,20 +470,18 @@ def input_keeps_up(cfg: DeltaGRUConfig) -> bool:
     the next timestep's h phase and activation beats: more than the compute cycles of a
     timestep in which nothing fires. When the beats take longer (a wide input on a narrow
     encoder, say I = 24 at E = 1 beside H = 7), a streamed input can come late and lose its
-    overlap: stall cycles that are correct, not an error (``lost_overlap``)."""
+    overlap: stall cycles that are correct, not an error (``cycles.lost_overlap``)."""
     from deltahw.gateware.frontend import InputFrontEnd
 
     beats = ceil_div(cfg.input_size, cfg.enc_width)
-    floor = int(cycle_model.timestep_cycles(cfg, [0] * cfg.num_layers, 0, fired_x0=0,
-                                            first=False))
+    floor = cycle_model.floor_cycles(cfg)
     return beats + InputFrontEnd.FULL_LATENCY + 1 <= floor
 
 
 def _input_bound_note(cfg: DeltaGRUConfig, what: str) -> str:
     """The ``not_exercised`` entry of a scenario that cannot claim zero stall (input_keeps_up)."""
     beats = ceil_div(cfg.input_size, cfg.enc_width)
-    floor = int(cycle_model.timestep_cycles(cfg, [0] * cfg.num_layers, 0, fired_x0=0,
-                                            first=False))
+    floor = cycle_model.floor_cycles(cfg)
     return (f"{what}: an input vector takes {beats} beats (I={cfg.input_size}, "
             f"E={cfg.enc_width}), and a timestep with nothing fired only {floor} cycles, so a "
             "streamed input can come late and stall")
@@ -490,15 +489,17 @@ def _input_bound_note(cfg: DeltaGRUConfig, what: str) -> str:
 
 def _counter_totals(seq_ops: list[dict], stall_zero: bool) -> dict:
     """A ``totals`` op. ``stall_zero``: the output is always read and streamed inputs come in
-    time, so the only stall cycles are the overlap that lock-step sequences lose (each of their
-    timesteps' ``lost_overlap``): ``STALL_TOTAL`` is checked exactly against that."""
+    time, so the only stall cycles are what lock-step sequences lose and the in-place heads of
+    streamed sequences' last timesteps (``stall_lockstep``, ``stall_streamed``): ``STALL_TOTAL``
+    is checked exactly against that."""
     return {
         "op": "totals",
         "timesteps": sum(len(s["cycles"]) for s in seq_ops),
         "cycles": sum(sum(s["cycles"]) for s in seq_ops),
         "mac_busy": sum(sum(s["mac_busy"]) for s in seq_ops),
         "stall_zero": stall_zero,
-        "stall": sum(sum(s["lost_overlap"]) for s in seq_ops if s["lockstep"]),
+        "stall": sum(s["stall_lockstep"] if s["lockstep"] else s["stall_streamed"]
+                     for s in seq_ops),
     }
 
 
@@ -609,8 +610,9 @@ def build_scenario(case: CoreCase, name: str, model: QuantizedModel | None = Non
         return sc
 
     if name == "stream":
-        # Full speed: inputs back to back, output always ready: no stall cycles at all, unless
-        # the input itself cannot keep up (input_keeps_up); then STALL_TOTAL is checked exactly
+        # Full speed: inputs back to back, output always ready: no stall cycles but the last
+        # timestep's head, run in place (stall_streamed), unless the input itself cannot keep
+        # up (input_keeps_up); then STALL_TOTAL is checked exactly
         # against the stall cycles the testbench counts instead (op_stall_check: the same
         # sequence again, output always ready).
         m, th = with_theta(base, "typical")
