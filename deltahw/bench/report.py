@@ -25,12 +25,13 @@ REQUIRED_KEYS = ("config", "data", "golden", "cycle_model", "rtl", "hardware", "
 
 #: The phases of :func:`deltahw.cycles.timestep_phases`, in the order the tables and plots use.
 PHASE_LABELS = {
-    "mac_issue": "MAC: column issue (n x ceil(3H/P), + head n_o x ceil(O/P))",
+    "mac_issue": "MAC: column issue (n x ceil(3H/P), + the window's head n_o x ceil(O/P))",
     "mac_fixed": f"MAC: fetch + drain per MAC phase ({cyc.EMPTY_MAC_PHASE} "
                  f"cycle{'s' if cyc.EMPTY_MAC_PHASE != 1 else ''} when nothing fired)",
-    "act": "activation beats (ceil(H/A) per layer, + head read-out ceil(O/A))",
+    "act": "activation beats (ceil(H/A) per layer, + the window's head read-out ceil(O/A))",
     "act_fixed": "activation pipeline drain",
-    "overlap": "minus layer 0's x phase hidden behind the previous timestep's drain",
+    "overlap": "minus what the windows hide: the head slot in this one, layer 0's x phase in "
+               "the previous one",
 }
 
 
