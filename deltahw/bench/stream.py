@@ -35,9 +35,10 @@ The MAC array picks among the columns that are in their queue either the oldest 
 (``"oldest"``) or the layers' columns before the head's (``"layers_first"``: the next timestep's
 recurrent columns before this timestep's head columns); both are reported. ``stream=False``
 releases a block's columns only when its queues are final (no streaming): with ``"oldest"`` that
-is today's order of work under the same event rules, a check that the simulation's latencies are
-today's (its totals land within a few percent of :func:`deltahw.cycles.timestep_cycles`); with
-``"layers_first"`` it is today's schedule reordered. Both orders assume the head's columns and
+is the order of work of the schedule before the deferred head (session 22) under the same event
+rules, a check that the simulation's latencies are the hardware's (its totals landed within a few
+percent of that schedule's cycle model); with ``"layers_first"`` it is that schedule reordered,
+close to the deferred head the core runs since session 23 (:mod:`deltahw.cycles`: the window). Both orders assume the head's columns and
 read-out can run on the MAC array while the activation port works (in today's hardware the head's
 accumulators share the lanes' one LUT-RAM read port with the activation).
 
@@ -86,8 +87,8 @@ VARIANTS = (
 )
 POLICIES = ("oldest", "layers_first")
 POLICY_LABELS = {"oldest": "oldest block first", "layers_first": "layers' columns first"}
-#: The schedules projected: (policy, stream). ("oldest", False) is today's order of work (the
-#: check); ("layers_first", False) reorders it without streaming.
+#: The schedules projected: (policy, stream). ("oldest", False) is the order of work before the
+#: deferred head (the check); ("layers_first", False) reorders it without streaming.
 SCHEDULES = (("oldest", True), ("layers_first", True), ("oldest", False), ("layers_first", False))
 
 
