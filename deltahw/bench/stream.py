@@ -38,7 +38,8 @@ releases a block's columns only when its queues are final (no streaming): with `
 is the order of work of the schedule before the deferred head (session 22) under the same event
 rules, a check that the simulation's latencies are the hardware's (its totals landed within a few
 percent of that schedule's cycle model); with ``"layers_first"`` it is that schedule reordered,
-close to the deferred head the core runs since session 23 (:mod:`deltahw.cycles`: the window). Both orders assume the head's columns and
+close to the deferred head the core runs since session 23 (:mod:`deltahw.cycles`: the window).
+Both orders assume the head's columns and
 read-out can run on the MAC array while the activation port works (in today's hardware the head's
 accumulators share the lanes' one LUT-RAM read port with the activation).
 
