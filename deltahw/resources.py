@@ -189,6 +189,10 @@ def _memories(config: DeltaGRUConfig, rx_depth: int):
         ("h_state", nb, A * ab, 2 * L + n_targets, 1),
         ("h_queues", ceil_div(H, A), A * qent(H), L + n_targets, 1),
         ("h_queue_heads", ceil_div(H, A), qent(H) + A, L + n_targets, 1),
+        # The head's x queue has a second buffer (the deferred head reads one while the next
+        # activation fills the other: deltahw.gateware.schedule).
+        ("head_queue_buffer2", ceil_div(H, A), A * qent(H), int(cfg.has_head), 1),
+        ("head_queue_heads_buffer2", ceil_div(H, A), qent(H) + A, int(cfg.has_head), 1),
         ("bridge_rx", rx_depth, 8, 1, 1),
         ("bridge_out", _out_slot_bytes(cfg), 8, 1, 1),
     ]
