@@ -149,9 +149,11 @@ def test_clocking_solvers():
     assert p["f_out"] == pytest.approx(125e6) and 600e6 <= p["vco"] <= 1200e6
     q = ecp5_pll_params(25e6, 62.5e6)
     assert q["f_out"] == pytest.approx(62.5e6) and 400e6 <= q["vco"] <= 800e6
-    # the ULX3S default: 25 / 5 x 14 / 6 = 70 MHz exactly, and 25 / 1 x 3 / 6 = 75 MHz (and a
-    # fractional one, 200/3 MHz, within the solver's 0.5 % of 66.67)
+    # the ULX3S default, 66.67 MHz: 25 / 3 x 8 / 6 = 200/3 MHz, within the solver's 0.5 %; 25 /
+    # 5 x 14 / 6 = 70 MHz exactly (its default before), and 25 / 1 x 3 / 6 = 75 MHz
     q = ecp5_pll_params(25e6, BOARDS["ulx3s"].default_clock_mhz * 1e6)
+    assert q["f_out"] == pytest.approx(200e6 / 3) and 400e6 <= q["vco"] <= 800e6
+    q = ecp5_pll_params(25e6, 70e6)
     assert q["f_out"] == pytest.approx(70e6) and 400e6 <= q["vco"] <= 800e6
     q = ecp5_pll_params(25e6, 75e6)
     assert q["f_out"] == pytest.approx(75e6) and 400e6 <= q["vco"] <= 800e6

@@ -95,15 +95,13 @@ BOARDS = {
         variants={"85": (("ulx3s", "ULX3S_85F_Platform"), "LFE5U-85F"),
                   "45": (("ulx3s", "ULX3S_45F_Platform"), "LFE5U-45F"),
                   "25": (("ulx3s", "ULX3S_25F_Platform"), "LFE5U-25F")},
-        # 70 MHz: the shipped fsdd build of session 17's gateware (63c6499) meets it, 78.57 MHz
-        # post-route at this target (lead17-7), and missed 75 MHz with the same seed (69.66,
-        # lead17-6; the same logic under other names met 75 at 75.99, lead17-4): placements of
-        # one netlist spread over 10-25 % with the target and the names (docs/benchmarks/fmax).
-        # Session 21's gateware (940c252, on main since session 22) places at 71.16 / 70.59 MHz
-        # (lead21-7/-8). 25 MHz / 5 x 14 / 6. Before: 75 MHz (sessions 13-16), 70 MHz (session
-        # 12), 75 MHz (sessions 10-11), 66.67 MHz (sessions 7-9), 62.5 MHz (session 6), 60 MHz
-        # (session 5).
-        default_variant="85", default_clock_mhz=70.0, default_baud=1_000_000),
+        # 66.67 MHz (25 MHz / 3 x 8 / 6, exactly 200/3): session 23's deferred head (51e5f24)
+        # meets it, 66.69 MHz post-route at this target (lead23-4), and missed 70 and 68.75
+        # (69.18, 68.54: lead23-2/-3; docs/benchmarks/fmax). Before: 70 MHz (sessions 17-22:
+        # 78.57 MHz at it with 63c6499, lead17-7; 71.16 / 70.59 with 940c252, lead21-7/-8), 75
+        # MHz (sessions 13-16), 70 MHz (session 12), 75 MHz (sessions 10-11), 66.67 MHz
+        # (sessions 7-9), 62.5 MHz (session 6), 60 MHz (session 5).
+        default_variant="85", default_clock_mhz=66.67, default_baud=1_000_000),
     # The ECP5's fastest speed grade (-8; the ULX3S is -6). Its UART pins reach the on-board
     # FTDI only after two resistor jumpers are moved and the FTDI's channel B is set to UART
     # (the board's user manual, section 6.2); the 12 MHz oscillator feeds the PLL.
