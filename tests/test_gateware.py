@@ -553,6 +553,15 @@ def simulate_core(model, x_q, firsts, *, backpressure=0.0, idle=0.0, seed=0, thr
                 await ctx.tick().until(dut.i.ready)
             ctx.set(dut.i.valid, 0)
 
+    async def read(ctx, name):
+        """One bus read of register ``name`` (one cycle)."""
+        ctx.set(dut.bus.addr, regs[name].addr)
+        ctx.set(dut.bus.r_en, 1)
+        await ctx.tick()
+        ctx.set(dut.bus.r_en, 0)
+        await ctx.delay(1e-9)
+        return ctx.get(dut.bus.r_data)
+
     async def reader(ctx):
         for _ in range(T):
             row = []
@@ -567,34 +576,17 @@ def simulate_core(model, x_q, firsts, *, backpressure=0.0, idle=0.0, seed=0, thr
                     assert pl.last == (len(row) == nbo * A)
             ctx.set(dut.o.ready, 0)
             await ctx.tick().repeat(2)
-            got = []
-            for name in ("TIMESTEPS", "CYCLES_LAST", "TIMESTEPS"):
-                ctx.set(dut.bus.addr, regs[name].addr)
-                ctx.set(dut.bus.r_en, 1)
-                await ctx.tick()
-                ctx.set(dut.bus.r_en, 0)
-                await ctx.delay(1e-9)
-                got.append(ctx.get(dut.bus.r_data))
+            got = [await read(ctx, name) for name in ("TIMESTEPS", "CYCLES_LAST", "TIMESTEPS")]
             if got[0] == got[2] and got[0] >= 1:
                 seen[got[0] - 1] = got[1]
             outs.append(row[: cfg.output_width])
             if fired is not None:
                 for name in ("FIRED_LAST0", "FIRED_HEAD_LAST"):
-                    ctx.set(dut.bus.addr, regs[name].addr)
-                    ctx.set(dut.bus.r_en, 1)
-                    await ctx.tick()
-                    ctx.set(dut.bus.r_en, 0)
-                    await ctx.delay(1e-9)
-                    fired.append(ctx.get(dut.bus.r_data))
+                    fired.append(await read(ctx, name))
         if totals is not None:
             await ctx.tick().repeat(40)  # (nothing is left to run: the core idles)
             for name in ("CYCLES_TOTAL", "STALL_TOTAL", "MAC_BUSY", "TIMESTEPS"):
-                ctx.set(dut.bus.addr, regs[name].addr)
-                ctx.set(dut.bus.r_en, 1)
-                await ctx.tick()
-                ctx.set(dut.bus.r_en, 0)
-                await ctx.delay(1e-9)
-                totals[name] = ctx.get(dut.bus.r_data)
+                totals[name] = await read(ctx, name)
 
     run(dut, feeder, reader, deadline=400_000)
     assert len(outs) == T, "the core did not produce every timestep's output"
