@@ -731,8 +731,10 @@ def _discussion(results: dict) -> list[str]:
             "Measured / ideal uses the ideal bound of the changed hardware. A change that saves "
             "more on dense timesteps than on sparse ones lowers the speedup ratio while making "
             "both faster: judge the changes by the latency gain.", "",
-            "1. **Overlap a layer's activation with the next MAC phase** (the next layer's or the "
-            "head's): the next phase's input deltas are produced beat by beat as h leaves the "
+            "1. **Overlap a layer's activation with the next MAC phase** (the next layer's, or "
+            "the next timestep's recurrent columns; the head's already runs in the drain, the "
+            "window of the deferred head): the next phase's input deltas are produced beat by "
+            "beat as h leaves the "
             "activation pipeline, so its MACs could start after the first beat instead of after "
             "the drain. Needs the queues to be readable while they are written and the "
             "accumulator memories of the two phases to be separate (they are: per layer). "
@@ -743,9 +745,9 @@ def _discussion(results: dict) -> list[str]:
             "2. **More activation units A**: ceil(H/A) beats per layer are paid on every "
             "timestep whatever fires; each unit costs two multipliers and two table ROMs.",
             "3. **The head on its own MAC unit**: the head's MAC phase and read-out run beside "
-            "the next timestep's layers instead of between them (an upper bound: the next "
-            "timestep never waits); needs a separate head weight memory (bank layout, export and "
-            "loading change).",
+            "the next timestep's layers instead of in the window before its x phase (an upper "
+            "bound: the next timestep never waits); needs a separate head weight memory (bank "
+            "layout, export and loading change).",
             f"4. **The MAC phases' fetch**: already {cyc.FAST_FETCH} cycle for the phases that "
             "read one queue (layer 0's x and h phases, the head: each queue keeps its entry 0 "
             f"in a register), {cyc.MAC_FETCH} for layers 1.. (x then h queue), and the head's "
