@@ -42,12 +42,18 @@ run in windows: the head of t is **deferred** to the window of t+1. The window o
    that head was not deferred (it ran in place, below), the slot is kept empty for as many
    cycles (a pad: the model must not depend on where a head ran); no slot on a sequence's first
    timestep;
-2. then the x phase of t+1, if its input is in.
+2. then the x phase of t+1, if its input is in: from the slot's last cycle on (its fetch beside
+   the read-out's last beat, which the read-out engine issues on its own; the MAC array is free
+   then), or from the window's first cycle without a slot.
 
 The timestep closes when the drain and the slot are both done, after ``max(W, S)`` window
-cycles; the x phase's cycles after that are t+1's, so t+1 pays ``max(0, x_phase - max(0, W -
-S))`` for its x phase (:func:`x_phase_hidden`), a sequence's first timestep (after the sequence
-reset, with nothing to overlap) the whole x phase. Then the h phase of t+1 follows. The output
+cycles; the x phase's cycles after that are t+1's, so t+1 pays ``max(0, x_phase - (max(W, S) -
+S + 1))`` for its x phase after a slot (its first cycle is the slot's last), ``max(0, x_phase -
+W)`` without one (:func:`x_phase_hidden`), a sequence's first timestep (after the sequence
+reset, with nothing to overlap) the whole x phase. Then the h phase of t+1 follows; when the x
+phase's last cycle is one of t+1's own (it ran past the window, or had no window) and the x
+phase had columns of at least 2 cycles, the h phase's fetch (or its empty phase) runs in that
+last cycle and costs nothing (:func:`h_fetch_merged`). The output
 of t leaves during the window of t+1, which needs no further input: no host can deadlock.
 
 A head that is not deferred (the input of t+1 was not in, or starts a new sequence, or never
@@ -100,6 +106,7 @@ __all__ = [
     "window_slots",
     "x_phase_hidden",
     "lost_overlap",
+    "h_fetch_merged",
     "lockstep_stall",
     "timestep_phases",
     "timestep_cycles",
@@ -253,13 +260,30 @@ def window_slots(fired_head, first):
 
 def x_phase_hidden(config: DeltaGRUConfig, fired_x0, first, slot_head_prev=NO_SLOT):
     """Cycles of layer 0's x phase hidden in the previous timestep's window: what the head slot
-    there (``slot_head_prev``: :func:`window_slots`) leaves of the drain, ``min(x_phase, max(0,
-    ACT_DRAIN - S))``; 0 on the first timestep of a sequence (``first``: bool, or a bool
-    array/tensor that broadcasts). Without overlap (a late input) the same cycles are stall
-    cycles; either way they are not compute cycles of the timestep."""
+    there (``slot_head_prev``: :func:`window_slots`) leaves of the window, the x phase starting
+    in the slot's last cycle, which is in the window: ``min(x_phase, max(ACT_DRAIN, S) - S +
+    1)``, ``min(x_phase, ACT_DRAIN)`` without a slot (S = 0); 0 on the first timestep of a
+    sequence (``first``: bool, or a bool array/tensor that broadcasts). Without overlap (a late
+    input) the same cycles are stall cycles; either way they are not compute cycles of the
+    timestep."""
     xp = x_phase(config, fired_x0)
-    lim = _max0(ACT_DRAIN - head_slot(config, slot_head_prev))
+    s = head_slot(config, slot_head_prev)
+    has = _as_int(s > 0)
+    lim = has * (_max0(ACT_DRAIN - s) + 1) + (1 - has) * ACT_DRAIN
     return _min(xp, lim) * (1 - _as_int(first))
+
+
+def h_fetch_merged(config: DeltaGRUConfig, fired_x0, first, slot_head_prev=NO_SLOT):
+    """1 where layer 0's h phase's fetch (its ``FAST_FETCH`` cycle, or the empty phase's) runs in
+    the last cycle of the x phase, else 0: that cycle is a compute cycle of the timestep (the x
+    phase did not all hide in the window: ``x_phase > x_phase_hidden``; so the window has
+    closed and the h queue is final), the x phase had columns, and a column takes at least 2
+    cycles (the h queue's entry 1 is read while the first h column issues). Arguments as
+    :func:`x_phase_hidden`."""
+    if column_cost(config) < 2:
+        return 0 * fired_x0
+    over = x_phase(config, fired_x0) - x_phase_hidden(config, fired_x0, first, slot_head_prev)
+    return _as_int((over > 0) & (fired_x0 > 0))
 
 
 def lost_overlap(config: DeltaGRUConfig, fired_x0, first, slot_head_prev=NO_SLOT):
@@ -310,8 +334,9 @@ def timestep_phases(config: DeltaGRUConfig, fired_per_layer, *, fired_x0, first,
     issue, fixed, act, act_fixed = 0, 0, 0, 0
     for l, n in enumerate(fired_per_layer):
         issue = issue + n * cc
-        if l == 0:  # the x phase, then the h phase
-            fixed = fixed + mac_phase_fixed(fired_x0, cc, 0) + mac_phase_fixed(n - fired_x0, cc, 0)
+        if l == 0:  # the x phase, then the h phase (its fetch perhaps in the x phase's last cycle)
+            fixed = (fixed + mac_phase_fixed(fired_x0, cc, 0) + mac_phase_fixed(n - fired_x0, cc, 0)
+                     - h_fetch_merged(config, fired_x0, first, slot_head_prev))
         else:
             fixed = fixed + mac_phase_fixed(n, cc, l)
         act = act + nb

@@ -699,8 +699,8 @@ def test_each_drain_is_the_minimum(drain):
         f"the {drain} drain is longer than needed")
 
 
-@pytest.mark.parametrize(("O", "lanes"), [(3, 12), (0, 12), (9, 6)],
-                         ids=["head", "no_head", "head_long_slot"])
+@pytest.mark.parametrize(("O", "lanes"), [(3, 12), (2, 12), (0, 12), (9, 6)],
+                         ids=["head", "head_one_beat", "no_head", "head_long_slot"])
 def test_overlap_streamed_and_lockstep(O, lanes):
     """The next timestep's x phase and the deferred head run in the window after the last
     activation when the next input is there (``deltahw.cycles``: the window).
@@ -710,8 +710,12 @@ def test_overlap_streamed_and_lockstep(O, lanes):
     (``cycles.flush_cycles``), and CYCLES_TOTAL equals the cycle model. Lock-step (each input
     sent only after the previous timestep was read): the same outputs and the same CYCLES_LAST
     on every timestep (the compute cycles do not depend on the input timing), every head runs
-    in place and every x phase alone: STALL_TOTAL is exactly ``cycles.lockstep_stall``.
-    ``head_long_slot``: head slots longer than the drain (a window that closes with its slot)."""
+    in place and every x phase alone: STALL_TOTAL is exactly ``cycles.lockstep_stall``. The x
+    phase starts in the head slot's last cycle, and layer 0's h phase fetches in the x phase's
+    last cycle where that is a compute cycle (``cycles.h_fetch_merged``), in both modes.
+    ``head_one_beat``: a read-out of one beat (O <= A, as the shipped models have: the x phase
+    starts right after the head's MAC phase, beside that beat); ``head_long_slot``: head slots
+    longer than the drain (a window that closes with its slot), a read-out of five beats."""
     model = small_model(I=5, H=7, L=2, O=O, lanes=lanes, act_width=2, enc_width=2, theta=20)
     cfg = model.config
     T = 6
@@ -722,6 +726,11 @@ def test_overlap_streamed_and_lockstep(O, lanes):
     first = torch.arange(T) == 0
     lockstep_stall = cycles.lockstep_stall(cfg, g.fired_x[0, :, 0], g.fired_head[0], first)
     assert int(cycles.lost_overlap(cfg, g.fired_x[0, :, 0], first)[1:].min()) > 0
+    # Layer 0's h phase fetches in its x phase's last cycle on some timesteps (the first, and
+    # where the x phase ran past the window), not on all (t = 1: it hid in the window).
+    slot_prev = cycles.window_slots(g.fired_head[0], first)[1]
+    merged = cycles.h_fetch_merged(cfg, g.fired_x[0, :, 0], first, slot_prev)
+    assert int(merged[0]) == 1 and (O == 9 or int(merged[1]) == 0)
     if O:
         slots = cycles.head_slot(cfg, cycles.window_slots(g.fired_head[0], first)[0])
         assert int(slots.min()) == 0 and int(slots.max()) > 0

@@ -88,9 +88,12 @@ def projected_cycles(cfg: DeltaGRUConfig, fired_layers, fired_head, *, fired_x0,
         return has * (cyc.head_phase(cfg, n * has) + head_beats)
 
     X = cyc.x_phase(cfg, x0)
-    hidden_x = np.where(fs, 0, np.minimum(X, np.maximum(0, W - slot_cycles(slot_prev))))
+    s_prev = slot_cycles(slot_prev)  # the x phase starts in the slot's last cycle
+    lim = np.where(s_prev > 0, np.maximum(0, W - s_prev) + 1, W)
+    hidden_x = np.where(fs, 0, np.minimum(X, lim))
+    merged = (cc >= 2) & (X > hidden_x) & (x0 > 0)  # the h phase's fetch in the x phase's
     nh0 = layers[0] - x0
-    total = (X - hidden_x + nh0 * cc + cyc.mac_phase_fixed(nh0, cc, 0) + L * layer_beats
+    total = (X - hidden_x + nh0 * cc + cyc.mac_phase_fixed(nh0, cc, 0) - merged + L * layer_beats
              + (L - 1) * W + np.maximum(W, slot_cycles(slot)))
     act = layer_beats + W
     for l, n in enumerate(layers[1:], start=1):

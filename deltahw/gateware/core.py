@@ -538,7 +538,7 @@ class DeltaGRUCore(wiring.Component):
             cnt.latch_x0.eq(sched.latch_x0),
             cnt.block.eq(sched.latch_block),
             cnt.nx.eq(sched.latch_nx),
-            cnt.nh.eq(sched.n_h),
+            cnt.nh.eq(nh),  # (= n_h in every phase that latches; and in a merged h fetch)
             cnt.clear.eq(regs.strobe("CTRL") & regs["CTRL"].clear_counters),
         ]
         busy = Signal()

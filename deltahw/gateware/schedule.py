@@ -36,17 +36,20 @@ schedule decides ``ovl``: the next input vector is in and continues the sequence
 then runs the **head slot** (with a head, unless the timestep starts its sequence, ``slot_ok``):
 the deferred head of the previous timestep (``pend``) and its read-out, or, when that head ran in
 place, ``PAD`` for as many cycles (``pad_len``, measured when it ran); then, with ``ovl``, the
-next timestep's x phase (``X`` mode ``OVL``). The timestep closes (``step_done``) in the window
-cycle in which the drain and the slot are both done (``cycles``: ``max(W, S)`` cycles), wherever
-the state machine is then (``WIN_WAIT`` if nothing else runs); the window's later cycles are the
-next timestep's. After the close and the x phase: with ``ovl`` the next h phase (the head of this
-timestep is deferred: ``pend``), without it the head runs **in place** (``inplace``: its MAC
-phase and read-out are stall cycles, ``cycles.flush_cycles``) and the next input is awaited.
+next timestep's x phase (``X`` mode ``OVL``), from the slot's last cycle on: the head's last
+read-out beat is issued by the read-out engine on its own, so the x phase's fetch runs beside it
+(``after_slot`` decides a cycle before the slot ends; the pad's last cycle likewise). The
+timestep closes (``step_done``) in the window cycle in which the drain and the slot are both done
+(``cycles``: ``max(W, S)`` cycles), wherever the state machine is then (``WIN_WAIT`` if nothing
+else runs); the window's later cycles are the next timestep's. After the close and the x
+phase: with ``ovl`` the next h phase (the head of this timestep is deferred: ``pend``), without it
+the head runs **in place** (``inplace``: its MAC phase and read-out are stall cycles,
+``cycles.flush_cycles``) and the next input is awaited.
 
 The head's x queue is double-buffered: the last layer's activation of each timestep fills the
 other buffer (``head_wbuf``, switched at its first beat), so the deferred head reads its own
 (``head_rbuf``) while the next timestep's deltas come in. The accumulator words the overlapped x
-phase writes were all read by layer 0's activation beats (it starts after the slot, at least
+phase writes were all read by layer 0's activation beats (its first issue is at least
 ``cycles.FAST_FETCH`` + 1 cycles after the last beat); the h queue is complete when the h phase
 reads its count (after the close, so after the drain).
 
@@ -54,7 +57,8 @@ Cycle accounting (``counting``: a compute cycle of the running timestep, which i
 from the cycle after ``step_done``; ``stalling``): every cycle counts but these stall: waiting
 for output room (``WAIT_OUT``), an in-place head, and the first ``hide_lim`` cycles of a **late**
 x phase (``LATE``: its input was not in at the decision), the part of it the window would have
-hidden (``cycles.lost_overlap``: ``W`` less the slot that window held). Stall cycles do not
+hidden (``cycles.lost_overlap``: ``W`` less the slot that window held, plus the slot's last
+cycle). Stall cycles do not
 advance the window. After a sequence reset (``FIRST``) the x phase is all compute. So the
 compute cycles of a timestep never depend on the input timing (``cycles.run_cycles``).
 
@@ -228,8 +232,7 @@ class Schedule(wiring.Component):
         win = Signal()
         wcnt = Signal(range(w_max + 1))
         ovl = Signal()  # the next timestep's x phase runs in this window
-        slot_fin = Signal()  # the window's head slot is done (or there is none)
-        slot_end = Signal()  # ... this cycle is its last
+        slot_fin = Signal()  # the window's slot is in its last cycle or done (or there is none)
         pend = Signal()  # the head of the previous timestep was deferred to this window
         slot_ok = Signal()  # the running timestep does not start a sequence (a slot in its window)
         inplace = Signal()  # the head phase running is an in-place head (stall cycles)
@@ -291,7 +294,12 @@ class Schedule(wiring.Component):
             ``cycles.MAC_FETCH``."""
             return (blk == 0) | ((blk == L) if head else Const(0, 1))
 
-        m.d.comb += self.first_h.eq(~px)
+        # The first-entry register a fast phase's take_first reads: the h queue's in layer 0's
+        # h phase, the x queue's in its x phase's fetch and in the head's. A register (not ~px):
+        # after the x phase's fetch it points at the h queue already, for the h phase's fetch
+        # merged into the x phase's last cycle (merged_h_fetch).
+        fh = Signal()
+        m.d.comb += self.first_h.eq(fh)
         # The head's x queue is read at entry 1 outside the head's phase, so that its phase's
         # fetch finds entry 1 on the read port.
         if head:
@@ -314,7 +322,7 @@ class Schedule(wiring.Component):
         def begin_mac(blk, use_x, use_h, mode=None):
             """Start a MAC phase of block ``blk`` next cycle (``mode``: layer 0's x phase)."""
             m.d.comb += block_n.eq(blk)
-            m.d.sync += [px.eq(use_x), ph.eq(use_h), xseg.eq(mode is not None)]
+            m.d.sync += [px.eq(use_x), ph.eq(use_h), xseg.eq(mode is not None), fh.eq(not use_x)]
             # MAC_FETCH reads entry 0 (of either queue); a fast phase takes entry 0 from the
             # first-entry register there, with entry 1 already on the read port.
             first = Mux(is_fast(blk), 1, 0)
@@ -347,14 +355,17 @@ class Schedule(wiring.Component):
 
         # ---- the window: its count, the close ------------------------------------------------
         close = Signal()  # the running timestep closes in this cycle
-        m.d.comb += close.eq(win & self.counting & (wcnt >= act_drain - 1)
-                             & (slot_fin | slot_end))
+        m.d.comb += close.eq(win & self.counting & (wcnt >= act_drain - 1) & slot_fin)
         m.d.comb += self.step_done.eq(close)
         with m.If(win & self.counting):
             m.d.sync += wcnt.eq(wcnt + 1)
         with m.If(close):
-            # A late next x phase stalls for what this window would have hidden of it.
-            m.d.sync += [win.eq(0), hide_lim.eq(Mux(s_len >= act_drain, 0, act_drain - s_len))]
+            # A late next x phase stalls for what this window would have hidden of it: all of
+            # the drain without a slot, else from the slot's last cycle on, which is in the
+            # window (cycles.x_phase_hidden).
+            m.d.sync += [win.eq(0),
+                         hide_lim.eq(Mux(s_len == 0, act_drain,
+                                         Mux(s_len >= act_drain, 1, act_drain + 1 - s_len)))]
 
         def post_window():
             """The window closes this cycle and the slot (and the overlapped x phase) are done:
@@ -370,17 +381,28 @@ class Schedule(wiring.Component):
                     start_step()
 
         def after_slot(go):
-            """The slot is done (in this cycle): the overlapped x phase, or wait for the close."""
+            """The slot's last cycle is the next one (or, without a slot, the window's first):
+            the overlapped x phase starts there (its fetch beside the read-out's last beat,
+            which is the read-out engine's), or wait for the close. ``close`` cannot be true in
+            this cycle: the slot is not in its last cycle yet (or the window not begun)."""
+            m.d.sync += slot_fin.eq(1)
             with m.If(go):
                 begin_mac(0, 1, 0, OVL)
-            with m.Elif(close):
-                post_window()
             with m.Else():
                 m.next = "WIN_WAIT"
 
         def start_readout():
+            """The head's read-out beats issue from the next cycle on (the read-out engine). A
+            head in the window (not ``inplace``) hands the MAC array to the x phase in the
+            read-out's last beat: with one beat that is the next cycle."""
             m.d.comb += ro_go.eq(1)
-            m.next = "OUT_RUN"
+            if nbo == 1:
+                with m.If(inplace):
+                    m.next = "OUT_RUN"
+                with m.Else():
+                    after_slot(ovl)
+            else:
+                m.next = "OUT_RUN"
 
         def account():
             """Whose cycle this is (module docstring, cycle accounting)."""
@@ -393,11 +415,44 @@ class Schedule(wiring.Component):
             with m.Else():
                 m.d.comb += self.counting.eq(1)
 
-        def mac_done():
-            """The MAC phase ends this cycle: on to the next phase."""
+        def merged_h_fetch():
+            """Layer 0's h phase's fetch in this cycle, the x phase's last
+            (``cycles.h_fetch_merged``: a compute cycle of the timestep, so its window has closed
+            and the h queue is final, after an x phase with columns of at least 2 cycles each):
+            what MAC_FETCH does for it, while the x phase's last issue (or drain) runs. Entry 0
+            comes out of the h queue's first-entry register (``fh`` is set since the x phase's
+            fetch); entry 1 is addressed next cycle, in time for the first column's last cycle,
+            the earliest ``take``."""
+            m.d.comb += [self.latch_fired.eq(1), self.take_first.eq(1)]
+            m.d.sync += [px.eq(0), ph.eq(1), xseg.eq(0), e.eq(0), g.eq(0), cnt.eq(0),
+                         g_last.eq(0), last_e.eq(self.nh == 1),
+                         rd_group.eq(0), act_k.eq(0), act_beat.eq(0)]
+            fetch_at(1, 1)
+            with m.If(xmode == OVL):  # (post_window's decision: the head is deferred)
+                m.d.sync += pend.eq(1 if head else 0)
+            with m.If(self.nh == 0):
+                if final_block == 0:  # the activation writes the output FIFO
+                    with m.If(~self.out_room):
+                        m.next = "WAIT_OUT"
+                    with m.Else():
+                        m.next = "ACT_RUN"
+                else:
+                    m.next = "ACT_RUN"
+            with m.Else():
+                m.next = "MAC_RUN"
+
+        def mac_done(may_merge=False):
+            """The MAC phase ends this cycle: on to the next phase. ``may_merge``: the x phase's
+            last cycle may take the h phase's fetch (not in its fetch: an empty x phase)."""
             with m.If(xseg):
                 m.d.comb += self.release.eq(1)  # the input vector's queue has been read
-                with m.If(xmode == OVL):
+                if may_merge and cycles.column_cost(cfg) >= 2:
+                    merge = ~win & self.counting
+                else:
+                    merge = Const(0, 1)
+                with m.If(merge):
+                    merged_h_fetch()
+                with m.Elif(xmode == OVL):
                     with m.If(~win | close):
                         post_window()
                     with m.Else():
@@ -432,6 +487,8 @@ class Schedule(wiring.Component):
                 # overrides this.
                 fast = is_fast(block)
                 m.d.sync += [e.eq(0), g.eq(0), cnt.eq(0), g_last.eq(t_groups[block] == 1)]
+                with m.If(xseg):  # (merged_h_fetch: the h queue's first entry from here on)
+                    m.d.sync += fh.eq(1)
                 with m.If(fast):
                     m.d.comb += self.take_first.eq(1)
                     fetch_next(t_groups[block] == 1)
@@ -477,7 +534,7 @@ class Schedule(wiring.Component):
                     m.d.sync += last_e.eq(e + 2 == n_total)
                     with m.If(last_e):  # e + 1 == n_total
                         with m.If(t_drain[block] == 0):
-                            mac_done()
+                            mac_done(may_merge=True)
                         with m.Else():
                             m.next = "MAC_DRAIN"
                 with m.Else():
@@ -488,7 +545,7 @@ class Schedule(wiring.Component):
                 m.d.sync += cnt.eq(cnt + 1)
                 with m.If(cnt == t_drain[block] - 1):
                     m.d.sync += cnt.eq(0)
-                    mac_done()
+                    mac_done(may_merge=True)
             with m.State("WAIT_OUT"):
                 m.d.comb += self.stalling.eq(1)
                 with m.If(self.out_room):
@@ -522,13 +579,16 @@ class Schedule(wiring.Component):
                             with m.Elif(slot_ok & (pad_len != 0)):
                                 # (pad_len is 0 only before any head ran: a run whose first
                                 # input did not start a sequence, which no model describes)
-                                m.d.sync += [slot_fin.eq(0), s_len.eq(pad_len), pcnt.eq(0)]
+                                # (pcnt counts the pad's cycles from 2: its last cycle, s_len
+                                # - 1, runs beside the x phase's fetch, as a head's last
+                                # read-out beat does)
+                                m.d.sync += [slot_fin.eq(0), s_len.eq(pad_len), pcnt.eq(2)]
                                 m.next = "PAD"
                             with m.Else():
-                                m.d.sync += [slot_fin.eq(1), s_len.eq(0)]
+                                m.d.sync += s_len.eq(0)
                                 after_slot(go)
                         else:
-                            m.d.sync += [slot_fin.eq(1), s_len.eq(0)]
+                            m.d.sync += s_len.eq(0)
                             after_slot(go)
                     with m.Else():
                         m.next = "ACT_DRAIN"
@@ -540,12 +600,11 @@ class Schedule(wiring.Component):
                     m.d.sync += cnt.eq(0)
                     begin_mac(block + 1, 1, 1)
             with m.State("PAD"):
-                # The empty head slot (the previous head ran in place): as many cycles as it took.
+                # The empty head slot (the previous head ran in place): as many cycles as it took,
+                # its last one beside the x phase's fetch (after_slot).
                 m.d.comb += self.counting.eq(1)
                 m.d.sync += pcnt.eq(pcnt + 1)
-                with m.If(pcnt == s_len - 1):
-                    m.d.comb += slot_end.eq(1)
-                    m.d.sync += slot_fin.eq(1)
+                with m.If(pcnt == s_len):
                     after_slot(ovl)
             with m.State("WIN_WAIT"):
                 # The rest of the window (the drain, or the slot's overflow is past already).
@@ -557,14 +616,13 @@ class Schedule(wiring.Component):
                 if head:
                     with m.If(inplace):
                         m.d.comb += self.stalling.eq(1)
-                    with m.Else():
-                        m.d.comb += self.counting.eq(1)
-                    with m.If(ro_beat == nbo - 1):
-                        with m.If(inplace):
+                        with m.If(ro_beat == nbo - 1):
                             m.d.sync += inplace.eq(0)
                             start_step()
-                        with m.Else():
-                            m.d.comb += slot_end.eq(1)
-                            m.d.sync += slot_fin.eq(1)
-                            after_slot(ovl)
+                    with m.Else():
+                        # (only with nbo > 1: a one-beat slot's head goes on from mac_done)
+                        m.d.comb += self.counting.eq(1)
+                        if nbo > 1:
+                            with m.If(ro_beat == nbo - 2):
+                                after_slot(ovl)  # the x phase's fetch beside the last beat
         return m
