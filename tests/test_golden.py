@@ -281,38 +281,42 @@ def test_cycle_model_composition():
     # h columns here) runs an x phase and an h phase, each reading one queue, whose first entry
     # is in a register: 1 fetch cycle (layer 1 sweeps its x then h queue: 2). The last layer's
     # drain is the window: the head slot (the previous timestep's head: its fetch, columns and
-    # read-out), then the next timestep's x phase; the timestep takes max(12, slot).
+    # read-out), then the next timestep's x phase, which starts in the slot's last cycle (its
+    # fetch beside the last read-out beat); the timestep takes max(12, slot). Layer 0's h phase
+    # fetches in the x phase's last cycle when that cycle is the timestep's own (the x phase did
+    # not all hide in the window) and the x phase had columns: -1.
     x_phase = 1 + 6 * 10 + 0
     layer0 = (1 + 4 * 10 + 0) + 19 + 12
     layer1 = 2 + 4 * 10 + 0 + 19
-    first = x_phase + layer0 + layer1 + 12
+    first = x_phase + layer0 - 1 + layer1 + 12
     assert cycles.timestep_cycles(cfg, [10, 4], fired_x0=6, first=True) == first
     # A slot of 3 head columns: 1 + 3 + 3 = 7 cycles, inside the window; the x phase hid behind
-    # the 12 - 7 = 5 cycles such a slot left of the previous window.
+    # the 12 - 7 + 1 = 6 cycles such a slot left of the previous window (its last one included).
     assert cycles.head_slot(cfg, 3) == 7 and cycles.head_slot(cfg, cycles.NO_SLOT) == 0
     inside = cycles.timestep_cycles(cfg, [10, 4], fired_x0=6, first=False, slot_head=3,
                                     slot_head_prev=3)
-    assert inside == first - 5
-    # A slot of 20 columns (24 cycles) outlasts the window, and leaves none to hide behind.
+    assert inside == first - 6
+    # A slot of 20 columns (24 cycles) outlasts the window, and leaves only its last cycle.
     assert cycles.timestep_cycles(cfg, [10, 4], fired_x0=6, first=False, slot_head=20,
-                                  slot_head_prev=20) == first + 12
+                                  slot_head_prev=20) == first + 12 - 1
     # A short x phase hides entirely (a MAC phase in which nothing fired is one cycle: the counts
-    # are read, nothing fetched).
+    # are read, nothing fetched); the h phase then fetches on its own.
     assert cycles.timestep_cycles(cfg, [0, 4], fired_x0=0, first=False, slot_head=0,
                                   slot_head_prev=0) == (1 + 19 + 12) + layer1 + 12
     phases = cycles.timestep_phases(cfg, [10, 4], fired_x0=6, first=False, slot_head=3,
                                     slot_head_prev=3)
     assert phases["mac_issue"] == 10 * 10 + 4 * 10 + 3
-    assert phases["overlap"] == -5 - 7
+    assert phases["overlap"] == -6 - 7
+    assert phases["mac_fixed"] == 1 + 1 - 1 + 2 + 1  # x, h (merged), layer 1, the slot's
     assert sum(phases.values()) == inside
     assert cycles.ideal_cycles(cfg, [10, 4], 3) < inside
     # Lock-step: every head runs in place (stall), and every x phase but the first alone, the
     # part the window it missed would have hidden stalling: 12 cycles after a first timestep
-    # (no slot in its window), 5 after a window with a slot of 3 columns.
+    # (no slot in its window), 6 after a window with a slot of 3 columns.
     stall = cycles.lockstep_stall(cfg, np.array([6, 6, 6]), np.array([3, 4, 0]),
                                   np.array([True, False, False]))
     assert stall.tolist() == [cycles.head_slot(cfg, 3), 12 + cycles.head_slot(cfg, 4),
-                              5 + cycles.head_slot(cfg, 0)]
+                              6 + cycles.head_slot(cfg, 0)]
     # Without a head, the window is the drain.
     nohead = DeltaGRUConfig(13, 37, 2, 0, lanes=12, act_width=2)
     assert cycles.timestep_cycles(nohead, [10, 4], fired_x0=6, first=False) == first - 12
