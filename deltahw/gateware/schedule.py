@@ -110,6 +110,11 @@ class Schedule(wiring.Component):
             "r_reset": In(1),
             "nx": In(16),  # fired entries in the current block's x queue
             "nh": In(16),  # ... and in its h queue
+            # layer 0's h queue's count, straight from it (no select by ``block``): read by the
+            # h phase's fetch merged into the x phase (merged_h_fetch), where ``block`` is 0
+            # anyway; through nh, ``block`` -> the count select -> ``last_e`` was the ECP5's
+            # critical path at 100 MHz (98.58 MHz; session 24)
+            "nh0": In(16),
             "out_room": In(1),
             # where the timestep is
             "block": Out(range(L + 1)),  # L = the head
@@ -425,12 +430,12 @@ class Schedule(wiring.Component):
             the earliest ``take``."""
             m.d.comb += [self.latch_fired.eq(1), self.take_first.eq(1)]
             m.d.sync += [px.eq(0), ph.eq(1), xseg.eq(0), e.eq(0), g.eq(0), cnt.eq(0),
-                         g_last.eq(0), last_e.eq(self.nh == 1),
+                         g_last.eq(0), last_e.eq(self.nh0 == 1),
                          rd_group.eq(0), act_k.eq(0), act_beat.eq(0)]
             fetch_at(1, 1)
             with m.If(xmode == OVL):  # (post_window's decision: the head is deferred)
                 m.d.sync += pend.eq(1 if head else 0)
-            with m.If(self.nh == 0):
+            with m.If(self.nh0 == 0):
                 if final_block == 0:  # the activation writes the output FIFO
                     with m.If(~self.out_room):
                         m.next = "WAIT_OUT"
