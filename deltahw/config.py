@@ -233,13 +233,24 @@ class DeltaGRUConfig:
             raise ConfigError(
                 f"act_width must be a power of two (1, 2, 4, ...); got {self.act_width}."
             )
-        if self.lanes % (3 * self.act_width):
-            good = [3 * self.act_width * k for k in range(1, 9)]
+        three_a = 3 * self.act_width
+        if self.lanes % three_a and (self.lanes % 3 or three_a % self.lanes):
+            good = sorted({three_a * k for k in range(1, 9)}
+                          | {three_a // k for k in (2, 4, 8) if three_a % (3 * k) == 0})
             raise ConfigError(
-                f"lanes must be a multiple of 3 x act_width = {3 * self.act_width} so that a "
-                f"hidden "
-                f"unit's three gate rows land in neighbouring lanes; got lanes={self.lanes} "
-                f"(try one of {good})."
+                f"lanes must be a multiple of 3 x act_width = {three_a} (a hidden unit's three "
+                f"gate rows land in neighbouring lanes of the row group its activation beat "
+                f"reads), or a multiple of 3 that divides it (an activation beat then reads "
+                f"{three_a} // lanes row groups at once, from that many accumulator memories per "
+                f"lane); got lanes={self.lanes} (try one of {good})."
+            )
+        if (three_a > self.lanes and self.output_size > 0
+                and self.output_size > min(self.act_width, self.lanes)):
+            raise ConfigError(
+                f"With 3 x act_width = {three_a} > lanes = {self.lanes} the head's read-out "
+                f"takes its beat out of one row group, so output_size must be at most "
+                f"min(act_width, lanes) = {min(self.act_width, self.lanes)}; got "
+                f"output_size={self.output_size}."
             )
         if self.lanes % self.lanes_per_bank:
             raise ConfigError(

@@ -94,7 +94,9 @@ __all__ = [
     "READOUT_STAGES",
     "column_cost",
     "head_column_cost",
+    "act_read_lag",
     "mac_drain",
+    "layer_mac_drain",
     "head_mac_drain",
     "weight_words_read",
     "mac_phase_fixed",
@@ -162,10 +164,34 @@ def head_column_cost(config: DeltaGRUConfig) -> int:
     return ceil_div(config.output_size, config.lanes)
 
 
-def mac_drain(cost: int) -> int:
-    """Cycles after a layer's MAC phase's last issue before its activation may start (0 when
-    cost >= 3)."""
-    return max(0, ACC_WRITE_LATENCY - cost)
+def act_read_lag(config: DeltaGRUConfig) -> int:
+    """How many row groups a layer's activation beat reads ahead of its place: the most, over
+    the beats b, of (the last row group beat b reads) - b. 0 where a beat reads one group (3A <=
+    P: beat b reads group b // (P / 3A) <= b); with split accumulators (``Layout.acc_split`` k >
+    1) beat b reads groups kb .. kb + k - 1, the last of them issued kb + k - 1 cycles into the
+    last column, but read b cycles after the first beat: the activation waits for it
+    (:func:`mac_drain`)."""
+    from .layout import Layout
+
+    lay = Layout(config)
+    k, C = lay.acc_split, lay.groups
+    per_group = max(1, config.lanes // (3 * config.act_width))
+    return max(min(k * (b // per_group) + k - 1, C - 1) - b
+               for b in range(ceil_div(config.hidden_size, config.act_width)))
+
+
+def mac_drain(cost: int, lag: int = 0) -> int:
+    """Cycles after a layer's MAC phase's last issue before its activation may start: its first
+    beat reads its last row group ``lag`` cycles ahead of the beats' order
+    (:func:`act_read_lag`), which the last column issued ``cost - 1 - lag``... cycles before its
+    last issue (0 when cost >= 3 + lag)."""
+    return max(0, ACC_WRITE_LATENCY + lag - cost)
+
+
+def layer_mac_drain(config: DeltaGRUConfig) -> int:
+    """:func:`mac_drain` of a layer's MAC phase: the drain every layer phase (layer 0's x and h
+    phases included) ends with."""
+    return mac_drain(column_cost(config), act_read_lag(config))
 
 
 def head_mac_drain(cost: int) -> int:
@@ -184,20 +210,21 @@ def phase_fetch(block) -> int:
     return FAST_FETCH if block is HEAD or block == 0 else MAC_FETCH
 
 
-def mac_phase_fixed(n, cost: int, block=0):
+def mac_phase_fixed(n, cost: int, block=0, lag: int = 0):
     """The fixed cycles of a MAC phase of ``block`` (a layer number, or :data:`HEAD`) with ``n``
     fired columns (int, numpy or torch array) of ``cost`` cycles each: the fetch
-    (:func:`phase_fetch`) and drain (:func:`mac_drain`, :func:`head_mac_drain`), or
-    ``EMPTY_MAC_PHASE`` when nothing fired."""
+    (:func:`phase_fetch`) and drain (:func:`mac_drain` with the layers' ``lag``,
+    :func:`act_read_lag`; :func:`head_mac_drain`), or ``EMPTY_MAC_PHASE`` when nothing
+    fired."""
     fired = n > 0
-    drain = head_mac_drain(cost) if block is HEAD else mac_drain(cost)
+    drain = head_mac_drain(cost) if block is HEAD else mac_drain(cost, lag)
     return EMPTY_MAC_PHASE + fired * (phase_fetch(block) + drain - EMPTY_MAC_PHASE)
 
 
 def x_phase(config: DeltaGRUConfig, fired_x0):
     """Cycles of layer 0's x phase with ``fired_x0`` fired input columns, run alone."""
     cc = column_cost(config)
-    return fired_x0 * cc + mac_phase_fixed(fired_x0, cc, 0)
+    return fired_x0 * cc + mac_phase_fixed(fired_x0, cc, 0, act_read_lag(config))
 
 
 #: ``slot_head`` of a window with no head slot (a sequence's first timestep, a model without a
@@ -329,16 +356,17 @@ def timestep_phases(config: DeltaGRUConfig, fired_per_layer, *, fired_x0, first,
     The timestep's own head runs in the next timestep's window (or in place, as stall), so its
     columns are not an argument.
     """
-    cc = column_cost(config)
+    cc, lag = column_cost(config), act_read_lag(config)
     nb = ceil_div(config.hidden_size, config.act_width)
     issue, fixed, act, act_fixed = 0, 0, 0, 0
     for l, n in enumerate(fired_per_layer):
         issue = issue + n * cc
         if l == 0:  # the x phase, then the h phase (its fetch perhaps in the x phase's last cycle)
-            fixed = (fixed + mac_phase_fixed(fired_x0, cc, 0) + mac_phase_fixed(n - fired_x0, cc, 0)
+            fixed = (fixed + mac_phase_fixed(fired_x0, cc, 0, lag)
+                     + mac_phase_fixed(n - fired_x0, cc, 0, lag)
                      - h_fetch_merged(config, fired_x0, first, slot_head_prev))
         else:
-            fixed = fixed + mac_phase_fixed(n, cc, l)
+            fixed = fixed + mac_phase_fixed(n, cc, l, lag)
         act = act + nb
         act_fixed = act_fixed + ACT_DRAIN
     slot = 0

@@ -146,7 +146,7 @@ def generate(model: QuantizedModel, out, force: bool = False, protect=(),
                 "head_column_cost": cycles.head_column_cost(cfg) if cfg.has_head else None,
                 "mac_fetch": cycles.MAC_FETCH,
                 "fast_fetch": cycles.FAST_FETCH,
-                "mac_drain": cycles.mac_drain(cycles.column_cost(cfg)),
+                "mac_drain": cycles.layer_mac_drain(cfg),
                 "head_mac_drain": (
                     cycles.head_mac_drain(cycles.head_column_cost(cfg)) if cfg.has_head
                     else None

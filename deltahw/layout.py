@@ -20,9 +20,18 @@ Weight banks. Lane ``p``'s weights live in bank ``p // G`` (G = lanes_per_bank),
 Accumulators and biases. Each lane has an accumulator memory MX (M_r, M_u or M_cx rows, by the
 lane's gate; the head's rows too) and the c-gate lanes a second one, MCH (M_ch rows), so the
 activation stage reads M_cx and M_ch in the same cycle. Layer ``l`` owns MX words
-``mx_base[l] + g`` and MCH words ``mch_base[l] + g``; the head owns MX words ``mx_base[L] + g``.
-The bias memory of a lane holds the reset value of every accumulator word: MX words at their own
-address, MCH word ``a`` at ``mx_depth + a``.
+``mx_base[l] + g`` and MCH words ``mx_base[l] + g`` (MCH's own address space); the head owns MX
+words ``mx_base[L] + g``. The bias memory of a lane holds the reset value of every accumulator
+word: MX words at their own address, MCH word ``a`` at ``mx_depth + a``.
+
+Split accumulators. When 3A > P (an activation beat covers ``k = 3A / P`` row groups: the config
+allows P a multiple of 3 that divides 3A), each lane's MX and MCH are ``k`` memories
+(``acc_split``): word ``a`` lives in memory ``a % k`` at row ``a // k``, so an activation beat
+reads its k words, one per memory, at one row in one cycle, while a column's issue reads and
+writes one word. Each layer's words start at a multiple of k (``group_stride``: the row groups
+rounded up to a multiple of k; the words past ``groups`` are padding, read by the activation for
+the units past H, which it masks). With k = 1 nothing changes: one memory, ``group_stride`` =
+``groups``.
 """
 
 from __future__ import annotations
@@ -59,6 +68,19 @@ class Layout:
         return ceil_div(self.config.output_size, self.lanes) if self.config.has_head else 0
 
     @property
+    def acc_split(self) -> int:
+        """k: accumulator memories per lane (MX, and MCH on the c lanes), the row groups one
+        activation beat reads: ``3A / P`` when that is more than 1, else 1."""
+        return max(1, 3 * self.config.act_width // self.lanes)
+
+    @property
+    def group_stride(self) -> int:
+        """Accumulator words per layer: the row groups rounded up to a multiple of
+        :attr:`acc_split` (each layer's words start in memory 0)."""
+        k = self.acc_split
+        return ceil_div(self.groups, k) * k
+
+    @property
     def num_banks(self) -> int:
         return self.lanes // self.config.lanes_per_bank
 
@@ -82,7 +104,7 @@ class Layout:
     @property
     def mx_base(self) -> list[int]:
         """MX word address of each layer's row groups, then of the head's."""
-        return [self.groups * l for l in range(self.config.num_layers + 1)]
+        return [self.group_stride * l for l in range(self.config.num_layers + 1)]
 
     @property
     def mx_depth(self) -> int:
@@ -90,7 +112,7 @@ class Layout:
 
     @property
     def mch_depth(self) -> int:
-        return self.groups * self.config.num_layers
+        return self.group_stride * self.config.num_layers
 
     @property
     def acc_depth(self) -> int:

@@ -174,8 +174,11 @@ def _memories(config: DeltaGRUConfig, rx_depth: int):
     mems = [
         ("weights", lay.weight_depth, lay.weight_word_bits, lay.num_banks, 1),
         ("biases", lay.acc_depth, lay.bias_word_bits, lay.num_banks, 1),
-        ("acc_mx", lay.mx_depth, cfg.acc_bits, cfg.lanes, 1),
-        ("acc_mch", lay.mch_depth, cfg.acc_bits, cfg.lanes // 3, 1),
+        # Split accumulators (Layout.acc_split k > 1): k memories per lane, each 1/k deep.
+        ("acc_mx", ceil_div(lay.mx_depth, lay.acc_split), cfg.acc_bits,
+         cfg.lanes * lay.acc_split, 1),
+        ("acc_mch", ceil_div(lay.mch_depth, lay.acc_split), cfg.acc_bits,
+         cfg.lanes // 3 * lay.acc_split, 1),
         ("sigmoid_rom", sig.size, cfg.act.frac + 1, A, 2),
         ("tanh_rom", tnh.size, tnh.out_bits, A, 1),
         ("xhat_in", ceil_div(I, E), E * ab, 1, 1),

@@ -391,8 +391,10 @@ def small_model(I=5, H=7, L=1, O=0, lanes=6, act_width=1, enc_width=1, theta=0, 
         {},  # C = ceil(3H/P) >= 3: no word is touched twice within 3 cycles
         {"H": 4, "lanes": 6},  # C = 2: a word comes back after 2 cycles (forwarded)
         {"H": 2, "lanes": 6},  # C = 1: the same word every cycle (forwarded)
+        {"H": 7, "lanes": 6, "act_width": 4},  # 3A = 2P: split accumulators (acc_split 2)
+        {"H": 7, "lanes": 3, "act_width": 4},  # 3A = 4P: four memories per lane
     ],
-    ids=["C>=3", "C=2", "C=1"],
+    ids=["C>=3", "C=2", "C=1", "split2", "split4"],
 )
 @pytest.mark.parametrize("read", ["plain", "forwarded"])
 def test_mac_array_accumulates_columns(shape, read):
@@ -441,6 +443,7 @@ def test_mac_array_accumulates_columns(shape, read):
         if read == "plain":
             # The first read-out addresses its word ACC_WRITE_LATENCY cycles after the last issue.
             await ctx.tick().repeat(MacArray.ACC_WRITE_LATENCY - 1)
+            k, P = lay.acc_split, cfg.lanes
             for g in range(C):
                 ctx.set(dut.mx_addr, g)
                 ctx.set(dut.mch_addr, g)
@@ -449,8 +452,13 @@ def test_mac_array_accumulates_columns(shape, read):
                     r = int(rows[g, lane])
                     if r >= 0:
                         got_mx[r] = ctx.get(dut.mx_data[lane])
+                        # The activation's read of the same word: memory g % k of the lane
+                        # (Layout.acc_split), whose row the address still selects.
+                        assert ctx.get(dut.mx_word[g % k * P + lane]) == got_mx[r]
                         if lane % 3 == 2:
                             got_mch[r - 2 * H] = ctx.get(dut.mch_data[lane // 3])
+                            assert (ctx.get(dut.mch_word[g % k * P // 3 + lane // 3])
+                                    == got_mch[r - 2 * H])
             assert [got_mch[j] for j in range(H)] == mch.tolist()
         else:
             for _ in range(MacArray.FWD_ACC_WRITE_LATENCY - 1):  # 0: right after the issue
@@ -665,8 +673,9 @@ def test_core_runs_parameters_written_over_the_bus():
     assert_cycles(cyc, g.cycles[0].tolist())
 
 
-@pytest.mark.parametrize("drain", ["act", "mac"])
-def test_each_drain_is_the_minimum(drain):
+@pytest.mark.parametrize(("drain", "split"), [("act", False), ("mac", False), ("mac", True)],
+                         ids=["act", "mac", "mac_split"])
+def test_each_drain_is_the_minimum(drain, split):
     """The waits the schedule derives from the blocks' latencies (``deltahw.cycles``:
     ``ACT_DRAIN``, the layers' ``mac_drain``) are each the minimum: the exact core matches the
     golden model, and the same core with that one wait a cycle shorter does not (outputs or
@@ -674,10 +683,17 @@ def test_each_drain_is_the_minimum(drain):
     the last column always matter) and C = ceil(3H/P) = ceil(O/P) = 1 (so the layer's MAC drain
     is nonzero). The head's MAC phase does not drain at all (``head_mac_drain`` is 0 at C = 1,
     the most a drain can be; its read-out reads through the forwarding:
-    ``test_head_read_out_needs_the_forwarding``)."""
-    model = small_model(I=2, H=2, O=3, lanes=6, act_width=1, enc_width=1, theta=0)
+    ``test_head_read_out_needs_the_forwarding``). ``split``: split accumulators (3A = 2P) with C
+    = 3, whose MAC drain is only the activation's read lag (``cycles.act_read_lag``: its first
+    beat reads row groups 0 and 1, its second 2, a cycle after the first)."""
+    if split:
+        model = small_model(I=2, H=5, O=3, lanes=6, act_width=4, enc_width=1, theta=0)
+        cfg = model.config
+        assert cycles.mac_drain(cycles.column_cost(cfg)) == 0 and cycles.act_read_lag(cfg) == 1
+    else:
+        model = small_model(I=2, H=2, O=3, lanes=6, act_width=1, enc_width=1, theta=0)
     cfg = model.config
-    assert cycles.mac_drain(cycles.column_cost(cfg)) > 0
+    assert cycles.layer_mac_drain(cfg) > 0
     assert cycles.head_mac_drain(cycles.head_column_cost(cfg)) == 0
     T = 4
     x = torch.randn(T, cfg.input_size, generator=torch.Generator().manual_seed(7))
@@ -747,6 +763,33 @@ def test_overlap_streamed_and_lockstep(O, lanes):
     assert runs["streamed"]["STALL_TOTAL"] == int(cycles.flush_cycles(cfg, g.fired_head[0, -1]))
     assert runs["lockstep"]["STALL_TOTAL"] == int(lockstep_stall.sum())
     assert runs["streamed"]["MAC_BUSY"] == runs["lockstep"]["MAC_BUSY"]
+
+
+@pytest.mark.parametrize("lanes", [6, 3], ids=["split2", "split4"])
+def test_core_split_accumulators_match_golden(lanes):
+    """3A > P (``Layout.acc_split`` = 3A / P accumulator memories per lane, an activation beat
+    reads that many row groups at once): two layers (the second layer's words start at a
+    multiple of k, past padding words) and a head; outputs, every CYCLES_LAST, CYCLES_TOTAL and
+    STALL_TOTAL under back-pressure equal the golden and cycle models."""
+    model = small_model(I=5, H=5, L=2, O=3, lanes=lanes, act_width=4, enc_width=2, theta=20)
+    cfg = model.config
+    lay = Layout(cfg)
+    assert lay.acc_split == 12 // lanes and lay.group_stride > lay.groups  # padding words
+    T = 6
+    x = torch.randn(T, cfg.input_size, generator=torch.Generator().manual_seed(4))
+    x_q, _ = model.quantize_input(x)
+    firsts = [t == 0 for t in range(T)]
+    g = run_golden(model, x_q)
+    first = torch.arange(T) == 0
+    for mode in ("streamed", "lockstep"):
+        tot = {}
+        out, cyc = simulate_core(model, x_q, firsts, lockstep=mode == "lockstep", totals=tot)
+        assert torch.equal(out, g.outputs[0]), mode
+        assert_cycles(cyc, g.cycles[0].tolist(), complete=mode == "lockstep")
+        assert tot["CYCLES_TOTAL"] == int(g.cycles[0].sum()), mode
+        if mode == "lockstep":
+            stall = cycles.lockstep_stall(cfg, g.fired_x[0, :, 0], g.fired_head[0], first)
+            assert tot["STALL_TOTAL"] == int(stall.sum())
 
 
 @pytest.mark.parametrize("I,E", [(5, 2), (4, 4)])

@@ -646,9 +646,10 @@ def _discussion(results: dict) -> list[str]:
         C, Ch = cyc.column_cost(cfg), cyc.head_column_cost(cfg)
         mean_cols = float(np.mean(np.asarray(r["per_timestep"]["fired_layers"]).sum(-1)))
         mean_head = float(np.mean(r["per_timestep"]["fired_head"]))
-        phase = f"{cyc.phase_fetch(0)} + {cyc.mac_drain(C)} per layer-0 phase"
+        drain = cyc.layer_mac_drain(cfg)
+        phase = f"{cyc.phase_fetch(0)} + {drain} per layer-0 phase"
         if cfg.num_layers > 1:
-            phase += f", {cyc.phase_fetch(1)} + {cyc.mac_drain(C)} per phase of layers 1.."
+            phase += f", {cyc.phase_fetch(1)} + {drain} per phase of layers 1.."
         if cfg.has_head:
             phase += (f" and {cyc.phase_fetch(cyc.HEAD)} + {cyc.head_mac_drain(Ch)} per head "
                       "phase")

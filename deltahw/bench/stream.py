@@ -182,7 +182,7 @@ def simulate_sequence(cfg, x0: np.ndarray, xs: list, hs: list, head, *, act_widt
         return hc if l == HEADB else cc
 
     def drain(l):
-        return cyc.head_mac_drain(hc) if l == HEADB else cyc.mac_drain(cc)
+        return cyc.head_mac_drain(hc) if l == HEADB else cyc.layer_mac_drain(cfg)
 
     def fetch(l):
         return cyc.phase_fetch(cyc.HEAD if l == HEADB else l)

@@ -29,7 +29,7 @@ import numpy as np
 
 from .. import cycles as cyc
 from .. import resources
-from ..config import DeltaGRUConfig, ceil_div
+from ..config import LIMITS, ConfigError, DeltaGRUConfig, ceil_div
 
 __all__ = ["CHANGES", "OPTIONS", "projected_cycles", "what_if", "act_width_sweep",
            "choose_act_width", "act_width_for_data"]
@@ -77,7 +77,7 @@ def projected_cycles(cfg: DeltaGRUConfig, fired_layers, fired_head, *, fired_x0,
     """
     layers, fh, x0, fs = _arrays(cfg, fired_layers, fired_head, fired_x0, first)
     L, W = cfg.num_layers, cyc.ACT_DRAIN
-    cc = cyc.column_cost(cfg)
+    cc, lag = cyc.column_cost(cfg), cyc.act_read_lag(cfg)
     layer_beats, head_beats = _act_beats(cfg, cfg.act_width * act_mult)
     slot, slot_prev = cyc.window_slots(fh, fs)
 
@@ -93,11 +93,11 @@ def projected_cycles(cfg: DeltaGRUConfig, fired_layers, fired_head, *, fired_x0,
     hidden_x = np.where(fs, 0, np.minimum(X, lim))
     merged = (cc >= 2) & (X > hidden_x) & (x0 > 0)  # the h phase's fetch in the x phase's
     nh0 = layers[0] - x0
-    total = (X - hidden_x + nh0 * cc + cyc.mac_phase_fixed(nh0, cc, 0) - merged + L * layer_beats
-             + (L - 1) * W + np.maximum(W, slot_cycles(slot)))
+    total = (X - hidden_x + nh0 * cc + cyc.mac_phase_fixed(nh0, cc, 0, lag) - merged
+             + L * layer_beats + (L - 1) * W + np.maximum(W, slot_cycles(slot)))
     act = layer_beats + W
     for l, n in enumerate(layers[1:], start=1):
-        m = n * cc + cyc.mac_phase_fixed(n, cc, l)
+        m = n * cc + cyc.mac_phase_fixed(n, cc, l, lag)
         total = total + m - (np.minimum(act, m) if overlap else 0)
     return np.broadcast_to(np.asarray(total, dtype=np.int64), fh.shape).copy()
 
@@ -133,25 +133,27 @@ def what_if(cfg: DeltaGRUConfig, fired_layers, fired_head, *, fired_x0, first) -
 
 def act_width_sweep(cfg: DeltaGRUConfig, fired_layers, fired_head, part=None, *, fired_x0,
                     first) -> list[dict]:
-    """The exact cycle model at every legal activation width A (P a multiple of 3A) for ``cfg``'s
-    P, over the given timesteps' fired counts: mean delta cycles, dense cycles, speedup; with a
+    """The exact cycle model at every legal activation width A for ``cfg``'s P (P a multiple of
+    3A, or 3A a multiple of P: split accumulators, ``Layout.acc_split``; the config decides),
+    over the given timesteps' fired counts: mean delta cycles, dense cycles, speedup; with a
     ``part`` (:data:`deltahw.boards.PARTS` value) also the fit check's multipliers, LUTs and
     whether it fits. The fired counts do not depend on A (same thresholds, same arithmetic)."""
-    rows, A = [], 1
-    while 3 * A <= cfg.lanes:
-        if cfg.lanes % (3 * A) == 0:
+    rows = []
+    for A in (1 << i for i in range(LIMITS["act_width"][1].bit_length())):
+        try:
             c = cfg.replace(act_width=A)
-            layers, fh, x0, fs = _arrays(c, fired_layers, fired_head, fired_x0, first)
-            mean = float(np.mean(cyc.run_cycles(c, layers, fh, fired_x0=x0, first=fs)))
-            dense = cyc.dense_cycles(c)
-            row = {"act_width": A, "delta_cycles": mean, "dense_cycles": dense,
-                   "speedup_vs_dense": dense / mean, "no_fire_cycles": cyc.floor_cycles(c)}
-            if part is not None:
-                est = resources.estimate(c, part)
-                row.update(part=part.name, dsps=est.dsps, luts=est.luts,
-                           fits=resources.fits(c, part))
-            rows.append(row)
-        A *= 2
+        except ConfigError:
+            continue
+        layers, fh, x0, fs = _arrays(c, fired_layers, fired_head, fired_x0, first)
+        mean = float(np.mean(cyc.run_cycles(c, layers, fh, fired_x0=x0, first=fs)))
+        dense = cyc.dense_cycles(c)
+        row = {"act_width": A, "delta_cycles": mean, "dense_cycles": dense,
+               "speedup_vs_dense": dense / mean, "no_fire_cycles": cyc.floor_cycles(c)}
+        if part is not None:
+            est = resources.estimate(c, part)
+            row.update(part=part.name, dsps=est.dsps, luts=est.luts,
+                       fits=resources.fits(c, part))
+        rows.append(row)
     return rows
 
 

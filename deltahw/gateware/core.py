@@ -216,7 +216,7 @@ class DeltaGRUCore(wiring.Component):
             return Array(Const(int(v), width) for v in values)
 
         t_mxbase = table([lay.mx_base[b] for b in range(blocks)])
-        t_mchbase = table([C * min(b, L - 1) for b in range(blocks)])
+        t_mchbase = table([lay.mx_base[min(b, L - 1)] for b in range(blocks)])
 
         nx = Signal(16)  # entries of the block's x queue
         nh = Signal(16)  # entries of the block's h queue
@@ -379,7 +379,10 @@ class DeltaGRUCore(wiring.Component):
         # the critical path at 62.5 MHz).
         assert rd_lat >= 2, "the activation's gates are selected in the read's cycle"
         d1 = dl[rd_lat]
-        blocks_k = range(P // (3 * A))  # lane blocks: unit i of block k reads lanes 3(Ak + i)..
+        # Lane blocks: unit i of block k reads lanes 3(Ak + i)... With split accumulators
+        # (Layout.acc_split k > 1) the read-out words are memory-major (memory j's lanes are
+        # words jP..jP + P - 1): a beat's k row groups side by side, one block of 3A words.
+        blocks_k = range(max(1, lay.acc_split * P // (3 * A)))
         for i in range(A):
             gates = {
                 "r": (actp.m_r[i], [mac.mx_word[3 * (A * k + i)] for k in blocks_k]),

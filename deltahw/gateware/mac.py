@@ -7,12 +7,12 @@ All lanes share the weight word address; the lanes of a bank read one wide BRAM 
 
 from __future__ import annotations
 
-from amaranth import Cat, Module, Mux, Signal, signed
+from amaranth import Array, Cat, Module, Mux, Signal, signed
 from amaranth.lib import data, memory, wiring
 from amaranth.lib.wiring import In, Out
 
 from ..artifacts import bias_bank_name, weight_bank_name
-from ..config import DeltaGRUConfig
+from ..config import DeltaGRUConfig, ceil_div
 from ..layout import Layout
 from ..regmap import PARAM_KIND_BIAS, PARAM_KIND_WEIGHT
 from . import KEEP
@@ -120,9 +120,9 @@ class MacArray(wiring.Component):
             "mch_addr": In(self.mchbits),
             "mx_data": Out(data.ArrayLayout(acc, P)),
             "mch_data": Out(data.ArrayLayout(acc, P // 3)),
-            "mx_word": Out(data.ArrayLayout(acc, P)),
+            "mx_word": Out(data.ArrayLayout(acc, lay.acc_split * P)),
             "mx_fwd": Out(data.ArrayLayout(acc, P)),
-            "mch_word": Out(data.ArrayLayout(acc, P // 3)),
+            "mch_word": Out(data.ArrayLayout(acc, lay.acc_split * P // 3)),
             "load_next": In(1),
             "load_addr_next": In(self.babits),
             "p_we": In(1),
@@ -136,6 +136,8 @@ class MacArray(wiring.Component):
         m = Module()
         cfg, lay = self.config, self.layout
         P, G = cfg.lanes, cfg.lanes_per_bank
+        ks = lay.acc_split  # accumulator memories per lane (Layout.acc_split)
+        lo_bits = ks.bit_length() - 1  # the word address bits that select the memory
         wb, bb = cfg.weight.bits, cfg.bias.bits
         bias_shift = cfg.acc_frac - cfg.bias.frac
 
@@ -261,49 +263,110 @@ class MacArray(wiring.Component):
                 sig.attrs.update(KEEP)
             ld, la = load[b], load_addr[b]
             load_mx = la < lay.mx_depth
+            la_ch = (la - lay.mx_depth)[:self.mchbits]
             m.d.sync += [
                 c["use_ch2"].eq(s1.use_ch),
                 c["rd_mx"].eq(Mux(self.issue, self.acc_addr, self.mx_addr)),
                 c["rd_ch"].eq(Mux(self.issue, self.ch_addr, self.mch_addr)),
                 c["load3"].eq(ld),
                 c["w_mx"].eq(Mux(ld, la, s2.acc)),
-                c["w_ch"].eq(Mux(ld, (la - lay.mx_depth)[:self.mchbits], s2.ch)),
+                c["w_ch"].eq(Mux(ld, la_ch, s2.ch)),
                 c["en_mx"].eq(Mux(ld, load_mx, s2.valid)),
                 c["en_mx_c"].eq(Mux(ld, load_mx, s2.valid & ~s2.use_ch)),
                 c["en_ch"].eq(Mux(ld, ~load_mx, s2.valid & s2.use_ch)),
             ]
+            if ks > 1:
+                # Split accumulators: each memory's write enable, the enables above with the
+                # word address's low bits decoded, registered here like them, so the LUT RAMs'
+                # write enables still come straight from flip-flops.
+                kinds = {  # enable -> (its load condition, its issue condition, the address)
+                    "en_mx": (load_mx, s2.valid, (la, s2.acc)),
+                    "en_mx_c": (load_mx, s2.valid & ~s2.use_ch, (la, s2.acc)),
+                    "en_ch": (~load_mx, s2.valid & s2.use_ch, (la_ch, s2.ch)),
+                }
+                for key, (on_load, on_issue, (a_load, a_issue)) in kinds.items():
+                    for j in range(ks):
+                        en = Signal(name=f"{key}{j}_b{b}", attrs=KEEP)
+                        m.d.sync += en.eq(Mux(ld, on_load & (a_load[:lo_bits] == j),
+                                              on_issue & (a_issue[:lo_bits] == j)))
+                        c[f"{key}{j}"] = en
             for kind in (False, True):
                 m.d.sync += [c[f"fwd1_{int(kind)}"].eq(same1[kind]),
                              c[f"fwd2_{int(kind)}"].eq(same2[kind])]
             bank.append(c)
 
         acc_shape = signed(cfg.acc_bits)
-        mx_words, mch_words, mx_async, mch_async, fwd_words = [], [], [], [], []
+        mx_words, mch_words, fwd_words = [], [], []
+        # The asynchronous read-out words, memory-major: mx_async[j][p] (k = 1: one memory).
+        mx_async = [[] for _ in range(ks)]
+        mch_async = [[] for _ in range(ks)]
+
+        def acc_memory(name, depth, rd):
+            """A lane's split accumulator (MX or MCH): ``ks`` > 1 LUT RAMs (Layout.acc_split),
+            each read asynchronously at the registered row. Returns the ks words read (memory
+            order), the word ``rd`` addresses, and ``write(addr, enables, data)`` that connects
+            the write ports: each memory takes ``data`` at ``addr``'s row when its enable is
+            high."""
+            words, ports = [], []
+            for j in range(ks):
+                mem = memory.Memory(shape=acc_shape, depth=max(ceil_div(depth, ks), 2), init=[])
+                m.submodules[f"{name}_{j}"] = mem
+                r, w = mem.read_port(domain="comb"), mem.write_port()
+                m.d.comb += r.addr.eq(rd[lo_bits:])
+                words.append(r.data)
+                ports.append(w)
+
+            def write(addr, enables, data):
+                for w, en in zip(ports, enables):
+                    m.d.comb += [w.addr.eq(addr[lo_bits:]), w.data.eq(data), w.en.eq(en)]
+            return words, Array(words)[rd[:lo_bits]], write
+
+        def enables(key, c):
+            """The bank's write enables of one kind, one per memory of a lane."""
+            return [c[key]] if ks == 1 else [c[f"{key}{j}"] for j in range(ks)]
+
         for p in range(P):
             is_c = p % 3 == 2
             c = bank[p // G]
-            mx = memory.Memory(shape=acc_shape, depth=max(lay.mx_depth, 2), init=[])
-            m.submodules[f"mx{p}"] = mx
             # The read: asynchronous at the registered address, then the data register (what a
             # synchronous read port maps to; written out to give the activation the word too).
-            mx_r, mx_w = mx.read_port(domain="comb"), mx.write_port()
-            m.d.comb += mx_r.addr.eq(c["rd_mx"])
+            if ks == 1:  # (written out: the shipped configurations' netlist as before)
+                mx = memory.Memory(shape=acc_shape, depth=max(lay.mx_depth, 2), init=[])
+                m.submodules[f"mx{p}"] = mx
+                mx_r, mx_w = mx.read_port(domain="comb"), mx.write_port()
+                m.d.comb += mx_r.addr.eq(c["rd_mx"])
+                words, word = [mx_r.data], mx_r.data
+
+                def mx_write(addr, en, data, mx_w=mx_w):
+                    m.d.comb += [mx_w.addr.eq(addr), mx_w.data.eq(data), mx_w.en.eq(en[0])]
+            else:
+                words, word, mx_write = acc_memory(f"mx{p}", lay.mx_depth, c["rd_mx"])
             mx_q = Signal(acc_shape, name=f"mx_q{p}", reset_less=True)
-            m.d.sync += mx_q.eq(mx_r.data)
+            m.d.sync += mx_q.eq(word)
             mx_words.append(mx_q)
-            mx_async.append(mx_r.data)
+            for j in range(ks):
+                mx_async[j].append(words[j])
             # The old sum, out of the memory in stage 2.
             old2 = Signal(acc_shape, name=f"old2_{p}")
             m.d.comb += old2.eq(mx_q)
             if is_c:
-                mch = memory.Memory(shape=acc_shape, depth=max(lay.mch_depth, 2), init=[])
-                m.submodules[f"mch{p}"] = mch
-                ch_r, ch_w = mch.read_port(domain="comb"), mch.write_port()
-                m.d.comb += ch_r.addr.eq(c["rd_ch"])
+                if ks == 1:
+                    mch = memory.Memory(shape=acc_shape, depth=max(lay.mch_depth, 2), init=[])
+                    m.submodules[f"mch{p}"] = mch
+                    ch_r, ch_w = mch.read_port(domain="comb"), mch.write_port()
+                    m.d.comb += ch_r.addr.eq(c["rd_ch"])
+                    ch_words, ch_word = [ch_r.data], ch_r.data
+
+                    def ch_write(addr, en, data, ch_w=ch_w):
+                        m.d.comb += [ch_w.addr.eq(addr), ch_w.data.eq(data), ch_w.en.eq(en[0])]
+                else:
+                    ch_words, ch_word, ch_write = acc_memory(f"mch{p}", lay.mch_depth,
+                                                             c["rd_ch"])
                 ch_q = Signal(acc_shape, name=f"mch_q{p}", reset_less=True)
-                m.d.sync += ch_q.eq(ch_r.data)
+                m.d.sync += ch_q.eq(ch_word)
                 mch_words.append(ch_q)
-                mch_async.append(ch_r.data)
+                for j in range(ks):
+                    mch_async[j].append(ch_words[j])
                 with m.If(c["use_ch2"]):
                     m.d.comb += old2.eq(ch_q)
             f1, f2 = c[f"fwd1_{int(is_c)}"], c[f"fwd2_{int(is_c)}"]
@@ -340,22 +403,15 @@ class MacArray(wiring.Component):
             ]
             # Stage 3's write (or the bias load's, one cycle after its read): see the bank copies.
             bias_val = biases[p] << bias_shift
-            m.d.comb += [
-                mx_w.addr.eq(c["w_mx"]),
-                mx_w.data.eq(Mux(c["load3"], bias_val, total)),
-                mx_w.en.eq(c["en_mx_c"] if is_c else c["en_mx"]),
-            ]
+            mx_write(c["w_mx"], enables("en_mx_c" if is_c else "en_mx", c),
+                     Mux(c["load3"], bias_val, total))
             if is_c:
-                m.d.comb += [
-                    ch_w.addr.eq(c["w_ch"]),
-                    ch_w.data.eq(Mux(c["load3"], bias_val, total)),
-                    ch_w.en.eq(c["en_ch"]),
-                ]
+                ch_write(c["w_ch"], enables("en_ch", c), Mux(c["load3"], bias_val, total))
         # One assignment of the whole read-out vector (per-lane slices make Icarus re-evaluate the
         # full vector on every lane's change: 25x slower simulation of a 48-lane array).
         m.d.comb += [self.mx_data.as_value().eq(Cat(*mx_words)),
                      self.mch_data.as_value().eq(Cat(*mch_words)),
-                     self.mx_word.as_value().eq(Cat(*mx_async)),
+                     self.mx_word.as_value().eq(Cat(*[w for ws in mx_async for w in ws])),
                      self.mx_fwd.as_value().eq(Cat(*fwd_words)),
-                     self.mch_word.as_value().eq(Cat(*mch_async))]
+                     self.mch_word.as_value().eq(Cat(*[w for ws in mch_async for w in ws]))]
         return m

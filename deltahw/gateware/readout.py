@@ -88,7 +88,7 @@ class HeadReadout(wiring.Component):
             k_copy = Signal(self.k_bits, name=f"ro_k{i}", reset_less=True, attrs=KEEP)
             m.d.sync += k_copy.eq(dl[R - 1].k)
             with m.Switch(k_copy):
-                for k in range(P // A):
+                for k in range(max(1, P // A)):  # (A > P: O <= P, the config says)
                     if O <= P and A * k + i >= O:
                         continue
                     with m.Case(k):

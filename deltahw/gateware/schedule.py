@@ -19,7 +19,7 @@ A timestep, per block b (layers 0..L-1, then the head if any), in order:
   (``cycles.MAC_FETCH`` = 2 cycles in all before the first issue).
 * ``MAC_RUN``: ``issue`` for every row group ``g`` of every fired column, ``groups`` cycles per
   column, no bubbles (one entry of look-ahead on the queue read port).
-* ``MAC_DRAIN``: ``cycles.mac_drain(groups)`` cycles until the last column's sums are readable
+* ``MAC_DRAIN``: ``cycles.layer_mac_drain`` cycles until the last column's sums are readable
   (``cycles.head_mac_drain``, 0, for the head: its read-out reads through the MAC's forwarding).
 * ``ACT_RUN`` (layers): ceil(H/A) activation beats (``act_issue``, ``act_beat``, ``act_k``; the
   accumulator word ``rd_group``), then, for layers 0..L-2, ``ACT_DRAIN`` (``cycles.ACT_DRAIN``)
@@ -186,7 +186,7 @@ class Schedule(wiring.Component):
         # and MAC_FETCH2 (a slow phase's second cycle).
         assert cycles.MAC_FETCH == 2 and cycles.FAST_FETCH == 1 and cycles.EMPTY_MAC_PHASE == 1
         trim = self.drain_trim
-        drains = [cycles.mac_drain(c) - trim.get("mac", 0) for c in costs[:L]]
+        drains = [cycles.layer_mac_drain(cfg) - trim.get("mac", 0)] * L
         if head:
             drains.append(cycles.head_mac_drain(costs[L]) - trim.get("head_mac", 0))
         act_drain = cycles.ACT_DRAIN - trim.get("act", 0)
@@ -258,7 +258,7 @@ class Schedule(wiring.Component):
             m.d.comb += self.ro_issue.eq(ro_active)
             with m.If(ro_active):
                 m.d.sync += ro_beat.eq(ro_beat + 1)
-                with m.If(ro_k == P // A - 1):
+                with m.If(ro_k == max(1, P // A) - 1):
                     m.d.sync += [ro_k.eq(0), ro_group.eq(ro_group + 1)]
                 with m.Else():
                     m.d.sync += ro_k.eq(ro_k + 1)
@@ -561,8 +561,9 @@ class Schedule(wiring.Component):
             with m.State("ACT_RUN"):
                 m.d.comb += [self.counting.eq(1), self.act_issue.eq(1)]
                 m.d.sync += act_beat.eq(act_beat + 1)
-                with m.If(act_k == P // (3 * A) - 1):
-                    m.d.sync += [act_k.eq(0), rd_group.eq(rd_group + 1)]
+                # (a beat reads the row groups of P // 3A... beats, or Layout.acc_split of them)
+                with m.If(act_k == max(1, P // (3 * A)) - 1):
+                    m.d.sync += [act_k.eq(0), rd_group.eq(rd_group + lay.acc_split)]
                 with m.Else():
                     m.d.sync += act_k.eq(act_k + 1)
                 last_layer = block == L - 1

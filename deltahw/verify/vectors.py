@@ -117,6 +117,12 @@ CASES: tuple[CoreCase, ...] = (
     CoreCase("one_cycle", _cfg(input_size=3, hidden_size=4, num_layers=2, output_size=3,
                                lanes=12, lanes_per_bank=4, act_width=2, enc_width=2),
              seed=17, timesteps=12),
+    # 3A = 2P: split accumulators (Layout.acc_split = 2), an activation beat reads two row
+    # groups; C = 3 is odd, so each layer's words start past a padding word, and the layers'
+    # MAC phases drain a cycle for the second beat's read (cycles.act_read_lag).
+    CoreCase("split", _cfg(input_size=7, hidden_size=19, num_layers=2, output_size=4, lanes=24,
+                           lanes_per_bank=4, act_width=16, enc_width=4),
+             seed=18, timesteps=10),
 )
 
 #: Scenario names, in the order the regression runs them for each case.
