@@ -151,7 +151,10 @@ class DeltaGRUConfig:
             ``None`` picks the largest divisor of lanes up to 4 (a 32-bit word of Q1.7 weights).
         enc_width (E): input elements compared per cycle by the input delta encoder (power of two).
         act_width (A): hidden units activated per cycle; also the output beat width (power of two);
-            the MAC lane count must be a multiple of 3A so one unit's three gates sit side by side.
+            the MAC lane count must be a multiple of 3A so one unit's three gates sit side by side,
+            or a multiple of 3 that divides 3A: a beat then reads 3A / P row groups at once, from
+            as many accumulator memories per lane (``Layout.acc_split``; with a head, O <=
+            min(A, P)).
         clock_mhz: target clock used for latency predictions and timing checks.
     """
 

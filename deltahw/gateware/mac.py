@@ -49,6 +49,14 @@ class MacArray(wiring.Component):
     addressed in: a read-out may address a word in the cycle right after the last issue
     (``FWD_ACC_WRITE_LATENCY``), one cycle of latency later than ``mx_data``, with no drain.
 
+    Split accumulators (``Layout.acc_split`` k > 1, when 3A > P): each lane's MX (and MCH) is k
+    LUT RAMs, word ``a`` in memory ``a % k`` at row ``a // k``. An issue reads and writes one word
+    (its memory selected by the address's low bits, registered with it; the write enables decoded
+    into registers per bank), the read-out reads all k at one row: ``mx_word`` / ``mch_word`` hold
+    k words per lane, memory-major (memory j's lanes at jP ..), an activation beat's k row groups
+    side by side; ``mx_data`` / ``mch_data`` and ``mx_fwd`` hold the addressed word, as with k =
+    1. Latencies unchanged.
+
     Timing: the accumulator memories are LUT RAM, one cell per 4 bits of every lane (hundreds of
     cells), so their read address comes straight from flip-flops: the issue's (or read-out's)
     address is registered, and the memory is read in the following cycle (``READ_LATENCY`` 2; an
