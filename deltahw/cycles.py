@@ -53,16 +53,23 @@ W)`` without one (:func:`x_phase_hidden`), a sequence's first timestep (after th
 reset, with nothing to overlap) the whole x phase. Then the h phase of t+1 follows; when the x
 phase's last cycle is one of t+1's own (it ran past the window, or had no window) and the x
 phase had columns of at least 2 cycles, the h phase's fetch (or its empty phase) runs in that
-last cycle and costs nothing (:func:`h_fetch_merged`). The output
+last cycle and costs nothing (:func:`h_fetch_merged`). When the x phase was over by the
+window's last cycle (or ends in it, with columns), the h phase's fetch runs in the window's
+last cycle instead, hidden as the x phase is, if the h queue's first entry is known there
+(:func:`h_fetch_in_window`): with more than one layer always; with one, the last activation
+beat's deltas are still a cycle from its count then, so the fetch runs there if an h delta of
+an earlier beat fired, or none at all (``h0_early``: the golden model's count of the fired h
+units outside the last beat, :func:`h0_early_units`). The output
 of t leaves during the window of t+1, which needs no further input: no host can deadlock.
 
 A head that is not deferred (the input of t+1 was not in, or starts a new sequence, or never
 comes: the hardware cannot tell those apart) **runs in place** after its timestep closed: its
 cycles are stall cycles (the output's flush, :func:`flush_cycles`), not compute cycles. A late
 input's x phase runs alone, its first ``x_phase_hidden`` cycles as stall cycles (the overlap it
-lost, :func:`lost_overlap`). So the compute cycles of every timestep are a function of the
-fired counts and of the sequence's structure only, whatever the input timing: a sequence-level
-function (the head slots need the head counts of the two previous timesteps,
+lost, :func:`lost_overlap`, the h fetch the window's last cycle would have taken included).
+So the compute cycles of every timestep are a function of the fired counts (with one layer,
+``h0_early`` too) and of the sequence's structure only, whatever the input timing: a
+sequence-level function (the head slots need the head counts of the two previous timesteps,
 :func:`window_slots`, :func:`run_cycles`); the input timing shows in ``STALL_TOTAL``.
 
 The timestep closes in its last cycle (the counters latch there). Cycles spent waiting for output
@@ -109,6 +116,8 @@ __all__ = [
     "x_phase_hidden",
     "lost_overlap",
     "h_fetch_merged",
+    "h0_early_units",
+    "h_fetch_in_window",
     "lockstep_stall",
     "timestep_phases",
     "timestep_cycles",
@@ -313,21 +322,69 @@ def h_fetch_merged(config: DeltaGRUConfig, fired_x0, first, slot_head_prev=NO_SL
     return _as_int((over > 0) & (fired_x0 > 0))
 
 
-def lost_overlap(config: DeltaGRUConfig, fired_x0, first, slot_head_prev=NO_SLOT):
+def h0_early_units(config: DeltaGRUConfig) -> int:
+    """How many of layer 0's h units have their fired deltas counted in its h queue in the
+    window's last cycle: all H with more than one layer (layer 0's activation ran long before),
+    else those of every activation beat but the last, ``(ceil(H/A) - 1) * A`` (the last beat's
+    deltas are then in the queue's input registers, counted a cycle later). The golden model
+    counts the fired ones among units ``0 .. h0_early_units - 1`` (``GoldenResult.h0_early``)."""
+    if config.num_layers > 1:
+        return config.hidden_size
+    return (ceil_div(config.hidden_size, config.act_width) - 1) * config.act_width
+
+
+def h_fetch_in_window(config: DeltaGRUConfig, fired_x0, fired_h0, h0_early, first,
+                      slot_head_prev=NO_SLOT):
+    """1 where layer 0's h phase's fetch (its ``FAST_FETCH`` cycle, or the empty phase's) runs in
+    the window's last cycle, the previous timestep's closing cycle, else 0 (its cycle is then
+    hidden, as the x phase's are). It does when the x phase was over by then (it ended before
+    that cycle, or in it with columns: the fetch then runs beside its last issue, as in
+    :func:`h_fetch_merged`), a column takes at least 2 cycles, and the h queue's first entry is
+    known in that cycle: its count there holds the deltas of ``h0_early`` of the ``fired_h0``
+    fired h columns (:func:`h0_early_units`; the rest arrive a cycle later), so the phase starts
+    if that count is not 0 (its first entry is stored; the schedule reads the final count a cycle
+    later), or if nothing fired at all (the queue's input registers hold no delta either). Not on
+    a sequence's first timestep (no window before it). ``fired_h0`` and ``h0_early`` may be
+    ``None`` with more than one layer (all of layer 0's deltas are counted then)."""
+    if column_cost(config) < 2:
+        return 0 * fired_x0
+    xp = x_phase(config, fired_x0)
+    s = head_slot(config, slot_head_prev)
+    has = _as_int(s > 0)
+    lim = has * (_max0(ACT_DRAIN - s) + 1) + (1 - has) * ACT_DRAIN
+    fits = (xp < lim) | ((xp == lim) & (fired_x0 > 0))
+    if config.num_layers > 1:
+        return _as_int(fits) * (1 - _as_int(first))
+    if h0_early is None or fired_h0 is None:
+        raise ValueError("The cycle model of a one-layer network needs layer 0's fired h columns "
+                         "and h0_early (those among cycles.h0_early_units: GoldenResult.fired_h, "
+                         "GoldenResult.h0_early); got None.")
+    known = (h0_early > 0) | (fired_h0 == 0)
+    return _as_int(fits & known) * (1 - _as_int(first))
+
+
+def lost_overlap(config: DeltaGRUConfig, fired_x0, first, slot_head_prev=NO_SLOT, *,
+                 fired_h0=None, h0_early=None):
     """Stall cycles of a timestep whose input vector came late (after the previous timestep's
     last activation beat): the part of its x phase the previous window would have hidden,
-    :func:`x_phase_hidden` (0 on a sequence's first timestep). The previous timestep's head then
-    ran in place too: :func:`flush_cycles`, counted for that one."""
-    return x_phase_hidden(config, fired_x0, first, slot_head_prev)
+    :func:`x_phase_hidden` (0 on a sequence's first timestep), and the h phase's fetch where
+    that window's last cycle would have taken it (:func:`h_fetch_in_window`, with layer 0's
+    fired h columns ``fired_h0`` and ``h0_early``). The previous timestep's head then ran in
+    place too: :func:`flush_cycles`, counted for that one."""
+    return (x_phase_hidden(config, fired_x0, first, slot_head_prev)
+            + h_fetch_in_window(config, fired_x0, fired_h0, h0_early, first, slot_head_prev))
 
 
-def lockstep_stall(config: DeltaGRUConfig, fired_x0, fired_head, first):
+def lockstep_stall(config: DeltaGRUConfig, fired_x0, fired_head, first, *, fired_h0=None,
+                   h0_early=None):
     """Stall cycles of every timestep of a sequence fed one timestep at a time (each input sent
     only after the previous output was read): every input is late (:func:`lost_overlap`, with
     the slot of the window it missed) and every head runs in place (:func:`flush_cycles`).
-    Arrays along the last axis, as :func:`window_slots` takes them."""
+    Arrays along the last axis, as :func:`window_slots` takes them; ``fired_h0`` / ``h0_early``
+    as :func:`h_fetch_in_window` takes them (needed with one layer)."""
     _, slot_prev = window_slots(fired_head, first)
-    return lost_overlap(config, fired_x0, first, slot_prev) + flush_cycles(config, fired_head)
+    return (lost_overlap(config, fired_x0, first, slot_prev, fired_h0=fired_h0,
+                         h0_early=h0_early) + flush_cycles(config, fired_head))
 
 
 def _as_int(flag):
@@ -339,7 +396,7 @@ def _as_int(flag):
     return flag.astype("int64")
 
 
-def timestep_phases(config: DeltaGRUConfig, fired_per_layer, *, fired_x0, first,
+def timestep_phases(config: DeltaGRUConfig, fired_per_layer, *, fired_x0, first, h0_early=None,
                     slot_head=NO_SLOT, slot_head_prev=NO_SLOT) -> dict:
     """The cycles of one timestep split into phases that add up to :func:`timestep_cycles`.
 
@@ -347,11 +404,15 @@ def timestep_phases(config: DeltaGRUConfig, fired_per_layer, *, fired_x0, first,
     fetch/drain (or the empty-phase cycle) of every MAC phase (layer 0's x and h phases counted
     separately, the head slot's); ``act``: activation beats (+ the head slot's read-out beats);
     ``act_fixed``: activation pipeline drains; ``overlap`` (<= 0): minus the cycles hidden in the
-    windows, layer 0's x phase in the previous one (:func:`x_phase_hidden`) and the head slot in
-    this one (``min(ACT_DRAIN, S)``). ``fired_per_layer`` is a sequence of L counts (x + h
+    windows, layer 0's x phase in the previous one (:func:`x_phase_hidden`), its h phase's fetch
+    there too (:func:`h_fetch_in_window`), and the head slot in this one (``min(ACT_DRAIN,
+    S)``). ``fired_per_layer`` is a sequence of L counts (x + h
     columns of each layer; ints, or numpy/torch integer arrays that broadcast);
     ``fired_x0`` the x columns of layer 0 (part of ``fired_per_layer[0]``); ``first``: the
-    timestep starts a sequence; ``slot_head`` / ``slot_head_prev``: the head columns in this
+    timestep starts a sequence; ``h0_early``: layer 0's fired h columns among the first
+    :func:`h0_early_units` (``GoldenResult.h0_early``; needed with one layer, where the window's
+    last cycle has not counted the last beat's deltas yet); ``slot_head`` / ``slot_head_prev``:
+    the head columns in this
     timestep's window and in the previous one (:func:`window_slots`; ignored without a head).
     The timestep's own head runs in the next timestep's window (or in place, as stall), so its
     columns are not an argument.
@@ -378,30 +439,34 @@ def timestep_phases(config: DeltaGRUConfig, fired_per_layer, *, fired_x0, first,
         fixed = fixed + has * mac_phase_fixed(n, hc, HEAD)
         act = act + has * ceil_div(config.output_size, config.act_width)
         slot = head_slot(config, slot_head)
-    hidden = x_phase_hidden(config, fired_x0, first, slot_head_prev) + _min(slot, ACT_DRAIN)
+    hidden = (x_phase_hidden(config, fired_x0, first, slot_head_prev) + _min(slot, ACT_DRAIN)
+              + h_fetch_in_window(config, fired_x0, fired_per_layer[0] - fired_x0, h0_early,
+                                  first, slot_head_prev))
     return {"mac_issue": issue, "mac_fixed": fixed, "act": act, "act_fixed": act_fixed,
             "overlap": -hidden}
 
 
-def timestep_cycles(config: DeltaGRUConfig, fired_per_layer, *, fired_x0, first,
+def timestep_cycles(config: DeltaGRUConfig, fired_per_layer, *, fired_x0, first, h0_early=None,
                     slot_head=NO_SLOT, slot_head_prev=NO_SLOT):
     """Compute cycles of one timestep from the fired columns of each layer (x + h), of layer 0's
-    x columns (``fired_x0``), whether it starts a sequence (``first``) and the head slots of its
-    window and of the previous one (``slot_head``, ``slot_head_prev``: :func:`window_slots`).
+    x columns (``fired_x0``), whether it starts a sequence (``first``), layer 0's early-counted h
+    columns (``h0_early``, :func:`timestep_phases`) and the head slots of its window and of the
+    previous one (``slot_head``, ``slot_head_prev``: :func:`window_slots`).
 
     All arguments may be ints or broadcastable integer (bool for ``first``) arrays/tensors.
     """
     p = timestep_phases(config, fired_per_layer, fired_x0=fired_x0, first=first,
-                        slot_head=slot_head, slot_head_prev=slot_head_prev)
+                        h0_early=h0_early, slot_head=slot_head, slot_head_prev=slot_head_prev)
     return p["mac_issue"] + p["mac_fixed"] + p["act"] + p["act_fixed"] + p["overlap"]
 
 
-def run_cycles(config: DeltaGRUConfig, fired_per_layer, fired_head, *, fired_x0, first):
+def run_cycles(config: DeltaGRUConfig, fired_per_layer, fired_head, *, fired_x0, first,
+               h0_early=None):
     """:func:`timestep_cycles` of every timestep of a run (arrays along the last axis, as
     :func:`window_slots` takes them), the head slots derived from ``fired_head``."""
     slot, slot_prev = window_slots(fired_head, first)
     return timestep_cycles(config, fired_per_layer, fired_x0=fired_x0, first=first,
-                           slot_head=slot, slot_head_prev=slot_prev)
+                           h0_early=h0_early, slot_head=slot, slot_head_prev=slot_prev)
 
 
 def mac_issue_cycles(config: DeltaGRUConfig, fired_per_layer, fired_head=0):
@@ -421,7 +486,7 @@ def floor_cycles(config: DeltaGRUConfig) -> int:
     previous one hold a head slot with no columns): the least a timestep costs."""
     slot = 0 if config.has_head else NO_SLOT
     return int(timestep_cycles(config, [0] * config.num_layers, fired_x0=0, first=False,
-                               slot_head=slot, slot_head_prev=slot))
+                               h0_early=0, slot_head=slot, slot_head_prev=slot))
 
 
 def dense_cycles(config: DeltaGRUConfig) -> int:
@@ -431,7 +496,8 @@ def dense_cycles(config: DeltaGRUConfig) -> int:
     cols = dense_columns(config)
     slot = config.hidden_size if config.has_head else NO_SLOT
     return int(timestep_cycles(config, cols, fired_x0=cols[0] - config.hidden_size, first=False,
-                               slot_head=slot, slot_head_prev=slot))
+                               h0_early=h0_early_units(config), slot_head=slot,
+                               slot_head_prev=slot))
 
 
 def ideal_cycles(config: DeltaGRUConfig, fired_per_layer, fired_head=0):

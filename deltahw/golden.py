@@ -58,6 +58,9 @@ class GoldenResult:
     dense_macs: torch.Tensor  # (B, T) MACs a dense GRU does for the same step
     cycles: torch.Tensor  # (B, T) predicted hardware compute cycles
     mask: torch.Tensor  # (B, T) bool, True for real (non-padding) timesteps
+    # (B, T) layer 0's fired h deltas among its first cycles.h0_early_units(config) units: those
+    # its h queue has counted in the window's last cycle (an input of the cycle model)
+    h0_early: torch.Tensor
 
     def summary(self, config: DeltaGRUConfig) -> dict:
         m = self.mask
@@ -166,7 +169,7 @@ def run_golden(
         )
     use_float = path == "float64" or (path == "auto" and exact)
     run = _run_float64 if use_float else _run_int64
-    outputs, fired_x, fired_h, fired_head = run(model, x_q, mask)
+    outputs, fired_x, fired_h, fired_head, h0_early = run(model, x_q, mask)
 
     H, L = cfg.hidden_size, cfg.num_layers
     padded = not bool(mask.all())
@@ -174,6 +177,7 @@ def run_golden(
         fired_x = torch.where(mask[..., None], fired_x, 0)
         fired_h = torch.where(mask[..., None], fired_h, 0)
         fired_head = torch.where(mask, fired_head, 0)
+        h0_early = torch.where(mask, h0_early, 0)
     n_layer = fired_x + fired_h
     macs = (n_layer * 3 * H).sum(-1) + fired_head * cfg.output_size
     dense = sum(3 * H * c for c in cycles.dense_columns(cfg)) + H * cfg.output_size
@@ -182,13 +186,14 @@ def run_golden(
     first = (torch.arange(T) == 0).expand(B, T)
     cyc = torch.as_tensor(
         cycles.run_cycles(cfg, [n_layer[..., l] for l in range(L)], fired_head,
-                          fired_x0=fired_x[..., 0], first=first))
+                          fired_x0=fired_x[..., 0], first=first, h0_early=h0_early))
     if padded:
         dense_macs = torch.where(mask, dense_macs, 0)
         cyc = torch.where(mask, cyc, 0)
         macs = torch.where(mask, macs, 0)
         outputs = torch.where(mask[..., None], outputs, 0)
-    return GoldenResult(outputs, fired_x, fired_h, fired_head, macs, dense_macs, cyc, mask)
+    return GoldenResult(outputs, fired_x, fired_h, fired_head, macs, dense_macs, cyc, mask,
+                        h0_early)
 
 
 def _run_int64(model: QuantizedModel, x_q: torch.Tensor, mask: torch.Tensor):
@@ -228,6 +233,8 @@ def _run_int64(model: QuantizedModel, x_q: torch.Tensor, mask: torch.Tensor):
     fired_x = torch.zeros(B, T, L, dtype=torch.int64)
     fired_h = torch.zeros(B, T, L, dtype=torch.int64)
     fired_head = torch.zeros(B, T, dtype=torch.int64)
+    h0_early = torch.zeros(B, T, dtype=torch.int64)
+    n_early = cycles.h0_early_units(cfg)
     theta_x, theta_h = cfg.theta_x, cfg.theta_h
 
     for t in range(T):
@@ -250,6 +257,9 @@ def _run_int64(model: QuantizedModel, x_q: torch.Tensor, mask: torch.Tensor):
             s.update(xhat=xhat, hhat=hhat, m=m, h=h)
             fired_x[:, t, l] = _count(fx, dx.shape[1], active, all_active)
             fired_h[:, t, l] = _count(fh, H, active, all_active)
+            if l == 0:
+                h0_early[:, t] = _count(None if fh is None else fh[:, :n_early], n_early,
+                                        active, all_active)
             v = h
         if cfg.has_head:
             do, xhat, fo = _delta(v, head_state["xhat"], cfg.theta_head)
@@ -262,7 +272,7 @@ def _run_int64(model: QuantizedModel, x_q: torch.Tensor, mask: torch.Tensor):
             outputs[:, t] = saturate(rshift_round(m, cfg.weight.frac), cfg.act)
         else:
             outputs[:, t] = v
-    return outputs, fired_x, fired_h, fired_head
+    return outputs, fired_x, fired_h, fired_head, h0_early
 
 
 # --------------------------------------------------------------------------------------------------
@@ -541,6 +551,10 @@ def _run_float64(model: QuantizedModel, x_q: torch.Tensor, mask: torch.Tensor):
                 if t + 1 < T:
                     h_hat = _encode_step(h, h_hat, theta_h, h_hat_seq[t + 1]) if theta_h else h
         fired_h[:, :, l] = _fired_counts(h_hat_seq, cfg.theta_h[l], H) if theta_h else H
+        if l == 0:
+            n_early = cycles.h0_early_units(cfg)
+            h0_early = (_fired_counts(h_hat_seq[..., :n_early], cfg.theta_h[0], n_early)
+                        if theta_h else torch.full((B, T), n_early, dtype=torch.int64))
         v_seq = h_seq
         x_max = hmax
     fired_head = torch.zeros(B, T, dtype=torch.int64)
@@ -556,7 +570,7 @@ def _run_float64(model: QuantizedModel, x_q: torch.Tensor, mask: torch.Tensor):
         y = torch.addmm(b_o, o_hat.reshape(T * B, H).to(odt), w_o).floor_().clamp_(amin, amax)
         v_seq = y.view(T, B, O)
     outputs = v_seq.transpose(0, 1).to(torch.int64)
-    return outputs, fired_x, fired_h, fired_head
+    return outputs, fired_x, fired_h, fired_head, h0_early
 
 
 def _bulk_dtype(w: torch.Tensor, b: torch.Tensor, const: torch.Tensor, v_max: int):

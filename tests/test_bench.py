@@ -117,24 +117,26 @@ def test_measured_cycles_equal_the_golden_cycle_model(quick_report):
     xq, _ = model.quantize_input(torch.from_numpy(x))
     sample = r["sample"]
     assert len(sample["sequence_indices"]) == 2 and r["timesteps"] == sum(sample["timesteps_used"])
-    expected, fired, fired_head, x0, first, dense, flush = [], [], [], [], [], [], 0
+    expected, fired, fired_head, x0, first, early, dense, flush = [], [], [], [], [], [], [], 0
     for i, n in zip(sample["sequence_indices"], sample["timesteps_used"]):
         g = run_golden(model, xq[i, :n])
         expected += g.cycles[0].tolist()
         fired += (g.fired_x + g.fired_h)[0].tolist()
         fired_head += g.fired_head[0].tolist()
         x0 += g.fired_x[0, :, 0].tolist()
+        early += g.h0_early[0].tolist()
         first += [t == 0 for t in range(n)]
         flush += int(cycles.flush_cycles(cfg, g.fired_head[0, -1]))
         # The dense run of the same sequence (every column fires).
         cols = cycles.dense_columns(cfg)
         dense += cycles.run_cycles(
             cfg, [np.full(n, c) for c in cols], np.full(n, cfg.hidden_size if cfg.has_head else 0),
-            fired_x0=np.full(n, cfg.input_size), first=np.arange(n) == 0).tolist()
+            fired_x0=np.full(n, cfg.input_size), first=np.arange(n) == 0,
+            h0_early=np.full(n, cycles.h0_early_units(cfg))).tolist()
     assert pt["delta_cycles"] == expected
     assert pt["fired_layers"] == fired
     assert pt["fired_head"] == fired_head
-    assert pt["fired_x0"] == x0 and pt["first"] == first
+    assert pt["fired_x0"] == x0 and pt["first"] == first and pt["h0_early"] == early
     # The dense run: each sequence's first timestep runs its x phase alone (and its window has
     # no head slot), the second's x phase hid in a window without one; then the steady state.
     assert pt["dense_cycles"] == dense
@@ -196,9 +198,14 @@ def test_cycle_decomposition_and_projections_match_the_cycle_model(small_model):
     assert first[0] and slot[0] == cycles.NO_SLOT
     assert (parts["mac_fixed"][0] == (cfg.num_layers + 1) * cycles.EMPTY_MAC_PHASE
             and parts["mac_issue"][0] == 0 and parts["overlap"][0] == 0)
-    # t = 1: an empty head in its slot (fh[0] = 0), hidden in the window.
-    assert parts["overlap"][1] == -cycles.head_slot(cfg, 0) - min(
-        cycles.x_phase(cfg, int(x0[1])), cycles.ACT_DRAIN)
+    # t = 1: an empty head in its slot (fh[0] = 0), hidden in the window, and the x phase in
+    # the window before it (no slot there: t = 0 started the sequence); so is the h phase's
+    # fetch, in that window's last cycle, if the x phase was over by then (two layers: layer
+    # 0's h queue is complete then).
+    xp = int(cycles.x_phase(cfg, int(x0[1])))
+    h_fetch = int(xp < cycles.ACT_DRAIN or (xp == cycles.ACT_DRAIN and x0[1] > 0))
+    assert cfg.num_layers == 2 and cycles.column_cost(cfg) >= 2
+    assert parts["overlap"][1] == -cycles.head_slot(cfg, 0) - min(xp, cycles.ACT_DRAIN) - h_fetch
     w = what_if(cfg, fl, fh, **kw)
     assert set(w) == {"today", "overlap", "act_x2", "head_unit", "all"}
     assert w["today"]["delta_cycles"] == pytest.approx(float(np.mean(want)))
@@ -233,7 +240,7 @@ def test_a_cycle_mismatch_is_reported_not_averaged(small_model):
     seq = {"timesteps": 2}
     run = {"cycles": [50, 60], "model_cycles": [50, 61], "fired_layers": [[1, 1], [2, 2]],
            "fired_x": [[1, 0], [1, 1]], "first": [True, False], "fired_head": [0, 1],
-           "mac_busy": [1, 2]}
+           "mac_busy": [1, 2], "h0_early": [0, 1]}
     seq["delta"] = run
     seq["dense"] = dict(run, model_cycles=run["cycles"])
     summary = bench_run._rtl_summary(cfg, {"sequences": [seq]})

@@ -367,7 +367,8 @@ def test_schedule_next_outputs_lead_by_one_cycle():
 
 
 # --- MAC array ------------------------------------------------------------------------------------
-def small_model(I=5, H=7, L=1, O=0, lanes=6, act_width=1, enc_width=1, theta=0, seed=0, gain=2.0):
+def small_model(I=5, H=7, L=1, O=0, lanes=6, act_width=1, enc_width=1, theta=0, seed=0, gain=2.0,
+                theta_head=0):
     torch.manual_seed(seed)
     gru = torch.nn.GRU(I, H, L)
     with torch.no_grad():
@@ -382,6 +383,7 @@ def small_model(I=5, H=7, L=1, O=0, lanes=6, act_width=1, enc_width=1, theta=0, 
         enc_width=enc_width,
         theta_x=(theta,) * L,
         theta_h=(theta,) * L,
+        theta_head=theta_head,
     )
 
 
@@ -740,7 +742,8 @@ def test_overlap_streamed_and_lockstep(O, lanes):
     firsts = [t == 0 for t in range(T)]
     g = run_golden(model, x_q)
     first = torch.arange(T) == 0
-    lockstep_stall = cycles.lockstep_stall(cfg, g.fired_x[0, :, 0], g.fired_head[0], first)
+    lockstep_stall = cycles.lockstep_stall(cfg, g.fired_x[0, :, 0], g.fired_head[0], first,
+                                           fired_h0=g.fired_h[0, :, 0], h0_early=g.h0_early[0])
     assert int(cycles.lost_overlap(cfg, g.fired_x[0, :, 0], first)[1:].min()) > 0
     # Layer 0's h phase fetches in its x phase's last cycle on some timesteps (the first, and
     # where the x phase ran past the window), not on all (t = 1: it hid in the window).
@@ -763,6 +766,46 @@ def test_overlap_streamed_and_lockstep(O, lanes):
     assert runs["streamed"]["STALL_TOTAL"] == int(cycles.flush_cycles(cfg, g.fired_head[0, -1]))
     assert runs["lockstep"]["STALL_TOTAL"] == int(lockstep_stall.sum())
     assert runs["streamed"]["MAC_BUSY"] == runs["lockstep"]["MAC_BUSY"]
+
+
+@pytest.mark.parametrize("O", [3, 0], ids=["head", "no_head"])
+def test_h_fetch_in_the_windows_last_cycle(O):
+    """One layer (its h queue still takes the last activation beat's deltas in the window's last
+    cycle): layer 0's h phase fetches in that cycle where its first entry is known there
+    (``cycles.h_fetch_in_window``: some h delta fired in an earlier beat, or none at all), and
+    not where only the last beat fired. Streamed and lock-step (where the fetch is then a stall
+    cycle): outputs, every CYCLES_LAST, CYCLES_TOTAL, STALL_TOTAL equal the models, and the
+    run has timesteps of each kind: fetched in the window with the last beat's deltas pending,
+    with nothing fired, and not fetched there because only the last beat fired."""
+    model = small_model(I=3, H=7, L=1, O=O, lanes=12, act_width=2, enc_width=2, theta=30,
+                        theta_head=20)
+    cfg = model.config
+    T = 16
+    x = torch.randn(T, cfg.input_size, generator=torch.Generator().manual_seed(9)) * 0.3
+    x_q, _ = model.quantize_input(x)
+    firsts = [t == 0 for t in range(T)]
+    g = run_golden(model, x_q)
+    first = torch.arange(T) == 0
+    fh0, early = g.fired_h[0, :, 0], g.h0_early[0]
+    slot_prev = cycles.window_slots(g.fired_head[0], first)[1]
+    e = cycles.h_fetch_in_window(cfg, g.fired_x[0, :, 0], fh0, early, first, slot_prev)
+    assert cycles.h0_early_units(cfg) == 6  # beats of 2 units: the last holds unit 6
+    assert bool(((e == 1) & (early > 0) & (early < fh0)).any()), "no fetch with a beat pending"
+    assert bool(((e == 1) & (fh0 == 0)).any()), "no empty h phase fetched in the window"
+    assert bool(((early == 0) & (fh0 > 0) & ~first).any()), "no timestep with only the last beat"
+    runs = {}
+    for mode in ("streamed", "lockstep"):
+        tot = {}
+        out, cyc = simulate_core(model, x_q, firsts, lockstep=mode == "lockstep", totals=tot)
+        assert torch.equal(out, g.outputs[0]), mode
+        assert_cycles(cyc, g.cycles[0].tolist(), complete=mode == "lockstep")
+        assert tot["CYCLES_TOTAL"] == int(g.cycles[0].sum()), mode
+        runs[mode] = tot
+    stall = cycles.lockstep_stall(cfg, g.fired_x[0, :, 0], g.fired_head[0], first,
+                                  fired_h0=fh0, h0_early=early)
+    assert runs["lockstep"]["STALL_TOTAL"] == int(stall.sum())
+    flush = cycles.flush_cycles(cfg, g.fired_head[0, -1]) if O else 0
+    assert runs["streamed"]["STALL_TOTAL"] == int(flush)
 
 
 @pytest.mark.parametrize("lanes", [6, 3], ids=["split2", "split4"])
@@ -788,7 +831,8 @@ def test_core_split_accumulators_match_golden(lanes):
         assert_cycles(cyc, g.cycles[0].tolist(), complete=mode == "lockstep")
         assert tot["CYCLES_TOTAL"] == int(g.cycles[0].sum()), mode
         if mode == "lockstep":
-            stall = cycles.lockstep_stall(cfg, g.fired_x[0, :, 0], g.fired_head[0], first)
+            stall = cycles.lockstep_stall(cfg, g.fired_x[0, :, 0], g.fired_head[0], first,
+                                          fired_h0=g.fired_h[0, :, 0], h0_early=g.h0_early[0])
             assert tot["STALL_TOTAL"] == int(stall.sum())
 
 

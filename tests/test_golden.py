@@ -127,7 +127,11 @@ def delta_reference(model, x_q: torch.Tensor) -> dict:
     if cfg.has_head:
         yhat = torch.zeros(H, dtype=torch.int64)
         m_o = model.head_b * scale
-    out, fx, fh, fo = [], [], [], []
+    # Layer 0's h deltas its queue has counted in the window's last cycle: with one layer, those
+    # of every activation beat (A units) but the last (whose deltas are a cycle behind); else all.
+    L, A = cfg.num_layers, cfg.act_width
+    n_early = H if L > 1 else (-(-H // A) - 1) * A
+    out, fx, fh, fo, early = [], [], [], [], []
     for t in range(x_q.shape[0]):
         v = x_q[t]
         fx.append([]), fh.append([])
@@ -144,6 +148,8 @@ def delta_reference(model, x_q: torch.Tensor) -> dict:
             s["h"] = ref.cell(m[:H], m[H : 2 * H], m[2 * H : 3 * H], m[3 * H :], s["h"])
             v = s["h"]
             fx[-1].append(len(fired_x)), fh[-1].append(len(fired_h))
+            if l == 0:
+                early.append(sum(1 for k, _ in fired_h if k < n_early))
         if cfg.has_head:
             fired_o = encode(v, yhat, cfg.theta_head)
             for k, d in fired_o:
@@ -159,6 +165,7 @@ def delta_reference(model, x_q: torch.Tensor) -> dict:
         "fired_x": torch.tensor(fx, dtype=torch.int64).view(T, cfg.num_layers),
         "fired_h": torch.tensor(fh, dtype=torch.int64).view(T, cfg.num_layers),
         "fired_head": torch.tensor(fo, dtype=torch.int64),
+        "h0_early": torch.tensor(early, dtype=torch.int64),
     }
 
 
@@ -199,13 +206,17 @@ def test_theta_zero_equals_dense_fixed_point_gru(I, H, L, O):
     # Every sequence's first timestep runs its x phase alone and has no head slot in its window;
     # the second has one (the first's head) but its x phase hid in a window without; from the
     # third on, the dense reference.
-    first = cycles.timestep_cycles(model.config, dense_cols, fired_x0=I, first=True)
+    early = cycles.h0_early_units(model.config)  # (every h unit fires)
+    assert res.h0_early.eq(early).all()
+    first = cycles.timestep_cycles(model.config, dense_cols, fired_x0=I, first=True,
+                                   h0_early=early)
     second = cycles.timestep_cycles(model.config, dense_cols, fired_x0=I, first=False,
-                                    slot_head=slot)
+                                    h0_early=early, slot_head=slot)
     assert res.cycles[:, 0].eq(first).all() and res.cycles[:, 1].eq(second).all()
     assert res.cycles[:, 2:].eq(cycles.dense_cycles(model.config)).all()
     assert cycles.dense_cycles(model.config) == cycles.timestep_cycles(
-        model.config, dense_cols, fired_x0=I, first=False, slot_head=slot, slot_head_prev=slot)
+        model.config, dense_cols, fired_x0=I, first=False, h0_early=early, slot_head=slot,
+        slot_head_prev=slot)
 
 
 def test_theta_zero_with_saturating_weights_and_inputs():
@@ -257,12 +268,14 @@ def test_delta_golden_equals_column_reference(I, H, L, O, theta_x, theta_h, thet
         assert torch.equal(res.fired_x[b], ref["fired_x"])
         assert torch.equal(res.fired_h[b], ref["fired_h"])
         assert torch.equal(res.fired_head[b], ref["fired_head"])
+        assert torch.equal(res.h0_early[b], ref["h0_early"])
         n = ref["fired_x"] + ref["fired_h"]
         macs = (n * 3 * H).sum(-1) + ref["fired_head"] * O
         assert torch.equal(res.macs[b], macs)
         T = x_q.shape[1]
         expect = cycles.run_cycles(cfg, [n[:, l] for l in range(L)], ref["fired_head"],
-                                   fired_x0=ref["fired_x"][:, 0], first=torch.arange(T) == 0)
+                                   fired_x0=ref["fired_x"][:, 0], first=torch.arange(T) == 0,
+                                   h0_early=ref["h0_early"])
         assert torch.equal(res.cycles[b], torch.as_tensor(expect).expand(T))
     if max(theta_x) < 1000:
         assert res.macs.sum() < res.dense_macs.sum()  # smooth inputs: the delta network saves work
@@ -300,9 +313,11 @@ def test_cycle_model_composition():
     assert cycles.timestep_cycles(cfg, [10, 4], fired_x0=6, first=False, slot_head=20,
                                   slot_head_prev=20) == first + 12 - 1
     # A short x phase hides entirely (a MAC phase in which nothing fired is one cycle: the counts
-    # are read, nothing fetched); the h phase then fetches on its own.
+    # are read, nothing fetched), and was over before the window's last cycle (a slot of no
+    # columns, 1 + 0 + 3 = 4 cycles, leaves it 12 - 4 + 1 = 9 cycles): layer 0's h phase (empty
+    # here) runs its cycle there, hidden too (two layers: layer 0's h queue is complete then).
     assert cycles.timestep_cycles(cfg, [0, 4], fired_x0=0, first=False, slot_head=0,
-                                  slot_head_prev=0) == (1 + 19 + 12) + layer1 + 12
+                                  slot_head_prev=0) == (0 + 19 + 12) + layer1 + 12
     phases = cycles.timestep_phases(cfg, [10, 4], fired_x0=6, first=False, slot_head=3,
                                     slot_head_prev=3)
     assert phases["mac_issue"] == 10 * 10 + 4 * 10 + 3
@@ -320,6 +335,25 @@ def test_cycle_model_composition():
     # Without a head, the window is the drain.
     nohead = DeltaGRUConfig(13, 37, 2, 0, lanes=12, act_width=2)
     assert cycles.timestep_cycles(nohead, [10, 4], fired_x0=6, first=False) == first - 12
+    # One layer: in the window's last cycle its h queue has counted the deltas of units 0..35
+    # (the beats before the last, unit 36's), not yet the last beat's. With an x phase over
+    # before that cycle (none fired: 1 cycle; the slot of no columns leaves 9), the h phase's
+    # fetch runs there if one of those fired (its first entry is stored) or nothing fired at
+    # all, not if only unit 36 did. An x phase of one column (1 + 10 cycles) is not over: 9
+    # of its cycles hide, the h fetch merges into its last one (h_fetch_merged), whatever fired.
+    one = DeltaGRUConfig(13, 37, 1, 5, lanes=12, act_width=2)
+    assert cycles.h0_early_units(one) == 36
+
+    def one_layer(x0, h0, early):
+        return int(cycles.timestep_cycles(one, [x0 + h0], fired_x0=x0, first=False,
+                                          h0_early=early, slot_head=0, slot_head_prev=0))
+
+    late = one_layer(0, 1, 0)  # unit 36 alone: the fetch a cycle after the window
+    assert one_layer(0, 2, 1) == late + 10 - 1  # one more column, the fetch in the window
+    assert one_layer(0, 0, 0) == late - 10 - 1  # nothing fired: the empty phase in the window
+    assert one_layer(1, 1, 0) == one_layer(1, 1, 1) == late + 2 - 1
+    with pytest.raises(ValueError, match="h0_early"):
+        cycles.timestep_cycles(one, [4], fired_x0=0, first=False)
 
 
 # --------------------------------------------------------------------------------------------------

@@ -197,13 +197,15 @@ def test_shipped_metrics_are_reproduced_by_the_golden_model():
         cfg = DeltaGRUConfig.load(folder / "config.json")
         assert cfg == model.config
         assert cfg.lanes == 48 and cfg.enc_width == 8
-        # The shipped act width is the one its validation data choose for the Arty A7-35T: 16
-        # since session 18's Xilinx forms made it fit (84 % of the LUTs); chosen again on the
-        # trained models with python -m deltahw.train.act_width (they were trained at 8, when
-        # 16 did not fit), which keeps the previous choice.
+        # The shipped act width is the one its validation data choose for its part: fsdd's for
+        # the Arty A7-35T, 16 since session 18's Xilinx forms made it fit (84 % of the LUTs),
+        # chosen again on the trained model with python -m deltahw.train.act_width (trained at
+        # 8, when 16 did not fit), which keeps the previous choice; watch's for the ULX3S's
+        # LFE5U-85F, 32 (split accumulators, session 25; 16 before, for the A7-35T).
         choice = metrics["act_width_choice"]
-        assert cfg.act_width == choice["act_width"] == 16
-        assert choice["previous"]["act_width"] == 8
+        want, part, prev = {"fsdd": (16, "xc7a35t", 8), "watch": (32, "LFE5U-85F", 16)}[name]
+        assert cfg.act_width == choice["act_width"] == want and choice["part"] == part
+        assert choice["previous"]["act_width"] == prev
         exported = load_model(folder / "export")
         assert exported.config == model.config
         res = golden_eval(model, tdata.load_dataset(name), "test")
@@ -289,10 +291,11 @@ def test_smoke_training_writes_a_loadable_checkpoint(tmp_path):
     x0 = r.fired_x[..., 0][r.mask]
     first = (torch.arange(r.mask.shape[1]) == 0).expand_as(r.mask)[r.mask]
 
-    def mean_cycles(A):
+    def mean_cycles(A):  # (h0_early depends on A: the golden model at that A)
         c = cfg.replace(act_width=A)
+        rA = run_golden(model.with_config(c), xq, lengths)
         return float(cycles.run_cycles(c, [fired], r.fired_head[r.mask], fired_x0=x0,
-                                       first=first).float().mean())
+                                       first=first, h0_early=rA.h0_early[r.mask]).float().mean())
 
     legal = [A for A in (1, 2, 4, 8, 16) if cfg.lanes % (3 * A) == 0
              and resources.fits(cfg.replace(act_width=A), PARTS["xc7a35t"])]

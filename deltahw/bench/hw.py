@@ -39,11 +39,23 @@ ARTIX_ASSUMED_MHZ = 100.0
 
 
 def lane_sweep(config, extra=()) -> list[int]:
-    """P = 3A, 6A, 12A, the model's own P and ``extra``, capped at 3H rounded up to 3A."""
+    """P = 3A, 6A, 12A, the model's own P and ``extra``, capped at 3H rounded up to 3A; only
+    lane counts the config allows at its A (a multiple of 3A, or of 3 dividing 3A: split
+    accumulators, ``Layout.acc_split``)."""
+    from ..config import ConfigError
+
     step = 3 * config.act_width
     cap = -(-3 * config.hidden_size // step) * step
-    ps = {step, 2 * step, 4 * step, config.lanes, *extra}
-    return sorted(p for p in ps if step <= p <= max(cap, config.lanes) and p % step == 0)
+    out = []
+    for p in sorted({step, 2 * step, 4 * step, config.lanes, *extra}):
+        if p > max(cap, config.lanes):
+            continue
+        try:
+            with_lanes(config, p)
+        except ConfigError:
+            continue
+        out.append(p)
+    return out
 
 
 def ecp5_sweep(config, lanes: list[int]) -> list[int]:

@@ -36,10 +36,11 @@ def split_stats(model, x_q: torch.Tensor, lengths: torch.Tensor, chunk: int = 25
 
     Returns ``last`` (B, W) outputs at each sequence's last timestep and flat arrays over the real
     timesteps (sequence-major): ``fired_layers`` (N, L) x + h fired columns, ``fired_head`` (N,),
-    ``fired_x0`` (N,) layer 0's x columns, ``first`` (N,) the timestep starts its sequence,
+    ``fired_x0`` (N,) layer 0's x columns, ``h0_early`` (N,) layer 0's h columns counted early
+    (``GoldenResult.h0_early``), ``first`` (N,) the timestep starts its sequence,
     ``macs`` and ``dense_macs`` (N,), ``cycles`` (N,) from the cycle model, ``seq`` (N,) index.
     """
-    lasts, fl, fh, x0, first, macs, dense, cycles, seq = [], [], [], [], [], [], [], [], []
+    lasts, fl, fh, x0, early, first, macs, dense, cycles, seq = ([] for _ in range(10))
     for a in range(0, x_q.shape[0], chunk):
         ln = lengths[a: a + chunk]
         res = run_golden(model, x_q[a: a + chunk, : int(ln.max())], ln)
@@ -51,6 +52,7 @@ def split_stats(model, x_q: torch.Tensor, lengths: torch.Tensor, chunk: int = 25
         fl.append((res.fired_x + res.fired_h)[m])
         fh.append(res.fired_head[m])
         x0.append(res.fired_x[..., 0][m])
+        early.append(res.h0_early[m])
         first.append((torch.arange(m.shape[1]) == 0).expand_as(m)[m])
         macs.append(res.macs[m])
         dense.append(res.dense_macs[m])
@@ -58,25 +60,27 @@ def split_stats(model, x_q: torch.Tensor, lengths: torch.Tensor, chunk: int = 25
         seq.append((torch.arange(a, a + len(ln))[:, None].expand_as(m))[m])
     cat = lambda xs: torch.cat(xs).numpy()  # noqa: E731
     return {"last": torch.cat(lasts), "fired_layers": cat(fl), "fired_head": cat(fh),
-            "fired_x0": cat(x0), "first": cat(first),
+            "fired_x0": cat(x0), "h0_early": cat(early), "first": cat(first),
             "macs": cat(macs), "dense_macs": cat(dense), "cycles": cat(cycles), "seq": cat(seq)}
 
 
 def cycle_stats(config: DeltaGRUConfig, fired_layers, fired_head, cycles=None, *, fired_x0,
-                first) -> dict:
+                first, h0_early=None) -> dict:
     """Cycle-model figures of a set of timesteps at ``config``'s lane count.
 
     ``cycles`` (optional) are cycles computed elsewhere for the same config (the golden run's);
-    they must equal the cycle model's (checked). ``fired_x0`` (layer 0's x columns) and ``first``
-    (the timestep starts a sequence) per timestep, as the cycle model needs them.
+    they must equal the cycle model's (checked). ``fired_x0`` (layer 0's x columns), ``first``
+    (the timestep starts a sequence) and ``h0_early`` (``GoldenResult.h0_early``, of a config with
+    ``config``'s act width and layers) per timestep, as the cycle model needs them.
     """
     fl = np.asarray(fired_layers, dtype=np.int64).reshape(-1, config.num_layers)
     fh = np.asarray(fired_head, dtype=np.int64)
     x0 = np.asarray(fired_x0, dtype=np.int64)
     fs = np.asarray(first, dtype=bool)
+    early = None if h0_early is None else np.asarray(h0_early, dtype=np.int64)
     model_cycles = np.asarray(cyc.run_cycles(
-        config, [fl[:, l] for l in range(config.num_layers)], fh, fired_x0=x0, first=fs),
-        dtype=np.int64).reshape(-1)
+        config, [fl[:, l] for l in range(config.num_layers)], fh, fired_x0=x0, first=fs,
+        h0_early=early), dtype=np.int64).reshape(-1)
     if cycles is not None and not np.array_equal(model_cycles, np.asarray(cycles)):
         raise AssertionError("The golden model's cycles differ from "
                              "deltahw.cycles.run_cycles.")
@@ -86,7 +90,7 @@ def cycle_stats(config: DeltaGRUConfig, fired_layers, fired_head, cycles=None, *
     dense_ideal = int(cyc.ideal_cycles(config, cols, head))
     ideal = ideal_per_step(config, fl, fh)
     useful = useful_macs(config, fl, fh)
-    parts = decompose(config, fl, fh, fired_x0=x0, first=fs)
+    parts = decompose(config, fl, fh, fired_x0=x0, first=fs, h0_early=early)
     n = len(model_cycles)
     mean = float(model_cycles.mean()) if n else 0.0
     dense_useful = int(useful_macs(config, [cols], [head])[0])

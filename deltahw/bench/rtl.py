@@ -62,7 +62,8 @@ def useful_macs(config: DeltaGRUConfig, fired_layers, fired_head) -> np.ndarray:
     return fl.sum(-1) * 3 * config.hidden_size + fh * config.output_size
 
 
-def decompose(config: DeltaGRUConfig, fired_layers, fired_head, *, fired_x0, first) -> dict:
+def decompose(config: DeltaGRUConfig, fired_layers, fired_head, *, fired_x0, first,
+              h0_early=None) -> dict:
     """Split the cycles of each timestep into the phases of :mod:`deltahw.cycles` (arrays over T).
 
     The parts are :func:`deltahw.cycles.timestep_phases`: ``mac_issue``, the cycles the lanes
@@ -73,23 +74,27 @@ def decompose(config: DeltaGRUConfig, fired_layers, fired_head, *, fired_x0, fir
     windows (layer 0's x phase in the previous timestep's, the head slot in this one's; the head
     phase and read-out counted are the slot's, the previous timestep's head). ``fired_x0`` (T,)
     are layer 0's x columns, ``first`` (T,) whether the timestep starts a sequence (the
-    timesteps of each sequence in order). They add up to :func:`deltahw.cycles.run_cycles`, and
-    ``mac_issue + act`` is :func:`deltahw.cycles.ideal_cycles` of the layers' columns and the
-    slot's head (both checked).
+    timesteps of each sequence in order), ``h0_early`` (T,) the golden model's
+    (``GoldenResult.h0_early``; ``None`` with more than one layer). They add up to
+    :func:`deltahw.cycles.run_cycles`, and ``mac_issue + act`` is
+    :func:`deltahw.cycles.ideal_cycles` of the layers' columns and the slot's head (both
+    checked).
     """
     cfg = config
     fl = np.asarray(fired_layers, dtype=np.int64).reshape(-1, cfg.num_layers)
     fh = np.broadcast_to(np.asarray(fired_head, dtype=np.int64), fl.shape[:1])
     layers = [fl[:, l] for l in range(cfg.num_layers)]
     kw = {"fired_x0": np.broadcast_to(np.asarray(fired_x0, dtype=np.int64), fh.shape),
-          "first": np.broadcast_to(np.asarray(first, dtype=bool), fh.shape)}
+          "first": np.broadcast_to(np.asarray(first, dtype=bool), fh.shape),
+          "h0_early": (None if h0_early is None else
+                       np.broadcast_to(np.asarray(h0_early, dtype=np.int64), fh.shape))}
     slot, slot_prev = cyc.window_slots(fh, kw["first"])
     kw.update(slot_head=slot, slot_head_prev=slot_prev)
     parts = {k: np.broadcast_to(np.asarray(v, dtype=np.int64), fh.shape).copy()
              for k, v in cyc.timestep_phases(cfg, layers, **kw).items()}
     total = sum(parts.values())
     if not np.array_equal(total, cyc.run_cycles(cfg, layers, fh, fired_x0=kw["fired_x0"],
-                                                first=kw["first"])):
+                                                first=kw["first"], h0_early=kw["h0_early"])):
         raise AssertionError("deltahw.cycles.timestep_phases does not add up to run_cycles.")
     ideal = cyc.ideal_cycles(cfg, layers, np.maximum(slot, 0))
     if cfg.has_head:  # ideal_cycles counts a read-out in every timestep; no slot, no read-out
@@ -223,6 +228,7 @@ def measure_rtl(name: str, model, model_path, sequences, sim: str = "verilator",
                           "fired_h": [[f[1] for f in step] for step in rec["fired"]],
                           "fired_layers": fired, "fired_head": rec["fired_head"],
                           "first": [t == 0 for t in range(len(rec["cycles"]))],
+                          "h0_early": exp["h0_early"],
                           "mac_busy": rec["mac_busy"]}
         out["sequences"].append(entry)
     if timed:

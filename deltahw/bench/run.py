@@ -184,7 +184,7 @@ def _rtl_summary(cfg, meas: dict) -> dict:
     """Aggregate the per-timestep counter values of :func:`measure_rtl`."""
     flat = {}
     for run in ("delta", "dense"):
-        cyc_, model_, fl, fh, busy, x0, first = [], [], [], [], [], [], []
+        cyc_, model_, fl, fh, busy, x0, first, early = ([] for _ in range(8))
         for s in meas["sequences"]:
             r = s[run]
             cyc_ += r["cycles"]
@@ -194,11 +194,13 @@ def _rtl_summary(cfg, meas: dict) -> dict:
             busy += r["mac_busy"]
             x0 += [step[0] for step in r["fired_x"]]
             first += r["first"]
+            early += r["h0_early"]
         fl_a = np.asarray(fl, dtype=np.int64).reshape(len(cyc_), cfg.num_layers)
         flat[run] = {"cycles": np.asarray(cyc_), "model_cycles": np.asarray(model_),
                      "fired_layers": fl_a, "fired_head": np.asarray(fh),
                      "fired_x0": np.asarray(x0, dtype=np.int64),
                      "first": np.asarray(first, dtype=bool),
+                     "h0_early": np.asarray(early, dtype=np.int64),
                      "mac_busy": np.asarray(busy),
                      "ideal": ideal_per_step(cfg, fl_a, fh),
                      "useful": useful_macs(cfg, fl_a, fh)}
@@ -225,16 +227,19 @@ def _rtl_summary(cfg, meas: dict) -> dict:
         "op_reduction_sample": float(z["useful"].sum() / d["useful"].sum()),
         "phases_mean_delta": {k: float(v.mean()) for k, v in
                               decompose(cfg, d["fired_layers"], d["fired_head"],
-                                        fired_x0=d["fired_x0"], first=d["first"]).items()},
+                                        fired_x0=d["fired_x0"], first=d["first"],
+                                        h0_early=d["h0_early"]).items()},
         "phases_mean_dense": {k: float(v.mean()) for k, v in
                               decompose(cfg, z["fired_layers"], z["fired_head"],
-                                        fired_x0=z["fired_x0"], first=z["first"]).items()},
+                                        fired_x0=z["fired_x0"], first=z["first"],
+                                        h0_early=z["h0_early"]).items()},
         "per_timestep": {
             "delta_cycles": d["cycles"].tolist(), "model_cycles": d["model_cycles"].tolist(),
             "dense_cycles": z["cycles"].tolist(), "dense_model_cycles": z["model_cycles"].tolist(),
             "ideal_cycles": d["ideal"].tolist(), "fired_layers": d["fired_layers"].tolist(),
             "fired_head": d["fired_head"].tolist(), "mac_busy": d["mac_busy"].tolist(),
             "fired_x0": d["fired_x0"].tolist(), "first": d["first"].tolist(),
+            "h0_early": d["h0_early"].tolist(),
             "sequence": [i for i, s in enumerate(meas["sequences"])
                          for _ in range(s["timesteps"])],
         },
@@ -387,7 +392,8 @@ def _hardware_rows(spec: ModelSpec, model, test: dict, lanes_list, reports: dict
     for P in lanes_list:
         cfg = hw.with_lanes(model.config, P)
         cs = ops.cycle_stats(cfg, test["fired_layers"], test["fired_head"],
-                             fired_x0=test["fired_x0"], first=test["first"])
+                             fired_x0=test["fired_x0"], first=test["first"],
+                             h0_early=test["h0_early"])  # (the same A: the same h0_early)
         cs.pop("histogram")
         row = {"lanes": P, "lanes_per_bank": cfg.lanes_per_bank, "shipped": P == model.config.lanes,
                "cycle_model": cs, "estimate": hw.estimates(cfg), "artix": None, "ecp5": None}
@@ -536,10 +542,11 @@ def golden_phase(spec: ModelSpec, args, prog: Progress) -> _Work:
     }
     out["golden"] = golden
     out["cycle_model"] = ops.cycle_stats(cfg, st["fired_layers"], st["fired_head"], st["cycles"],
-                                         fired_x0=st["fired_x0"], first=st["first"])
+                                         fired_x0=st["fired_x0"], first=st["first"],
+                                         h0_early=st["h0_early"])
     out["cycle_model"]["histogram_source"] = "whole test split"
     out["what_if"] = what_if(cfg, st["fired_layers"], st["fired_head"], fired_x0=st["fired_x0"],
-                             first=st["first"])
+                             first=st["first"], h0_early=st["h0_early"])
     prog.log(f"    {n} test timesteps: op reduction {golden['op_reduction']:.2f}x"
              + (f", {metrics_text(met, task)} (Theta = 0: {metrics_text(met0, task)})"
                 if met is not None else "")
@@ -592,7 +599,8 @@ def rtl_phase(w: _Work, args, prog: Progress) -> None:
     sample_cs = ops.cycle_stats(cfg, rtl["per_timestep"]["fired_layers"],
                                 rtl["per_timestep"]["fired_head"],
                                 fired_x0=rtl["per_timestep"]["fired_x0"],
-                                first=rtl["per_timestep"]["first"])
+                                first=rtl["per_timestep"]["first"],
+                                h0_early=rtl["per_timestep"]["h0_early"])
     w.out["rtl"] = {"simulator": meas["simulator"], "sample": {
         "sequence_indices": idx, "timesteps_used": used, "seed": args.seed,
         "truncated": any(u < int(lengths[i]) for i, u in zip(idx, used)),

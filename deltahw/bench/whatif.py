@@ -56,26 +56,30 @@ def _act_beats(cfg: DeltaGRUConfig, A: int) -> tuple[int, int]:
     return ceil_div(cfg.hidden_size, A), (ceil_div(cfg.output_size, A) if cfg.has_head else 0)
 
 
-def _arrays(cfg: DeltaGRUConfig, fired_layers, fired_head, fired_x0, first):
+def _arrays(cfg: DeltaGRUConfig, fired_layers, fired_head, fired_x0, first, h0_early=None):
     fl = np.asarray(fired_layers, dtype=np.int64).reshape(-1, cfg.num_layers)
     fh = np.broadcast_to(np.asarray(fired_head, dtype=np.int64), fl.shape[:1])
     x0 = np.broadcast_to(np.asarray(fired_x0, dtype=np.int64), fl.shape[:1])
     fs = np.broadcast_to(np.asarray(first, dtype=bool), fl.shape[:1])
-    return [fl[:, l] for l in range(cfg.num_layers)], fh, x0, fs
+    early = (None if h0_early is None
+             else np.broadcast_to(np.asarray(h0_early, dtype=np.int64), fl.shape[:1]))
+    return [fl[:, l] for l in range(cfg.num_layers)], fh, x0, fs, early
 
 
 def projected_cycles(cfg: DeltaGRUConfig, fired_layers, fired_head, *, fired_x0, first,
-                     overlap=False, act_mult=1, head_unit=False) -> np.ndarray:
+                     h0_early=None, overlap=False, act_mult=1, head_unit=False) -> np.ndarray:
     """Cycles per timestep under the changes; with no change it equals ``run_cycles``.
 
     ``fired_layers`` is (T, L) fired columns (x + h) per layer, ``fired_head`` (T,), ``fired_x0``
     (T,) layer 0's x columns, ``first`` (T,) the timestep starts a sequence (the timesteps of
-    each sequence in order: the head slots of :func:`deltahw.cycles.window_slots`). The formula
+    each sequence in order: the head slots of :func:`deltahw.cycles.window_slots`), ``h0_early``
+    (T,) as :func:`deltahw.cycles.run_cycles` takes it (kept as today's A decides it, also with
+    ``act_mult``). The formula
     is the cycle model's (``deltahw.cycles`` module docstring) with the read-out beats of
     ``A * act_mult`` units, the head slots empty with ``head_unit``, and with ``overlap`` each
     layer's activation hiding part of the next layer's MAC phase.
     """
-    layers, fh, x0, fs = _arrays(cfg, fired_layers, fired_head, fired_x0, first)
+    layers, fh, x0, fs, early = _arrays(cfg, fired_layers, fired_head, fired_x0, first, h0_early)
     L, W = cfg.num_layers, cyc.ACT_DRAIN
     cc, lag = cyc.column_cost(cfg), cyc.act_read_lag(cfg)
     layer_beats, head_beats = _act_beats(cfg, cfg.act_width * act_mult)
@@ -93,7 +97,15 @@ def projected_cycles(cfg: DeltaGRUConfig, fired_layers, fired_head, *, fired_x0,
     hidden_x = np.where(fs, 0, np.minimum(X, lim))
     merged = (cc >= 2) & (X > hidden_x) & (x0 > 0)  # the h phase's fetch in the x phase's
     nh0 = layers[0] - x0
-    total = (X - hidden_x + nh0 * cc + cyc.mac_phase_fixed(nh0, cc, 0, lag) - merged
+    # ... or in the window's last cycle (cycles.h_fetch_in_window)
+    if L > 1:
+        known = np.ones_like(fs)
+    elif early is None:
+        raise ValueError("A one-layer model's projection needs h0_early (GoldenResult.h0_early).")
+    else:
+        known = (early > 0) | (nh0 == 0)
+    in_window = (cc >= 2) & ~fs & known & ((X < lim) | ((X == lim) & (x0 > 0)))
+    total = (X - hidden_x + nh0 * cc + cyc.mac_phase_fixed(nh0, cc, 0, lag) - merged - in_window
              + L * layer_beats + (L - 1) * W + np.maximum(W, slot_cycles(slot)))
     act = layer_beats + W
     for l, n in enumerate(layers[1:], start=1):
@@ -102,23 +114,28 @@ def projected_cycles(cfg: DeltaGRUConfig, fired_layers, fired_head, *, fired_x0,
     return np.broadcast_to(np.asarray(total, dtype=np.int64), fh.shape).copy()
 
 
-def what_if(cfg: DeltaGRUConfig, fired_layers, fired_head, *, fired_x0, first) -> dict:
+def what_if(cfg: DeltaGRUConfig, fired_layers, fired_head, *, fired_x0, first,
+            h0_early=None) -> dict:
     """Mean delta and dense cycles per timestep, the speedup, the latency gain over today's
     design and the ratio to the ideal bound of the changed hardware (same P, its A)."""
-    layers, fh, x0, fs = _arrays(cfg, fired_layers, fired_head, fired_x0, first)
+    layers, fh, x0, fs, early = _arrays(cfg, fired_layers, fired_head, fired_x0, first, h0_early)
     fl = np.stack(layers, axis=1)
     dense_fl = np.asarray([cyc.dense_columns(cfg)], dtype=np.int64)
     dense_fh = np.asarray([cfg.hidden_size if cfg.has_head else 0], dtype=np.int64)
-    dense_kw = {"fired_x0": np.asarray([cfg.input_size]), "first": np.asarray([False])}
-    floor_kw = {"fired_x0": np.asarray([0]), "first": np.asarray([False])}
-    base = projected_cycles(cfg, fl, fh, fired_x0=x0, first=fs)
-    if not np.array_equal(base, cyc.run_cycles(cfg, layers, fh, fired_x0=x0, first=fs)):
+    dense_kw = {"fired_x0": np.asarray([cfg.input_size]), "first": np.asarray([False]),
+                "h0_early": np.asarray([cyc.h0_early_units(cfg)])}
+    floor_kw = {"fired_x0": np.asarray([0]), "first": np.asarray([False]),
+                "h0_early": np.asarray([0])}
+    base = projected_cycles(cfg, fl, fh, fired_x0=x0, first=fs, h0_early=early)
+    if not np.array_equal(base, cyc.run_cycles(cfg, layers, fh, fired_x0=x0, first=fs,
+                                               h0_early=early)):
         raise AssertionError("whatif.projected_cycles no longer matches deltahw.cycles; update it.")
     issue = float(np.mean(cyc.mac_issue_cycles(cfg, layers, fh)))
     today = float(base.mean())
     out = {}
     for k, kw in OPTIONS.items():
-        d = float(projected_cycles(cfg, fl, fh, fired_x0=x0, first=fs, **kw).mean())
+        d = float(projected_cycles(cfg, fl, fh, fired_x0=x0, first=fs, h0_early=early,
+                                   **kw).mean())
         layer_beats, head_beats = _act_beats(cfg, cfg.act_width * kw.get("act_mult", 1))
         ideal = issue + cfg.num_layers * layer_beats + head_beats
         z = float(projected_cycles(cfg, dense_fl, dense_fh, **dense_kw, **kw)[0])
@@ -132,20 +149,25 @@ def what_if(cfg: DeltaGRUConfig, fired_layers, fired_head, *, fired_x0, first) -
 
 
 def act_width_sweep(cfg: DeltaGRUConfig, fired_layers, fired_head, part=None, *, fired_x0,
-                    first) -> list[dict]:
+                    first, h0_early=None) -> list[dict]:
     """The exact cycle model at every legal activation width A for ``cfg``'s P (P a multiple of
     3A, or 3A a multiple of P: split accumulators, ``Layout.acc_split``; the config decides),
     over the given timesteps' fired counts: mean delta cycles, dense cycles, speedup; with a
     ``part`` (:data:`deltahw.boards.PARTS` value) also the fit check's multipliers, LUTs and
-    whether it fits. The fired counts do not depend on A (same thresholds, same arithmetic)."""
+    whether it fits. The fired counts do not depend on A (same thresholds, same arithmetic); the
+    cycle model's ``h0_early`` does (with one layer: the h deltas of every activation beat but
+    the last), so ``h0_early`` maps each A to its (N,) array (``GoldenResult.h0_early`` of the
+    model at that A); ``None`` with more than one layer."""
     rows = []
     for A in (1 << i for i in range(LIMITS["act_width"][1].bit_length())):
         try:
             c = cfg.replace(act_width=A)
         except ConfigError:
             continue
-        layers, fh, x0, fs = _arrays(c, fired_layers, fired_head, fired_x0, first)
-        mean = float(np.mean(cyc.run_cycles(c, layers, fh, fired_x0=x0, first=fs)))
+        early = None if h0_early is None else h0_early[A]
+        layers, fh, x0, fs, early = _arrays(c, fired_layers, fired_head, fired_x0, first, early)
+        mean = float(np.mean(cyc.run_cycles(c, layers, fh, fired_x0=x0, first=fs,
+                                            h0_early=early)))
         dense = cyc.dense_cycles(c)
         row = {"act_width": A, "delta_cycles": mean, "dense_cycles": dense,
                "speedup_vs_dense": dense / mean, "no_fire_cycles": cyc.floor_cycles(c)}
@@ -183,5 +205,14 @@ def act_width_for_data(model, x_q, lengths, part) -> tuple[int, list[dict]]:
     fh = r.fired_head[m].numpy()
     x0 = r.fired_x[..., 0][m].numpy()
     first = (torch.arange(m.shape[1]) == 0).expand_as(m)[m].numpy()
-    rows = act_width_sweep(model.config, fl, fh, part, fired_x0=x0, first=first)
+    early = None
+    if model.config.num_layers == 1:  # h0_early depends on A: the golden model at every legal A
+        early = {}
+        for A in (1 << i for i in range(LIMITS["act_width"][1].bit_length())):
+            try:
+                c = model.config.replace(act_width=A)
+            except ConfigError:
+                continue
+            early[A] = run_golden(model.with_config(c), x_q, lengths).h0_early[m].numpy()
+    rows = act_width_sweep(model.config, fl, fh, part, fired_x0=x0, first=first, h0_early=early)
     return choose_act_width(rows), rows

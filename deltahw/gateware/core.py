@@ -225,7 +225,8 @@ class DeltaGRUCore(wiring.Component):
         m.d.comb += nx.eq(Array(x_counts)[layer] if blocks > 1 else x_counts[0])
         h_counts = [q.count[0] for q in hq] + ([Const(0, 1)] if head else [])
         m.d.comb += nh.eq(Array(h_counts)[layer] if blocks > 1 else h_counts[0])
-        m.d.comb += [sched.nx.eq(nx), sched.nh.eq(nh), sched.nh0.eq(h_counts[0])]
+        m.d.comb += [sched.nx.eq(nx), sched.nh.eq(nh), sched.h0_before.eq(hq[0].w_before),
+                     sched.h0_pending.eq(hq[0].w_pending)]
 
         g = sched.g
         cur_h = Signal()  # current entry is an h column

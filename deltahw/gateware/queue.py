@@ -69,6 +69,12 @@ class DeltaQueue(wiring.Component):
     from the next. ``first_index``/``first_delta`` hold entry 0 of buffer ``r_buf`` with no read at
     all: a MAC phase takes its first column from there in the cycle the count becomes final, while
     the read port already holds entry 1 (``deltahw.cycles.FAST_FETCH``).
+
+    Look-ahead: ``w_pending`` says the beat in the input registers (stored at the end of this
+    cycle, counted from the next) holds a fired element, ``w_before`` how many entries its fill
+    holds before it (0 on a fill's first beat). With ``w_before`` > 0 (one buffer),
+    ``first_index`` is already the fill's entry 0; with ``w_before`` = 0 and nothing pending the
+    fill is empty. Combinational from registers.
     """
 
     #: Cycles from ``r_addr`` to ``r_index``/``r_delta``.
@@ -104,6 +110,8 @@ class DeltaQueue(wiring.Component):
             "r_delta": Out(signed(delta_bits)),
             "first_index": Out(index_bits),
             "first_delta": Out(signed(delta_bits)),
+            "w_pending": Out(1),
+            "w_before": Out(self.count_bits),
         })
 
     def elaborate(self, platform):
@@ -159,6 +167,12 @@ class DeltaQueue(wiring.Component):
             table = Array(Const(bin(v).count("1"), len(out)) for v in range(1 << width))
             m.d.comb += out.eq(table[bits[:width]])
             return out
+
+        # The beat in the input registers, for a reader that looks a cycle ahead of ``count``
+        # (the schedule's h fetch in the window's last cycle): whether it holds a fired element,
+        # and the entries of its fill before it (0 on a fill's first beat, whatever ``count``
+        # still says).
+        m.d.comb += [self.w_pending.eq(w_valid.any()), self.w_before.eq(count)]
 
         n = popcount(w_valid, K, "n")
         new_count = Signal(self.count_bits)

@@ -44,7 +44,12 @@ timestep closes (``step_done``) in the window cycle in which the drain and the s
 else runs); the window's later cycles are the next timestep's. After the close and the x
 phase: with ``ovl`` the next h phase (the head of this timestep is deferred: ``pend``), without it
 the head runs **in place** (``inplace``: its MAC phase and read-out are stall cycles,
-``cycles.flush_cycles``) and the next input is awaited.
+``cycles.flush_cycles``) and the next input is awaited. Where the x phase was over by the
+window's last cycle (or ends in it with columns) and layer 0's h queue already shows its
+first entry there (``h0_before`` > 0, or nothing pending in its input registers either:
+``cycles.h_fetch_in_window``), the next h phase's fetch runs in that cycle (``merged_h_fetch``
+with ``in_window``; the counters latch its counts a cycle later, ``late_latch``, when they are
+final).
 
 The head's x queue is double-buffered: the last layer's activation of each timestep fills the
 other buffer (``head_wbuf``, switched at its first beat), so the deferred head reads its own
@@ -58,7 +63,8 @@ from the cycle after ``step_done``; ``stalling``): every cycle counts but these 
 for output room (``WAIT_OUT``), an in-place head, and the first ``hide_lim`` cycles of a **late**
 x phase (``LATE``: its input was not in at the decision), the part of it the window would have
 hidden (``cycles.lost_overlap``: ``W`` less the slot that window held, plus the slot's last
-cycle). Stall cycles do not
+cycle), and its h phase's fetch where that window's last cycle would have run it (``e_ok``,
+``h_lost``). Stall cycles do not
 advance the window. After a sequence reset (``FIRST``) the x phase is all compute. So the
 compute cycles of a timestep never depend on the input timing (``cycles.run_cycles``).
 
@@ -110,11 +116,14 @@ class Schedule(wiring.Component):
             "r_reset": In(1),
             "nx": In(16),  # fired entries in the current block's x queue
             "nh": In(16),  # ... and in its h queue
-            # layer 0's h queue's count, straight from it (no select by ``block``): read by the
-            # h phase's fetch merged into the x phase (merged_h_fetch), where ``block`` is 0
-            # anyway; through nh, ``block`` -> the count select -> ``last_e`` was the ECP5's
+            # layer 0's h queue, straight from it (no select by ``block``), a cycle ahead of its
+            # count (DeltaQueue's look-ahead): the entries before the beat in its input
+            # registers, and whether that beat holds a delta. Read by the h phase's fetch merged
+            # into the x phase's last cycle or the window's (merged_h_fetch), where ``block`` is
+            # 0 anyway; through nh, ``block`` -> the count select -> ``last_e`` was the ECP5's
             # critical path at 100 MHz (98.58 MHz; session 24)
-            "nh0": In(16),
+            "h0_before": In(16),
+            "h0_pending": In(1),
             "out_room": In(1),
             # where the timestep is
             "block": Out(range(L + 1)),  # L = the head
@@ -358,6 +367,16 @@ class Schedule(wiring.Component):
             with m.Else():
                 m.next = "IDLE"
 
+        # Layer 0's h queue a cycle ahead (the schedule's h0_before / h0_pending inputs): its
+        # first entry is known in this cycle (stored: h0_before > 0; or the queue stays empty).
+        # Only the window's last cycle has a beat pending (with one layer: the last activation
+        # beat's deltas), where the h phase's fetch may run when this holds
+        # (cycles.h_fetch_in_window); ``e_ok`` keeps it from the close for a late x phase, whose
+        # h fetch is then a stall cycle (``h_lost``) as the window would have hidden it.
+        h0_known = (self.h0_before != 0) | ~self.h0_pending
+        e_ok, h_lost = Signal(), Signal()
+        late_latch = Signal()  # the h phase's counts latch next cycle (they are final then)
+
         # ---- the window: its count, the close ------------------------------------------------
         close = Signal()  # the running timestep closes in this cycle
         m.d.comb += close.eq(win & self.counting & (wcnt >= act_drain - 1) & slot_fin)
@@ -367,7 +386,9 @@ class Schedule(wiring.Component):
         with m.If(close):
             # A late next x phase stalls for what this window would have hidden of it: all of
             # the drain without a slot, else from the slot's last cycle on, which is in the
-            # window (cycles.x_phase_hidden).
+            # window (cycles.x_phase_hidden); and its h fetch where this cycle would have taken
+            # it (e_ok: cycles.h_fetch_in_window).
+            m.d.sync += e_ok.eq(h0_known)
             m.d.sync += [win.eq(0),
                          hide_lim.eq(Mux(s_len == 0, act_drain,
                                          Mux(s_len >= act_drain, 1, act_drain + 1 - s_len)))]
@@ -411,31 +432,51 @@ class Schedule(wiring.Component):
 
         def account():
             """Whose cycle this is (module docstring, cycle accounting)."""
-            with m.If(inplace & (block == L) if head else Const(0, 1)):
+            def in_place():
                 m.d.comb += self.stalling.eq(1)
-            with m.Elif(xseg & (xmode == LATE)):
+
+            def h_fetch_lost():  # (a late x phase's h fetch, in MAC_FETCH: one cycle)
+                m.d.comb += self.stalling.eq(1)
+                m.d.sync += h_lost.eq(0)
+
+            def late_x():
                 lost = seg < hide_lim
                 m.d.sync += seg.eq(Mux(lost, seg + 1, seg))
                 m.d.comb += [self.stalling.eq(lost), self.counting.eq(~lost)]
+
+            # An If/Elif chain of the conditions that exist (no constant one: Verilator's lint
+            # flags the overlapping case patterns a constant condition leaves, CASEOVERLAP).
+            chain = ([(inplace & (block == L), in_place)] if head else []) + [
+                (h_lost, h_fetch_lost), (xseg & (xmode == LATE), late_x)]
+            for i, (cond, action) in enumerate(chain):
+                with (m.If(cond) if i == 0 else m.Elif(cond)):
+                    action()
             with m.Else():
                 m.d.comb += self.counting.eq(1)
 
-        def merged_h_fetch():
-            """Layer 0's h phase's fetch in this cycle, the x phase's last
+        def merged_h_fetch(in_window=False):
+            """Layer 0's h phase's fetch in this cycle: the x phase's last
             (``cycles.h_fetch_merged``: a compute cycle of the timestep, so its window has closed
-            and the h queue is final, after an x phase with columns of at least 2 cycles each):
-            what MAC_FETCH does for it, while the x phase's last issue (or drain) runs. Entry 0
-            comes out of the h queue's first-entry register (``fh`` is set since the x phase's
-            fetch); entry 1 is addressed next cycle, in time for the first column's last cycle,
-            the earliest ``take``."""
-            m.d.comb += [self.latch_fired.eq(1), self.take_first.eq(1)]
+            and the h queue is final, after an x phase with columns of at least 2 cycles each),
+            or, ``in_window``, the window's last cycle (``cycles.h_fetch_in_window``: the x phase
+            is over or in its last cycle, and ``h0_known``; the counts are final a cycle later,
+            so the counters latch them then, and a first column whose count may still grow takes
+            ``last_e`` then too): what MAC_FETCH does for it, beside the x phase's last issue (or
+            drain). Entry 0 comes out of the h queue's first-entry register (``fh`` is set since
+            the x phase's fetch); entry 1 is addressed next cycle, in time for the first
+            column's last cycle, the earliest ``take``."""
+            m.d.comb += self.take_first.eq(1)
+            if in_window:
+                m.d.sync += late_latch.eq(1)
+            else:
+                m.d.comb += self.latch_fired.eq(1)
             m.d.sync += [px.eq(0), ph.eq(1), xseg.eq(0), e.eq(0), g.eq(0), cnt.eq(0),
-                         g_last.eq(0), last_e.eq(self.nh0 == 1),
+                         g_last.eq(0), last_e.eq((self.h0_before == 1) & ~self.h0_pending),
                          rd_group.eq(0), act_k.eq(0), act_beat.eq(0)]
             fetch_at(1, 1)
             with m.If(xmode == OVL):  # (post_window's decision: the head is deferred)
                 m.d.sync += pend.eq(1 if head else 0)
-            with m.If(self.nh0 == 0):
+            with m.If((self.h0_before == 0) & ~self.h0_pending):
                 if final_block == 0:  # the activation writes the output FIFO
                     with m.If(~self.out_room):
                         m.next = "WAIT_OUT"
@@ -451,12 +492,22 @@ class Schedule(wiring.Component):
             last cycle may take the h phase's fetch (not in its fetch: an empty x phase)."""
             with m.If(xseg):
                 m.d.comb += self.release.eq(1)  # the input vector's queue has been read
-                if may_merge and cycles.column_cost(cfg) >= 2:
+                fast_cols = cycles.column_cost(cfg) >= 2
+                if may_merge and fast_cols:
                     merge = ~win & self.counting
+                    in_window = (xmode == OVL) & close & h0_known
                 else:
-                    merge = Const(0, 1)
+                    merge = in_window = Const(0, 1)
+                if fast_cols:
+                    # A late x phase: its h fetch is a stall cycle where the window would have
+                    # taken it (the x phase's last cycle lost, the fetch's cycle in the window).
+                    lost_last = seg < hide_lim
+                    fits = (seg + 1 < hide_lim) if not may_merge else Const(1, 1)
+                    m.d.sync += h_lost.eq((xmode == LATE) & e_ok & lost_last & fits)
                 with m.If(merge):
                     merged_h_fetch()
+                with m.Elif(in_window):
+                    merged_h_fetch(in_window=True)
                 with m.Elif(xmode == OVL):
                     with m.If(~win | close):
                         post_window()
@@ -525,6 +576,8 @@ class Schedule(wiring.Component):
             with m.State("MAC_RUN"):
                 account()
                 m.d.comb += self.issue.eq(1)
+                with m.If(late_latch):  # (the first cycle after a fetch in the window's last)
+                    m.d.sync += last_e.eq(n_total == 1)
                 # The entry taken in a column's last cycle was addressed the cycle before: in
                 # the column's previous cycle, or (one-cycle columns) in the previous column's.
                 last_g = g_last  # g == groups - 1
@@ -616,7 +669,13 @@ class Schedule(wiring.Component):
                 # The rest of the window (the drain, or the slot's overflow is past already).
                 m.d.comb += self.counting.eq(1)
                 with m.If(close):
-                    post_window()
+                    if cycles.column_cost(cfg) >= 2:
+                        with m.If(ovl & h0_known):  # (the x phase ran in the window)
+                            merged_h_fetch(in_window=True)
+                        with m.Else():
+                            post_window()
+                    else:
+                        post_window()
             with m.State("OUT_RUN"):
                 # The read-out engine issues the beats.
                 if head:
@@ -631,4 +690,9 @@ class Schedule(wiring.Component):
                         if nbo > 1:
                             with m.If(ro_beat == nbo - 2):
                                 after_slot(ovl)  # the x phase's fetch beside the last beat
+        # The counts of an h phase fetched in the window's last cycle, a cycle later (whatever
+        # state that is: its columns, its activation, or the wait for output room).
+        with m.If(late_latch):
+            m.d.comb += self.latch_fired.eq(1)
+            m.d.sync += late_latch.eq(0)
         return m

@@ -296,7 +296,7 @@ def parse_console(text: str) -> dict:
 def lockstep_stall(config, golden) -> int:
     """STALL_TOTAL of a run fed one timestep at a time (the firmware sends the next input only
     after reading the previous output): every timestep after the first loses the part of its
-    x phase the previous window would have hidden, and every head runs in place
+    x phase (and h fetch) the previous window would have hidden, and every head runs in place
     (:func:`deltahw.cycles.lockstep_stall`)."""
     import torch
 
@@ -304,7 +304,8 @@ def lockstep_stall(config, golden) -> int:
 
     T = golden.fired_x.shape[1]
     return int(cycles.lockstep_stall(config, golden.fired_x[0, :, 0], golden.fired_head[0],
-                                     torch.arange(T) == 0).sum())
+                                     torch.arange(T) == 0, fired_h0=golden.fired_h[0, :, 0],
+                                     h0_early=golden.h0_early[0]).sum())
 
 
 def compare(console: str, golden, steps: int, width: int, load: bool,

@@ -414,12 +414,16 @@ def _sequence_op(model: QuantizedModel, x_q: torch.Tensor, label: str, lockstep:
         "fired_x": res.fired_x[0].tolist(),
         "fired_h": res.fired_h[0].tolist(),
         "fired_head": fired_head,
+        # The cycle model's h0_early (layer 0's h deltas counted a cycle ahead of the rest:
+        # cycles.h_fetch_in_window), from the golden model; no counter shows it.
+        "h0_early": [int(v) for v in res.h0_early[0]],
         # Stall cycles the sequence costs run lock-step (every input late: the part of its x
         # phase the previous window would have hidden; every head in place), and streamed with
         # its inputs in time (the last timestep's head runs in place): cycles.lockstep_stall,
         # cycles.flush_cycles.
         "stall_lockstep": int(cycle_model.lockstep_stall(
-            cfg, res.fired_x[0, :, 0], res.fired_head[0], torch.arange(T) == 0).sum()),
+            cfg, res.fired_x[0, :, 0], res.fired_head[0], torch.arange(T) == 0,
+            fired_h0=res.fired_h[0, :, 0], h0_early=res.h0_early[0]).sum()),
         "stall_streamed": int(cycle_model.flush_cycles(cfg, fired_head[-1])),
         # MAC_BUSY counts column issue cycles: each timestep's own columns and head, wherever
         # they run (cycles.mac_issue_cycles).
