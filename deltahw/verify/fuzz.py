@@ -2,11 +2,11 @@
 
 ``python -m deltahw.verify.fuzz --n 50 --seed 1234 --out fuzz_out`` draws ``n`` legal
 :class:`~deltahw.config.DeltaGRUConfig` s from the seed (1-4 layers, head on or off, lane counts
-that do and do not divide 3H and that exceed 3H, activation and encoder widths, fixed-point formats,
-thresholds), writes each as a config JSON and runs the regression of the generated core on it
-(``rtl_tests/test_rtl_core.py`` with ``CONFIG=`` that file, on Verilator by default: deterministic
-generation, ``verilator --lint-only``, every scenario bit-exact against the golden model and
-exact on the cycle counters).
+that do and do not divide 3H and that exceed 3H, activation and encoder widths (split accumulators,
+3A > P, included), fixed-point formats, thresholds), writes each as a config JSON and runs the
+regression of the generated core on it (``rtl_tests/test_rtl_core.py`` with ``CONFIG=`` that file,
+on Verilator by default: deterministic generation, ``verilator --lint-only``, every scenario
+bit-exact against the golden model and exact on the cycle counters).
 
 The seed is printed first; the same seed draws the same configurations. A configuration whose run
 fails is copied to ``<out>/failures/``; ``make sim SIM=verilator CONFIG=<that file>`` reruns it.
@@ -37,8 +37,25 @@ PYTEST_SELECTION = ["rtl_tests/test_rtl_core.py", "--deselect",
                     "rtl_tests/test_rtl_core.py::test_regression_catches_mismatches"]
 
 
-def draw_config(rng: random.Random) -> DeltaGRUConfig:
-    """One legal configuration (retries internally until :class:`DeltaGRUConfig` accepts it)."""
+def draw_config(rng: random.Random, split_rng: random.Random | None = None) -> DeltaGRUConfig:
+    """One legal configuration (retries internally until :class:`DeltaGRUConfig` accepts it).
+
+    With ``split_rng``, a third of the configurations with P = 3A get A doubled or quadrupled
+    where the config allows it (3A = 2P or 4P: split accumulators, ``Layout.acc_split``; a head
+    needs O <= min(A, P)). The draw uses ``split_rng`` only, so ``rng`` draws what it drew before
+    session 25 added this (the same seed's other configurations are unchanged)."""
+    cfg = _draw(rng)
+    if split_rng is None or cfg.lanes != 3 * cfg.act_width or split_rng.random() >= 1 / 3:
+        return cfg
+    for mult in split_rng.sample([2, 4], 2):
+        try:
+            return cfg.replace(act_width=cfg.act_width * mult)
+        except ConfigError:
+            continue
+    return cfg
+
+
+def _draw(rng: random.Random) -> DeltaGRUConfig:
     for _ in range(1000):
         L = rng.randint(1, 4)
         H = rng.choice([rng.randint(1, 8), rng.randint(9, 40)])
@@ -82,9 +99,13 @@ def draw_config(rng: random.Random) -> DeltaGRUConfig:
     raise RuntimeError("No legal configuration in 1000 draws: the fuzz's ranges are broken.")
 
 
+def _split_rng(seed: int) -> random.Random:
+    return random.Random(f"{seed}/split")
+
+
 def draw_configs(n: int, seed: int) -> list[DeltaGRUConfig]:
-    rng = random.Random(seed)
-    return [draw_config(rng) for _ in range(n)]
+    rng, split_rng = random.Random(seed), _split_rng(seed)
+    return [draw_config(rng, split_rng) for _ in range(n)]
 
 
 def _features(cfg: DeltaGRUConfig) -> list[str]:
@@ -94,6 +115,8 @@ def _features(cfg: DeltaGRUConfig) -> list[str]:
     elif (3 * cfg.hidden_size) % cfg.lanes:
         out.append("P!|3H")
     out.append("head" if cfg.has_head else "no-head")
+    if 3 * cfg.act_width > cfg.lanes:
+        out.append(f"split{3 * cfg.act_width // cfg.lanes}")
     return out
 
 
@@ -151,9 +174,9 @@ def main(argv=None) -> int:
            "failed": 0,
            "wall_seconds": 0.0, "runs": []}
     t_all = time.time()
-    rng = random.Random(seed)
+    rng, split_rng = random.Random(seed), _split_rng(seed)
     for i in range(args.n):
-        cfg = draw_config(rng)
+        cfg = draw_config(rng, split_rng)
         name = f"fuzz_{seed}_{i:03d}"
         path = out / "configs" / f"{name}.json"
         path.write_text(cfg.to_json() + "\n")
