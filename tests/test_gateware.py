@@ -614,6 +614,21 @@ def assert_cycles(cyc, expected, complete=True):
         assert all(c is None or c == e for c, e in zip(cyc, expected)), (cyc, list(expected))
 
 
+def run_both_modes(model, x_q, firsts, g):
+    """The core streamed (every input ahead) and lock-step (each input after the previous
+    output): outputs equal to the golden model's, every CYCLES_LAST seen (all of them lock-step)
+    and CYCLES_TOTAL equal to the cycle model's. Returns each mode's counter totals."""
+    runs = {}
+    for mode in ("streamed", "lockstep"):
+        tot = {}
+        out, cyc = simulate_core(model, x_q, firsts, lockstep=mode == "lockstep", totals=tot)
+        assert torch.equal(out, g.outputs[0]), mode
+        assert_cycles(cyc, g.cycles[0].tolist(), complete=mode == "lockstep")
+        assert tot["CYCLES_TOTAL"] == int(g.cycles[0].sum()), mode
+        runs[mode] = tot
+    return runs
+
+
 @pytest.mark.parametrize("family", [None, "series7"], ids=["timing_forms", "xc7_forms"])
 def test_core_matches_golden(family):
     """Two layers, a head, thresholds, saturated inputs, a sequence reset at t = 5, idle input
@@ -755,14 +770,7 @@ def test_overlap_streamed_and_lockstep(O, lanes):
         assert int(slots.min()) == 0 and int(slots.max()) > 0
         if lanes == 6:  # a window closes with its slot (two read-out beats a column, O > P)
             assert int(slots.max()) > cycles.ACT_DRAIN
-    runs = {}
-    for mode in ("streamed", "lockstep"):
-        tot = {}
-        out, cyc = simulate_core(model, x_q, firsts, lockstep=mode == "lockstep", totals=tot)
-        assert torch.equal(out, g.outputs[0]), mode
-        assert_cycles(cyc, g.cycles[0].tolist(), complete=mode == "lockstep")
-        assert tot["CYCLES_TOTAL"] == int(g.cycles[0].sum()), mode
-        runs[mode] = tot
+    runs = run_both_modes(model, x_q, firsts, g)
     assert runs["streamed"]["STALL_TOTAL"] == int(cycles.flush_cycles(cfg, g.fired_head[0, -1]))
     assert runs["lockstep"]["STALL_TOTAL"] == int(lockstep_stall.sum())
     assert runs["streamed"]["MAC_BUSY"] == runs["lockstep"]["MAC_BUSY"]
@@ -793,14 +801,7 @@ def test_h_fetch_in_the_windows_last_cycle(O):
     assert bool(((e == 1) & (early > 0) & (early < fh0)).any()), "no fetch with a beat pending"
     assert bool(((e == 1) & (fh0 == 0)).any()), "no empty h phase fetched in the window"
     assert bool(((early == 0) & (fh0 > 0) & ~first).any()), "no timestep with only the last beat"
-    runs = {}
-    for mode in ("streamed", "lockstep"):
-        tot = {}
-        out, cyc = simulate_core(model, x_q, firsts, lockstep=mode == "lockstep", totals=tot)
-        assert torch.equal(out, g.outputs[0]), mode
-        assert_cycles(cyc, g.cycles[0].tolist(), complete=mode == "lockstep")
-        assert tot["CYCLES_TOTAL"] == int(g.cycles[0].sum()), mode
-        runs[mode] = tot
+    runs = run_both_modes(model, x_q, firsts, g)
     stall = cycles.lockstep_stall(cfg, g.fired_x[0, :, 0], g.fired_head[0], first,
                                   fired_h0=fh0, h0_early=early)
     assert runs["lockstep"]["STALL_TOTAL"] == int(stall.sum())
@@ -824,16 +825,10 @@ def test_core_split_accumulators_match_golden(lanes):
     firsts = [t == 0 for t in range(T)]
     g = run_golden(model, x_q)
     first = torch.arange(T) == 0
-    for mode in ("streamed", "lockstep"):
-        tot = {}
-        out, cyc = simulate_core(model, x_q, firsts, lockstep=mode == "lockstep", totals=tot)
-        assert torch.equal(out, g.outputs[0]), mode
-        assert_cycles(cyc, g.cycles[0].tolist(), complete=mode == "lockstep")
-        assert tot["CYCLES_TOTAL"] == int(g.cycles[0].sum()), mode
-        if mode == "lockstep":
-            stall = cycles.lockstep_stall(cfg, g.fired_x[0, :, 0], g.fired_head[0], first,
-                                          fired_h0=g.fired_h[0, :, 0], h0_early=g.h0_early[0])
-            assert tot["STALL_TOTAL"] == int(stall.sum())
+    runs = run_both_modes(model, x_q, firsts, g)
+    stall = cycles.lockstep_stall(cfg, g.fired_x[0, :, 0], g.fired_head[0], first,
+                                  fired_h0=g.fired_h[0, :, 0], h0_early=g.h0_early[0])
+    assert runs["lockstep"]["STALL_TOTAL"] == int(stall.sum())
 
 
 @pytest.mark.parametrize("I,E", [(5, 2), (4, 4)])
