@@ -284,62 +284,62 @@ def test_delta_golden_equals_column_reference(I, H, L, O, theta_x, theta_h, thet
 def test_cycle_model_composition():
     """The cycle model's phases, written out by hand for one awkward configuration."""
     cfg = DeltaGRUConfig(13, 37, 2, 5, lanes=12, act_width=2)
-    assert cycles.ACT_DRAIN == 12 and cycles.MAC_FETCH == 2 and cycles.ACC_WRITE_LATENCY == 3
+    assert cycles.ACT_DRAIN == 10 and cycles.MAC_FETCH == 2 and cycles.ACC_WRITE_LATENCY == 3
     assert cycles.FAST_FETCH == 1
     # Layer columns: ceil(3*37/12) = 10 cycles, no drain (10 >= 3); head columns: ceil(5/12) = 1
     # cycle, no drain either (the read-out reads through the MAC array's forwarding, which has an
     # issue's sum the next cycle, as the next column does); activation: ceil(37/2) = 19
-    # beats + 12 drain (accumulator read 2: address register and memory, 9 pipeline stages,
+    # beats + 10 drain (accumulator read 2: address register and memory, 7 pipeline stages,
     # queue count 2, minus the cycle the counts are read in); read-out 3 beats. Layer 0 (6 x + 4
     # h columns here) runs an x phase and an h phase, each reading one queue, whose first entry
     # is in a register: 1 fetch cycle (layer 1 sweeps its x then h queue: 2). The last layer's
     # drain is the window: the head slot (the previous timestep's head: its fetch, columns and
     # read-out), then the next timestep's x phase, which starts in the slot's last cycle (its
-    # fetch beside the last read-out beat); the timestep takes max(12, slot). Layer 0's h phase
+    # fetch beside the last read-out beat); the timestep takes max(10, slot). Layer 0's h phase
     # fetches in the x phase's last cycle when that cycle is the timestep's own (the x phase did
     # not all hide in the window) and the x phase had columns: -1.
     x_phase = 1 + 6 * 10 + 0
-    layer0 = (1 + 4 * 10 + 0) + 19 + 12
+    layer0 = (1 + 4 * 10 + 0) + 19 + 10
     layer1 = 2 + 4 * 10 + 0 + 19
-    first = x_phase + layer0 - 1 + layer1 + 12
+    first = x_phase + layer0 - 1 + layer1 + 10
     assert cycles.timestep_cycles(cfg, [10, 4], fired_x0=6, first=True) == first
     # A slot of 3 head columns: 1 + 3 + 3 = 7 cycles, inside the window; the x phase hid behind
-    # the 12 - 7 + 1 = 6 cycles such a slot left of the previous window (its last one included).
+    # the 10 - 7 + 1 = 4 cycles such a slot left of the previous window (its last one included).
     assert cycles.head_slot(cfg, 3) == 7 and cycles.head_slot(cfg, cycles.NO_SLOT) == 0
     inside = cycles.timestep_cycles(cfg, [10, 4], fired_x0=6, first=False, slot_head=3,
                                     slot_head_prev=3)
-    assert inside == first - 6
+    assert inside == first - 4
     # A slot of 20 columns (24 cycles) outlasts the window, and leaves only its last cycle.
     assert cycles.timestep_cycles(cfg, [10, 4], fired_x0=6, first=False, slot_head=20,
-                                  slot_head_prev=20) == first + 12 - 1
+                                  slot_head_prev=20) == first + (24 - 10) - 1
     # A short x phase hides entirely (a MAC phase in which nothing fired is one cycle: the counts
     # are read, nothing fetched), and was over before the window's last cycle (a slot of no
-    # columns, 1 + 0 + 3 = 4 cycles, leaves it 12 - 4 + 1 = 9 cycles): layer 0's h phase (empty
+    # columns, 1 + 0 + 3 = 4 cycles, leaves it 10 - 4 + 1 = 7 cycles): layer 0's h phase (empty
     # here) runs its cycle there, hidden too (two layers: layer 0's h queue is complete then).
     assert cycles.timestep_cycles(cfg, [0, 4], fired_x0=0, first=False, slot_head=0,
-                                  slot_head_prev=0) == (0 + 19 + 12) + layer1 + 12
+                                  slot_head_prev=0) == (0 + 19 + 10) + layer1 + 10
     phases = cycles.timestep_phases(cfg, [10, 4], fired_x0=6, first=False, slot_head=3,
                                     slot_head_prev=3)
     assert phases["mac_issue"] == 10 * 10 + 4 * 10 + 3
-    assert phases["overlap"] == -6 - 7
+    assert phases["overlap"] == -4 - 7
     assert phases["mac_fixed"] == 1 + 1 - 1 + 2 + 1  # x, h (merged), layer 1, the slot's
     assert sum(phases.values()) == inside
     assert cycles.ideal_cycles(cfg, [10, 4], 3) < inside
     # Lock-step: every head runs in place (stall), and every x phase but the first alone, the
-    # part the window it missed would have hidden stalling: 12 cycles after a first timestep
-    # (no slot in its window), 6 after a window with a slot of 3 columns.
+    # part the window it missed would have hidden stalling: 10 cycles after a first timestep
+    # (no slot in its window), 4 after a window with a slot of 3 columns.
     stall = cycles.lockstep_stall(cfg, np.array([6, 6, 6]), np.array([3, 4, 0]),
                                   np.array([True, False, False]))
-    assert stall.tolist() == [cycles.head_slot(cfg, 3), 12 + cycles.head_slot(cfg, 4),
-                              6 + cycles.head_slot(cfg, 0)]
+    assert stall.tolist() == [cycles.head_slot(cfg, 3), 10 + cycles.head_slot(cfg, 4),
+                              4 + cycles.head_slot(cfg, 0)]
     # Without a head, the window is the drain.
     nohead = DeltaGRUConfig(13, 37, 2, 0, lanes=12, act_width=2)
-    assert cycles.timestep_cycles(nohead, [10, 4], fired_x0=6, first=False) == first - 12
+    assert cycles.timestep_cycles(nohead, [10, 4], fired_x0=6, first=False) == first - 10
     # One layer: in the window's last cycle its h queue has counted the deltas of units 0..35
     # (the beats before the last, unit 36's), not yet the last beat's. With an x phase over
-    # before that cycle (none fired: 1 cycle; the slot of no columns leaves 9), the h phase's
+    # before that cycle (none fired: 1 cycle; the slot of no columns leaves 7), the h phase's
     # fetch runs there if one of those fired (its first entry is stored) or nothing fired at
-    # all, not if only unit 36 did. An x phase of one column (1 + 10 cycles) is not over: 9
+    # all, not if only unit 36 did. An x phase of one column (1 + 10 cycles) is not over: 7
     # of its cycles hide, the h fetch merges into its last one (h_fetch_merged), whatever fired.
     one = DeltaGRUConfig(13, 37, 1, 5, lanes=12, act_width=2)
     assert cycles.h0_early_units(one) == 36
@@ -351,7 +351,7 @@ def test_cycle_model_composition():
     late = one_layer(0, 1, 0)  # unit 36 alone: the fetch a cycle after the window
     assert one_layer(0, 2, 1) == late + 10 - 1  # one more column, the fetch in the window
     assert one_layer(0, 0, 0) == late - 10 - 1  # nothing fired: the empty phase in the window
-    assert one_layer(1, 1, 0) == one_layer(1, 1, 1) == late + 2 - 1
+    assert one_layer(1, 1, 0) == one_layer(1, 1, 1) == late + 4 - 1
     with pytest.raises(ValueError, match="h0_early"):
         cycles.timestep_cycles(one, [4], fired_x0=0, first=False)
 

@@ -123,7 +123,7 @@ def _round_saturate_int(value: int, shift: int, bits: int) -> int:
 
 
 class _TanhIndex:
-    """Stage 5 of :class:`ActivationPipe`: the tanh table index of ``pre_c = saturate_act(cx +
+    """Stage 4 of :class:`ActivationPipe`: the tanh table index of ``pre_c = saturate_act(cx +
     rnd(r x ch))`` in one stage, from ``r x ch`` and three words computed from ``cx`` earlier.
 
     The golden model rounds ``z = (cx << af | half) + r x ch`` down by ``af`` (``pre``), saturates
@@ -132,10 +132,10 @@ class _TanhIndex:
     af)) >> (af + s)`` with ``hs = 2^(s-1)`` (an integer added before a floor shift passes through
     it), so the index is ``saturate_in((z + (hs << af)) >> (af + s))``; for ``s <= 0`` it is
     ``saturate_in(pre << -s)``. Its saturation compares ``z`` with constants, i.e. ``r x ch`` with
-    constants less ``cx << af``: those bounds are computed from ``cx`` in stage 4, so stage 5 is one
+    constants less ``cx << af``: those bounds are computed from ``cx`` in stage 3, so stage 4 is one
     adder beside two compares, then a select. Saturating to the act format first changes nothing
     when the act format's extremes already saturate the index (``merged``: a table input format
-    with no more integer bits than the act format, as every shipped model has); otherwise stage 5
+    with no more integer bits than the act format, as every shipped model has); otherwise stage 4
     does the two steps in series (exact, one stage, slower).
     """
 
@@ -161,13 +161,13 @@ class _TanhIndex:
         self.width = max(ab, t.in_bits + max(s, 0)) + af + 4
 
     def constants(self, m: Module, cx, name: str):
-        """Stage 4: registers ``base = (cx << af) + k0`` and the bounds ``z_hi - base``,
+        """Stage 3: registers ``base = (cx << af) + k0`` and the bounds ``z_hi - base``,
         ``z_lo - base`` that ``r x ch`` is compared with (each one adder)."""
         w = signed(self.width)
         # Each starts at its value for cx = 0, so that its low ``af`` bits, which do not depend
         # on cx, are constant flip-flops equal to their initial value, which synthesis removes
         # (:func:`const_init`).
-        consts = {"base4": self.k0, "over4": self.z_hi - self.k0, "under4": self.z_lo - self.k0}
+        consts = {"base3": self.k0, "over3": self.z_hi - self.k0, "under3": self.z_lo - self.k0}
         base, over, under = (Signal(w, name=f"{name}_{k}", reset_less=True, init=const_init(v, w))
                              for k, v in consts.items())
         scaled = cx << self.af
@@ -176,7 +176,7 @@ class _TanhIndex:
         return base, over, under
 
     def index(self, rch, base, over, under):
-        """Stage 5's value: the table index (``in_bits`` wide)."""
+        """Stage 4's value: the table index (``in_bits`` wide)."""
         z = base + rch
         if not self.merged:  # saturate to the act format, then round and saturate the index
             pre = saturate_to(z >> self.af, self.ab)
@@ -202,24 +202,27 @@ class ActivationPipe(wiring.Component):
     side by side, then one select), block RAM read or multiplier in series, so the unit is never
     the critical path of the design):
 
-    1. sigmoid table indices of M_r, M_u and the act-format M_cx, M_ch (round and saturate);
-    2. sigmoid tables read (block RAM, registered address);
-    3. r, u registered out of the table RAM;
-    4. r x ch (multiplier); from cx, the constants of stage 5 (``cx << af`` with the rounding
-       constants, and the two saturation bounds less it: computed here rather than in stage 2,
+    1. sigmoid table indices of M_r, M_u (round and saturate), straight into the tables' address
+       registers (the block RAM's own: the table is read in this cycle's clock edge); the
+       act-format M_cx, M_ch (round and saturate) into registers;
+    2. r, u registered out of the table RAM;
+    3. r x ch (multiplier); from cx, the constants of stage 4 (``cx << af`` with the rounding
+       constants, and the two saturation bounds less it: computed here rather than earlier,
        because a 16-bit cx costs fewer delay flip-flops than three words of 28 bits);
-    5. the tanh table index: cx + rnd(r x ch), saturated to the act format, then rounded and
+    4. the tanh table index: cx + rnd(r x ch), saturated to the act format, then rounded and
        saturated to the table's input format, as one adder beside two compares of r x ch with the
-       bounds of stage 4 (exact: :class:`_TanhIndex`);
-    6. tanh table read;
-    7. h_prev - c (c straight out of the table RAM);
-    8. u x (h_prev - c) (multiplier); from c, the saturation bounds of stage 9;
-    9. h = c + rnd(u x (h_prev - c)), saturated: one adder beside two compares of the product with
-       the bounds of stage 8.
+       bounds of stage 3 (exact: :class:`_TanhIndex`), straight into the tanh table's address
+       register;
+    5. h_prev - c (c straight out of the table RAM);
+    6. u x (h_prev - c) (multiplier); from c, the saturation bounds of stage 7;
+    7. h = c + rnd(u x (h_prev - c)), saturated: one adder beside two compares of the product with
+       the bounds of stage 6.
 
-    Stages 5 and 9 each did in two or three stages (adder, then saturate, then the table index's
-    round and saturate) what the bounds computed earlier let one stage do: the pipeline was 12
-    stages, and its latency is in every layer's activation drain (``deltahw.cycles.ACT_DRAIN``).
+    Stages 4 and 7 each did in two or three stages (adder, then saturate, then the table index's
+    round and saturate) what the bounds computed earlier let one stage do; and each table index
+    had a register of its own in front of the table's address register (a stage that only moved
+    the index to the block RAM): the pipeline was 12 stages, then 9, and its latency is in every
+    layer's activation drain (``deltahw.cycles.ACT_DRAIN``), which every timestep pays.
 
     ``logic_compares``: stage 1's eight compares with constants (round/saturate of the four gate
     words) as AND/OR logic (:func:`ge_const`) instead of carry chains. The core turns it on for
@@ -234,7 +237,7 @@ class ActivationPipe(wiring.Component):
 
     #: Cycles from inputs presented (``valid``) to the result in ``h`` (``out_valid``); the core's
     #: drains and the cycle model (:mod:`deltahw.cycles`) are derived from it.
-    LATENCY = 9
+    LATENCY = 7
 
     def __init__(self, config: DeltaGRUConfig, tag_bits: int, h_copies: int = 0,
                  logic_compares: bool = False):
@@ -305,64 +308,59 @@ class ActivationPipe(wiring.Component):
             tmem = memory.Memory(shape=signed(tnh.out_bits), depth=tnh.size, init=list(tnh.values))
             m.submodules[f"sigmoid{i}"], m.submodules[f"tanh{i}"] = smem, tmem
             rr, ru, rc = smem.read_port(), smem.read_port(), tmem.read_port()
-            # 1. table indices; cx, ch in the act format.
-            ir1 = Signal(sig.in_bits, name=f"{n}_ir1", reset_less=True)
-            iu1 = Signal(sig.in_bits, name=f"{n}_iu1", reset_less=True)
+            # 1. table indices, straight into the tables' address registers; cx, ch in the act
+            # format.
             cx1 = Signal(act, name=f"{n}_cx1", reset_less=True)
             ch1 = Signal(act, name=f"{n}_ch1", reset_less=True)
+            m.d.comb += [rr.addr.eq(index(self.m_r[i], cfg.acc_frac, sig)),
+                         ru.addr.eq(index(self.m_u[i], cfg.acc_frac, sig))]
             m.d.sync += [
-                ir1.eq(index(self.m_r[i], cfg.acc_frac, sig)),
-                iu1.eq(index(self.m_u[i], cfg.acc_frac, sig)),
                 cx1.eq(round_saturate(self.m_cx[i], wf, ab, lc)),
                 ch1.eq(round_saturate(self.m_ch[i], wf, ab, lc)),
             ]
             h1 = delay(self.h_prev[i], 1, f"{n}_h")
-            # 2. sigmoid tables (registered address: the data appear in stage 2).
-            m.d.comb += [rr.addr.eq(ir1), ru.addr.eq(iu1)]
-            # 3. r, u out of the table RAM into registers.
-            r3 = Signal(gate, name=f"{n}_r3", reset_less=True)
-            u3 = Signal(gate, name=f"{n}_u3", reset_less=True)
-            m.d.sync += [r3.eq(rr.data), u3.eq(ru.data)]
-            ch3 = delay(ch1, 2, f"{n}_ch")
-            # 4. r x ch; stage 5's constants from cx.
-            rch4 = Signal(signed(ab + af + 2), name=f"{n}_rch4", reset_less=True)
-            m.d.sync += rch4.eq(r3 * ch3)
-            consts4 = tix.constants(m, delay(cx1, 2, f"{n}_cx"), n)
-            # 5. the tanh table index of saturate(cx + rnd(r x ch)).
-            ic5 = Signal(tnh.in_bits, name=f"{n}_ic5", reset_less=True)
-            m.d.sync += ic5.eq(tix.index(rch4, *consts4))
-            # 6. tanh table (data in stage 6).
-            m.d.comb += rc.addr.eq(ic5)
-            # 7. h_prev - c, straight from the table RAM's output.
-            h6 = delay(h1, 5, f"{n}_h")
-            c7 = Signal(signed(tnh.out_bits), name=f"{n}_c7", reset_less=True)
-            diff7 = Signal(signed(max(ab, tnh.out_bits) + 1), name=f"{n}_diff7", reset_less=True)
-            m.d.sync += [c7.eq(rc.data), diff7.eq(h6 - rc.data)]
-            # 8. u x (h_prev - c); the bounds of stage 9 from c: c + rnd(p) > hi (after the
+            # 2. r, u out of the table RAM into registers.
+            r2 = Signal(gate, name=f"{n}_r2", reset_less=True)
+            u2 = Signal(gate, name=f"{n}_u2", reset_less=True)
+            m.d.sync += [r2.eq(rr.data), u2.eq(ru.data)]
+            ch2 = delay(ch1, 1, f"{n}_ch")
+            # 3. r x ch; stage 4's constants from cx.
+            rch3 = Signal(signed(ab + af + 2), name=f"{n}_rch3", reset_less=True)
+            m.d.sync += rch3.eq(r2 * ch2)
+            consts3 = tix.constants(m, delay(cx1, 1, f"{n}_cx"), n)
+            # 4. the tanh table index of saturate(cx + rnd(r x ch)), straight into the table's
+            # address register.
+            m.d.comb += rc.addr.eq(tix.index(rch3, *consts3))
+            # 5. h_prev - c, straight from the table RAM's output.
+            h4 = delay(h1, 3, f"{n}_h")
+            c5 = Signal(signed(tnh.out_bits), name=f"{n}_c5", reset_less=True)
+            diff5 = Signal(signed(max(ab, tnh.out_bits) + 1), name=f"{n}_diff5", reset_less=True)
+            m.d.sync += [c5.eq(rc.data), diff5.eq(h4 - rc.data)]
+            # 6. u x (h_prev - c); the bounds of stage 7 from c: c + rnd(p) > hi (after the
             # shift) exactly when p >= ((hi + 1 - c) << af) - half, < lo when p < ((lo - c) << af)
             # - half (p: the product).
-            u7 = delay(u3, 4, f"{n}_u")
-            prod8 = Signal(signed(prod_bits), name=f"{n}_prod8", reset_less=True)
-            m.d.sync += prod8.eq(u7 * diff7)
-            c8 = Signal(signed(tnh.out_bits), name=f"{n}_c8", reset_less=True)
+            u5 = delay(u2, 3, f"{n}_u")
+            prod6 = Signal(signed(prod_bits), name=f"{n}_prod6", reset_less=True)
+            m.d.sync += prod6.eq(u5 * diff5)
+            c6 = Signal(signed(tnh.out_bits), name=f"{n}_c6", reset_less=True)
             bound = signed(prod_bits + 2)
-            # Initial values for c = 0, as for stage 4's constants (:func:`const_init`).
+            # Initial values for c = 0, as for stage 3's constants (:func:`const_init`).
             over_k, under_k = ((hi_ab + 1) << af) - half, (lo_ab << af) - half
-            over8 = Signal(bound, name=f"{n}_over8", reset_less=True,
+            over6 = Signal(bound, name=f"{n}_over6", reset_less=True,
                            init=const_init(over_k, bound))
-            under8 = Signal(bound, name=f"{n}_under8", reset_less=True,
+            under6 = Signal(bound, name=f"{n}_under6", reset_less=True,
                             init=const_init(under_k, bound))
-            m.d.sync += [c8.eq(c7), over8.eq(over_k - (c7 << af)),
-                         under8.eq(under_k - (c7 << af))]
-            # 9. h = saturate((c << af | half) + p >> af): the adder and the two compares side
+            m.d.sync += [c6.eq(c5), over6.eq(over_k - (c5 << af)),
+                         under6.eq(under_k - (c5 << af))]
+            # 7. h = saturate((c << af | half) + p >> af): the adder and the two compares side
             # by side, then the select.
-            sum9 = Signal(signed(prod_bits + 1), name=f"{n}_sum9")
-            m.d.comb += sum9.eq(((c8 << af) | half) + prod8)
-            h9 = Mux(prod8 >= over8, hi_ab, Mux(prod8 < under8, lo_ab, (sum9 >> af)[:ab]))
-            m.d.sync += self.h[i].eq(h9)
+            sum7 = Signal(signed(prod_bits + 1), name=f"{n}_sum7")
+            m.d.comb += sum7.eq(((c6 << af) | half) + prod6)
+            h7 = Mux(prod6 >= over6, hi_ab, Mux(prod6 < under6, lo_ab, (sum7 >> af)[:ab]))
+            m.d.sync += self.h[i].eq(h7)
             for c in range(self.h_copies):
-                copy = Signal(act, name=f"{n}_h9_copy{c}", reset_less=True, attrs=KEEP)
-                m.d.sync += copy.eq(h9)
+                copy = Signal(act, name=f"{n}_h7_copy{c}", reset_less=True, attrs=KEEP)
+                m.d.sync += copy.eq(h7)
                 m.d.comb += self.h_copy[c][i].eq(copy)
         return m
 
