@@ -28,7 +28,10 @@ vector in parallel, so its time is hidden and not counted):
   recurrent deltas;
 * per layer: **ACT**, ``ceil(H/A)`` beats of A units, then ``ACT_DRAIN`` while the pipeline drains;
   the h delta encoders (for this layer's next step and for the next layer's or the head's input)
-  consume the new h values as they leave the pipeline, so encoding costs no extra cycles;
+  consume the new h values as they leave the pipeline, so encoding costs no extra cycles; where
+  a column takes more cycles than the accumulators' write latency (and a beat is a row group),
+  the first beats run inside the MAC phase's last column, reading their sums out of the MAC
+  pipeline (:func:`act_capture`, :func:`captures`);
 * the head (the head slot, below): its MAC phase and ``ceil(O/A)`` read-out beats (the read-out
   pipeline finishes on its own, ``READOUT_STAGES``).
 
@@ -102,6 +105,8 @@ __all__ = [
     "column_cost",
     "head_column_cost",
     "act_read_lag",
+    "act_capture",
+    "captures",
     "mac_drain",
     "layer_mac_drain",
     "head_mac_drain",
@@ -187,6 +192,38 @@ def act_read_lag(config: DeltaGRUConfig) -> int:
     per_group = max(1, config.lanes // (3 * config.act_width))
     return max(min(k * (b // per_group) + k - 1, C - 1) - b
                for b in range(ceil_div(config.hidden_size, config.act_width)))
+
+
+def act_capture(config: DeltaGRUConfig) -> int:
+    """Activation beats of a layer that run inside its MAC phase's last column (**capture**),
+    ``G = ceil(3H/P) - ACC_WRITE_LATENCY`` where a beat is one row group (``P = 3A``, no split
+    accumulators) and that is positive, else 0.
+
+    Beat b reads row group b, which the last column issues in its cycle b: the accumulator
+    memory holds the new sum ``ACC_WRITE_LATENCY`` cycles later, but the memory's one read port
+    is the issues' until the column's last cycle, so after a column of more than
+    ``ACC_WRITE_LATENCY`` cycles the first beats would wait for the port, not for their sums.
+    Those beats, b = 0 .. G - 1, are issued in the column's cycles ``ACC_WRITE_LATENCY + b``
+    and take the words the last column updated out of its pipeline instead (``MacArray.acc_cap``:
+    the sum issued then, registered), the c lanes' other accumulator (MX beside an h column, MCH
+    beside an x column) through its own read port, which that column does not use; the rest of
+    the beats follow the column as before. So a layer's activation ends ``G`` cycles earlier
+    when its last MAC phase had columns (:func:`captures` says which layers do)."""
+    from .layout import Layout
+
+    lay = Layout(config)
+    if lay.acc_split != 1 or config.lanes != 3 * config.act_width:
+        return 0
+    return max(0, column_cost(config) - ACC_WRITE_LATENCY)
+
+
+def captures(config: DeltaGRUConfig, layer: int) -> bool:
+    """Whether layer ``layer``'s activation captures (:func:`act_capture`) after a MAC phase
+    with columns: where the configuration allows it, every layer but the last of a network
+    without a head (that one writes the output FIFO, whose room is only known after its MAC
+    phase: a beat issued before would have to wait for it, and its cycles would depend on the
+    host)."""
+    return act_capture(config) > 0 and (config.has_head or layer < config.num_layers - 1)
 
 
 def mac_drain(cost: int, lag: int = 0) -> int:
@@ -405,8 +442,9 @@ def timestep_phases(config: DeltaGRUConfig, fired_per_layer, *, fired_x0, first,
     separately, the head slot's); ``act``: activation beats (+ the head slot's read-out beats);
     ``act_fixed``: activation pipeline drains; ``overlap`` (<= 0): minus the cycles hidden in the
     windows, layer 0's x phase in the previous one (:func:`x_phase_hidden`), its h phase's fetch
-    there too (:func:`h_fetch_in_window`), and the head slot in this one (``min(ACT_DRAIN,
-    S)``). ``fired_per_layer`` is a sequence of L counts (x + h
+    there too (:func:`h_fetch_in_window`), the head slot in this one (``min(ACT_DRAIN,
+    S)``), and each layer's activation beats that ran in its MAC phase's last column
+    (:func:`act_capture`). ``fired_per_layer`` is a sequence of L counts (x + h
     columns of each layer; ints, or numpy/torch integer arrays that broadcast);
     ``fired_x0`` the x columns of layer 0 (part of ``fired_per_layer[0]``); ``first``: the
     timestep starts a sequence; ``h0_early``: layer 0's fired h columns among the first
@@ -419,7 +457,7 @@ def timestep_phases(config: DeltaGRUConfig, fired_per_layer, *, fired_x0, first,
     """
     cc, lag = column_cost(config), act_read_lag(config)
     nb = ceil_div(config.hidden_size, config.act_width)
-    issue, fixed, act, act_fixed = 0, 0, 0, 0
+    issue, fixed, act, act_fixed, captured = 0, 0, 0, 0, 0
     for l, n in enumerate(fired_per_layer):
         issue = issue + n * cc
         if l == 0:  # the x phase, then the h phase (its fetch perhaps in the x phase's last cycle)
@@ -430,6 +468,9 @@ def timestep_phases(config: DeltaGRUConfig, fired_per_layer, *, fired_x0, first,
             fixed = fixed + mac_phase_fixed(n, cc, l, lag)
         act = act + nb
         act_fixed = act_fixed + ACT_DRAIN
+        if captures(config, l):  # beats in the last column of the phase before (if it had one)
+            before = n - fired_x0 if l == 0 else n
+            captured = captured + act_capture(config) * _as_int(before > 0)
     slot = 0
     if config.has_head:
         hc = head_column_cost(config)
@@ -443,7 +484,7 @@ def timestep_phases(config: DeltaGRUConfig, fired_per_layer, *, fired_x0, first,
               + h_fetch_in_window(config, fired_x0, fired_per_layer[0] - fired_x0, h0_early,
                                   first, slot_head_prev))
     return {"mac_issue": issue, "mac_fixed": fixed, "act": act, "act_fixed": act_fixed,
-            "overlap": -hidden}
+            "overlap": -hidden - captured}
 
 
 def timestep_cycles(config: DeltaGRUConfig, fired_per_layer, *, fired_x0, first, h0_early=None,

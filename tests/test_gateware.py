@@ -831,6 +831,61 @@ def test_core_split_accumulators_match_golden(lanes):
     assert runs["lockstep"]["STALL_TOTAL"] == int(stall.sum())
 
 
+@pytest.mark.parametrize(("L", "O"), [(2, 3), (2, 0), (1, 3)],
+                         ids=["two_layers_head", "two_layers_no_head", "one_layer_head"])
+def test_core_capture_matches_golden(L, O):
+    """Capture (``cycles.act_capture``): with P = 3A and columns of C = 5 cycles, each layer's
+    first C - ACC_WRITE_LATENCY = 2 activation beats run in its MAC phase's last column, taking
+    the sums out of the MAC pipeline. Every layer captures but the last of a network without a
+    head (``cycles.captures``). Outputs, every CYCLES_LAST, CYCLES_TOTAL and STALL_TOTAL
+    (streamed and lock-step) equal the golden and cycle models, and the run has phases that end
+    with an h column (the c lanes' MX read through its own port beside it) and, with two
+    layers, a layer-1 phase that ends with an x column (MCH read beside it)."""
+    model = small_model(I=5, H=9, L=L, O=O, lanes=6, act_width=2, enc_width=2, theta=40,
+                        theta_head=20)
+    cfg = model.config
+    assert cycles.column_cost(cfg) == 5 and cycles.act_capture(cfg) == 2
+    assert [cycles.captures(cfg, l) for l in range(L)] == [bool(O) or l < L - 1 for l in range(L)]
+    T = 14
+    x = torch.randn(T, cfg.input_size, generator=torch.Generator().manual_seed(6)) * 0.5
+    x_q, _ = model.quantize_input(x)
+    firsts = [t == 0 for t in range(T)]
+    g = run_golden(model, x_q)
+    first = torch.arange(T) == 0
+    fx, fh = g.fired_x[0], g.fired_h[0]
+    assert bool((fh[:, 0] > 0).any()), "no layer-0 h phase with columns"
+    if L == 2:
+        assert bool(((fh[:, 1] == 0) & (fx[:, 1] > 0)).any()), "no layer-1 phase ending in x"
+        assert bool((fh[:, 1] > 0).any())
+    phases = cycles.timestep_phases(cfg, [fx[:, l] + fh[:, l] for l in range(L)],
+                                    fired_x0=fx[:, 0], first=first, h0_early=g.h0_early[0],
+                                    slot_head=cycles.window_slots(g.fired_head[0], first)[0],
+                                    slot_head_prev=cycles.window_slots(g.fired_head[0], first)[1])
+    assert sum(phases.values()).tolist() == g.cycles[0].tolist()
+    runs = run_both_modes(model, x_q, firsts, g)
+    stall = cycles.lockstep_stall(cfg, fx[:, 0], g.fired_head[0], first, fired_h0=fh[:, 0],
+                                  h0_early=g.h0_early[0])
+    assert runs["lockstep"]["STALL_TOTAL"] == int(stall.sum())
+
+
+def test_capture_starts_no_earlier_than_it_may():
+    """The captured beats start in the last column's cycle ``ACC_WRITE_LATENCY`` (a beat takes
+    ``MacArray.acc_cap`` = the sum issued CAPTURE_LATENCY cycles before its read): one cycle
+    earlier, the beats take the sums of the wrong row groups, and the outputs break."""
+    model = small_model(I=3, H=9, L=1, O=3, lanes=6, act_width=2, enc_width=2, theta=0)
+    cfg = model.config
+    assert cycles.act_capture(cfg) == 2
+    T = 3
+    x = torch.randn(T, cfg.input_size, generator=torch.Generator().manual_seed(7))
+    x_q, _ = model.quantize_input(x)
+    firsts = [t == 0 for t in range(T)]
+    g = run_golden(model, x_q)
+    out, cyc = simulate_core(model, x_q, firsts, lockstep=True)
+    assert torch.equal(out, g.outputs[0]) and cyc == g.cycles[0].tolist()
+    early, _ = simulate_core(model, x_q, firsts, drain_trim={"cap": 1}, lockstep=True)
+    assert not torch.equal(early, g.outputs[0]), "the capture could start a cycle earlier"
+
+
 @pytest.mark.parametrize("I,E", [(5, 2), (4, 4)])
 def test_front_end_ready_is_registered_and_exact(I, E):
     """The input front end's ``i.ready`` is a flip-flop, and on every cycle it equals the rule

@@ -113,8 +113,12 @@ class DeltaGRUCore(wiring.Component):
         delta_bits = cfg.delta_bits
         n_targets = L if head else L - 1  # x queues fed by activation: layers 1..L-1 (+ head)
 
+        # Capture (cycles.act_capture): the first activation beats of a layer run in its MAC
+        # phase's last column and take its sums out of the MAC pipeline (``mac.acc_cap``).
+        capture = cycles.act_capture(cfg) > 0
         m.submodules.mac = mac = MacArray(
-            cfg, weight_init=self.weight_init, bias_init=self.bias_init, init_files=self.init_files
+            cfg, weight_init=self.weight_init, bias_init=self.bias_init, init_files=self.init_files,
+            capture=capture,
         )
         m.submodules.sched = sched = Schedule(cfg, drain_trim=self.drain_trim)
         layer = sched.block  # the block (layer, or L = the head) the schedule is in
@@ -343,16 +347,21 @@ class DeltaGRUCore(wiring.Component):
         h_out = [actp.h, actp.h_copy[0], actp.h_copy[1]]
         # The layer travels along: while the last layer drains, the schedule's block is already
         # layer 0 (the next timestep's overlapped x phase).
+        # With capture, ``cap`` (the beat is a captured one) and ``cap_h`` (the column it is
+        # captured from is an h column: its c lanes updated MCH, not MX) travel along too.
+        cap_fields = {"cap": 1, "cap_h": 1} if capture else {}
         dl = [
             Signal(
                 data.StructLayout({"valid": 1, "beat": beat_bits, "k": len(act_k),
-                                   "layer": range(L + 1)}),
+                                   "layer": range(L + 1), **cap_fields}),
                 name=f"act_d{i}",
             )
             for i in range(act_lat + rd_lat + 1)
         ]
         m.d.comb += [dl[0].valid.eq(act_issue), dl[0].beat.eq(act_beat), dl[0].k.eq(act_k),
                      dl[0].layer.eq(layer)]
+        if capture:
+            m.d.comb += [dl[0].cap.eq(sched.act_cap), dl[0].cap_h.eq(cur_h)]
         for i in range(act_lat + rd_lat):
             m.d.sync += dl[i + 1].eq(dl[i])
         m.d.comb += [mac.mch_addr.eq(t_mchbase[layer] + act_g)]
@@ -384,6 +393,16 @@ class DeltaGRUCore(wiring.Component):
         # (Layout.acc_split k > 1) the read-out words are memory-major (memory j's lanes are
         # words jP..jP + P - 1): a beat's k row groups side by side, one block of 3A words.
         blocks_k = range(max(1, lay.acc_split * P // (3 * A)))
+        # Capture (P = 3A: one lane block): a captured beat's words come from the MAC pipeline
+        # (``mac.acc_cap``, in the same cycle as a read's ``mx_word``: MacArray.CAPTURE_LATENCY
+        # after the issue = ACC_WRITE_LATENCY + 1), but for the c lanes' word the column did not
+        # update (cx beside an h column, ch beside an x column), which their own port read. The
+        # selects are registered per unit and gate, like ``k``.
+        assert not capture or (
+            MacArray.CAPTURE_LATENCY == cycles.ACC_WRITE_LATENCY + rd_lat - 1), (
+            "a captured beat issued ACC_WRITE_LATENCY cycles after its group takes acc_cap "
+            "where a read takes mx_word")
+        d0 = dl[rd_lat - 2]
         for i in range(A):
             gates = {
                 "r": (actp.m_r[i], [mac.mx_word[3 * (A * k + i)] for k in blocks_k]),
@@ -391,11 +410,22 @@ class DeltaGRUCore(wiring.Component):
                 "cx": (actp.m_cx[i], [mac.mx_word[3 * (A * k + i) + 2] for k in blocks_k]),
                 "ch": (actp.m_ch[i], [mac.mch_word[A * k + i] for k in blocks_k]),
             }
+            if capture:
+                caps = {"r": (mac.acc_cap[3 * i], d0.cap),
+                        "u": (mac.acc_cap[3 * i + 1], d0.cap),
+                        "cx": (mac.acc_cap[3 * i + 2], d0.cap & ~d0.cap_h),
+                        "ch": (mac.acc_cap[3 * i + 2], d0.cap & d0.cap_h)}
             for gname, (dst, words) in gates.items():
-                k_copy = Signal(len(act_k), name=f"act_k_{gname}{i}", reset_less=True, attrs=KEEP)
-                m.d.sync += k_copy.eq(dl[rd_lat - 2].k)
                 word_r = Signal.like(dst, name=f"act_m_{gname}{i}", reset_less=True)
                 m.d.comb += dst.eq(word_r)
+                if capture:
+                    cap_word, cap_when = caps[gname]
+                    sel = Signal(name=f"act_cap_{gname}{i}", reset_less=True, attrs=KEEP)
+                    m.d.sync += sel.eq(cap_when)
+                    m.d.sync += word_r.eq(Mux(sel, cap_word, words[0]))
+                    continue
+                k_copy = Signal(len(act_k), name=f"act_k_{gname}{i}", reset_less=True, attrs=KEEP)
+                m.d.sync += k_copy.eq(dl[rd_lat - 2].k)
                 with m.Switch(k_copy):
                     for k, word in enumerate(words):
                         with m.Case(k):

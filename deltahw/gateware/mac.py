@@ -49,6 +49,16 @@ class MacArray(wiring.Component):
     addressed in: a read-out may address a word in the cycle right after the last issue
     (``FWD_ACC_WRITE_LATENCY``), one cycle of latency later than ``mx_data``, with no drain.
 
+    Capture (``capture``, the activation's beats inside a MAC phase's last column:
+    ``cycles.act_capture``): ``acc_cap`` holds every lane's new sum of the issue
+    ``CAPTURE_LATENCY`` (4) cycles ago (the stage-3 sum, registered), so an activation beat
+    reads the words that issue updated ``ACC_WRITE_LATENCY`` + 1 cycles after it, as it would
+    through the memory, while the memory's read port is still the issues'. The word the
+    issue does not touch in a c lane (MX beside an h column, MCH beside an x column) is read
+    through that memory's own port, addressed by ``mx_addr`` / ``mch_addr`` in an issue cycle
+    too (``mx_word`` / ``mch_word``, as a read-out): an issue only takes the port of the
+    memory it updates.
+
     Split accumulators (``Layout.acc_split`` k > 1, when 3A > P): each lane's MX (and MCH) is k
     LUT RAMs, word ``a`` in memory ``a % k`` at row ``a // k``. An issue reads and writes one word
     (its memory selected by the address's low bits, registered with it; the write enables decoded
@@ -99,6 +109,9 @@ class MacArray(wiring.Component):
     #: Cycles from an issue until a forwarded read-out (``mx_fwd``) addressing the word it
     #: updates sees the new sum: the next cycle, as for the next issue.
     FWD_ACC_WRITE_LATENCY = 1
+    #: Cycles from an issue to its lanes' new sums in ``acc_cap`` (with ``capture``): the
+    #: stage-3 sum, registered.
+    CAPTURE_LATENCY = 4
     #: Cycles by which ``load_next``/``load_addr_next`` lead the bias memory's read (the sequence
     #: reset lasts long enough for the last word's write: ``cycles.reset_cycles``).
     LOAD_AHEAD = 2
@@ -107,10 +120,13 @@ class MacArray(wiring.Component):
     PARAM_WRITE_LATENCY = 2
 
     def __init__(self, config: DeltaGRUConfig, *, weight_init=None, bias_init=None,
-                 init_files=False):
+                 init_files=False, capture=False):
         self.config = config
+        self.capture = capture
         self.layout = lay = Layout(config)
         P = config.lanes
+        assert not capture or (lay.acc_split == 1 and P == 3 * config.act_width), (
+            "capture: an activation beat is one row group")
         self.weight_init, self.bias_init, self.init_files = weight_init, bias_init, init_files
         self.wabits = max(1, (lay.weight_depth - 1).bit_length())
         self.mxbits = max(1, (lay.mx_depth - 1).bit_length())
@@ -131,6 +147,8 @@ class MacArray(wiring.Component):
             "mx_word": Out(data.ArrayLayout(acc, lay.acc_split * P)),
             "mx_fwd": Out(data.ArrayLayout(acc, P)),
             "mch_word": Out(data.ArrayLayout(acc, lay.acc_split * P // 3)),
+            # (with ``capture``) every lane's sum of the issue 4 cycles ago, registered
+            **({"acc_cap": Out(data.ArrayLayout(acc, P))} if capture else {}),
             "load_next": In(1),
             "load_addr_next": In(self.babits),
             "p_we": In(1),
@@ -248,6 +266,8 @@ class MacArray(wiring.Component):
         # load inputs, registered (the bias load writes the cycle after its read, as before), so
         # the array's latency is unchanged. The forwarding flags (one pair per lane kind) select
         # every lane's 30-odd-bit old sum: per bank too.
+        # The MCH read port is an issue's in its cycle (with ``capture``, only an h column's).
+        issue_ch = self.issue & self.use_ch if self.capture else self.issue
         bank = []
         for b in range(lay.num_banks):
             c = {
@@ -256,6 +276,7 @@ class MacArray(wiring.Component):
                 # the read addresses (as rd_mx / rd_ch)
                 "rd_mx": Signal(self.mxbits, reset_less=True),
                 "rd_ch": Signal(self.mchbits, reset_less=True),
+                **({"rd_mx_c": Signal(self.mxbits, reset_less=True)} if self.capture else {}),
                 # stage 3: the bias load's select, the write addresses and enables
                 "load3": Signal(),
                 "w_mx": Signal(self.mxbits, reset_less=True),
@@ -275,7 +296,7 @@ class MacArray(wiring.Component):
             m.d.sync += [
                 c["use_ch2"].eq(s1.use_ch),
                 c["rd_mx"].eq(Mux(self.issue, self.acc_addr, self.mx_addr)),
-                c["rd_ch"].eq(Mux(self.issue, self.ch_addr, self.mch_addr)),
+                c["rd_ch"].eq(Mux(issue_ch, self.ch_addr, self.mch_addr)),
                 c["load3"].eq(ld),
                 c["w_mx"].eq(Mux(ld, la, s2.acc)),
                 c["w_ch"].eq(Mux(ld, la_ch, s2.ch)),
@@ -283,6 +304,11 @@ class MacArray(wiring.Component):
                 c["en_mx_c"].eq(Mux(ld, load_mx, s2.valid & ~s2.use_ch)),
                 c["en_ch"].eq(Mux(ld, ~load_mx, s2.valid & s2.use_ch)),
             ]
+            if self.capture:
+                # The c lanes' MX read address: a read-out's beside an h column's issue (the
+                # issue reads their MCH), see the docstring.
+                m.d.sync += c["rd_mx_c"].eq(Mux(self.issue & ~self.use_ch, self.acc_addr,
+                                                self.mx_addr))
             if ks > 1:
                 # Split accumulators: each memory's write enable, the enables above with the
                 # word address's low bits decoded, registered here like them, so the LUT RAMs'
@@ -304,7 +330,7 @@ class MacArray(wiring.Component):
             bank.append(c)
 
         acc_shape = signed(cfg.acc_bits)
-        mx_words, mch_words, fwd_words = [], [], []
+        mx_words, mch_words, fwd_words, cap_words = [], [], [], []
         # The asynchronous read-out words, memory-major: mx_async[j][p] (k = 1: one memory).
         mx_async = [[] for _ in range(ks)]
         mch_async = [[] for _ in range(ks)]
@@ -342,7 +368,7 @@ class MacArray(wiring.Component):
                 mx = memory.Memory(shape=acc_shape, depth=max(lay.mx_depth, 2), init=[])
                 m.submodules[f"mx{p}"] = mx
                 mx_r, mx_w = mx.read_port(domain="comb"), mx.write_port()
-                m.d.comb += mx_r.addr.eq(c["rd_mx"])
+                m.d.comb += mx_r.addr.eq(c["rd_mx_c" if self.capture and is_c else "rd_mx"])
                 words, word = [mx_r.data], mx_r.data
 
                 def mx_write(addr, en, data, mx_w=mx_w):
@@ -402,6 +428,7 @@ class MacArray(wiring.Component):
             total = Signal(acc_shape, name=f"total_{p}")
             total4 = Signal(acc_shape, name=f"total4_{p}", reset_less=True)
             m.d.comb += total.eq(old3 + prod3)
+            cap_words.append(total4)
             m.d.sync += [
                 w2.eq(weights[p]),
                 delta2.eq(s1.delta),
@@ -417,6 +444,8 @@ class MacArray(wiring.Component):
                 ch_write(c["w_ch"], enables("en_ch", c), Mux(c["load3"], bias_val, total))
         # One assignment of the whole read-out vector (per-lane slices make Icarus re-evaluate the
         # full vector on every lane's change: 25x slower simulation of a 48-lane array).
+        if self.capture:
+            m.d.comb += self.acc_cap.as_value().eq(Cat(*cap_words))
         m.d.comb += [self.mx_data.as_value().eq(Cat(*mx_words)),
                      self.mch_data.as_value().eq(Cat(*mch_words)),
                      self.mx_word.as_value().eq(Cat(*[w for ws in mx_async for w in ws])),

@@ -154,6 +154,7 @@ class Schedule(wiring.Component):
             # activation and read-out
             "rd_group": Out(16),  # accumulator word read by the current beat
             "act_issue": Out(1),
+            "act_cap": Out(1),  # the beat is issued in the last column (cycles.act_capture)
             "act_beat": Out(bits_for(nb)),
             "act_k": Out(bits_for(max(1, P // (3 * A)))),
             "ro_issue": Out(1),
@@ -199,6 +200,10 @@ class Schedule(wiring.Component):
         if head:
             drains.append(cycles.head_mac_drain(costs[L]) - trim.get("head_mac", 0))
         act_drain = cycles.ACT_DRAIN - trim.get("act", 0)
+        # Capture (cycles.act_capture): the first beats in the last column's cycles
+        # ACC_WRITE_LATENCY + b, of the layers cycles.captures names.
+        cap_at = cycles.ACC_WRITE_LATENCY - trim.get("cap", 0)
+        cap_blocks = [l for l in range(L) if cycles.captures(config=cfg, layer=l)]
         assert min(drains) >= 0 and act_drain >= 2, "a drain cannot be trimmed that far"
         t_groups, t_drain = table(costs), table(drains)
         # The head slot's cycles, S = 1 + n * ceil(O/P) + ceil(O/A) for n fired columns (its
@@ -523,6 +528,21 @@ class Schedule(wiring.Component):
             with m.Else():
                 m.next = "ACT_RUN"
 
+        last_layer = block == L - 1
+
+        def act_step():
+            """Issue an activation beat (``act_beat``, reading word ``rd_group``)."""
+            m.d.comb += self.act_issue.eq(1)
+            m.d.sync += act_beat.eq(act_beat + 1)
+            # (a beat reads the row groups of P // 3A... beats, or Layout.acc_split of them)
+            with m.If(act_k == max(1, P // (3 * A)) - 1):
+                m.d.sync += [act_k.eq(0), rd_group.eq(rd_group + lay.acc_split)]
+            with m.Else():
+                m.d.sync += act_k.eq(act_k + 1)
+            if head:  # the last layer's activation fills the other buffer of the head queue
+                with m.If(last_layer & (act_beat == 0)):
+                    m.d.comb += hb_n.eq(~hb)
+
         with m.FSM(name="ctrl"):
             with m.State("IDLE"):
                 start_step()
@@ -586,6 +606,15 @@ class Schedule(wiring.Component):
                 # On the read ports: entry e + 2 in the column's last cycle, else e + 1 (qi); the
                 # next cycle's is one further when that cycle is a column's last.
                 fetch_next(g_last_next)
+                if cap_blocks:
+                    # Capture: the layer's first beats in its last column (not layer 0's x phase:
+                    # its h phase follows), from the column's cycle ``cap_at`` on.
+                    in_cap = Const(0, 1)
+                    for l in cap_blocks:
+                        in_cap = in_cap | (block == l)
+                    with m.If(in_cap & ~xseg & last_e & (g >= cap_at)):
+                        m.d.comb += self.act_cap.eq(1)
+                        act_step()
                 with m.If(last_g):
                     m.d.sync += [g.eq(0), e.eq(e + 1)]
                     m.d.comb += self.take.eq(1)
@@ -612,17 +641,8 @@ class Schedule(wiring.Component):
                     else:
                         m.next = "ACT_RUN"
             with m.State("ACT_RUN"):
-                m.d.comb += [self.counting.eq(1), self.act_issue.eq(1)]
-                m.d.sync += act_beat.eq(act_beat + 1)
-                # (a beat reads the row groups of P // 3A... beats, or Layout.acc_split of them)
-                with m.If(act_k == max(1, P // (3 * A)) - 1):
-                    m.d.sync += [act_k.eq(0), rd_group.eq(rd_group + lay.acc_split)]
-                with m.Else():
-                    m.d.sync += act_k.eq(act_k + 1)
-                last_layer = block == L - 1
-                if head:  # the last layer's activation fills the other buffer of the head queue
-                    with m.If(last_layer & (act_beat == 0)):
-                        m.d.comb += hb_n.eq(~hb)
+                m.d.comb += self.counting.eq(1)
+                act_step()
                 with m.If(act_beat == nb - 1):
                     m.d.sync += cnt.eq(0)
                     with m.If(last_layer):
