@@ -18,7 +18,11 @@ A timestep, per block b (layers 0..L-1, then the head if any), in order:
 * ``MAC_FETCH2`` (1 cycle, layers 1..): entry 0 is taken (``take``), entry 1 addressed
   (``cycles.MAC_FETCH`` = 2 cycles in all before the first issue).
 * ``MAC_RUN``: ``issue`` for every row group ``g`` of every fired column, ``groups`` cycles per
-  column, no bubbles (one entry of look-ahead on the queue read port).
+  column, no bubbles (one entry of look-ahead on the queue read port). With capture
+  (``cycles.act_capture`` G > 0, in the layers ``cycles.captures`` names, not in layer 0's x
+  phase), the last column's cycles ``g`` = ``ACC_WRITE_LATENCY`` + b also issue activation beat
+  b (``act_cap``), b = 0 .. G - 1: the beat takes the words that column updated out of the MAC
+  pipeline; ``ACT_RUN`` goes on from beat G.
 * ``MAC_DRAIN``: ``cycles.layer_mac_drain`` cycles until the last column's sums are readable
   (``cycles.head_mac_drain``, 0, for the head: its read-out reads through the MAC's forwarding).
 * ``ACT_RUN`` (layers): ceil(H/A) activation beats (``act_issue``, ``act_beat``, ``act_k``; the
