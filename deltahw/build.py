@@ -56,7 +56,7 @@ from .gateware.bridge import elem_bytes
 from .gateware.uart import MIN_DIVISOR
 from .layout import Layout
 from .model import load_model
-from .resources import FitError, check_fit
+from .resources import LUT_LIMIT, FitError, check_fit, fits
 from .slack import endpoints_slower_than, faster_clocks, parse_slack_histogram, where_slower
 from .util import atomic_write_text, run_cli
 
@@ -393,6 +393,15 @@ def build_model(model, board: str, *, variant=None, out=None, clock_mhz=None, ba
     # 2. fit check, before anything is generated
     log(f"[2/5] checking that the design fits {part.name} ({board.title} {variant})")
     alts = [(f"--variant {v}", board.part(v)) for v in board.variants if v != variant]
+    if cycles.act_capture(cfg) and not fits(cfg, part) and fits(cfg.replace(capture=False), part):
+        # Capture's selects (config.capture) are the part's last LUTs: without them the design
+        # fits, a cycle or more per layer phase slower (the cycle model follows the config).
+        gain = cycles.act_capture(cfg)
+        cfg = cfg.replace(capture=False)
+        model = model.with_config(cfg)
+        log(f"      capture off: with it the design does not fit {part.name} (the fit check's "
+            f"{LUT_LIMIT:.0%} of its LUTs); without it each layer phase with columns takes "
+            f"{gain} cycle(s) more (deltahw.cycles.act_capture)")
     try:
         est = check_fit(cfg, part, alternatives=alts)
     except FitError as e:

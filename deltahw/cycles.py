@@ -208,11 +208,12 @@ def act_capture(config: DeltaGRUConfig) -> int:
     the sum issued then, registered), the c lanes' other accumulator (MX beside an h column, MCH
     beside an x column) through its own read port, which that column does not use; the rest of
     the beats follow the column as before. So a layer's activation ends ``G`` cycles earlier
-    when its last MAC phase had columns (:func:`captures` says which layers do)."""
+    when its last MAC phase had columns (:func:`captures` says which layers do). 0 with
+    ``config.capture`` off (a part without room for the selects: ``deltahw.build``)."""
     from .layout import Layout
 
     lay = Layout(config)
-    if lay.acc_split != 1 or config.lanes != 3 * config.act_width:
+    if not config.capture or lay.acc_split != 1 or config.lanes != 3 * config.act_width:
         return 0
     return max(0, column_cost(config) - ACC_WRITE_LATENCY)
 

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 
 from .errors import DeltahwError
 from .config import DeltaGRUConfig, ceil_div
+from .cycles import act_capture
 from .gateware import Forms
 from .layout import Layout
 
@@ -114,6 +115,12 @@ _FF_BASE, _FF_PER_LANE, _FF_PER_ACC_BIT, _FF_PER_UNIT = 5200, 10, 2.0, 355
 _LUT_PER_UNIT_BOUNDS, _FF_PER_UNIT_BOUNDS = 70, 104
 # Both factors refitted on the same ECP5 row at A=8 (its netlist did not change); the A=16 row
 # (lead18-1) is within 1.5 % / 4.9 %.
+# Session 26, capture (config.capture, cycles.act_capture: a 2:1 select in front of each gate
+# word register of every activation unit, ~20 of the word's 30 bits used): the xc7a35t at A=16
+# took 19307 LUTs with it and 17998 without (fsdd, the same gateware otherwise, synth_xilinx,
+# which does not pack two selects into one LUT6), 82 per unit; FFs unchanged (+5). The ECP5
+# (LFE5UM5G-85F, -8, 100 MHz): 45265 TRELLIS_COMB with it, 42869 without.
+_LUT_PER_UNIT_CAPTURE = 82
 _LUT4_FACTOR = 2.233  # session 18; 2.220 in 17, 2.084 in 16, 2.170 in 14, 2.091 in 13, 2.35 before
 _ECP5_FF_FACTOR = 1.577  # session 18; 1.546 in 17, 1.580 in 16, 1.589 in 14, 1.592 in 13, 1.702
 
@@ -236,8 +243,10 @@ def estimate(config: DeltaGRUConfig, part, rx_depth: int = 1024) -> Estimate:
     dsps = cfg.lanes * mults(cfg.weight.bits, cfg.delta_bits)
     dsps += cfg.act_width * 2 * mults(cfg.act.frac + 1, cfg.act.bits + 1)
     bounds = 0 if forms.plain_h_encoders else 1  # the h encoders' registered bounds
+    capture = 1 if act_capture(cfg) else 0  # the activation's capture selects
     luts = (_LUT_BASE + cfg.lanes * (_LUT_PER_LANE + _LUT_PER_ACC_BIT * cfg.acc_bits)
-            + cfg.act_width * (_LUT_PER_UNIT + bounds * _LUT_PER_UNIT_BOUNDS)
+            + cfg.act_width * (_LUT_PER_UNIT + bounds * _LUT_PER_UNIT_BOUNDS
+                               + capture * _LUT_PER_UNIT_CAPTURE)
             + cfg.num_layers * _LUT_PER_LAYER)
     ffs = (_FF_BASE + cfg.lanes * (_FF_PER_LANE + _FF_PER_ACC_BIT * cfg.acc_bits)
            + cfg.act_width * (_FF_PER_UNIT + bounds * _FF_PER_UNIT_BOUNDS))

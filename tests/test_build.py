@@ -6,17 +6,18 @@ The full flows (open synthesis for xc7, bitstream for ECP5) take minutes and run
 """
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
 
-from deltahw import build, slack
+from deltahw import build, cycles, slack
 from deltahw.boards import BOARDS, PARTS, BoardTop, get_board
 from deltahw.boards.clocking import ecp5_pll_params, mmcm_params
 from deltahw.config import DeltaGRUConfig
 from deltahw.export import export_model
-from deltahw.model import from_modules
-from deltahw.resources import FitError, check_fit, estimate
+from deltahw.model import from_modules, load_model
+from deltahw.resources import FitError, check_fit, estimate, fits
 
 
 @pytest.fixture(scope="module")
@@ -110,6 +111,32 @@ def test_seed_reaches_nextpnr_and_the_report(small_model, tmp_path, capsys):
         err = capsys.readouterr().err
         assert msg in err and "Traceback" not in err
         assert not bad.exists()
+
+
+@pytest.mark.parametrize("variant", ["35", "100"])
+def test_capture_is_turned_off_where_the_part_has_no_room(tmp_path, capsys, variant):
+    """The shipped fsdd (P = 3A = 48, C = 4: one captured beat, ``cycles.act_capture``) fits the
+    Arty's xc7a35t only without capture's selects: the build turns capture off there, says so,
+    and writes the config it built (the host and the report follow it); the xc7a100t keeps it.
+    """
+    fsdd = Path(__file__).resolve().parent.parent / "models" / "fsdd" / "export"
+    assert cycles.act_capture(load_model(fsdd).config) == 1
+    out = tmp_path / "arty"
+    rc = build.main(["--board", "arty_a7", "--variant", variant, "--model", str(fsdd),
+                     "--output", str(out), "--no-synth"])
+    assert rc == 0
+    log = capsys.readouterr().out
+    built = DeltaGRUConfig.load(out / "config.json")
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["config"]["capture"] is built.capture
+    if variant == "35":
+        assert "capture off: with it the design does not fit xc7a35t" in log
+        assert not built.capture and fits(built, PARTS["xc7a35t"])
+        assert not fits(built.replace(capture=True), PARTS["xc7a35t"])
+    else:
+        assert "capture off" not in log and built.capture
+    report = json.loads((out / "report.json").read_text())
+    assert report["performance"]["dense_cycles_per_timestep"] == cycles.dense_cycles(built)
 
 
 def test_too_large_model_is_refused_before_synthesis(tmp_path, capsys):

@@ -28,9 +28,14 @@ def config():
     return load_model(REPO / DATA["model"]).config
 
 
-@pytest.mark.parametrize("row", ROWS, ids=[f"{r['part']}-A{r['act_width']}" for r in ROWS])
+def _row_id(r):
+    return f"{r['part']}-A{r['act_width']}" + ("" if r.get("capture", True) else "-no-capture")
+
+
+@pytest.mark.parametrize("row", ROWS, ids=[_row_id(r) for r in ROWS])
 def test_estimate_within_10_percent(config, row):
-    est = estimate(config.replace(act_width=row["act_width"]), PARTS[row["part"]])
+    est = estimate(config.replace(act_width=row["act_width"], capture=row.get("capture", True)),
+                   PARTS[row["part"]])
     for key in ("luts", "ffs"):
         err = getattr(est, key) / row[key] - 1
         assert abs(err) <= 0.10, f"{key}: estimate {getattr(est, key)} vs {row[key]} ({err:+.1%})"

@@ -831,21 +831,28 @@ def test_core_split_accumulators_match_golden(lanes):
     assert runs["lockstep"]["STALL_TOTAL"] == int(stall.sum())
 
 
-@pytest.mark.parametrize(("L", "O"), [(2, 3), (2, 0), (1, 3)],
-                         ids=["two_layers_head", "two_layers_no_head", "one_layer_head"])
-def test_core_capture_matches_golden(L, O):
+@pytest.mark.parametrize(("L", "O", "capture"), [(2, 3, True), (2, 0, True), (1, 3, True),
+                                                  (1, 3, False)],
+                         ids=["two_layers_head", "two_layers_no_head", "one_layer_head",
+                              "one_layer_head_off"])
+def test_core_capture_matches_golden(L, O, capture):
     """Capture (``cycles.act_capture``): with P = 3A and columns of C = 5 cycles, each layer's
     first C - ACC_WRITE_LATENCY = 2 activation beats run in its MAC phase's last column, taking
     the sums out of the MAC pipeline. Every layer captures but the last of a network without a
     head (``cycles.captures``). Outputs, every CYCLES_LAST, CYCLES_TOTAL and STALL_TOTAL
     (streamed and lock-step) equal the golden and cycle models, and the run has phases that end
     with an h column (the c lanes' MX read through its own port beside it) and, with two
-    layers, a layer-1 phase that ends with an x column (MCH read beside it)."""
+    layers, a layer-1 phase that ends with an x column (MCH read beside it). ``capture`` off
+    (``config.capture``, what a build does where the part has no room): the same shape, no
+    captured beat, and the models follow."""
     model = small_model(I=5, H=9, L=L, O=O, lanes=6, act_width=2, enc_width=2, theta=40,
                         theta_head=20)
+    if not capture:
+        model = model.with_config(model.config.replace(capture=False))
     cfg = model.config
-    assert cycles.column_cost(cfg) == 5 and cycles.act_capture(cfg) == 2
-    assert [cycles.captures(cfg, l) for l in range(L)] == [bool(O) or l < L - 1 for l in range(L)]
+    assert cycles.column_cost(cfg) == 5 and cycles.act_capture(cfg) == (2 if capture else 0)
+    assert [cycles.captures(cfg, l) for l in range(L)] == [
+        capture and (bool(O) or l < L - 1) for l in range(L)]
     T = 14
     x = torch.randn(T, cfg.input_size, generator=torch.Generator().manual_seed(6)) * 0.5
     x_q, _ = model.quantize_input(x)

@@ -311,6 +311,7 @@ def test_config_accumulator_width_covers_every_block():
         ({"theta_h": (-1,)}, r"theta_h must be an integer from 0 to 65535; got -1\."),
         ({"theta_head": 70000}, r"theta_head must be an integer from 0 to 65535; got 70000\."),
         ({"clock_mhz": 0}, r"clock_mhz must be from 1 to 1000; got 0\."),
+        ({"capture": "yes"}, r"capture must be true or false; got 'yes'\."),
         ({"act": (1, 0)}, r"2 to 48 bits; got bits=1\."),
     ],
 )

@@ -759,7 +759,12 @@ def _discussion(results: dict) -> list[str]:
             "decisions): part of the overlap above.",
             f"5. **A shorter activation pipeline**: its drain ({cyc.ACT_DRAIN} cycles per layer; "
             f"activation drain per timestep: {act_fixed} cycles) is paid on every "
-            "timestep; fewer register stages trade clock frequency for cycles (not in the "
+            "timestep. Session 26 took 2 stages out (the table indices go straight into the "
+            "tables' block-RAM address registers: 9 -> 7 stages, at the same clock), and the "
+            "first beats now run inside the last MAC column where its cycles outnumber the "
+            "accumulators' write latency (capture, beats per layer: "
+            + "; ".join(f"{n} {cyc.act_capture(_cfg(results['models'][n]))}" for n in names)
+            + "); fewer stages still would trade clock frequency for cycles (not in the "
             "table).",
             "6. Skipping the activation of units whose accumulators did not change would make "
             "that phase sparse too, but every fired column touches every unit of a GRU layer, "
