@@ -111,7 +111,22 @@ def projected_cycles(cfg: DeltaGRUConfig, fired_layers, fired_head, *, fired_x0,
     for l, n in enumerate(layers[1:], start=1):
         m = n * cc + cyc.mac_phase_fixed(n, cc, l, lag)
         total = total + m - (np.minimum(act, m) if overlap else 0)
+    # Capture (cycles.act_capture, with the changed A): each capturing layer's first beats ran in
+    # the last column of the phase before its activation, if that phase had one.
+    G = _capture(cfg, cfg.act_width * act_mult)
+    for l in range(L):
+        if G and (cfg.has_head or l < L - 1):
+            total = total - G * ((nh0 if l == 0 else layers[l]) > 0)
     return np.broadcast_to(np.asarray(total, dtype=np.int64), fh.shape).copy()
+
+
+def _capture(cfg: DeltaGRUConfig, A: int) -> int:
+    """:func:`deltahw.cycles.act_capture` of ``cfg`` with A activation units (0 where that A is
+    not a legal configuration)."""
+    try:
+        return cyc.act_capture(cfg.replace(act_width=A))
+    except ConfigError:
+        return 0
 
 
 def what_if(cfg: DeltaGRUConfig, fired_layers, fired_head, *, fired_x0, first,
