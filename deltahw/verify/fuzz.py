@@ -27,6 +27,7 @@ import sys
 import time
 from pathlib import Path
 
+from .. import cycles
 from ..config import ConfigError, DeltaGRUConfig
 
 __all__ = ["draw_config", "draw_configs", "main"]
@@ -117,6 +118,8 @@ def _features(cfg: DeltaGRUConfig) -> list[str]:
     out.append("head" if cfg.has_head else "no-head")
     if 3 * cfg.act_width > cfg.lanes:
         out.append(f"split{3 * cfg.act_width // cfg.lanes}")
+    if cycles.act_capture(cfg):  # (cycles.captures: not the last layer of a headless network)
+        out.append(f"capture{cycles.act_capture(cfg)}")
     return out
 
 
