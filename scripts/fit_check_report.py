@@ -34,7 +34,7 @@ def render(data: dict) -> str:
         if r is (older[0] if older else None):
             lines += ["", "Earlier gateware (history, not held to the estimate):", "", *header]
         part = PARTS[r["part"]]
-        e = estimate(cfg.replace(act_width=r["act_width"], capture=r.get("capture", True)), part)
+        e = estimate(cfg.replace(act_width=r["act_width"], capture=r.get("capture", False)), part)
         cells = [f"{r[k]} / {getattr(e, k)} ({getattr(e, k) / r[k] - 1:+.1%})"
                  for k in ("luts", "ffs")]
         lines.append(f"| {r['part']} | {r['act_width']} | {cells[0]} | {cells[1]} | "
