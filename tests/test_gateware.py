@@ -614,6 +614,15 @@ def assert_cycles(cyc, expected, complete=True):
         assert all(c is None or c == e for c, e in zip(cyc, expected)), (cyc, list(expected))
 
 
+def one_sequence(model, T, seed, scale=1.0):
+    """One sequence of T random input vectors (times ``scale``), quantized: ``x_q``, the
+    per-timestep sequence-start flags, the golden run and its ``first`` tensor."""
+    x = torch.randn(T, model.config.input_size,
+                    generator=torch.Generator().manual_seed(seed)) * scale
+    x_q, _ = model.quantize_input(x)
+    return x_q, [t == 0 for t in range(T)], run_golden(model, x_q), torch.arange(T) == 0
+
+
 def run_both_modes(model, x_q, firsts, g):
     """The core streamed (every input ahead) and lock-step (each input after the previous
     output): outputs equal to the golden model's, every CYCLES_LAST seen (all of them lock-step)
@@ -788,12 +797,7 @@ def test_h_fetch_in_the_windows_last_cycle(O):
     model = small_model(I=3, H=7, L=1, O=O, lanes=12, act_width=2, enc_width=2, theta=30,
                         theta_head=20)
     cfg = model.config
-    T = 16
-    x = torch.randn(T, cfg.input_size, generator=torch.Generator().manual_seed(9)) * 0.3
-    x_q, _ = model.quantize_input(x)
-    firsts = [t == 0 for t in range(T)]
-    g = run_golden(model, x_q)
-    first = torch.arange(T) == 0
+    x_q, firsts, g, first = one_sequence(model, T=16, seed=9, scale=0.3)
     fh0, early = g.fired_h[0, :, 0], g.h0_early[0]
     slot_prev = cycles.window_slots(g.fired_head[0], first)[1]
     e = cycles.h_fetch_in_window(cfg, g.fired_x[0, :, 0], fh0, early, first, slot_prev)
@@ -853,12 +857,7 @@ def test_core_capture_matches_golden(L, O, capture):
     assert cycles.column_cost(cfg) == 5 and cycles.act_capture(cfg) == (2 if capture else 0)
     assert [cycles.captures(cfg, l) for l in range(L)] == [
         capture and (bool(O) or l < L - 1) for l in range(L)]
-    T = 14
-    x = torch.randn(T, cfg.input_size, generator=torch.Generator().manual_seed(6)) * 0.5
-    x_q, _ = model.quantize_input(x)
-    firsts = [t == 0 for t in range(T)]
-    g = run_golden(model, x_q)
-    first = torch.arange(T) == 0
+    x_q, firsts, g, first = one_sequence(model, T=14, seed=6, scale=0.5)
     fx, fh = g.fired_x[0], g.fired_h[0]
     assert bool((fh[:, 0] > 0).any()), "no layer-0 h phase with columns"
     if L == 2:
