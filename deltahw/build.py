@@ -366,6 +366,19 @@ def _check_seed(board, seed) -> None:
                          f"got {seed!r}.", code=2)
 
 
+def capture_for_part(model, part):
+    """``model`` with capture off (``config.capture``) where its selects are the part's last
+    LUTs: the design does not fit ``part`` with them and does without (then a cycle or more per
+    layer phase slower; the cycle model follows the config); else ``model`` as it is."""
+    cfg = model.config
+    if cycles.act_capture(cfg) and not fits(cfg, part) and fits(cfg.replace(capture=False), part):
+        log(f"      capture off: with it the design does not fit {part.name} (the fit check's "
+            f"{LUT_LIMIT:.0%} of its LUTs); without it each layer phase with columns takes "
+            f"{cycles.act_capture(cfg)} cycle(s) more (deltahw.cycles.act_capture)")
+        return model.with_config(cfg.replace(capture=False))
+    return model
+
+
 def build_model(model, board: str, *, variant=None, out=None, clock_mhz=None, baud=None,
                 lanes=None, force: bool = False, synth: bool = True, source=None,
                 seed=None) -> dict:
@@ -393,15 +406,8 @@ def build_model(model, board: str, *, variant=None, out=None, clock_mhz=None, ba
     # 2. fit check, before anything is generated
     log(f"[2/5] checking that the design fits {part.name} ({board.title} {variant})")
     alts = [(f"--variant {v}", board.part(v)) for v in board.variants if v != variant]
-    if cycles.act_capture(cfg) and not fits(cfg, part) and fits(cfg.replace(capture=False), part):
-        # Capture's selects (config.capture) are the part's last LUTs: without them the design
-        # fits, a cycle or more per layer phase slower (the cycle model follows the config).
-        gain = cycles.act_capture(cfg)
-        cfg = cfg.replace(capture=False)
-        model = model.with_config(cfg)
-        log(f"      capture off: with it the design does not fit {part.name} (the fit check's "
-            f"{LUT_LIMIT:.0%} of its LUTs); without it each layer phase with columns takes "
-            f"{gain} cycle(s) more (deltahw.cycles.act_capture)")
+    model = capture_for_part(model, part)
+    cfg = model.config
     try:
         est = check_fit(cfg, part, alternatives=alts)
     except FitError as e:
@@ -782,7 +788,7 @@ def _soc_main(args, t0) -> int:
     _check_clock_and_baud(board, clock_mhz, UART_BAUD)
     model_path = Path(args.model) if args.model else default_model()
     log(f"loading model {model_path}")
-    model = _load(model_path, args)
+    model = capture_for_part(_load(model_path, args), board.part(variant))
     x_q, seq = default_sequence(model)
     out = Path(args.out or f"build/{board.name}-{variant}-soc").absolute()
     report = build_soc(model, out, target="arty_a7", load=args.load_weights, x_q=x_q,
