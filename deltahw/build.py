@@ -56,7 +56,7 @@ from .gateware.bridge import elem_bytes
 from .gateware.uart import MIN_DIVISOR
 from .layout import Layout
 from .model import load_model
-from .resources import LUT_LIMIT, FitError, check_fit, fits
+from .resources import LUT_LIMIT, FitError, check_fit, config_for_part
 from .slack import endpoints_slower_than, faster_clocks, parse_slack_histogram, where_slower
 from .util import atomic_write_text, run_cli
 
@@ -371,12 +371,13 @@ def capture_for_part(model, part):
     LUTs: the design does not fit ``part`` with them and does without (then a cycle or more per
     layer phase slower; the cycle model follows the config); else ``model`` as it is."""
     cfg = model.config
-    if cycles.act_capture(cfg) and not fits(cfg, part) and fits(cfg.replace(capture=False), part):
-        log(f"      capture off: with it the design does not fit {part.name} (the fit check's "
-            f"{LUT_LIMIT:.0%} of its LUTs); without it each layer phase with columns takes "
-            f"{cycles.act_capture(cfg)} cycle(s) more (deltahw.cycles.act_capture)")
-        return model.with_config(cfg.replace(capture=False))
-    return model
+    made = config_for_part(cfg, part)
+    if made == cfg:
+        return model
+    log(f"      capture off: with it the design does not fit {part.name} (the fit check's "
+        f"{LUT_LIMIT:.0%} of its LUTs); without it each layer phase with columns takes "
+        f"{cycles.act_capture(cfg)} cycle(s) more (deltahw.cycles.act_capture)")
+    return model.with_config(made)
 
 
 def build_model(model, board: str, *, variant=None, out=None, clock_mhz=None, baud=None,

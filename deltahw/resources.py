@@ -27,7 +27,8 @@ from .cycles import act_capture
 from .gateware import Forms
 from .layout import Layout
 
-__all__ = ["Estimate", "FitError", "estimate", "check_fit", "LUTRAM_MAX_DEPTH", "suggest"]
+__all__ = ["Estimate", "FitError", "estimate", "check_fit", "config_for_part", "LUTRAM_MAX_DEPTH",
+           "suggest"]
 
 #: Memories at most this deep are mapped to LUT RAM, deeper ones to block RAM.
 LUTRAM_MAX_DEPTH = 64
@@ -309,6 +310,17 @@ def suggest(config: DeltaGRUConfig, part, rx_depth: int = 1024) -> list[str]:
     if lo:
         out.append(f"hidden_size <= {lo} fits with {config.lanes} lanes")
     return out
+
+
+def config_for_part(config: DeltaGRUConfig, part, rx_depth: int = 1024) -> DeltaGRUConfig:
+    """The configuration a build makes of ``config`` for ``part``: capture off
+    (``config.capture``) where its selects are the part's last LUTs (the design does not fit with
+    them and does without: then a cycle or more per layer phase slower, which the cycle model
+    follows); else ``config`` itself."""
+    if (act_capture(config) and not fits(config, part, rx_depth)
+            and fits(config.replace(capture=False), part, rx_depth)):
+        return config.replace(capture=False)
+    return config
 
 
 def check_fit(config: DeltaGRUConfig, part, rx_depth: int = 1024, alternatives=()) -> Estimate:

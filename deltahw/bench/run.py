@@ -387,6 +387,7 @@ def _hardware_rows(spec: ModelSpec, model, test: dict, lanes_list, reports: dict
     """One row per lane count: cycle model, estimates, and the synthesis results in ``reports``
     (keyed ``(model name, board, P)``; absent in quick mode)."""
     from ..boards import PARTS
+    from ..resources import config_for_part
 
     rows = []
     for P in lanes_list:
@@ -434,8 +435,16 @@ def _hardware_rows(spec: ModelSpec, model, test: dict, lanes_list, reports: dict
         if row["ecp5"] is None and not reports:
             # No synthesis in this run: the measured post-route figure of the same P and A.
             row["ecp5"] = recorded_ecp5(cfg)
-        row["perf_artix_assumed"] = _perf_at(cfg, cs["mean_cycles"], cs["p99_cycles"],
-                                             cs["dense_cycles"], hw.ARTIX_ASSUMED_MHZ)
+        # The Arty's build may turn capture off (resources.config_for_part): its cycles then
+        # are the cycle model's for that configuration (the RTL ran the shipped one).
+        arty_cfg = config_for_part(cfg, PARTS[hw.ARTY_PARTS["A7-35T"]])
+        cs_arty = cs if arty_cfg == cfg else ops.cycle_stats(
+            arty_cfg, test["fired_layers"], test["fired_head"], fired_x0=test["fired_x0"],
+            first=test["first"], h0_early=test["h0_early"])
+        row["artix_capture"] = arty_cfg.capture
+        row["perf_artix_assumed"] = _perf_at(arty_cfg, cs_arty["mean_cycles"],
+                                             cs_arty["p99_cycles"], cs_arty["dense_cycles"],
+                                             hw.ARTIX_ASSUMED_MHZ)
         fmax = (row["ecp5"] or {}).get("fmax_mhz")
         row["perf_ecp5_fmax"] = _perf_at(cfg, cs["mean_cycles"], cs["p99_cycles"],
                                          cs["dense_cycles"], fmax)
