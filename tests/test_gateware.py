@@ -760,12 +760,7 @@ def test_overlap_streamed_and_lockstep(O, lanes):
     longer than the drain (a window that closes with its slot), a read-out of five beats."""
     model = small_model(I=5, H=7, L=2, O=O, lanes=lanes, act_width=2, enc_width=2, theta=20)
     cfg = model.config
-    T = 6
-    x = torch.randn(T, cfg.input_size, generator=torch.Generator().manual_seed(3))
-    x_q, _ = model.quantize_input(x)
-    firsts = [t == 0 for t in range(T)]
-    g = run_golden(model, x_q)
-    first = torch.arange(T) == 0
+    x_q, firsts, g, first = one_sequence(model, T=6, seed=3)
     lockstep_stall = cycles.lockstep_stall(cfg, g.fired_x[0, :, 0], g.fired_head[0], first,
                                            fired_h0=g.fired_h[0, :, 0], h0_early=g.h0_early[0])
     assert int(cycles.lost_overlap(cfg, g.fired_x[0, :, 0], first)[1:].min()) > 0
@@ -823,12 +818,7 @@ def test_core_split_accumulators_match_golden(lanes):
     cfg = model.config
     lay = Layout(cfg)
     assert lay.acc_split == 12 // lanes and lay.group_stride > lay.groups  # padding words
-    T = 6
-    x = torch.randn(T, cfg.input_size, generator=torch.Generator().manual_seed(4))
-    x_q, _ = model.quantize_input(x)
-    firsts = [t == 0 for t in range(T)]
-    g = run_golden(model, x_q)
-    first = torch.arange(T) == 0
+    x_q, firsts, g, first = one_sequence(model, T=6, seed=4)
     runs = run_both_modes(model, x_q, firsts, g)
     stall = cycles.lockstep_stall(cfg, g.fired_x[0, :, 0], g.fired_head[0], first,
                                   fired_h0=g.fired_h[0, :, 0], h0_early=g.h0_early[0])
