@@ -51,7 +51,7 @@ class MacArray(wiring.Component):
 
     Capture (``capture``, the activation's beats inside a MAC phase's last column:
     ``cycles.act_capture``): ``acc_cap`` holds every lane's new sum of the issue
-    ``CAPTURE_LATENCY`` (4) cycles ago (the stage-3 sum, registered), so an activation beat
+    ``CAPTURE_LATENCY`` cycles ago (the stage-3 sum, registered), so an activation beat
     reads the words that issue updated ``ACC_WRITE_LATENCY`` + 1 cycles after it, as it would
     through the memory, while the memory's read port is still the issues'. The word the
     issue does not touch in a c lane (MX beside an h column, MCH beside an x column) is read
@@ -147,7 +147,7 @@ class MacArray(wiring.Component):
             "mx_word": Out(data.ArrayLayout(acc, lay.acc_split * P)),
             "mx_fwd": Out(data.ArrayLayout(acc, P)),
             "mch_word": Out(data.ArrayLayout(acc, lay.acc_split * P // 3)),
-            # (with ``capture``) every lane's sum of the issue 4 cycles ago, registered
+            # (with ``capture``) every lane's sum of the issue CAPTURE_LATENCY cycles ago
             **({"acc_cap": Out(data.ArrayLayout(acc, P))} if capture else {}),
             "load_next": In(1),
             "load_addr_next": In(self.babits),
